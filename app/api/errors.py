@@ -1,0 +1,54 @@
+"""Every error leaves as the envelope {"error": {message, type, param, code}}, 404/405/422 included."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import FtguardError
+
+log = logging.getLogger("ftguard.api")
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "file_too_large",
+              429: "rate_limited"}
+
+
+def envelope(status: int, message: str, type_: str, code: str, param: str | None = None,
+             details: object = None) -> JSONResponse:
+    body: dict[str, object] = {"message": message, "type": type_, "param": param, "code": code}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FtguardError)
+    async def ftguard_error(_: Request, exc: FtguardError) -> JSONResponse:
+        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+                   for e in errs[:20]]
+        return envelope(422, f"invalid request: {'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}",
+                        "invalid_request_error", "validation_error", ".".join(loc) or None, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        resp = envelope(exc.status_code, str(exc.detail), type_, code)
+        if exc.headers:
+            resp.headers.update(exc.headers)
+        return resp
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return envelope(500, "internal server error", "internal_error", "internal_error")

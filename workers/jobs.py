@@ -1,0 +1,90 @@
+"""RQ job functions. They take ids only; everything else is read from SQL and the blob store."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import FtguardError
+from app.core.storage import staged_file
+from app.datasets import service as datasets
+from app.models import Dataset, Screening
+from app.screenings import service as screenings
+from workers.runtime import get_runtime
+from workers.screening import Params, Side, screen
+from workers.similarity import Cancelled
+
+log = logging.getLogger("ftguard.worker")
+
+
+def _side(ds: Dataset, name: str, max_line_bytes: int) -> Side:
+    rt = get_runtime()
+    examples = [ex for _, ex in datasets.open_records(store=rt.services.store, ds=ds,
+                                                      max_line_bytes=max_line_bytes)]
+    return Side(name=name, examples=examples, sha256=ds.sha256 or "",
+                meta={"dataset_id": ds.id, "filename": ds.filename, "format": ds.format})
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """Our code and a message safe to show a client (never a raw traceback)."""
+    if isinstance(exc, FtguardError):
+        return exc.code, exc.message
+    name = type(exc).__name__
+    if "OutOfMemory" in name or isinstance(exc, MemoryError):
+        return "out_of_memory", "the worker ran out of memory; try a smaller batch size or a bigger worker"
+    if name == "JobTimeoutException":
+        return "timeout", "the screening ran past its time limit"
+    return "internal_error", f"internal error ({name}); see the worker log"
+
+
+def run_screening(screening_id: str) -> dict[str, Any]:
+    rt = get_runtime()
+    settings = rt.settings
+    with rt.services.db.session() as session:
+        scr = session.get(Screening, screening_id)
+        if scr is None:
+            return {"screening_id": screening_id, "skipped": "not found"}
+        if not screenings.start(session, scr):
+            return {"screening_id": screening_id, "skipped": scr.status}
+        try:
+            params = scr.params
+            customer_ds = session.get(Dataset, scr.dataset_id)
+            align_ds = session.get(Dataset, scr.alignment_dataset_id)
+            if customer_ds is None or align_ds is None:
+                raise FtguardError("a dataset of this screening was deleted", code="dataset_deleted")
+            screenings.progress(session, scr, stage="load", fraction=0.0, message="reading datasets")
+            representer = rt.representer(params)
+            outcome = screen(
+                customer=_side(customer_ds, "customer", settings.max_line_bytes),
+                alignment=_side(align_ds, "alignment", settings.max_line_bytes),
+                representer=representer, params=Params.from_dict(params), cache=rt.cache,
+                report=lambda stage, frac, msg: screenings.progress(session, scr, stage=stage, fraction=frac,
+                                                                    message=msg),
+                device=rt.device)
+            key = f"scores/{scr.tenant_id}/{scr.id}.npz"
+            with staged_file(rt.services.store, suffix=".npz") as (path, fh):
+                buf = io.BytesIO()
+                np.savez_compressed(buf, **outcome.arrays)
+                fh.write(buf.getvalue())
+                fh.close()
+                rt.services.store.put_file(key, path)
+            session.refresh(scr, ["status"])
+            if scr.status == "cancelled":
+                return {"screening_id": screening_id, "status": "cancelled"}
+            screenings.succeed(session, scr, body=outcome.body, scores_key=key)
+            return {"screening_id": screening_id, "status": "succeeded", "risk_score": scr.risk_score}
+        except Cancelled:
+            log.info("screening cancelled", extra={"job_id": screening_id})
+            return {"screening_id": screening_id, "status": "cancelled"}
+        except Exception as exc:
+            session.rollback()
+            code, message = _classify(exc)
+            log.exception("screening attempt failed", extra={"job_id": screening_id, "code": code})
+            final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
+            screenings.fail(session, scr, code=code, message=message, final=final)
+            if final:
+                return {"screening_id": screening_id, "status": "failed", "code": code}
+            raise

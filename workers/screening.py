@@ -1,0 +1,174 @@
+"""The screening computation: represent both sets (cached), compare in blocks, score, build the report.
+
+`screen()` is plain: it takes examples and a backend and returns the report body and the per-example
+arrays. The RQ job (workers.jobs) and the local CLI both call it; only they touch SQL, blobs and files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.datasets.formats import Example
+from workers import risk
+from workers.cache import VectorCache
+from workers.representations.base import Representer
+from workers.similarity import Cancelled, compare, self_reference
+
+# stage, fraction of the whole screening, optional message; returns False to stop (cancelled)
+Reporter = Callable[[str, float, str | None], bool]
+STAGES = {"represent_alignment": (0.0, 0.45), "represent_customer": (0.45, 0.9), "compare": (0.9, 0.97),
+          "score": (0.97, 1.0)}
+SNIPPET = 300
+TOP_EXAMPLES = 10
+
+
+@dataclass
+class Side:
+    """One dataset as the screening sees it."""
+
+    name: str
+    examples: Sequence[Example]
+    sha256: str
+    records: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Params:
+    top_k: int = 5
+    subset_size: int = 100
+    seed: int = 0
+    center: bool = False
+    block_size: int = 4096
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Params:
+        return cls(**{k: d[k] for k in ("top_k", "subset_size", "seed", "center", "block_size") if k in d})
+
+
+@dataclass
+class Outcome:
+    body: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def _stage_reporter(report: Reporter | None, stage: str) -> Callable[[float], None]:
+    lo, hi = STAGES[stage]
+    last = [0.0]
+
+    def cb(frac: float) -> None:
+        now = time.monotonic()
+        if report and (now - last[0] > 1.0 or frac >= 1.0):
+            last[0] = now
+            if not report(stage, lo + (hi - lo) * frac, None):
+                raise Cancelled()
+
+    return cb
+
+
+def represent(side: Side, representer: Representer, cache: VectorCache | None, report: Reporter | None,
+              stage: str) -> tuple[np.ndarray, bool]:
+    """Vectors of one side, from the cache when this identity has seen these bytes before."""
+    if cache is not None:
+        hit = cache.get(representer.identity, side.sha256)
+        if hit is not None and hit.shape == (len(side.examples), representer.dim):
+            if report:
+                report(stage, STAGES[stage][1], f"{side.name}: {len(side.examples)} vectors from cache")
+            return hit, True
+    if report and not report(stage, STAGES[stage][0], f"{side.name}: representing {len(side.examples)} "
+                             f"examples with {representer.backend}"):
+        raise Cancelled()
+    cb = _stage_reporter(report, stage)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        cb(done[0] / max(len(side.examples), 1))
+
+    vecs = representer.encode(side.examples, progress=tick)
+    if cache is not None:
+        cache.put(representer.identity, side.sha256, vecs)
+    return vecs, False
+
+
+def _snippet(ex: Example) -> dict[str, str]:
+    user = next((m["content"] for m in ex.messages if m["role"] == "user"), "")
+    reply = next((m["content"] for m in reversed(ex.messages) if m["role"] == "assistant"), "")
+    return {"prompt": user[:SNIPPET], "completion": reply[:SNIPPET]}
+
+
+def subsets(a_max: np.ndarray, size: int, seed: int) -> dict[str, np.ndarray]:
+    """High-Sim (top N by max cosine to the customer set), Low-Sim (bottom N) and a seeded Random N."""
+    n = min(size, a_max.size)
+    order = np.argsort(-a_max, kind="stable")
+    rng = np.random.default_rng(seed)
+    return {"high_sim": order[:n], "low_sim": order[::-1][:n],
+            "random": np.sort(rng.choice(a_max.size, size=n, replace=False))}
+
+
+def screen(*, customer: Side, alignment: Side, representer: Representer, params: Params,
+           cache: VectorCache | None = None, report: Reporter | None = None, device: str = "cpu"
+           ) -> Outcome:
+    """Compare a customer dataset with an alignment set and build the report."""
+    t0 = time.perf_counter()
+    a_vec, a_hit = represent(alignment, representer, cache, report, "represent_alignment")
+    t1 = time.perf_counter()
+    c_vec, c_hit = represent(customer, representer, cache, report, "represent_customer")
+    t2 = time.perf_counter()
+    if report and not report("compare", STAGES["compare"][0], "comparing in blocks"):
+        raise Cancelled()
+    sim = compare(c_vec, a_vec, k=params.top_k, block_size=params.block_size, center=params.center,
+                  device=device, progress=_stage_reporter(report, "compare"))
+    ref = self_reference(a_vec, sample=2000, seed=params.seed, center=params.center,
+                         block_size=params.block_size)
+    t3 = time.perf_counter()
+    c_max = sim.c_topk_sim[:, 0]
+    c_topk_mean = sim.c_topk_sim.mean(axis=1)
+    levels = risk.reference_levels(ref)
+    scored = risk.score(c_max, levels)
+    subs = subsets(sim.a_max_sim, params.subset_size, params.seed)
+    top = np.argsort(-c_max, kind="stable")[:TOP_EXAMPLES]
+    top_examples = [{
+        "record": int(i) + 1, "max_sim": float(c_max[i]), "example": _snippet(customer.examples[i]),
+        "nearest_alignment": [{"record": int(j) + 1, "sim": float(s), "example": _snippet(alignment.examples[j])}
+                              for j, s in zip(sim.c_topk_idx[i][:3], sim.c_topk_sim[i][:3], strict=True)],
+    } for i in top]
+    body: dict[str, Any] = {
+        "object": "screening.report",
+        "representation": representer.describe() | {"identity": representer.identity, "dim": representer.dim},
+        "similarity": sim.meta,
+        "params": {"top_k": params.top_k, "subset_size": params.subset_size, "seed": params.seed,
+                   "center": params.center},
+        "customer": {"examples": len(customer.examples), "sha256": customer.sha256, **customer.meta},
+        "alignment": {"examples": len(alignment.examples), "sha256": alignment.sha256, **alignment.meta},
+        "risk": scored,
+        "distributions": {
+            "customer_max_sim": risk.distribution(c_max),
+            "customer_topk_mean_sim": risk.distribution(c_topk_mean),
+            "alignment_max_sim": risk.distribution(sim.a_max_sim),
+        },
+        "reference": ref,
+        "shares_above": {name: float((c_max >= v).mean()) for name, v in levels.items()},
+        "subsets": {name: {"size": int(idx.size),
+                           "mean_max_sim": float(sim.a_max_sim[idx].mean()) if idx.size else None}
+                    for name, idx in subs.items()},
+        "top_examples": top_examples,
+        "findings": risk.findings(risk=scored, c_max=c_max, a_max=sim.a_max_sim,
+                                  n_customer=len(customer.examples), n_alignment=len(alignment.examples),
+                                  subset_size=params.subset_size),
+        "timings_s": {"represent_alignment": round(t1 - t0, 3), "represent_customer": round(t2 - t1, 3),
+                      "compare": round(t3 - t2, 3), "total": round(time.perf_counter() - t0, 3)},
+        "cache": {"alignment_hit": a_hit, "customer_hit": c_hit},
+    }
+    arrays = {"c_max": c_max.astype(np.float32), "c_topk_mean": c_topk_mean.astype(np.float32),
+              "c_topk_idx": sim.c_topk_idx.astype(np.int64), "c_topk_sim": sim.c_topk_sim.astype(np.float32),
+              "a_max": sim.a_max_sim.astype(np.float32), "a_argmax": sim.a_argmax.astype(np.int64),
+              **{f"subset_{k}": v.astype(np.int64) for k, v in subs.items()}}
+    if report:
+        report("score", 1.0, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
+    return Outcome(body=body, arrays=arrays)
