@@ -102,6 +102,7 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
             session.delete(report)
         session.query(Event).filter(Event.object_id == s.id).delete()
         session.delete(s)
+    session.flush()  # screenings before the dataset they reference
     session.delete(ds)
     session.flush()
     if ds.sha256 and not session.scalar(select(Dataset.id).where(Dataset.sha256 == ds.sha256).limit(1)):
