@@ -3,7 +3,9 @@
 Raw cosines mean little on their own (LLM hidden states cluster high; sentence embedders do not), so every
 part is read against reference levels taken from the alignment set itself:
 
-* floor  = mean cosine of random pairs of alignment examples ("unrelated" in this space),
+* floor  = 90th percentile of the cosine of random pairs of alignment examples ("unrelated" in this
+           space; the 90th rather than the mean because a max over many alignment examples always finds
+           some chance match),
 * near   = 10th percentile of the alignment set's leave-one-out nearest-neighbour cosine,
 * high   = median of that nearest-neighbour cosine ("as close as alignment examples are to each other").
 
@@ -23,7 +25,7 @@ import numpy as np
 
 FORMULA = ("risk = 100 * (0.4 * mean(z) + 0.3 * p90(z) + 0.3 * share(s >= near)), "
            "z = clip((s - floor) / (high - floor), 0, 1), s = each customer example's max cosine to the "
-           "alignment set; floor = mean cosine of random alignment pairs, near = p10 and high = p50 of the "
+           "alignment set; floor = p90 cosine of random alignment pairs, near = p10 and high = p50 of the "
            "alignment set's leave-one-out nearest-neighbour cosine")
 WEIGHTS = {"mean_similarity": 0.4, "tail_similarity": 0.3, "near_alignment_share": 0.3}
 TIERS = ((25.0, "low"), (50.0, "medium"), (75.0, "high"), (float("inf"), "critical"))
@@ -50,7 +52,7 @@ def distribution(values: np.ndarray) -> dict[str, Any]:
 
 
 def reference_levels(ref: dict[str, Any]) -> dict[str, float]:
-    floor = float(ref["random_pair_mean"])
+    floor = float(ref["random_pair_p90"])
     high = max(float(ref["self_nn"]["p50"]), floor + 1e-3)
     near = min(max(float(ref["self_nn"]["p10"]), floor), high)
     return {"floor": floor, "near": near, "high": high}

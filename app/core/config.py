@@ -25,21 +25,20 @@ class Settings(BaseSettings):
         description="Model path, or `bundled:all-minilm-l6-v2` / `bundled:smollm2-135m-instruct`.",
     )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
-    encode_batch_size: int = Field(default=64, ge=1, le=4096)
+    encode_batch_size: int = Field(default=64, ge=1, le=4096, description="Examples per forward pass.")
     similarity_block_size: int = Field(default=4096, ge=64, description="Rows of C x A compared at once.")
-    top_k: int = Field(default=5, ge=1, le=100)
 
     max_upload_bytes: int = Field(default=1 << 30, ge=1, description="Largest accepted upload.")
-    max_examples: int = Field(default=2_000_000, ge=1)
+    max_examples: int = Field(default=2_000_000, ge=1, description="Most examples in one dataset.")
     max_line_bytes: int = Field(default=1 << 20, ge=64, description="Longest JSONL line or CSV row.")
-    max_reported_errors: int = Field(default=20, ge=1, le=1000)
-    max_subset_size: int = Field(default=100_000, ge=1)
+    max_reported_errors: int = Field(default=20, ge=1, le=1000, description="Errors listed per upload.")
+    max_subset_size: int = Field(default=100_000, ge=1, description="Largest High/Low/Random subset.")
 
-    job_timeout_s: int = Field(default=3600, ge=10)
-    job_retries: int = Field(default=2, ge=0)
-    result_ttl_s: int = Field(default=86_400, ge=0)
+    job_timeout_s: int = Field(default=3600, ge=10, description="A job running longer is stopped.")
+    job_retries: int = Field(default=2, ge=0, description="Retries of a failed job before it fails.")
+    result_ttl_s: int = Field(default=86_400, ge=0, description="How long RQ keeps job results (SQL keeps reports).")
 
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @property
     def sqlalchemy_url(self) -> str:

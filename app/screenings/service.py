@@ -23,9 +23,12 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 SUBSETS = ("high_sim", "low_sim", "random")
 
 
-def create(*, session: Session, queue: JobQueue, tenant_id: str, dataset_id: str,
+def create(*, session: Session, queue: JobQueue, settings: Settings, tenant_id: str, dataset_id: str,
            alignment_dataset_id: str, params: dict[str, Any]) -> Screening:
     """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
+    if params.get("subset_size", 0) > settings.max_subset_size:
+        raise InvalidRequest(f"subset_size is above the limit of {settings.max_subset_size}",
+                             param="subset_size", code="limit_exceeded")
     ds = datasets.get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
     align = datasets.get(session=session, tenant_id=tenant_id, dataset_id=alignment_dataset_id)
     if align.purpose != "alignment":

@@ -36,7 +36,7 @@ def create_screening(body: ScreeningCreate, session: SessionDep, state: StateDep
     params["backend"] = body.backend or s.default_backend
     params["model"] = body.model or s.default_model
     params["block_size"] = s.similarity_block_size
-    scr = service.create(session=session, queue=state.queue, tenant_id=tenant, dataset_id=body.dataset_id,
+    scr = service.create(session=session, queue=state.queue, settings=s, tenant_id=tenant, dataset_id=body.dataset_id,
                          alignment_dataset_id=body.alignment_dataset_id, params=params)
     return ScreeningPublic.model_validate(scr)
 

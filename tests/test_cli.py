@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from tests.conftest import DEMO
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("FTGUARD_DATA_DIR", str(tmp_path / "data"))
+    from app.core.config import get_settings
+
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    res = runner.invoke(app, ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ftguard screening summary" in res.output and "critical" in res.output
+    body = json.loads(out.read_text())
+    assert body["risk"]["tier"] == "critical" and body["customer"]["examples"] == 62
+    assert body["cache"]["alignment_hit"] is False
+    again = runner.invoke(app, ["screen", str(DEMO / "customer_benign_general.jsonl"), "--json", str(out)])
+    assert again.exit_code == 0 and json.loads(out.read_text())["cache"]["alignment_hit"] is True
+
+
+def test_demo_ranks_the_harmful_looking_set_first(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "demo.json"
+    res = runner.invoke(app, ["demo", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    reports = json.loads(out.read_text())
+    ranked = sorted(reports, key=lambda n: -reports[n]["risk"]["risk_score"])
+    assert ranked[0] == "harmful-looking"
+    assert reports["harmful-looking"]["risk"]["tier"] in ("high", "critical")
+    assert all(reports[n]["risk"]["tier"] in ("low", "medium") for n in ranked[1:])
+
+
+def test_screen_rejects_an_invalid_file_with_located_errors(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
+    res = runner.invoke(app, ["screen", str(bad)])
+    assert res.exit_code == 2
+    assert "line 2" in res.output and "missing_field" in res.output
+
+
+def test_worker_without_redis_url_explains_itself(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FTGUARD_REDIS_URL", raising=False)
+    res = runner.invoke(app, ["worker"])
+    assert res.exit_code == 2 and "FTGUARD_REDIS_URL" in res.output
