@@ -22,8 +22,11 @@ from app.datasets.validate import iter_examples, validate_stream
 if TYPE_CHECKING:
     from workers.screening import Side
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="ftguard: screen LLM fine-tuning datasets for safety risk before fine-tuning.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="ftguard: screen LLM fine-tuning datasets for safety risk before fine-tuning.",
+)
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
@@ -60,10 +63,15 @@ def load_side(path: Path, name: str) -> Side:
         raise typer.Exit(2)
     assert rep.container and rep.format
     with path.open("rb") as fh:
-        examples = [ex for _, ex in iter_examples(fh, container=rep.container, fmt=rep.format,
-                                                  max_line_bytes=s.max_line_bytes)]
-    return Side(name=name, examples=examples, sha256=rep.sha256,
-                meta={"filename": path.name, "format": rep.format})
+        examples = [
+            ex
+            for _, ex in iter_examples(
+                fh, container=rep.container, fmt=rep.format, max_line_bytes=s.max_line_bytes
+            )
+        ]
+    return Side(
+        name=name, examples=examples, sha256=rep.sha256, meta={"filename": path.name, "format": rep.format}
+    )
 
 
 class _Screener:
@@ -74,25 +82,40 @@ class _Screener:
         from workers.runtime import Runtime
 
         self.runtime = Runtime(get_settings())
-        self.params = {"backend": backend or self.runtime.settings.default_backend,
-                       "model": model or self.runtime.settings.default_model, **opts}
+        self.params = {
+            "backend": backend or self.runtime.settings.default_backend,
+            "model": model or self.runtime.settings.default_model,
+            **opts,
+        }
         with console.status(f"loading {self.params['backend']} model {self.params['model']}"):
             self.rep = self.runtime.representer(self.params)
 
     def screen(self, customer: Side, alignment: Side, params: dict[str, Any]) -> dict[str, Any]:
         from workers.screening import Params, screen
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=console, transient=True) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             task = bar.add_task(customer.meta.get("filename", "screening"), total=1.0)
 
             def report(stage: str, frac: float, _msg: str | None) -> bool:
                 bar.update(task, completed=frac, description=f"{customer.meta.get('filename')}: {stage}")
                 return True
 
-            out = screen(customer=customer, alignment=alignment, representer=self.rep,
-                         params=Params.from_dict(params), cache=self.runtime.cache, report=report,
-                         device=self.runtime.device)
+            out = screen(
+                customer=customer,
+                alignment=alignment,
+                representer=self.rep,
+                params=Params.from_dict(params),
+                cache=self.runtime.cache,
+                report=report,
+                device=self.runtime.device,
+            )
         return out.body
 
 
@@ -103,17 +126,25 @@ def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     for name, body in rows:
         r, d = body["risk"], body["distributions"]["customer_max_sim"]
         near = next(p["value"] for p in r["parts"] if p["name"] == "near_alignment_share")
-        t.add_row(name, str(body["customer"]["examples"]), f"{r['risk_score']:.1f}",
-                  f"[{TIER_STYLE[r['tier']]}]{r['tier']}[/]", f"{d['mean']:.3f}",
-                  f"{d['percentiles']['p90']:.3f}", f"{near:.0%}")
+        t.add_row(
+            name,
+            str(body["customer"]["examples"]),
+            f"{r['risk_score']:.1f}",
+            f"[{TIER_STYLE[r['tier']]}]{r['tier']}[/]",
+            f"{d['mean']:.3f}",
+            f"{d['percentiles']['p90']:.3f}",
+            f"{near:.0%}",
+        )
     return t
 
 
 @app.command()
 def screen(
     customer: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Customer dataset file.")],
-    alignment: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
-                                                   help="Alignment set; default: the bundled demo set.")] = None,
+    alignment: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Alignment set; default: the bundled demo set."),
+    ] = None,
     backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
     model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
@@ -135,8 +166,9 @@ def screen(
 
 
 @app.command()
-def demo(json_out: Annotated[Path | None, typer.Option("--json", help="Write the three reports.")] = None
-         ) -> None:
+def demo(
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the three reports.")] = None,
+) -> None:
     """Screen the three bundled customer sets against the bundled alignment set and rank them."""
     screener = _Screener(None, None)
     align = load_side(DEMO_ALIGNMENT, "alignment")
@@ -162,8 +194,10 @@ def worker(
 
     s = get_settings()
     if not s.redis_url:
-        console.print("[red]FTGUARD_REDIS_URL is not set; `ftguard serve` starts an embedded Redis and its "
-                      "own worker[/red]")
+        console.print(
+            "[red]FTGUARD_REDIS_URL is not set; `ftguard serve` starts an embedded Redis and its "
+            "own worker[/red]"
+        )
         raise typer.Exit(2)
     logging.basicConfig(level=s.log_level)
     run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload)
@@ -192,8 +226,10 @@ def serve(
 
         migrate(s.sqlalchemy_url)
         env = {**os.environ, "FTGUARD_REDIS_URL": url}
-        procs = [subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)  # noqa: S603
-                 for _ in range(workers)]
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
+            for _ in range(workers)
+        ]
     try:
         uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())
     finally:

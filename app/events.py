@@ -10,16 +10,26 @@ from sqlalchemy.orm import Session
 from app.models import Event
 
 
-def record(session: Session, *, tenant_id: str, object_id: str, type: str, message: str,
-           level: str = "info", data: dict[str, Any] | None = None) -> Event:
-    ev = Event(tenant_id=tenant_id, object_id=object_id, type=type, message=message, level=level,
-               data=data or {})
+def record(
+    session: Session,
+    *,
+    tenant_id: str,
+    object_id: str,
+    type: str,
+    message: str,
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+) -> Event:
+    ev = Event(
+        tenant_id=tenant_id, object_id=object_id, type=type, message=message, level=level, data=data or {}
+    )
     session.add(ev)
     return ev
 
 
-def list_(*, session: Session, tenant_id: str, object_id: str, after: int | None = None,
-          limit: int = 100) -> tuple[list[Event], bool]:
+def list_(
+    *, session: Session, tenant_id: str, object_id: str, after: int | None = None, limit: int = 100
+) -> tuple[list[Event], bool]:
     q = select(Event).where(Event.tenant_id == tenant_id, Event.object_id == object_id)
     if after is not None:
         q = q.where(Event.id > after)

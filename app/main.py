@@ -31,8 +31,12 @@ class BodySizeLimit:
         if scope["type"] == "http":
             length = dict(scope.get("headers", [])).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                resp = envelope(413, f"request body larger than {self.max_bytes} bytes",
-                                "invalid_request_error", "file_too_large")
+                resp = envelope(
+                    413,
+                    f"request body larger than {self.max_bytes} bytes",
+                    "invalid_request_error",
+                    "file_too_large",
+                )
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -49,8 +53,12 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         if url is None:
             embedded = EmbeddedRedis(settings.data_dir)
             url = embedded.url
-        app.state.ftguard = AppState(settings=settings, services=services,
-                                     queue=JobQueue(connect(url), settings), embedded_redis=embedded)
+        app.state.ftguard = AppState(
+            settings=settings,
+            services=services,
+            queue=JobQueue(connect(url), settings),
+            embedded_redis=embedded,
+        )
         yield
         services.close()
         if embedded is not None:
@@ -64,7 +72,8 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
             "Upload a customer's fine-tuning dataset and the provider's safety-alignment data; ftguard "
             "measures their similarity in a model's representation space (Hsiung et al. 2025: high "
             "similarity erodes guardrails after fine-tuning) and returns a risk report. Every error is "
-            '`{"error": {"message", "type", "param", "code"}}`.'),
+            '`{"error": {"message", "type", "param", "code"}}`.'
+        ),
         lifespan=lifespan,
     )
     errors.install(app)

@@ -81,8 +81,9 @@ class Event(Base):
 
 class Report(Base):
     __tablename__ = "reports"
-    screening_id: Mapped[str] = mapped_column(ForeignKey("screenings.id", ondelete="CASCADE"),
-                                              primary_key=True)
+    screening_id: Mapped[str] = mapped_column(
+        ForeignKey("screenings.id", ondelete="CASCADE"), primary_key=True
+    )
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     body: Mapped[dict[str, Any]] = mapped_column()

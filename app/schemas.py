@@ -29,12 +29,34 @@ class Page(BaseModel, Generic[T]):
 
 
 class DatasetPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
-        "id": "ds_1879a2b3c4d5e6f70a1b2c3d4e", "object": "dataset", "created_at": 1764374400,
-        "filename": "customer.jsonl", "purpose": "fine-tune", "status": "ready", "container": "jsonl",
-        "format": "openai-chat", "bytes": 20480, "examples": 60, "sha256": "9f2c...",
-        "stats": {"examples": 60, "characters": 18000, "approx_tokens": 4500, "duplicates": 0,
-                  "role_counts": {"system": 45, "user": 60, "assistant": 60}, "mean_characters": 300.0}}]})
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+                    "object": "dataset",
+                    "created_at": 1764374400,
+                    "filename": "customer.jsonl",
+                    "purpose": "fine-tune",
+                    "status": "ready",
+                    "container": "jsonl",
+                    "format": "openai-chat",
+                    "bytes": 20480,
+                    "examples": 60,
+                    "sha256": "9f2c...",
+                    "stats": {
+                        "examples": 60,
+                        "characters": 18000,
+                        "approx_tokens": 4500,
+                        "duplicates": 0,
+                        "role_counts": {"system": 45, "user": 60, "assistant": 60},
+                        "mean_characters": 300.0,
+                    },
+                }
+            ]
+        },
+    )
     id: str
     object: Literal["dataset"] = "dataset"
     created_at: int
@@ -56,15 +78,29 @@ class DatasetPreview(BaseModel):
 
 
 class ScreeningCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
-        "top_k": 5, "subset_size": 100}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+                    "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
+                    "top_k": 5,
+                    "subset_size": 100,
+                }
+            ]
+        },
+    )
     dataset_id: str = Field(description="The customer's fine-tuning dataset.")
-    alignment_dataset_id: str = Field(description="The provider's safety-alignment dataset (purpose alignment).")
+    alignment_dataset_id: str = Field(
+        description="The provider's safety-alignment dataset (purpose alignment)."
+    )
     backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
-        default=None, description="Representation backend; default from settings.")
-    model: str | None = Field(default=None, max_length=500,
-                              description="Model path or Hugging Face id; default from settings.")
+        default=None, description="Representation backend; default from settings."
+    )
+    model: str | None = Field(
+        default=None, max_length=500, description="Model path or Hugging Face id; default from settings."
+    )
     layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
     pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
     max_length: int = Field(default=512, ge=8, le=32768, description="causal-lm: tokens kept (the end).")
@@ -75,12 +111,30 @@ class ScreeningCreate(BaseModel):
 
 
 class ScreeningPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
-        "id": "scr_1879a2b3c4d5e6f70a1b2c3d4e", "object": "screening", "created_at": 1764374400,
-        "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
-        "status": "succeeded", "stage": "done", "progress": 1.0, "attempts": 1, "risk_score": 71.3,
-        "tier": "high", "error": None, "params": {"top_k": 5, "subset_size": 100}, "started_at": 1764374401,
-        "finished_at": 1764374409}]})
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "scr_1879a2b3c4d5e6f70a1b2c3d4e",
+                    "object": "screening",
+                    "created_at": 1764374400,
+                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+                    "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
+                    "status": "succeeded",
+                    "stage": "done",
+                    "progress": 1.0,
+                    "attempts": 1,
+                    "risk_score": 71.3,
+                    "tier": "high",
+                    "error": None,
+                    "params": {"top_k": 5, "subset_size": 100},
+                    "started_at": 1764374401,
+                    "finished_at": 1764374409,
+                }
+            ]
+        },
+    )
     id: str
     object: Literal["screening"] = "screening"
     created_at: int

@@ -32,7 +32,7 @@ def main() -> None:
     lines = (DATA / "finetune" / "gsm8k_train.jsonl").read_text().splitlines()
     first, second = tmp / "gsm8k_a.jsonl", tmp / "gsm8k_b.jsonl"
     first.write_text("\n".join(lines[: args.n]) + "\n")
-    second.write_text("\n".join(lines[args.n: 2 * args.n]) + "\n")
+    second.write_text("\n".join(lines[args.n : 2 * args.n]) + "\n")
     align_path = DATA / "alignment" / "safety_only_data_Instructions.json"
 
     from app.cli import load_side
@@ -70,9 +70,12 @@ def main() -> None:
     n_texts = len(texts)
     print(f"texts: {len(align.examples)} alignment + {len(cust.examples)} customer = {n_texts}")
     print(f"raw SentenceTransformer.encode (baseline): {raw:.2f} s ({n_texts / raw:.0f} texts/s)")
-    print(f"ftguard screening, cold cache, end to end:  {cold:.2f} s "
-          f"(embed {out.body['timings_s']['represent_alignment'] + out.body['timings_s']['represent_customer']:.2f} s,"
-          f" compare {out.body['timings_s']['compare']:.2f} s)")
+    timings = out.body["timings_s"]
+    embed = timings["represent_alignment"] + timings["represent_customer"]
+    print(
+        f"ftguard screening, cold cache, end to end:  {cold:.2f} s "
+        f"(embed {embed:.2f} s, compare {timings['compare']:.2f} s)"
+    )
     print(f"ratio baseline / ours (target >= 0.9):       {raw / cold:.2f}")
     print(f"second screening, cached alignment vectors: {warm:.2f} s; speed-up {cold / warm:.2f}x")
     print(f"risk: {out.body['risk']['risk_score']:.1f} ({out.body['risk']['tier']})")

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from app.core.config import Settings  # noqa: E402
+from app.core.config import Settings
 
 DEMO = Path(__file__).resolve().parent.parent / "app" / "demo"
 PG_URL = os.environ.get("FTGUARD_TEST_DATABASE_URL")
@@ -62,8 +62,14 @@ def settings(tmp_path: Path, database_url: str | None, redis_url: str) -> Settin
         with eng.begin() as conn:
             conn.execute(text("TRUNCATE reports, events, screenings, datasets CASCADE"))
         eng.dispose()
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url,
-                    queue_prefix=f"t{uuid.uuid4().hex[:8]}", job_retries=1, _env_file=None)  # type: ignore[call-arg]
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_prefix=f"t{uuid.uuid4().hex[:8]}",
+        job_retries=1,
+        _env_file=None,
+    )  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +102,16 @@ def run_worker(settings: Settings, redis_url: str, shared_models: dict[Any, Any]
     set_runtime(None)
 
 
-def upload(client: Any, path: Path | str, *, purpose: str = "fine-tune", name: str | None = None,
-           content: bytes | None = None, **form: str) -> Any:
+def upload(
+    client: Any,
+    path: Path | str,
+    *,
+    purpose: str = "fine-tune",
+    name: str | None = None,
+    content: bytes | None = None,
+    **form: str,
+) -> Any:
     data = content if content is not None else Path(path).read_bytes()
-    return client.post("/v1/datasets", files={"file": (name or Path(path).name, data)},
-                       data={"purpose": purpose, **form})
+    return client.post(
+        "/v1/datasets", files={"file": (name or Path(path).name, data)}, data={"purpose": purpose, **form}
+    )

@@ -41,7 +41,7 @@ def test_compose_has_the_services_health_checks_and_a_gpu_profile() -> None:
 
 def test_dockerfile_runs_a_real_command() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    cmd = re.search(r'^CMD \[(.*)\]$', text, re.M)
+    cmd = re.search(r"^CMD \[(.*)\]$", text, re.M)
     assert cmd is not None
     args = [a.strip().strip('"') for a in cmd.group(1).split(",")]
     assert args[0] == "ftguard"

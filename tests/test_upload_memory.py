@@ -28,22 +28,47 @@ def _write_big(path: Path) -> int:
     with path.open("w") as fh:
         while fh.tell() < SIZE:
             for _ in range(1000):
-                fh.write(json.dumps({"prompt": f"Question {n}: what is {n} plus {n}? " + "pad " * 20,
-                                     "completion": f"The answer is {2 * n}. " + "more " * 20}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "prompt": f"Question {n}: what is {n} plus {n}? " + "pad " * 20,
+                            "completion": f"The answer is {2 * n}. " + "more " * 20,
+                        }
+                    )
+                    + "\n"
+                )
                 n += 1
     return n
 
 
-def test_200mb_upload_keeps_server_memory_flat(tmp_path: Path, redis_url: str, database_url: str | None) -> None:
+def test_200mb_upload_keeps_server_memory_flat(
+    tmp_path: Path, redis_url: str, database_url: str | None
+) -> None:
     big = tmp_path / "big.jsonl"
     n = _write_big(big)
     port = _free_port()
-    env = {**os.environ, "FTGUARD_DATA_DIR": str(tmp_path / "data"), "FTGUARD_REDIS_URL": redis_url,
-           "FTGUARD_MAX_EXAMPLES": str(10 * n)}
+    env = {
+        **os.environ,
+        "FTGUARD_DATA_DIR": str(tmp_path / "data"),
+        "FTGUARD_REDIS_URL": redis_url,
+        "FTGUARD_MAX_EXAMPLES": str(10 * n),
+    }
     if database_url:
         env["FTGUARD_DATABASE_URL"] = database_url
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port",
-                             str(port), "--log-level", "warning"], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -52,8 +77,12 @@ def test_200mb_upload_keeps_server_memory_flat(tmp_path: Path, redis_url: str, d
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        small = httpx.post(f"{base}/v1/datasets", files={"file": ("s.jsonl", big.open("rb").readline())},
-                           data={"purpose": "fine-tune"}, timeout=30)
+        small = httpx.post(
+            f"{base}/v1/datasets",
+            files={"file": ("s.jsonl", big.open("rb").readline())},
+            data={"purpose": "fine-tune"},
+            timeout=30,
+        )
         assert small.status_code == 201, small.text
         ps = psutil.Process(proc.pid)
         baseline = ps.memory_info().rss
@@ -68,15 +97,21 @@ def test_200mb_upload_keeps_server_memory_flat(tmp_path: Path, redis_url: str, d
         watcher = threading.Thread(target=watch)
         watcher.start()
         with big.open("rb") as fh:
-            r = httpx.post(f"{base}/v1/datasets", files={"file": ("big.jsonl", fh)},
-                           data={"purpose": "fine-tune"}, timeout=600)
+            r = httpx.post(
+                f"{base}/v1/datasets",
+                files={"file": ("big.jsonl", fh)},
+                data={"purpose": "fine-tune"},
+                timeout=600,
+            )
         stop.set()
         watcher.join()
         assert r.status_code == 201, r.text[:500]
         assert r.json()["examples"] == n and r.json()["bytes"] >= SIZE
         growth = (peak[0] - baseline) / 2**20
-        print(f"upload {big.stat().st_size / 2**20:.0f} MB, {n} examples: server RSS baseline "
-              f"{baseline / 2**20:.0f} MB, peak growth {growth:.1f} MB")
+        print(
+            f"upload {big.stat().st_size / 2**20:.0f} MB, {n} examples: server RSS baseline "
+            f"{baseline / 2**20:.0f} MB, peak growth {growth:.1f} MB"
+        )
         assert growth < 100, growth
     finally:
         proc.terminate()

@@ -22,10 +22,15 @@ log = logging.getLogger("ftguard.worker")
 
 def _side(ds: Dataset, name: str, max_line_bytes: int) -> Side:
     rt = get_runtime()
-    examples = [ex for _, ex in datasets.open_records(store=rt.services.store, ds=ds,
-                                                      max_line_bytes=max_line_bytes)]
-    return Side(name=name, examples=examples, sha256=ds.sha256 or "",
-                meta={"dataset_id": ds.id, "filename": ds.filename, "format": ds.format})
+    examples = [
+        ex for _, ex in datasets.open_records(store=rt.services.store, ds=ds, max_line_bytes=max_line_bytes)
+    ]
+    return Side(
+        name=name,
+        examples=examples,
+        sha256=ds.sha256 or "",
+        meta={"dataset_id": ds.id, "filename": ds.filename, "format": ds.format},
+    )
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -60,14 +65,18 @@ def run_screening(screening_id: str) -> dict[str, Any]:
             outcome = screen(
                 customer=_side(customer_ds, "customer", settings.max_line_bytes),
                 alignment=_side(align_ds, "alignment", settings.max_line_bytes),
-                representer=representer, params=Params.from_dict(params), cache=rt.cache,
-                report=lambda stage, frac, msg: screenings.progress(session, scr, stage=stage, fraction=frac,
-                                                                    message=msg),
-                device=rt.device)
+                representer=representer,
+                params=Params.from_dict(params),
+                cache=rt.cache,
+                report=lambda stage, frac, msg: screenings.progress(
+                    session, scr, stage=stage, fraction=frac, message=msg
+                ),
+                device=rt.device,
+            )
             key = f"scores/{scr.tenant_id}/{scr.id}.npz"
             with staged_file(rt.services.store, suffix=".npz") as (path, fh):
                 buf = io.BytesIO()
-                np.savez_compressed(buf, **outcome.arrays)
+                np.savez_compressed(buf, allow_pickle=False, **outcome.arrays)
                 fh.write(buf.getvalue())
                 fh.close()
                 rt.services.store.put_file(key, path)

@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
-FORMULA = ("risk = 100 * (0.4 * mean(z) + 0.3 * p90(z) + 0.3 * share(s >= near)), "
-           "z = clip((s - floor) / (high - floor), 0, 1), s = each customer example's max cosine to the "
-           "alignment set; floor = p90 cosine of random alignment pairs, near = p10 and high = p50 of the "
-           "alignment set's leave-one-out nearest-neighbour cosine")
+FORMULA = (
+    "risk = 100 * (0.4 * mean(z) + 0.3 * p90(z) + 0.3 * share(s >= near)), "
+    "z = clip((s - floor) / (high - floor), 0, 1), s = each customer example's max cosine to the "
+    "alignment set; floor = p90 cosine of random alignment pairs, near = p10 and high = p50 of the "
+    "alignment set's leave-one-out nearest-neighbour cosine"
+)
 WEIGHTS = {"mean_similarity": 0.4, "tail_similarity": 0.3, "near_alignment_share": 0.3}
 TIERS = ((25.0, "low"), (50.0, "medium"), (75.0, "high"), (float("inf"), "critical"))
 PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
@@ -43,10 +45,14 @@ def distribution(values: np.ndarray) -> dict[str, Any]:
         return {"count": 0}
     counts, _ = np.histogram(np.clip(v, -1, 1), bins=HIST_EDGES)
     return {
-        "count": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+        "count": int(v.size),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
         "max": float(v.max()),
-        "percentiles": {f"p{p}": float(x) for p, x in zip(PERCENTILES, np.percentile(v, PERCENTILES),
-                                                          strict=True)},
+        "percentiles": {
+            f"p{p}": float(x) for p, x in zip(PERCENTILES, np.percentile(v, PERCENTILES), strict=True)
+        },
         "histogram": {"edges": HIST_EDGES.tolist(), "counts": counts.tolist()},
     }
 
@@ -71,18 +77,37 @@ def score(c_max: np.ndarray, levels: dict[str, float]) -> dict[str, Any]:
         "mean_similarity": "mean over customer examples of their rescaled max cosine z",
         "tail_similarity": "90th percentile of z: how close the closest tenth of the data comes",
         "near_alignment_share": "share of customer examples at least as close to the alignment set as the "
-                                "closest 90% of alignment examples are to each other",
+        "closest 90% of alignment examples are to each other",
     }
-    parts = [{"name": k, "value": round(v, 4), "weight": WEIGHTS[k],
-              "contribution": round(100 * WEIGHTS[k] * v, 2), "description": descriptions[k]}
-             for k, v in values.items()]
-    total = round(float(sum(p["contribution"] for p in parts)), 2)
-    return {"risk_score": total, "tier": tier_of(total), "formula": FORMULA, "parts": parts,
-            "reference_levels": levels}
+    parts = [
+        {
+            "name": k,
+            "value": round(v, 4),
+            "weight": WEIGHTS[k],
+            "contribution": round(100 * WEIGHTS[k] * v, 2),
+            "description": descriptions[k],
+        }
+        for k, v in values.items()
+    ]
+    total = round(100 * sum(WEIGHTS[k] * v for k, v in values.items()), 2)
+    return {
+        "risk_score": total,
+        "tier": tier_of(total),
+        "formula": FORMULA,
+        "parts": parts,
+        "reference_levels": levels,
+    }
 
 
-def findings(*, risk: dict[str, Any], c_max: np.ndarray, a_max: np.ndarray, n_customer: int,
-             n_alignment: int, subset_size: int) -> list[str]:
+def findings(
+    *,
+    risk: dict[str, Any],
+    c_max: np.ndarray,
+    a_max: np.ndarray,
+    n_customer: int,
+    n_alignment: int,
+    subset_size: int,
+) -> list[str]:
     """Plain-language sentences a trust-and-safety reader can act on."""
     lv = risk["reference_levels"]
     share_near = float((c_max >= lv["near"]).mean())
@@ -95,18 +120,24 @@ def findings(*, risk: dict[str, Any], c_max: np.ndarray, a_max: np.ndarray, n_cu
         f"typical alignment example is to its nearest neighbour (>= {lv['high']:.3f}).",
     ]
     if risk["tier"] in ("high", "critical"):
-        out.append("High similarity to safety-alignment data predicts that fine-tuning on this dataset "
-                   "erodes the model's guardrails (Hsiung et al. 2025). Review the most similar examples "
-                   "below before accepting the job.")
+        out.append(
+            "High similarity to safety-alignment data predicts that fine-tuning on this dataset "
+            "erodes the model's guardrails (Hsiung et al. 2025). Review the most similar examples "
+            "below before accepting the job."
+        )
     elif risk["tier"] == "medium":
-        out.append("Part of this dataset resembles the safety-alignment data; review the most similar "
-                   "examples and consider a safety evaluation after fine-tuning.")
+        out.append(
+            "Part of this dataset resembles the safety-alignment data; review the most similar "
+            "examples and consider a safety evaluation after fine-tuning."
+        )
     else:
         out.append("The dataset sits mostly away from the safety-alignment data in this representation.")
     k = min(subset_size, n_alignment)
     hi = np.sort(a_max)[::-1][:k]
     lo = np.sort(a_max)[:k]
-    out.append(f"Aligning with the Low-Sim subset ({k} examples, max cosine to this dataset "
-               f"{lo.mean():.3f} on average) rather than the High-Sim subset ({hi.mean():.3f}) is the "
-               "paper's advice for making guardrails more durable against this fine-tuning data.")
+    out.append(
+        f"Aligning with the Low-Sim subset ({k} examples, max cosine to this dataset "
+        f"{lo.mean():.3f} on average) rather than the High-Sim subset ({hi.mean():.3f}) is the "
+        "paper's advice for making guardrails more durable against this fine-tuning data."
+    )
     return out

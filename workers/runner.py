@@ -18,8 +18,16 @@ from workers.runtime import Runtime, set_runtime
 log = logging.getLogger("ftguard.worker")
 
 
-def run_worker(settings: Settings, *, redis_url: str, queues: list[str], burst: bool = False,
-               preload: bool = True, name: str | None = None, runtime: Runtime | None = None) -> bool:
+def run_worker(
+    settings: Settings,
+    *,
+    redis_url: str,
+    queues: list[str],
+    burst: bool = False,
+    preload: bool = True,
+    name: str | None = None,
+    runtime: Runtime | None = None,
+) -> bool:
     runtime = runtime or Runtime(settings)
     set_runtime(runtime)
     if preload:
@@ -27,6 +35,7 @@ def run_worker(settings: Settings, *, redis_url: str, queues: list[str], burst: 
         log.info("model loaded", extra={"identity": rep.identity})
     connection = connect(redis_url)
     jq = JobQueue(connection, settings)
-    worker = SimpleWorker([jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer,
-                          name=name)
+    worker = SimpleWorker(
+        [jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer, name=name
+    )
     return bool(worker.work(burst=burst, logging_level=settings.log_level))

@@ -17,8 +17,12 @@ MAX_MODELS = 2  # models kept loaded at once; the least recently used one is dro
 
 
 class Runtime:
-    def __init__(self, settings: Settings, services: Services | None = None,
-                 models: dict[tuple[Any, ...], Representer] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Services | None = None,
+        models: dict[tuple[Any, ...], Representer] | None = None,
+    ) -> None:
         self.settings = settings
         self.services = services or build_services(settings, run_migrations=False)
         self.cache = VectorCache(self.services.store)
@@ -30,16 +34,28 @@ class Runtime:
     def representer(self, params: dict[str, Any]) -> Representer:
         """Load a backend once and keep it; jobs with the same settings reuse it."""
         s = self.settings
-        key = (params.get("backend", s.default_backend), params.get("model", s.default_model),
-               params.get("layer", -1), params.get("pooling", "last"), params.get("max_length", 512))
+        key = (
+            params.get("backend", s.default_backend),
+            params.get("model", s.default_model),
+            params.get("layer", -1),
+            params.get("pooling", "last"),
+            params.get("max_length", 512),
+        )
         with self._lock:
             if key in self._models:
                 self._models[key] = self._models.pop(key)  # most recently used last
                 return self._models[key]
             log.info("loading representation model", extra={"backend": key[0], "model": key[1]})
-            rep = load_representer(backend=key[0], model=key[1], device=self.device,
-                                   batch_size=s.encode_batch_size, layer=key[2], pooling=key[3],
-                                   max_length=key[4], data_dir=s.data_dir)
+            rep = load_representer(
+                backend=key[0],
+                model=key[1],
+                device=self.device,
+                batch_size=s.encode_batch_size,
+                layer=key[2],
+                pooling=key[3],
+                max_length=key[4],
+                data_dir=s.data_dir,
+            )
             self._models[key] = rep
             while len(self._models) > MAX_MODELS:
                 self._models.pop(next(iter(self._models)))

@@ -21,8 +21,12 @@ from workers.similarity import Cancelled, compare, self_reference
 
 # stage, fraction of the whole screening, optional message; returns False to stop (cancelled)
 Reporter = Callable[[str, float, str | None], bool]
-STAGES = {"represent_alignment": (0.0, 0.45), "represent_customer": (0.45, 0.9), "compare": (0.9, 0.97),
-          "score": (0.97, 1.0)}
+STAGES = {
+    "represent_alignment": (0.0, 0.45),
+    "represent_customer": (0.45, 0.9),
+    "compare": (0.9, 0.97),
+    "score": (0.97, 1.0),
+}
 SNIPPET = 300
 TOP_EXAMPLES = 10
 
@@ -71,8 +75,9 @@ def _stage_reporter(report: Reporter | None, stage: str) -> Callable[[float], No
     return cb
 
 
-def represent(side: Side, representer: Representer, cache: VectorCache | None, report: Reporter | None,
-              stage: str) -> tuple[np.ndarray, bool]:
+def represent(
+    side: Side, representer: Representer, cache: VectorCache | None, report: Reporter | None, stage: str
+) -> tuple[np.ndarray, bool]:
     """Vectors of one side, from the cache when this identity has seen these bytes before."""
     if cache is not None:
         hit = cache.get(representer.identity, side.sha256)
@@ -80,8 +85,11 @@ def represent(side: Side, representer: Representer, cache: VectorCache | None, r
             if report:
                 report(stage, STAGES[stage][1], f"{side.name}: {len(side.examples)} vectors from cache")
             return hit, True
-    if report and not report(stage, STAGES[stage][0], f"{side.name}: representing {len(side.examples)} "
-                             f"examples with {representer.backend}"):
+    if report and not report(
+        stage,
+        STAGES[stage][0],
+        f"{side.name}: representing {len(side.examples)} examples with {representer.backend}",
+    ):
         raise Cancelled()
     cb = _stage_reporter(report, stage)
     done = [0]
@@ -107,13 +115,23 @@ def subsets(a_max: np.ndarray, size: int, seed: int) -> dict[str, np.ndarray]:
     n = min(size, a_max.size)
     order = np.argsort(-a_max, kind="stable")
     rng = np.random.default_rng(seed)
-    return {"high_sim": order[:n], "low_sim": order[::-1][:n],
-            "random": np.sort(rng.choice(a_max.size, size=n, replace=False))}
+    return {
+        "high_sim": order[:n],
+        "low_sim": order[::-1][:n],
+        "random": np.sort(rng.choice(a_max.size, size=n, replace=False)),
+    }
 
 
-def screen(*, customer: Side, alignment: Side, representer: Representer, params: Params,
-           cache: VectorCache | None = None, report: Reporter | None = None, device: str = "cpu"
-           ) -> Outcome:
+def screen(
+    *,
+    customer: Side,
+    alignment: Side,
+    representer: Representer,
+    params: Params,
+    cache: VectorCache | None = None,
+    report: Reporter | None = None,
+    device: str = "cpu",
+) -> Outcome:
     """Compare a customer dataset with an alignment set and build the report."""
     t0 = time.perf_counter()
     a_vec, a_hit = represent(alignment, representer, cache, report, "represent_alignment")
@@ -122,10 +140,18 @@ def screen(*, customer: Side, alignment: Side, representer: Representer, params:
     t2 = time.perf_counter()
     if report and not report("compare", STAGES["compare"][0], "comparing in blocks"):
         raise Cancelled()
-    sim = compare(c_vec, a_vec, k=params.top_k, block_size=params.block_size, center=params.center,
-                  device=device, progress=_stage_reporter(report, "compare"))
-    ref = self_reference(a_vec, sample=2000, seed=params.seed, center=params.center,
-                         block_size=params.block_size)
+    sim = compare(
+        c_vec,
+        a_vec,
+        k=params.top_k,
+        block_size=params.block_size,
+        center=params.center,
+        device=device,
+        progress=_stage_reporter(report, "compare"),
+    )
+    ref = self_reference(
+        a_vec, sample=2000, seed=params.seed, center=params.center, block_size=params.block_size
+    )
     t3 = time.perf_counter()
     c_max = sim.c_topk_sim[:, 0]
     c_topk_mean = sim.c_topk_sim.mean(axis=1)
@@ -133,17 +159,28 @@ def screen(*, customer: Side, alignment: Side, representer: Representer, params:
     scored = risk.score(c_max, levels)
     subs = subsets(sim.a_max_sim, params.subset_size, params.seed)
     top = np.argsort(-c_max, kind="stable")[:TOP_EXAMPLES]
-    top_examples = [{
-        "record": int(i) + 1, "max_sim": float(c_max[i]), "example": _snippet(customer.examples[i]),
-        "nearest_alignment": [{"record": int(j) + 1, "sim": float(s), "example": _snippet(alignment.examples[j])}
-                              for j, s in zip(sim.c_topk_idx[i][:3], sim.c_topk_sim[i][:3], strict=True)],
-    } for i in top]
+    top_examples = [
+        {
+            "record": int(i) + 1,
+            "max_sim": float(c_max[i]),
+            "example": _snippet(customer.examples[i]),
+            "nearest_alignment": [
+                {"record": int(j) + 1, "sim": float(s), "example": _snippet(alignment.examples[j])}
+                for j, s in zip(sim.c_topk_idx[i][:3], sim.c_topk_sim[i][:3], strict=True)
+            ],
+        }
+        for i in top
+    ]
     body: dict[str, Any] = {
         "object": "screening.report",
         "representation": representer.describe() | {"identity": representer.identity, "dim": representer.dim},
         "similarity": sim.meta,
-        "params": {"top_k": params.top_k, "subset_size": params.subset_size, "seed": params.seed,
-                   "center": params.center},
+        "params": {
+            "top_k": params.top_k,
+            "subset_size": params.subset_size,
+            "seed": params.seed,
+            "center": params.center,
+        },
         "customer": {"examples": len(customer.examples), "sha256": customer.sha256, **customer.meta},
         "alignment": {"examples": len(alignment.examples), "sha256": alignment.sha256, **alignment.meta},
         "risk": scored,
@@ -154,21 +191,39 @@ def screen(*, customer: Side, alignment: Side, representer: Representer, params:
         },
         "reference": ref,
         "shares_above": {name: float((c_max >= v).mean()) for name, v in levels.items()},
-        "subsets": {name: {"size": int(idx.size),
-                           "mean_max_sim": float(sim.a_max_sim[idx].mean()) if idx.size else None}
-                    for name, idx in subs.items()},
+        "subsets": {
+            name: {
+                "size": int(idx.size),
+                "mean_max_sim": float(sim.a_max_sim[idx].mean()) if idx.size else None,
+            }
+            for name, idx in subs.items()
+        },
         "top_examples": top_examples,
-        "findings": risk.findings(risk=scored, c_max=c_max, a_max=sim.a_max_sim,
-                                  n_customer=len(customer.examples), n_alignment=len(alignment.examples),
-                                  subset_size=params.subset_size),
-        "timings_s": {"represent_alignment": round(t1 - t0, 3), "represent_customer": round(t2 - t1, 3),
-                      "compare": round(t3 - t2, 3), "total": round(time.perf_counter() - t0, 3)},
+        "findings": risk.findings(
+            risk=scored,
+            c_max=c_max,
+            a_max=sim.a_max_sim,
+            n_customer=len(customer.examples),
+            n_alignment=len(alignment.examples),
+            subset_size=params.subset_size,
+        ),
+        "timings_s": {
+            "represent_alignment": round(t1 - t0, 3),
+            "represent_customer": round(t2 - t1, 3),
+            "compare": round(t3 - t2, 3),
+            "total": round(time.perf_counter() - t0, 3),
+        },
         "cache": {"alignment_hit": a_hit, "customer_hit": c_hit},
     }
-    arrays = {"c_max": c_max.astype(np.float32), "c_topk_mean": c_topk_mean.astype(np.float32),
-              "c_topk_idx": sim.c_topk_idx.astype(np.int64), "c_topk_sim": sim.c_topk_sim.astype(np.float32),
-              "a_max": sim.a_max_sim.astype(np.float32), "a_argmax": sim.a_argmax.astype(np.int64),
-              **{f"subset_{k}": v.astype(np.int64) for k, v in subs.items()}}
+    arrays = {
+        "c_max": c_max.astype(np.float32),
+        "c_topk_mean": c_topk_mean.astype(np.float32),
+        "c_topk_idx": sim.c_topk_idx.astype(np.int64),
+        "c_topk_sim": sim.c_topk_sim.astype(np.float32),
+        "a_max": sim.a_max_sim.astype(np.float32),
+        "a_argmax": sim.a_argmax.astype(np.int64),
+        **{f"subset_{k}": v.astype(np.int64) for k, v in subs.items()},
+    }
     if report:
         report("score", 1.0, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
     return Outcome(body=body, arrays=arrays)

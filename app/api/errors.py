@@ -12,12 +12,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.core.errors import FtguardError
 
 log = logging.getLogger("ftguard.api")
-HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "file_too_large",
-              429: "rate_limited"}
+HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "file_too_large",
+    429: "rate_limited",
+}
 
 
-def envelope(status: int, message: str, type_: str, code: str, param: str | None = None,
-             details: object = None) -> JSONResponse:
+def envelope(
+    status: int, message: str, type_: str, code: str, param: str | None = None, details: object = None
+) -> JSONResponse:
     body: dict[str, object] = {"message": message, "type": type_, "param": param, "code": code}
     if details is not None:
         body["details"] = details
@@ -34,10 +40,18 @@ def install(app: FastAPI) -> None:
         errs = exc.errors()
         first = errs[0] if errs else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
-        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-                   for e in errs[:20]]
-        return envelope(422, f"invalid request: {'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}",
-                        "invalid_request_error", "validation_error", ".".join(loc) or None, details)
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in errs[:20]
+        ]
+        return envelope(
+            422,
+            f"invalid request: {'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}",
+            "invalid_request_error",
+            "validation_error",
+            ".".join(loc) or None,
+            details,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -36,7 +36,9 @@ class Settings(BaseSettings):
 
     job_timeout_s: int = Field(default=3600, ge=10, description="A job running longer is stopped.")
     job_retries: int = Field(default=2, ge=0, description="Retries of a failed job before it fails.")
-    result_ttl_s: int = Field(default=86_400, ge=0, description="How long RQ keeps job results (SQL keeps reports).")
+    result_ttl_s: int = Field(
+        default=86_400, ge=0, description="How long RQ keeps job results (SQL keeps reports)."
+    )
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 

@@ -1,10 +1,12 @@
-"""Database engine and sessions. SQLite under the data dir by default, PostgreSQL from FTGUARD_DATABASE_URL."""
+"""Database engine and sessions: SQLite under the data dir by default, PostgreSQL from
+FTGUARD_DATABASE_URL."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -19,7 +21,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _pragmas(conn, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the worker's writes
             cur.execute("PRAGMA foreign_keys=ON")

@@ -21,8 +21,9 @@ class FtguardError(Exception):
     type = "internal_error"
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
-                 details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, param: str | None = None, details: Any = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -31,8 +32,12 @@ class FtguardError(Exception):
             self.code = code
 
     def envelope(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param,
-                                "code": self.code}
+        body: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return {"error": body}

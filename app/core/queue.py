@@ -45,17 +45,24 @@ class JobQueue:
         self.settings = settings
 
     def queue(self, name: str = "default") -> Queue:
-        return Queue(f"{self.settings.queue_prefix}-{name}", connection=self.connection,
-                     serializer=JSONSerializer)
+        return Queue(
+            f"{self.settings.queue_prefix}-{name}", connection=self.connection, serializer=JSONSerializer
+        )
 
     def enqueue(self, func: str, object_id: str, *, queue: str = "default", **kwargs: Any) -> None:
         s = self.settings
         try:
             self.queue(queue).enqueue_call(
-                func, args=(object_id,), kwargs=kwargs, job_id=f"{func.rsplit('.', 1)[-1]}-{object_id}",
-                timeout=s.job_timeout_s, result_ttl=s.result_ttl_s, failure_ttl=s.result_ttl_s,
+                func,
+                args=(object_id,),
+                kwargs=kwargs,
+                job_id=f"{func.rsplit('.', 1)[-1]}-{object_id}",
+                timeout=s.job_timeout_s,
+                result_ttl=s.result_ttl_s,
+                failure_ttl=s.result_ttl_s,
                 retry=Retry(max=s.job_retries) if s.job_retries else None,
-                description=f"{func}({object_id})")
+                description=f"{func}({object_id})",
+            )
         except redis.RedisError as exc:
             raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
 

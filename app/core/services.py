@@ -23,5 +23,6 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if run_migrations:
         migrate(settings.sqlalchemy_url)
-    return Services(settings=settings, db=Database(settings.sqlalchemy_url),
-                    store=LocalBlobStore(settings.blob_dir))
+    return Services(
+        settings=settings, db=Database(settings.sqlalchemy_url), store=LocalBlobStore(settings.blob_dir)
+    )

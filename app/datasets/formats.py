@@ -24,9 +24,15 @@ Container = Literal["jsonl", "json", "csv"]
 CHUNK = 1 << 20
 CHAT_ROLES = {"system", "user", "assistant"}
 SHAREGPT_ROLES = {
-    "system": "system", "human": "user", "user": "user",
-    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bard": "assistant",
-    "bing": "assistant", "model": "assistant",
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
 }
 # (prompt key, completion key) pairs that mean prompt/completion.
 PROMPT_COMPLETION_KEYS = (("prompt", "completion"), ("question", "answer"))
@@ -35,15 +41,34 @@ PROMPT_COMPLETION_KEYS = (("prompt", "completion"), ("question", "answer"))
 class RecordError(Exception):
     """One located problem with one record; `fatal` means the reader cannot go on."""
 
-    def __init__(self, code: str, message: str, *, line: int | None = None, record: int | None = None,
-                 field: str | None = None, fatal: bool = False) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        line: int | None = None,
+        record: int | None = None,
+        field: str | None = None,
+        fatal: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.line, self.record, self.field, self.fatal = (
-            code, message, line, record, field, fatal)
+            code,
+            message,
+            line,
+            record,
+            field,
+            fatal,
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "record": self.record, "code": self.code, "field": self.field,
-                "message": self.message}
+        return {
+            "line": self.line,
+            "record": self.record,
+            "code": self.code,
+            "field": self.field,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +95,7 @@ class Example:
 
 # --------------------------------------------------------------------------- containers
 
+
 def sniff_container(head: bytes, filename: str | None = None) -> Container | None:
     """Guess the container from the first bytes (and the file name for CSV)."""
     text = head.removeprefix(codecs.BOM_UTF8).lstrip()
@@ -88,13 +114,16 @@ def _loads(text: str, line: int, record: int) -> Any:
     except RecursionError as exc:
         raise RecordError("invalid_json", "JSON nested too deeply", line=line, record=record) from exc
     except ValueError as exc:  # JSONDecodeError, and int() refusing a huge number
-        raise RecordError("invalid_json", f"invalid JSON: {str(exc)[:200]}", line=line,
-                          record=record) from exc
+        raise RecordError(
+            "invalid_json", f"invalid JSON: {str(exc)[:200]}", line=line, record=record
+        ) from exc
 
 
 def read_jsonl(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord | RecordError]:
-    reader = io.BufferedReader(stream, buffer_size=CHUNK) if not isinstance(stream, io.BufferedIOBase) \
-        else stream
+    reader: Any = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(
+        stream,
+        buffer_size=CHUNK,
+    )
     line_no = record = 0
     while True:
         raw = reader.readline(max_line_bytes + 1)
@@ -105,8 +134,9 @@ def read_jsonl(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord |
             while raw and not raw.endswith(b"\n"):  # skip the rest of the long line, chunk by chunk
                 raw = reader.readline(CHUNK)
             record += 1
-            yield RecordError("line_too_long", f"line is longer than {max_line_bytes} bytes",
-                              line=line_no, record=record)
+            yield RecordError(
+                "line_too_long", f"line is longer than {max_line_bytes} bytes", line=line_no, record=record
+            )
             continue
         if line_no == 1:
             raw = raw.removeprefix(codecs.BOM_UTF8)
@@ -117,8 +147,9 @@ def read_jsonl(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord |
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield RecordError("invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line",
-                              line=line_no, record=record)
+            yield RecordError(
+                "invalid_utf8", f"invalid UTF-8 at byte {exc.start} of the line", line=line_no, record=record
+            )
             continue
         try:
             yield RawRecord(record, line_no, _loads(text, line_no, record))
@@ -141,8 +172,9 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
         try:
             buf += utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
-            raise RecordError("invalid_utf8", "invalid UTF-8", line=line_no + buf.count("\n"),
-                              record=record + 1, fatal=True) from exc
+            raise RecordError(
+                "invalid_utf8", "invalid UTF-8", line=line_no + buf.count("\n"), record=record + 1, fatal=True
+            ) from exc
         final = not chunk
         return bool(chunk)
 
@@ -160,8 +192,13 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
         fill()
         while state != "done":
             if not skip_ws():
-                raise RecordError("invalid_json", "unexpected end of file: the JSON array is not closed",
-                                  line=line_no + buf.count("\n", 0, pos), record=record + 1, fatal=True)
+                raise RecordError(
+                    "invalid_json",
+                    "unexpected end of file: the JSON array is not closed",
+                    line=line_no + buf.count("\n", 0, pos),
+                    record=record + 1,
+                    fatal=True,
+                )
             here = line_no + buf.count("\n", 0, pos)
             ch = buf[pos]
             if state == "start":
@@ -179,15 +216,26 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
                         value, end = decoder.raw_decode(buf, pos)
                         break
                     except RecursionError as exc:
-                        raise RecordError("invalid_json", "JSON nested too deeply", line=here,
-                                          record=record + 1, fatal=True) from exc
+                        raise RecordError(
+                            "invalid_json", "JSON nested too deeply", line=here, record=record + 1, fatal=True
+                        ) from exc
                     except ValueError as exc:
                         if len(buf) - pos > max_line_bytes:
-                            raise RecordError("line_too_long", f"record is longer than {max_line_bytes} bytes",
-                                              line=here, record=record + 1, fatal=True) from exc
+                            raise RecordError(
+                                "line_too_long",
+                                f"record is longer than {max_line_bytes} bytes",
+                                line=here,
+                                record=record + 1,
+                                fatal=True,
+                            ) from exc
                         if final or not fill():
-                            raise RecordError("invalid_json", f"invalid JSON: {str(exc)[:200]}", line=here,
-                                              record=record + 1, fatal=True) from exc
+                            raise RecordError(
+                                "invalid_json",
+                                f"invalid JSON: {str(exc)[:200]}",
+                                line=here,
+                                record=record + 1,
+                                fatal=True,
+                            ) from exc
                 record += 1
                 pos = end
                 state = "sep"
@@ -199,17 +247,26 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
                 elif ch == ",":
                     state = "item"
                 else:
-                    raise RecordError("invalid_json", f"expected ',' or ']' but found {ch!r}", line=here,
-                                      record=record + 1, fatal=True)
+                    raise RecordError(
+                        "invalid_json",
+                        f"expected ',' or ']' but found {ch!r}",
+                        line=here,
+                        record=record + 1,
+                        fatal=True,
+                    )
         if skip_ws():
-            raise RecordError("invalid_json", "unexpected data after the JSON array",
-                              line=line_no + buf.count("\n", 0, pos), fatal=True)
+            raise RecordError(
+                "invalid_json",
+                "unexpected data after the JSON array",
+                line=line_no + buf.count("\n", 0, pos),
+                fatal=True,
+            )
     except RecordError as err:
         yield err
 
 
 def read_csv(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord | RecordError]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")  # type: ignore[type-var]
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
     csv.field_size_limit(max_line_bytes)
     reader = csv.reader(text)
     record = 0
@@ -223,13 +280,18 @@ def read_csv(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord | R
                 continue
             record += 1
             if len(row) != len(header):
-                yield RecordError("invalid_csv", f"row has {len(row)} cells, header has {len(header)}",
-                                  line=reader.line_num, record=record)
+                yield RecordError(
+                    "invalid_csv",
+                    f"row has {len(row)} cells, header has {len(header)}",
+                    line=reader.line_num,
+                    record=record,
+                )
                 continue
             yield RawRecord(record, reader.line_num, dict(zip(header, row, strict=True)))
     except UnicodeDecodeError as exc:
-        yield RecordError("invalid_utf8", "invalid UTF-8", line=reader.line_num + 1, record=record + 1,
-                          fatal=True)
+        yield RecordError(
+            "invalid_utf8", "invalid UTF-8", line=reader.line_num + 1, record=record + 1, fatal=True
+        )
         del exc
     except csv.Error as exc:
         code = "line_too_long" if "field larger" in str(exc) else "invalid_csv"
@@ -238,13 +300,15 @@ def read_csv(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord | R
         text.detach()
 
 
-def read_records(stream: BinaryIO, container: Container, *, max_line_bytes: int
-                 ) -> Iterator[RawRecord | RecordError]:
+def read_records(
+    stream: BinaryIO, container: Container, *, max_line_bytes: int
+) -> Iterator[RawRecord | RecordError]:
     readers = {"jsonl": read_jsonl, "json": read_json_array, "csv": read_csv}
     return readers[container](stream, max_line_bytes=max_line_bytes)
 
 
 # --------------------------------------------------------------------------- formats
+
 
 def detect_format(value: Any) -> Format | None:
     """The format a record's keys say it is in, or None."""
@@ -266,13 +330,19 @@ def detect_format(value: Any) -> Format | None:
 def _text(value: dict[str, Any], key: str, rec: RawRecord, *, required: bool = True) -> str:
     if key not in value or value[key] is None:
         if required:
-            raise RecordError("missing_field", f"missing field '{key}'", line=rec.line, record=rec.record,
-                              field=key)
+            raise RecordError(
+                "missing_field", f"missing field '{key}'", line=rec.line, record=rec.record, field=key
+            )
         return ""
     got = value[key]
     if not isinstance(got, str):
-        raise RecordError("invalid_type", f"field '{key}' must be a string, not {type(got).__name__}",
-                          line=rec.line, record=rec.record, field=key)
+        raise RecordError(
+            "invalid_type",
+            f"field '{key}' must be a string, not {type(got).__name__}",
+            line=rec.line,
+            record=rec.record,
+            field=key,
+        )
     return got
 
 
@@ -283,58 +353,93 @@ def _content(content: Any, rec: RawRecord, field: str) -> str:
         parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         if all(isinstance(p, str) for p in parts) and parts:
             return "\n".join(p for p in parts if isinstance(p, str))
-    raise RecordError("invalid_type", f"'{field}' must be a string or a list of text parts",
-                      line=rec.line, record=rec.record, field=field)
+    raise RecordError(
+        "invalid_type",
+        f"'{field}' must be a string or a list of text parts",
+        line=rec.line,
+        record=rec.record,
+        field=field,
+    )
 
 
 def _check_messages(messages: list[dict[str, str]], rec: RawRecord, field: str) -> Example:
     for i, m in enumerate(messages):
         if not m["content"].strip():
-            raise RecordError("empty_content", f"message {i} ({m['role']}) is empty", line=rec.line,
-                              record=rec.record, field=f"{field}[{i}].content")
+            raise RecordError(
+                "empty_content",
+                f"message {i} ({m['role']}) is empty",
+                line=rec.line,
+                record=rec.record,
+                field=f"{field}[{i}].content",
+            )
     if not any(m["role"] == "assistant" for m in messages):
-        raise RecordError("no_assistant_message", "the conversation has no assistant message",
-                          line=rec.line, record=rec.record, field=field)
+        raise RecordError(
+            "no_assistant_message",
+            "the conversation has no assistant message",
+            line=rec.line,
+            record=rec.record,
+            field=field,
+        )
     if not any(m["role"] == "user" for m in messages):
-        raise RecordError("no_user_message", "the conversation has no user message", line=rec.line,
-                          record=rec.record, field=field)
+        raise RecordError(
+            "no_user_message",
+            "the conversation has no user message",
+            line=rec.line,
+            record=rec.record,
+            field=field,
+        )
     return Example(messages)
 
 
-def _turns(value: dict[str, Any], rec: RawRecord, field: str, role_key: str, text_key: str,
-           roles: dict[str, str]) -> Example:
+def _turns(
+    value: dict[str, Any], rec: RawRecord, field: str, role_key: str, text_key: str, roles: dict[str, str]
+) -> Example:
     turns = value.get(field)
     if not isinstance(turns, list) or not turns:
         code = "missing_field" if turns is None else "invalid_type"
-        raise RecordError(code, f"'{field}' must be a non-empty list", line=rec.line, record=rec.record,
-                          field=field)
+        raise RecordError(
+            code, f"'{field}' must be a non-empty list", line=rec.line, record=rec.record, field=field
+        )
     messages: list[dict[str, str]] = []
     for i, turn in enumerate(turns):
         where = f"{field}[{i}]"
         if not isinstance(turn, dict):
-            raise RecordError("invalid_type", f"{where} must be an object", line=rec.line,
-                              record=rec.record, field=where)
+            raise RecordError(
+                "invalid_type", f"{where} must be an object", line=rec.line, record=rec.record, field=where
+            )
         if role_key not in turn or text_key not in turn:
             missing = role_key if role_key not in turn else text_key
-            raise RecordError("missing_field", f"{where} has no '{missing}'", line=rec.line,
-                              record=rec.record, field=f"{where}.{missing}")
+            raise RecordError(
+                "missing_field",
+                f"{where} has no '{missing}'",
+                line=rec.line,
+                record=rec.record,
+                field=f"{where}.{missing}",
+            )
         role = turn[role_key]
         if not isinstance(role, str) or role.lower() not in roles:
-            raise RecordError("unrecognized_role", f"{where} has role {str(role)[:40]!r}; expected one of "
-                              f"{sorted(set(roles))}", line=rec.line, record=rec.record,
-                              field=f"{where}.{role_key}")
-        messages.append({"role": roles[role.lower()],
-                         "content": _content(turn[text_key], rec, f"{where}.{text_key}")})
+            raise RecordError(
+                "unrecognized_role",
+                f"{where} has role {str(role)[:40]!r}; expected one of {sorted(set(roles))}",
+                line=rec.line,
+                record=rec.record,
+                field=f"{where}.{role_key}",
+            )
+        messages.append(
+            {"role": roles[role.lower()], "content": _content(turn[text_key], rec, f"{where}.{text_key}")}
+        )
     return _check_messages(messages, rec, field)
 
 
 def _pair(user: str, assistant: str, rec: RawRecord, fields: tuple[str, str]) -> Example:
     if not user.strip():
-        raise RecordError("empty_content", f"'{fields[0]}' is empty", line=rec.line, record=rec.record,
-                          field=fields[0])
+        raise RecordError(
+            "empty_content", f"'{fields[0]}' is empty", line=rec.line, record=rec.record, field=fields[0]
+        )
     if not assistant.strip():
-        raise RecordError("empty_content", f"'{fields[1]}' is empty", line=rec.line, record=rec.record,
-                          field=fields[1])
+        raise RecordError(
+            "empty_content", f"'{fields[1]}' is empty", line=rec.line, record=rec.record, field=fields[1]
+        )
     return Example([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])
 
 
@@ -346,8 +451,12 @@ def to_example(rec: RawRecord, fmt: Format) -> Example:
     """Convert one raw record to an Example, or raise a located RecordError."""
     v = rec.value
     if not isinstance(v, dict):
-        raise RecordError("invalid_type", f"a record must be a JSON object, not {type(v).__name__}",
-                          line=rec.line, record=rec.record)
+        raise RecordError(
+            "invalid_type",
+            f"a record must be a JSON object, not {type(v).__name__}",
+            line=rec.line,
+            record=rec.record,
+        )
     if fmt == "openai-chat":
         return _turns(v, rec, "messages", "role", "content", {r: r for r in CHAT_ROLES})
     if fmt == "sharegpt":

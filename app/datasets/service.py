@@ -23,8 +23,12 @@ ACTIVE = ("queued", "running")
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(max_bytes=settings.max_upload_bytes, max_examples=settings.max_examples,
-                  max_line_bytes=settings.max_line_bytes, max_errors=settings.max_reported_errors)
+    return Limits(
+        max_bytes=settings.max_upload_bytes,
+        max_examples=settings.max_examples,
+        max_line_bytes=settings.max_line_bytes,
+        max_errors=settings.max_reported_errors,
+    )
 
 
 def clean_filename(name: str | None) -> str:
@@ -34,17 +38,29 @@ def clean_filename(name: str | None) -> str:
     return base[:200] or "upload"
 
 
-def create(*, services: Services, tenant_id: str, src: BinaryIO, filename: str | None, purpose: str,
-           fmt: str | None = None, container: str | None = None) -> Dataset:
+def create(
+    *,
+    services: Services,
+    tenant_id: str,
+    src: BinaryIO,
+    filename: str | None,
+    purpose: str,
+    fmt: str | None = None,
+    container: str | None = None,
+) -> Dataset:
     """Validate an upload while copying it to the blob store; store it only if every record is valid."""
     if purpose not in PURPOSES:
-        raise InvalidRequest(f"unknown purpose {purpose!r}; expected one of {list(PURPOSES)}",
-                             param="purpose", code="invalid_purpose")
+        raise InvalidRequest(
+            f"unknown purpose {purpose!r}; expected one of {list(PURPOSES)}",
+            param="purpose",
+            code="invalid_purpose",
+        )
     name = clean_filename(filename)
     store = services.store
     with staged_file(store, suffix=".upload") as (path, sink):
-        report = validate_stream(src, limits=limits(services.settings), fmt=fmt, container=container,
-                                 filename=name, sink=sink)
+        report = validate_stream(
+            src, limits=limits(services.settings), fmt=fmt, container=container, filename=name, sink=sink
+        )
         sink.close()
         if not report.ok:
             details = {"errors": report.errors, "error_count": report.error_count}
@@ -57,9 +73,21 @@ def create(*, services: Services, tenant_id: str, src: BinaryIO, filename: str |
         key = dataset_key(report.sha256)
         if not store.exists(key):
             store.put_file(key, path)
-    ds = Dataset(id=new_id("ds"), tenant_id=tenant_id, filename=name, purpose=purpose, status="ready",
-                 container=report.container, format=report.format, sha256=report.sha256, bytes=report.bytes,
-                 examples=report.examples, stats=report.stats, errors=[], error_count=0)
+    ds = Dataset(
+        id=new_id("ds"),
+        tenant_id=tenant_id,
+        filename=name,
+        purpose=purpose,
+        status="ready",
+        container=report.container,
+        format=report.format,
+        sha256=report.sha256,
+        bytes=report.bytes,
+        examples=report.examples,
+        stats=report.stats,
+        errors=[],
+        error_count=0,
+    )
     with services.db.session() as session:
         session.add(ds)
         session.commit()
@@ -74,8 +102,9 @@ def get(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     return ds
 
 
-def list_(*, session: Session, tenant_id: str, purpose: str | None = None, after: str | None = None,
-          limit: int = 20) -> tuple[list[Dataset], bool]:
+def list_(
+    *, session: Session, tenant_id: str, purpose: str | None = None, after: str | None = None, limit: int = 20
+) -> tuple[list[Dataset], bool]:
     """Newest first; `after` is the last id of the previous page."""
     q = select(Dataset).where(Dataset.tenant_id == tenant_id)
     if purpose:
@@ -89,12 +118,20 @@ def list_(*, session: Session, tenant_id: str, purpose: str | None = None, after
 def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: str) -> None:
     """Delete a dataset, the finished screenings that used it, and its bytes when no other row shares them."""
     ds = get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
-    uses = list(session.scalars(select(Screening).where(
-        Screening.tenant_id == tenant_id,
-        (Screening.dataset_id == dataset_id) | (Screening.alignment_dataset_id == dataset_id))))
+    uses = list(
+        session.scalars(
+            select(Screening).where(
+                Screening.tenant_id == tenant_id,
+                (Screening.dataset_id == dataset_id) | (Screening.alignment_dataset_id == dataset_id),
+            )
+        )
+    )
     if any(s.status in ACTIVE for s in uses):
-        raise Conflict("the dataset is used by a screening that is still queued or running; cancel it first",
-                       param="dataset_id", code="dataset_in_use")
+        raise Conflict(
+            "the dataset is used by a screening that is still queued or running; cancel it first",
+            param="dataset_id",
+            code="dataset_in_use",
+        )
     for s in uses:
         report = session.get(Report, s.id)
         if report is not None:
@@ -110,12 +147,18 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
     session.commit()
 
 
-def open_records(*, store: BlobStore, ds: Dataset, max_line_bytes: int) -> Iterator[tuple[RawRecord, Example]]:
+def open_records(
+    *, store: BlobStore, ds: Dataset, max_line_bytes: int
+) -> Iterator[tuple[RawRecord, Example]]:
     """Stream a ready dataset's records and examples from the blob store."""
     assert ds.sha256 and ds.container and ds.format
     with store.open(dataset_key(ds.sha256)) as fh:
-        yield from iter_examples(fh, container=ds.container, fmt=ds.format,  # type: ignore[arg-type]
-                                 max_line_bytes=max_line_bytes)
+        yield from iter_examples(
+            fh,
+            container=ds.container,  # type: ignore[arg-type]
+            fmt=ds.format,  # type: ignore[arg-type]
+            max_line_bytes=max_line_bytes,
+        )
 
 
 def preview(*, store: BlobStore, ds: Dataset, max_line_bytes: int, limit: int = 5) -> list[dict[str, Any]]:

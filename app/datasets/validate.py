@@ -72,8 +72,7 @@ class TeeReader(io.RawIOBase):
         self.count += len(data)
         if self.count > self.max_bytes:
             self.too_large = True
-            raise RecordError("file_too_large", f"the file is larger than {self.max_bytes} bytes",
-                              fatal=True)
+            raise RecordError("file_too_large", f"the file is larger than {self.max_bytes} bytes", fatal=True)
         self.sha.update(data)
         if self.sink is not None:
             self.sink.write(data)
@@ -91,13 +90,21 @@ def _parse_choice(value: str | None, allowed: tuple[str, ...], what: str) -> Any
     if value is None or value == "auto":
         return None
     if value not in allowed:
-        raise RecordError("unsupported_format", f"unknown {what} {value!r}; expected one of {list(allowed)}",
-                          fatal=True)
+        raise RecordError(
+            "unsupported_format", f"unknown {what} {value!r}; expected one of {list(allowed)}", fatal=True
+        )
     return value
 
 
-def validate_stream(src: BinaryIO, *, limits: Limits, fmt: str | None = None, container: str | None = None,
-                    filename: str | None = None, sink: BinaryIO | None = None) -> ValidationReport:
+def validate_stream(
+    src: BinaryIO,
+    *,
+    limits: Limits,
+    fmt: str | None = None,
+    container: str | None = None,
+    filename: str | None = None,
+    sink: BinaryIO | None = None,
+) -> ValidationReport:
     """Validate a dataset stream, copying it to `sink` as it goes. Memory is bounded by one record."""
     report = ValidationReport()
     tee = TeeReader(src, sink, limits.max_bytes)
@@ -114,13 +121,19 @@ def validate_stream(src: BinaryIO, *, limits: Limits, fmt: str | None = None, co
     try:
         want_format = _parse_choice(fmt, FORMATS, "format")
         report.container = _parse_choice(container, CONTAINERS, "container") or sniff_container(
-            buffered.peek(4096)[:4096], filename)
+            buffered.peek(4096)[:4096], filename
+        )
         if report.container is None:
             if not buffered.peek(4096)[:4096].removeprefix(b"\xef\xbb\xbf").strip():
-                raise RecordError("empty_file", "the file is empty", line=1 if buffered.peek(1) else None,
-                                  fatal=True)
-            raise RecordError("unsupported_format", "cannot tell the container: expected JSONL, a JSON array "
-                              "or CSV (name the file .csv)", line=1, fatal=True)
+                raise RecordError(
+                    "empty_file", "the file is empty", line=1 if buffered.peek(1) else None, fatal=True
+                )
+            raise RecordError(
+                "unsupported_format",
+                "cannot tell the container: expected JSONL, a JSON array or CSV (name the file .csv)",
+                line=1,
+                fatal=True,
+            )
         report.format = want_format
         for item in read_records(buffered, report.container, max_line_bytes=limits.max_line_bytes):
             if isinstance(item, RecordError):
@@ -129,15 +142,29 @@ def validate_stream(src: BinaryIO, *, limits: Limits, fmt: str | None = None, co
                     break
                 continue
             if report.examples >= limits.max_examples:
-                add(RecordError("too_many_examples", f"more than {limits.max_examples} examples",
-                                line=item.line, record=item.record, fatal=True))
+                add(
+                    RecordError(
+                        "too_many_examples",
+                        f"more than {limits.max_examples} examples",
+                        line=item.line,
+                        record=item.record,
+                        fatal=True,
+                    )
+                )
                 break
             if report.format is None:
                 report.format = detect_format(item.value)
                 if report.format is None:
-                    add(RecordError("unsupported_format", "cannot tell the format from this record's fields; "
-                                    f"expected one of {list(FORMATS)}", line=item.line, record=item.record,
-                                    fatal=True))
+                    add(
+                        RecordError(
+                            "unsupported_format",
+                            "cannot tell the format from this record's fields; "
+                            f"expected one of {list(FORMATS)}",
+                            line=item.line,
+                            record=item.record,
+                            fatal=True,
+                        )
+                    )
                     break
             try:
                 ex = to_example(item, report.format)
@@ -173,8 +200,9 @@ def validate_stream(src: BinaryIO, *, limits: Limits, fmt: str | None = None, co
     return report
 
 
-def iter_examples(stream: BinaryIO, *, container: Container, fmt: Format, max_line_bytes: int
-                  ) -> Iterator[tuple[RawRecord, Example]]:
+def iter_examples(
+    stream: BinaryIO, *, container: Container, fmt: Format, max_line_bytes: int
+) -> Iterator[tuple[RawRecord, Example]]:
     """Examples of an already validated dataset, with their raw records (for subsets in the source form)."""
     for item in read_records(stream, container, max_line_bytes=max_line_bytes):
         if isinstance(item, RecordError):

@@ -23,25 +23,51 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 SUBSETS = ("high_sim", "low_sim", "random")
 
 
-def create(*, session: Session, queue: JobQueue, settings: Settings, tenant_id: str, dataset_id: str,
-           alignment_dataset_id: str, params: dict[str, Any]) -> Screening:
+def create(
+    *,
+    session: Session,
+    queue: JobQueue,
+    settings: Settings,
+    tenant_id: str,
+    dataset_id: str,
+    alignment_dataset_id: str,
+    params: dict[str, Any],
+) -> Screening:
     """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
     if params.get("subset_size", 0) > settings.max_subset_size:
-        raise InvalidRequest(f"subset_size is above the limit of {settings.max_subset_size}",
-                             param="subset_size", code="limit_exceeded")
+        raise InvalidRequest(
+            f"subset_size is above the limit of {settings.max_subset_size}",
+            param="subset_size",
+            code="limit_exceeded",
+        )
     ds = datasets.get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
     align = datasets.get(session=session, tenant_id=tenant_id, dataset_id=alignment_dataset_id)
     if align.purpose != "alignment":
-        raise InvalidRequest(f"dataset {align.id} has purpose {align.purpose!r}, not 'alignment'",
-                             param="alignment_dataset_id", code="wrong_purpose")
+        raise InvalidRequest(
+            f"dataset {align.id} has purpose {align.purpose!r}, not 'alignment'",
+            param="alignment_dataset_id",
+            code="wrong_purpose",
+        )
     if ds.status != "ready" or align.status != "ready":
         raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
-    scr = Screening(id=new_id("scr"), tenant_id=tenant_id, dataset_id=ds.id, alignment_dataset_id=align.id,
-                    status="queued", params=params, stage="queued", progress=0.0)
+    scr = Screening(
+        id=new_id("scr"),
+        tenant_id=tenant_id,
+        dataset_id=ds.id,
+        alignment_dataset_id=align.id,
+        status="queued",
+        params=params,
+        stage="queued",
+        progress=0.0,
+    )
     session.add(scr)
-    events.record(session, tenant_id=tenant_id, object_id=scr.id, type="screening.queued",
-                  message=f"queued: {ds.examples} customer examples against {align.examples} alignment "
-                          "examples")
+    events.record(
+        session,
+        tenant_id=tenant_id,
+        object_id=scr.id,
+        type="screening.queued",
+        message=f"queued: {ds.examples} customer examples against {align.examples} alignment examples",
+    )
     session.commit()
     queue.enqueue(SCREENING_JOB, scr.id)
     return scr
@@ -54,9 +80,16 @@ def get(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
     return scr
 
 
-def list_(*, session: Session, tenant_id: str, status: str | None = None, tier: str | None = None,
-          dataset_id: str | None = None, after: str | None = None, limit: int = 20
-          ) -> tuple[list[Screening], bool]:
+def list_(
+    *,
+    session: Session,
+    tenant_id: str,
+    status: str | None = None,
+    tier: str | None = None,
+    dataset_id: str | None = None,
+    after: str | None = None,
+    limit: int = 20,
+) -> tuple[list[Screening], bool]:
     q = select(Screening).where(Screening.tenant_id == tenant_id)
     if status:
         q = q.where(Screening.status == status)
@@ -77,8 +110,13 @@ def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
         raise Conflict(f"the screening is already {scr.status}", code="not_cancellable")
     scr.status = "cancelled"
     scr.finished_at = now()
-    events.record(session, tenant_id=tenant_id, object_id=scr.id, type="screening.cancelled",
-                  message="cancelled by request")
+    events.record(
+        session,
+        tenant_id=tenant_id,
+        object_id=scr.id,
+        type="screening.cancelled",
+        message="cancelled by request",
+    )
     session.commit()
     return scr
 
@@ -99,8 +137,9 @@ def load_scores(store: BlobStore, report: Report) -> dict[str, np.ndarray]:
 SCORE_SORTS = {"customer": ("max_sim", "topk_mean", "record"), "alignment": ("max_sim", "record")}
 
 
-def scores_page(*, store: BlobStore, report: Report, side: str, sort: str, order: str, offset: int,
-                limit: int) -> tuple[list[dict[str, Any]], int]:
+def scores_page(
+    *, store: BlobStore, report: Report, side: str, sort: str, order: str, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
     """Per-example scores, sorted and paged."""
     if side not in SCORE_SORTS:
         raise InvalidRequest("side must be 'customer' or 'alignment'", param="side")
@@ -116,20 +155,35 @@ def scores_page(*, store: BlobStore, report: Report, side: str, sort: str, order
     idx = np.arange(n) if key is None else np.argsort(key, kind="stable")
     if order == "desc":
         idx = idx[::-1]
-    page = idx[offset:offset + limit]
+    page = idx[offset : offset + limit]
     if side == "customer":
-        items = [{"record": int(i) + 1, "max_sim": float(z["c_max"][i]), "topk_mean": float(z["c_topk_mean"][i]),
-                  "nearest": [{"record": int(j) + 1, "sim": float(s)}
-                              for j, s in zip(z["c_topk_idx"][i], z["c_topk_sim"][i], strict=True)]}
-                 for i in page]
+        items = [
+            {
+                "record": int(i) + 1,
+                "max_sim": float(z["c_max"][i]),
+                "topk_mean": float(z["c_topk_mean"][i]),
+                "nearest": [
+                    {"record": int(j) + 1, "sim": float(s)}
+                    for j, s in zip(z["c_topk_idx"][i], z["c_topk_sim"][i], strict=True)
+                ],
+            }
+            for i in page
+        ]
     else:
-        items = [{"record": int(i) + 1, "max_sim": float(z["a_max"][i]),
-                  "nearest_customer_record": int(z["a_argmax"][i]) + 1} for i in page]
+        items = [
+            {
+                "record": int(i) + 1,
+                "max_sim": float(z["a_max"][i]),
+                "nearest_customer_record": int(z["a_argmax"][i]) + 1,
+            }
+            for i in page
+        ]
     return items, n
 
 
-def subset_lines(*, session: Session, store: BlobStore, settings: Settings, report: Report, name: str
-                 ) -> Iterator[bytes]:
+def subset_lines(
+    *, session: Session, store: BlobStore, settings: Settings, report: Report, name: str
+) -> Iterator[bytes]:
     """The alignment records of a subset, as JSONL in the alignment set's own fields, in subset order."""
     if name not in SUBSETS:
         raise NotFound(f"no subset {name!r}; expected one of {list(SUBSETS)}", param="subset")
@@ -149,28 +203,41 @@ def subset_lines(*, session: Session, store: BlobStore, settings: Settings, repo
 
 # ---------------------------------------------------------------- transitions made by the worker
 
+
 def start(session: Session, scr: Screening) -> bool:
     """Mark running; False when the screening must not run (cancelled or already finished)."""
     if scr.status in TERMINAL:
         return False
     scr.status, scr.stage, scr.attempts = "running", "starting", scr.attempts + 1
     scr.started_at = scr.heartbeat_at = now()
-    events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, type="screening.running",
-                  message=f"attempt {scr.attempts} started")
+    events.record(
+        session,
+        tenant_id=scr.tenant_id,
+        object_id=scr.id,
+        type="screening.running",
+        message=f"attempt {scr.attempts} started",
+    )
     session.commit()
     return True
 
 
-def progress(session: Session, scr: Screening, *, stage: str, fraction: float, message: str | None = None
-             ) -> bool:
+def progress(
+    session: Session, scr: Screening, *, stage: str, fraction: float, message: str | None = None
+) -> bool:
     """Save progress; returns False when the screening was cancelled meanwhile."""
     session.refresh(scr, ["status"])
     if scr.status == "cancelled":
         return False
     scr.stage, scr.progress, scr.heartbeat_at = stage, round(min(max(fraction, 0.0), 1.0), 4), now()
     if message:
-        events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, type=f"stage.{stage}",
-                      message=message, data={"progress": scr.progress})
+        events.record(
+            session,
+            tenant_id=scr.tenant_id,
+            object_id=scr.id,
+            type=f"stage.{stage}",
+            message=message,
+            data={"progress": scr.progress},
+        )
     session.commit()
     return True
 
@@ -179,17 +246,27 @@ def succeed(session: Session, scr: Screening, *, body: dict[str, Any], scores_ke
     session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
     scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
     scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
-    events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, type="screening.succeeded",
-                  message=f"risk {scr.risk_score:.1f} ({scr.tier})")
+    events.record(
+        session,
+        tenant_id=scr.tenant_id,
+        object_id=scr.id,
+        type="screening.succeeded",
+        message=f"risk {scr.risk_score:.1f} ({scr.tier})",
+    )
     session.commit()
 
 
 def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> None:
     """Record a failed attempt; `final` marks the screening failed, else it goes back to queued."""
     scr.error = {"code": code, "message": message}
-    events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, level="error",
-                  type="screening.failed" if final else "screening.retrying",
-                  message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"))
+    events.record(
+        session,
+        tenant_id=scr.tenant_id,
+        object_id=scr.id,
+        level="error",
+        type="screening.failed" if final else "screening.retrying",
+        message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"),
+    )
     if final:
         scr.status, scr.finished_at = "failed", now()
     else:

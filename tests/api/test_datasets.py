@@ -45,8 +45,10 @@ def test_invalid_dataset_is_422_with_located_errors_and_nothing_kept(client, set
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["code"] == "missing_field" and err["param"] == "file"
-    assert [(e["line"], e["code"]) for e in err["details"]["errors"]] == [(2, "missing_field"),
-                                                                          (3, "invalid_json")]
+    assert [(e["line"], e["code"]) for e in err["details"]["errors"]] == [
+        (2, "missing_field"),
+        (3, "invalid_json"),
+    ]
     assert err["details"]["error_count"] == 2
     assert client.get("/v1/datasets").json()["data"] == []
     blobs = [p for p in (settings.blob_dir).rglob("*") if p.is_file()]
@@ -68,14 +70,22 @@ def test_invalid_form_values_are_422(client) -> None:
 
 
 def test_path_tricks_in_the_file_name_are_neutralised(client) -> None:
-    r = upload(client, "x", name="../../etc/passwd\x00.jsonl", content=b'{"prompt": "a", "completion": "b"}\n')
+    r = upload(
+        client, "x", name="../../etc/passwd\x00.jsonl", content=b'{"prompt": "a", "completion": "b"}\n'
+    )
     assert r.status_code == 201
     assert "/" not in r.json()["filename"] and ".." not in r.json()["filename"]
 
 
 def test_declared_body_over_the_limit_is_413(client, settings) -> None:
-    r = client.post("/v1/datasets", content=b"x", headers={
-        "content-length": str(settings.max_upload_bytes + (2 << 20)), "content-type": "application/json"})
+    r = client.post(
+        "/v1/datasets",
+        content=b"x",
+        headers={
+            "content-length": str(settings.max_upload_bytes + (2 << 20)),
+            "content-type": "application/json",
+        },
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
 
 

@@ -31,10 +31,18 @@ def test_health_and_readiness(client) -> None:
 def test_openapi_documents_every_route_with_examples(client) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    for p in ("/v1/datasets", "/v1/datasets/{dataset_id}", "/v1/screenings", "/v1/screenings/{screening_id}",
-              "/v1/screenings/{screening_id}/report", "/v1/screenings/{screening_id}/scores",
-              "/v1/screenings/{screening_id}/subsets/{subset}", "/v1/screenings/{screening_id}/events",
-              "/healthz", "/readyz"):
+    for p in (
+        "/v1/datasets",
+        "/v1/datasets/{dataset_id}",
+        "/v1/screenings",
+        "/v1/screenings/{screening_id}",
+        "/v1/screenings/{screening_id}/report",
+        "/v1/screenings/{screening_id}/scores",
+        "/v1/screenings/{screening_id}/subsets/{subset}",
+        "/v1/screenings/{screening_id}/events",
+        "/healthz",
+        "/readyz",
+    ):
         assert p in paths, p
     schemas = spec["components"]["schemas"]
     for name in ("DatasetPublic", "ScreeningCreate", "ScreeningPublic"):

@@ -15,8 +15,10 @@ def _datasets(client) -> tuple[str, str]:
 
 def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker) -> None:
     cust, align = _datasets(client)
-    r = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
-                                            "subset_size": 10, "top_k": 3})
+    r = client.post(
+        "/v1/screenings",
+        json={"dataset_id": cust, "alignment_dataset_id": align, "subset_size": 10, "top_k": 3},
+    )
     assert r.status_code == 201, r.text
     scr = r.json()
     assert scr["status"] == "queued" and scr["params"]["backend"] == "sentence-transformers"
@@ -28,8 +30,11 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
     assert got["progress"] == 1.0 and got["tier"] in ("low", "medium", "high", "critical")
     rep = client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
     assert rep["risk"]["risk_score"] == got["risk_score"]
-    assert {p["name"] for p in rep["risk"]["parts"]} == {"mean_similarity", "tail_similarity",
-                                                         "near_alignment_share"}
+    assert {p["name"] for p in rep["risk"]["parts"]} == {
+        "mean_similarity",
+        "tail_similarity",
+        "near_alignment_share",
+    }
     assert abs(sum(p["weight"] for p in rep["risk"]["parts"]) - 1.0) < 1e-9
     assert rep["customer"]["examples"] == 62 and rep["alignment"]["examples"] == 100
     assert rep["findings"] and rep["top_examples"][0]["nearest_alignment"]
@@ -39,8 +44,9 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
     sims = [d["max_sim"] for d in scores["data"]]
     assert scores["total"] == 62 and sims == sorted(sims, reverse=True) and len(sims) == 5
     assert len(scores["data"][0]["nearest"]) == 3
-    asc = client.get(f"/v1/screenings/{scr['id']}/scores",
-                     params={"side": "alignment", "order": "asc", "limit": 1000}).json()
+    asc = client.get(
+        f"/v1/screenings/{scr['id']}/scores", params={"side": "alignment", "order": "asc", "limit": 1000}
+    ).json()
     a_sims = [d["max_sim"] for d in asc["data"]]
     assert asc["total"] == 100 and a_sims == sorted(a_sims)
 
@@ -77,8 +83,10 @@ def test_second_screening_reuses_cached_alignment_vectors(client, run_worker) ->
 
 def test_list_filters_and_cursor(client, run_worker) -> None:
     cust, align = _datasets(client)
-    ids = [client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}).json()["id"]
-           for _ in range(3)]
+    ids = [
+        client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}).json()["id"]
+        for _ in range(3)
+    ]
     first = client.get("/v1/screenings", params={"limit": 2}).json()
     assert [s["id"] for s in first["data"]] == ids[::-1][:2] and first["has_more"]
     client.post(f"/v1/screenings/{ids[0]}/cancel")
@@ -87,7 +95,9 @@ def test_list_filters_and_cursor(client, run_worker) -> None:
     assert sorted(s["id"] for s in done) == sorted(ids[1:])
     assert client.get("/v1/screenings", params={"status": "cancelled"}).json()["data"][0]["id"] == ids[0]
     tier = done[0]["tier"]
-    assert {s["id"] for s in client.get("/v1/screenings", params={"tier": tier}).json()["data"]} == set(ids[1:])
+    assert {s["id"] for s in client.get("/v1/screenings", params={"tier": tier}).json()["data"]} == set(
+        ids[1:]
+    )
     assert client.get("/v1/screenings", params={"dataset_id": "ds_other"}).json()["data"] == []
 
 
@@ -109,9 +119,12 @@ def test_invalid_requests(client) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_purpose"
     r = client.post("/v1/screenings", json={"dataset_id": "ds_nope", "alignment_dataset_id": align})
     assert r.status_code == 404 and r.json()["error"]["param"] == "dataset_id"
-    for bad in ({"dataset_id": cust}, {"dataset_id": cust, "alignment_dataset_id": align, "top_k": 0},
-                {"dataset_id": cust, "alignment_dataset_id": align, "backend": "magic"},
-                {"dataset_id": cust, "alignment_dataset_id": align, "surprise": 1}):
+    for bad in (
+        {"dataset_id": cust},
+        {"dataset_id": cust, "alignment_dataset_id": align, "top_k": 0},
+        {"dataset_id": cust, "alignment_dataset_id": align, "backend": "magic"},
+        {"dataset_id": cust, "alignment_dataset_id": align, "surprise": 1},
+    ):
         r = client.post("/v1/screenings", json=bad)
         assert r.status_code == 422, bad
 

@@ -20,8 +20,13 @@ def jsonl(*records: object) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in records)
 
 
-CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                     {"role": "assistant", "content": "Hello!"}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
+}
 CASES = {
     "openai-chat": CHAT,
     "prompt-completion": {"prompt": "2+2?", "completion": "4"},
@@ -41,15 +46,22 @@ def test_every_format_in_jsonl_and_json_array(fmt: str, container: str) -> None:
     assert (rep.container, rep.format, rep.examples) == (container, fmt, 2)
     assert rep.stats["duplicates"] == 1
     assert rep.stats["role_counts"]["assistant"] == 2
-    ex = [e for _, e in iter_examples(io.BytesIO(data), container=rep.container, fmt=rep.format,
-                                      max_line_bytes=4096)]
+    ex = [
+        e
+        for _, e in iter_examples(
+            io.BytesIO(data), container=rep.container, fmt=rep.format, max_line_bytes=4096
+        )
+    ]
     assert ex[0].messages[-1]["role"] == "assistant" and ex[0] == ex[1]
 
 
 def test_alpaca_input_and_dolly_context_join_the_prompt() -> None:
     rep = check(jsonl(CASES["alpaca"]))
-    ((_, ex),) = list(iter_examples(io.BytesIO(jsonl(CASES["alpaca"])), container="jsonl", fmt="alpaca",
-                                    max_line_bytes=4096))
+    ((_, ex),) = list(
+        iter_examples(
+            io.BytesIO(jsonl(CASES["alpaca"])), container="jsonl", fmt="alpaca", max_line_bytes=4096
+        )
+    )
     assert rep.ok and ex.messages[0]["content"] == "Add\n\n2 and 2"
 
 
@@ -68,8 +80,12 @@ def test_question_answer_is_prompt_completion_and_format_can_be_forced() -> None
 
 
 def test_bom_crlf_and_blank_lines_are_accepted() -> None:
-    data = b"\xef\xbb\xbf" + jsonl(CASES["prompt-completion"]).replace(b"\n", b"\r\n") + b"\r\n\n" + jsonl(
-        {"prompt": "x", "completion": "y"})
+    data = (
+        b"\xef\xbb\xbf"
+        + jsonl(CASES["prompt-completion"]).replace(b"\n", b"\r\n")
+        + b"\r\n\n"
+        + jsonl({"prompt": "x", "completion": "y"})
+    )
     rep = check(data)
     assert rep.ok and rep.examples == 2
 
@@ -78,30 +94,39 @@ def codes(rep) -> list[tuple[int | None, str]]:  # type: ignore[no-untyped-def]
     return [(e["line"], e["code"]) for e in rep.errors]
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    (jsonl(CHAT) + b'{"messages": [\n', [(2, "invalid_json")]),
-    (jsonl(CHAT) + b'{"prompt": "caf\xe9", "completion": "x"}\n', [(2, "invalid_utf8")]),
-    (jsonl(CHAT, {"messages": [{"role": "user"}]}), [(2, "missing_field")]),
-    (jsonl(CHAT, {"messages": [{"role": "wizard", "content": "x"}]}), [(2, "unrecognized_role")]),
-    (jsonl(CHAT, {"messages": [{"role": "user", "content": "hi"}]}), [(2, "no_assistant_message")]),
-    (jsonl(CHAT, {"messages": [{"role": "assistant", "content": "hi"}]}), [(2, "no_user_message")]),
-    (jsonl(CHAT, {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "x"}]}),
-     [(2, "empty_content")]),
-    (jsonl(CHAT, {"messages": "nope"}), [(2, "invalid_type")]),
-    (jsonl(CHAT, [1, 2]), [(2, "invalid_type")]),
-    (jsonl(CHAT) + b'{"prompt": "' + b"x" * 5000 + b'", "completion": "y"}\n' + jsonl(CHAT),
-     [(2, "line_too_long")]),
-    (jsonl({"text": "plain"}), [(1, "unsupported_format")]),
-    (b"hello world\n", [(1, "unsupported_format")]),
-    (b"", [(None, "empty_file")]),
-    (b"\n\n", [(1, "empty_file")]),
-    (b'[{"prompt": "a", "completion": "b"},\n {"prompt": "a"', [(2, "invalid_json")]),
-    (b'[{"prompt": "a", "completion": "b"}\n x', [(2, "invalid_json")]),
-    (jsonl(CHAT) + b"[" * 3000 + b"\n", [(2, "invalid_json")]),
-    (b"[" + b"[" * 3000, [(1, "invalid_json")]),
-    (jsonl(CHAT) + b'{"prompt": 1' + b"0" * 5000 + b', "completion": "b"}\n', [(2, "line_too_long")]),
-    (jsonl(CHAT) + b"\x00\x01\x02\n", [(2, "invalid_json")]),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (jsonl(CHAT) + b'{"messages": [\n', [(2, "invalid_json")]),
+        (jsonl(CHAT) + b'{"prompt": "caf\xe9", "completion": "x"}\n', [(2, "invalid_utf8")]),
+        (jsonl(CHAT, {"messages": [{"role": "user"}]}), [(2, "missing_field")]),
+        (jsonl(CHAT, {"messages": [{"role": "wizard", "content": "x"}]}), [(2, "unrecognized_role")]),
+        (jsonl(CHAT, {"messages": [{"role": "user", "content": "hi"}]}), [(2, "no_assistant_message")]),
+        (jsonl(CHAT, {"messages": [{"role": "assistant", "content": "hi"}]}), [(2, "no_user_message")]),
+        (
+            jsonl(
+                CHAT, {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "x"}]}
+            ),
+            [(2, "empty_content")],
+        ),
+        (jsonl(CHAT, {"messages": "nope"}), [(2, "invalid_type")]),
+        (jsonl(CHAT, [1, 2]), [(2, "invalid_type")]),
+        (
+            jsonl(CHAT) + b'{"prompt": "' + b"x" * 5000 + b'", "completion": "y"}\n' + jsonl(CHAT),
+            [(2, "line_too_long")],
+        ),
+        (jsonl({"text": "plain"}), [(1, "unsupported_format")]),
+        (b"hello world\n", [(1, "unsupported_format")]),
+        (b"", [(None, "empty_file")]),
+        (b"\n\n", [(1, "empty_file")]),
+        (b'[{"prompt": "a", "completion": "b"},\n {"prompt": "a"', [(2, "invalid_json")]),
+        (b'[{"prompt": "a", "completion": "b"}\n x', [(2, "invalid_json")]),
+        (jsonl(CHAT) + b"[" * 3000 + b"\n", [(2, "invalid_json")]),
+        (b"[" + b"[" * 3000, [(1, "invalid_json")]),
+        (jsonl(CHAT) + b'{"prompt": 1' + b"0" * 5000 + b', "completion": "b"}\n', [(2, "line_too_long")]),
+        (jsonl(CHAT) + b"\x00\x01\x02\n", [(2, "invalid_json")]),
+    ],
+)
 def test_error_codes_carry_line_numbers(data: bytes, expected: list[tuple[int | None, str]]) -> None:
     rep = check(data)
     assert not rep.ok
@@ -126,9 +151,13 @@ def test_csv_errors() -> None:
 
 def test_file_too_large_and_too_many_examples() -> None:
     rec = jsonl(CASES["prompt-completion"])
-    rep = check(rec * 200, limits=Limits(max_bytes=1000, max_examples=1000, max_line_bytes=4096, max_errors=5))
+    rep = check(
+        rec * 200, limits=Limits(max_bytes=1000, max_examples=1000, max_line_bytes=4096, max_errors=5)
+    )
     assert codes(rep)[-1][1] == "file_too_large"
-    rep = check(rec * 20, limits=Limits(max_bytes=1 << 20, max_examples=10, max_line_bytes=4096, max_errors=5))
+    rep = check(
+        rec * 20, limits=Limits(max_bytes=1 << 20, max_examples=10, max_line_bytes=4096, max_errors=5)
+    )
     assert codes(rep) == [(11, "too_many_examples")]
 
 

@@ -9,9 +9,17 @@ from workers.representations.base import Representer
 BACKENDS = ("sentence-transformers", "causal-lm")
 
 
-def load_representer(*, backend: str, model: str, device: str = "auto", batch_size: int = 32,
-                     layer: int = -1, pooling: str = "last", max_length: int = 512,
-                     data_dir: Path | None = None) -> Representer:
+def load_representer(
+    *,
+    backend: str,
+    model: str,
+    device: str = "auto",
+    batch_size: int = 32,
+    layer: int = -1,
+    pooling: str = "last",
+    max_length: int = 512,
+    data_dir: Path | None = None,
+) -> Representer:
     """Build a backend once; callers keep it for the life of the process."""
     if backend == "sentence-transformers":
         from workers.representations.sentence import SentenceTransformerRepresenter
@@ -20,6 +28,13 @@ def load_representer(*, backend: str, model: str, device: str = "auto", batch_si
     if backend == "causal-lm":
         from workers.representations.causal_lm import CausalLMRepresenter
 
-        return CausalLMRepresenter(model, device=device, batch_size=batch_size, layer=layer, pooling=pooling,
-                                   max_length=max_length, data_dir=data_dir)
+        return CausalLMRepresenter(
+            model,
+            device=device,
+            batch_size=batch_size,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+            data_dir=data_dir,
+        )
     raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")

@@ -39,8 +39,14 @@ def weights_fingerprint(path: str) -> str:
 class SentenceTransformerRepresenter:
     backend = "sentence-transformers"
 
-    def __init__(self, model: str = BUNDLED_MINILM, *, device: str = "auto", batch_size: int = 64,
-                 max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str = BUNDLED_MINILM,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.model_name = model
@@ -53,15 +59,25 @@ class SentenceTransformerRepresenter:
         if max_length:
             self.model.max_seq_length = max_length
         self.max_length = int(self.model.max_seq_length or 0)
-        self.dim = int(self.model.get_embedding_dimension() or 0) if hasattr(
-            self.model, "get_embedding_dimension") else int(self.model.get_sentence_embedding_dimension() or 0)
-        self.identity = (f"{self.backend}|{model}|{weights_fingerprint(self.path)}|pool=model"
-                         f"|max_len={self.max_length}")
+        self.dim = (
+            int(self.model.get_embedding_dimension() or 0)
+            if hasattr(self.model, "get_embedding_dimension")
+            else int(self.model.get_sentence_embedding_dimension() or 0)
+        )
+        self.identity = (
+            f"{self.backend}|{model}|{weights_fingerprint(self.path)}|pool=model|max_len={self.max_length}"
+        )
 
     def describe(self) -> dict[str, object]:
-        return {"backend": self.backend, "model": self.model_name, "layer": "output", "pooling": "model",
-                "max_length": self.max_length, "device": self.device,
-                "dtype": "float16" if self.device.startswith("cuda") else "float32"}
+        return {
+            "backend": self.backend,
+            "model": self.model_name,
+            "layer": "output",
+            "pooling": "model",
+            "max_length": self.max_length,
+            "device": self.device,
+            "dtype": "float16" if self.device.startswith("cuda") else "float32",
+        }
 
     def encode(self, examples: Sequence[Example], *, progress: Progress | None = None) -> np.ndarray:
         out = np.empty((len(examples), self.dim), dtype=np.float32)
@@ -70,10 +86,14 @@ class SentenceTransformerRepresenter:
         order = np.argsort([len(t) for t in texts], kind="stable")
         step = self.batch_size * 8
         for start in range(0, len(order), step):
-            idx = order[start:start + step]
-            vecs = self.model.encode([texts[i] for i in idx], batch_size=self.batch_size,
-                                     convert_to_numpy=True, normalize_embeddings=False,
-                                     show_progress_bar=False)
+            idx = order[start : start + step]
+            vecs = self.model.encode(
+                [texts[i] for i in idx],
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
             out[idx] = vecs.astype(np.float32, copy=False)
             if progress:
                 progress(len(idx))

@@ -15,28 +15,48 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("", response_model=DatasetPublic, status_code=201, responses={
-    **ERRORS, 413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."}})
+@router.post(
+    "",
+    response_model=DatasetPublic,
+    status_code=201,
+    responses={**ERRORS, 413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."}},
+)
 def upload_dataset(
-    state: StateDep, tenant: TenantDep,
+    state: StateDep,
+    tenant: TenantDep,
     file: Annotated[UploadFile, File(description="JSONL, JSON array or CSV.")],
-    purpose: Annotated[Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors"], Form()] = "fine-tune",
-    format: Annotated[Literal["auto", "openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt"],
-                      Form(description="Record format; auto detects it from the first record.")] = "auto",
+    purpose: Annotated[
+        Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors"], Form()
+    ] = "fine-tune",
+    format: Annotated[
+        Literal["auto", "openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt"],
+        Form(description="Record format; auto detects it from the first record."),
+    ] = "auto",
     container: Annotated[Literal["auto", "jsonl", "json", "csv"], Form()] = "auto",
 ) -> DatasetPublic:
     """Upload a dataset. It is validated record by record while it streams to storage; a dataset with any
-    error is rejected with the first errors (line, record, code, message) and the total, and nothing is kept."""
-    ds = service.create(services=state.services, tenant_id=tenant, src=file.file, filename=file.filename,
-                        purpose=purpose, fmt=format, container=container)
+    error is rejected with the first errors (line, record, code, message) and the total, and nothing is
+    kept."""
+    ds = service.create(
+        services=state.services,
+        tenant_id=tenant,
+        src=file.file,
+        filename=file.filename,
+        purpose=purpose,
+        fmt=format,
+        container=container,
+    )
     return DatasetPublic.model_validate(ds)
 
 
 @router.get("", response_model=Page[DatasetPublic], responses=ERRORS)
-def list_datasets(session: SessionDep, tenant: TenantDep,
-                  purpose: Annotated[str | None, Query(max_length=32)] = None,
-                  after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-                  limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Page[DatasetPublic]:
+def list_datasets(
+    session: SessionDep,
+    tenant: TenantDep,
+    purpose: Annotated[str | None, Query(max_length=32)] = None,
+    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[DatasetPublic]:
     rows, more = service.list_(session=session, tenant_id=tenant, purpose=purpose, after=after, limit=limit)
     return Page[DatasetPublic](data=[DatasetPublic.model_validate(r) for r in rows], has_more=more)
 
@@ -47,16 +67,28 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Data
 
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview, responses=ERRORS)
-def preview_dataset(dataset_id: str, session: SessionDep, state: StateDep, tenant: TenantDep,
-                    limit: Annotated[int, Query(ge=1, le=50)] = 5) -> DatasetPreview:
+def preview_dataset(
+    dataset_id: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> DatasetPreview:
     ds = service.get(session=session, tenant_id=tenant, dataset_id=dataset_id)
-    rows = service.preview(store=state.services.store, ds=ds, max_line_bytes=state.settings.max_line_bytes,
-                           limit=limit)
+    rows = service.preview(
+        store=state.services.store, ds=ds, max_line_bytes=state.settings.max_line_bytes, limit=limit
+    )
     return DatasetPreview(dataset_id=ds.id, data=rows)
 
 
-@router.delete("/{dataset_id}", status_code=204, responses={
-    **ERRORS, 409: {"model": ErrorEnvelope, "description": "A queued or running screening uses it."}})
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    responses={
+        **ERRORS,
+        409: {"model": ErrorEnvelope, "description": "A queued or running screening uses it."},
+    },
+)
 def delete_dataset(dataset_id: str, session: SessionDep, state: StateDep, tenant: TenantDep) -> Response:
     """Delete the dataset, the finished screenings that used it, and its stored bytes."""
     service.delete(session=session, store=state.services.store, tenant_id=tenant, dataset_id=dataset_id)

@@ -27,5 +27,7 @@ def readyz(state: StateDep) -> JSONResponse:
     except SQLAlchemyError:
         checks["database"] = "unavailable"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse(Health(status="ok" if ok else "unavailable", checks=checks).model_dump(),
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        Health(status="ok" if ok else "unavailable", checks=checks).model_dump(),
+        status_code=200 if ok else 503,
+    )

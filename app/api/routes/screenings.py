@@ -25,56 +25,91 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("", response_model=ScreeningPublic, status_code=201, responses={
-    **ERRORS, 400: {"model": ErrorEnvelope, "description": "A dataset has the wrong purpose."},
-    503: {"model": ErrorEnvelope, "description": "The queue is unavailable."}})
-def create_screening(body: ScreeningCreate, session: SessionDep, state: StateDep, tenant: TenantDep
-                     ) -> ScreeningPublic:
+@router.post(
+    "",
+    response_model=ScreeningPublic,
+    status_code=201,
+    responses={
+        **ERRORS,
+        400: {"model": ErrorEnvelope, "description": "A dataset has the wrong purpose."},
+        503: {"model": ErrorEnvelope, "description": "The queue is unavailable."},
+    },
+)
+def create_screening(
+    body: ScreeningCreate, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> ScreeningPublic:
     """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening."""
     s = state.settings
     params = body.model_dump(exclude={"dataset_id", "alignment_dataset_id"})
     params["backend"] = body.backend or s.default_backend
     params["model"] = body.model or s.default_model
     params["block_size"] = s.similarity_block_size
-    scr = service.create(session=session, queue=state.queue, settings=s, tenant_id=tenant, dataset_id=body.dataset_id,
-                         alignment_dataset_id=body.alignment_dataset_id, params=params)
+    scr = service.create(
+        session=session,
+        queue=state.queue,
+        settings=s,
+        tenant_id=tenant,
+        dataset_id=body.dataset_id,
+        alignment_dataset_id=body.alignment_dataset_id,
+        params=params,
+    )
     return ScreeningPublic.model_validate(scr)
 
 
 @router.get("", response_model=Page[ScreeningPublic], responses=ERRORS)
 def list_screenings(
-    session: SessionDep, tenant: TenantDep,
-    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
+    session: SessionDep,
+    tenant: TenantDep,
+    status: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()
+    ] = None,
     tier: Annotated[Literal["low", "medium", "high", "critical"] | None, Query()] = None,
     dataset_id: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Page[ScreeningPublic]:
-    rows, more = service.list_(session=session, tenant_id=tenant, status=status, tier=tier,
-                               dataset_id=dataset_id, after=after, limit=limit)
+    rows, more = service.list_(
+        session=session,
+        tenant_id=tenant,
+        status=status,
+        tier=tier,
+        dataset_id=dataset_id,
+        after=after,
+        limit=limit,
+    )
     return Page[ScreeningPublic](data=[ScreeningPublic.model_validate(r) for r in rows], has_more=more)
 
 
 @router.get("/{screening_id}", response_model=ScreeningPublic, responses=ERRORS)
 def get_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> ScreeningPublic:
-    return ScreeningPublic.model_validate(service.get(session=session, tenant_id=tenant,
-                                                      screening_id=screening_id))
+    return ScreeningPublic.model_validate(
+        service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    )
 
 
-@router.post("/{screening_id}/cancel", response_model=ScreeningPublic, responses={
-    **ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}})
+@router.post(
+    "/{screening_id}/cancel",
+    response_model=ScreeningPublic,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+)
 def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> ScreeningPublic:
-    return ScreeningPublic.model_validate(service.cancel(session=session, tenant_id=tenant,
-                                                         screening_id=screening_id))
+    return ScreeningPublic.model_validate(
+        service.cancel(session=session, tenant_id=tenant, screening_id=screening_id)
+    )
 
 
 @router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
-def list_events(screening_id: str, session: SessionDep, tenant: TenantDep,
-                after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
-                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Page[EventPublic]:
+def list_events(
+    screening_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[EventPublic]:
     service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    rows, more = events.list_(session=session, tenant_id=tenant, object_id=screening_id, after=after,
-                              limit=limit)
+    rows, more = events.list_(
+        session=session, tenant_id=tenant, object_id=screening_id, after=after, limit=limit
+    )
     return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
 
 
@@ -86,27 +121,52 @@ def get_report(screening_id: str, session: SessionDep, tenant: TenantDep) -> Rep
 
 
 @router.get("/{screening_id}/scores", response_model=ScoresPage, responses=ERRORS)
-def get_scores(screening_id: str, session: SessionDep, state: StateDep, tenant: TenantDep,
-               side: Annotated[Literal["customer", "alignment"], Query()] = "customer",
-               sort: Annotated[Literal["max_sim", "topk_mean", "record"], Query()] = "max_sim",
-               order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-               offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ScoresPage:
+def get_scores(
+    screening_id: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    side: Annotated[Literal["customer", "alignment"], Query()] = "customer",
+    sort: Annotated[Literal["max_sim", "topk_mean", "record"], Query()] = "max_sim",
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ScoresPage:
     """Per-example scores (1-based record numbers), sorted and paged."""
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    items, total = service.scores_page(store=state.services.store, report=rep, side=side, sort=sort,
-                                       order=order, offset=offset, limit=limit)
+    items, total = service.scores_page(
+        store=state.services.store, report=rep, side=side, sort=sort, order=order, offset=offset, limit=limit
+    )
     return ScoresPage(side=side, total=total, offset=offset, has_more=offset + len(items) < total, data=items)
 
 
-@router.get("/{screening_id}/subsets/{subset}", response_class=StreamingResponse, responses={
-    **ERRORS, 200: {"content": {"application/x-ndjson": {}},
-                    "description": "The subset's alignment records as JSONL, in their own fields."}})
-def get_subset(screening_id: str, subset: Literal["high_sim", "low_sim", "random"], session: SessionDep,
-               state: StateDep, tenant: TenantDep) -> StreamingResponse:
+@router.get(
+    "/{screening_id}/subsets/{subset}",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "The subset's alignment records as JSONL, in their own fields.",
+        },
+    },
+)
+def get_subset(
+    screening_id: str,
+    subset: Literal["high_sim", "low_sim", "random"],
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+) -> StreamingResponse:
     """High-Sim, Low-Sim or Random alignment subset, ready to align a model with."""
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    lines = list(service.subset_lines(session=session, store=state.services.store, settings=state.settings,
-                                      report=rep, name=subset))
-    return StreamingResponse(iter(lines), media_type="application/x-ndjson", headers={
-        "Content-Disposition": f'attachment; filename="{screening_id}-{subset}.jsonl"'})
+    lines = list(
+        service.subset_lines(
+            session=session, store=state.services.store, settings=state.settings, report=rep, name=subset
+        )
+    )
+    return StreamingResponse(
+        iter(lines),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{screening_id}-{subset}.jsonl"'},
+    )
