@@ -77,31 +77,40 @@ def _stage_reporter(report: Reporter | None, stage: str) -> Callable[[float], No
 
 def represent(
     side: Side, representer: Representer, cache: VectorCache | None, report: Reporter | None, stage: str
-) -> tuple[np.ndarray, bool]:
-    """Vectors of one side, from the cache when this identity has seen these bytes before."""
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Vectors of one side. Cached examples (by content hash) and duplicates are represented once."""
+    n = len(side.examples)
+    hashes = [ex.content_hash for ex in side.examples]
     if cache is not None:
-        hit = cache.get(representer.identity, side.sha256)
-        if hit is not None and hit.shape == (len(side.examples), representer.dim):
-            if report:
-                report(stage, STAGES[stage][1], f"{side.name}: {len(side.examples)} vectors from cache")
-            return hit, True
-    if report and not report(
-        stage,
-        STAGES[stage][0],
-        f"{side.name}: representing {len(side.examples)} examples with {representer.backend}",
-    ):
+        vecs, missing = cache.lookup(representer.identity, side.sha256, hashes, representer.dim)
+    else:
+        vecs, missing = np.zeros((n, representer.dim), dtype=np.float32), np.ones(n, dtype=bool)
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(missing):
+        first.setdefault(hashes[i], int(i))
+    todo = list(first.values())
+    stats = {"examples": n, "from_cache": int(n - missing.sum()), "computed": len(todo)}
+    if not todo:
+        if report:
+            report(stage, STAGES[stage][1], f"{side.name}: {n} vectors from cache")
+        return vecs, stats
+    msg = f"{side.name}: representing {len(todo)} of {n} examples with {representer.backend}"
+    if report and not report(stage, STAGES[stage][0], msg):
         raise Cancelled()
     cb = _stage_reporter(report, stage)
     done = [0]
 
-    def tick(n: int) -> None:
-        done[0] += n
-        cb(done[0] / max(len(side.examples), 1))
+    def tick(k: int) -> None:
+        done[0] += k
+        cb(done[0] / len(todo))
 
-    vecs = representer.encode(side.examples, progress=tick)
+    new = representer.encode([side.examples[i] for i in todo], progress=tick)
+    row = {hashes[i]: j for j, i in enumerate(todo)}
+    fill = np.flatnonzero(missing)
+    vecs[fill] = new[[row[hashes[i]] for i in fill]]
     if cache is not None:
-        cache.put(representer.identity, side.sha256, vecs)
-    return vecs, False
+        cache.store_vectors(representer.identity, side.sha256, hashes, vecs)
+    return vecs, stats
 
 
 def _snippet(ex: Example) -> dict[str, str]:
@@ -134,9 +143,9 @@ def screen(
 ) -> Outcome:
     """Compare a customer dataset with an alignment set and build the report."""
     t0 = time.perf_counter()
-    a_vec, a_hit = represent(alignment, representer, cache, report, "represent_alignment")
+    a_vec, a_stats = represent(alignment, representer, cache, report, "represent_alignment")
     t1 = time.perf_counter()
-    c_vec, c_hit = represent(customer, representer, cache, report, "represent_customer")
+    c_vec, c_stats = represent(customer, representer, cache, report, "represent_customer")
     t2 = time.perf_counter()
     if report and not report("compare", STAGES["compare"][0], "comparing in blocks"):
         raise Cancelled()
@@ -213,7 +222,12 @@ def screen(
             "compare": round(t3 - t2, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
-        "cache": {"alignment_hit": a_hit, "customer_hit": c_hit},
+        "cache": {
+            "alignment_hit": a_stats["computed"] == 0,
+            "customer_hit": c_stats["computed"] == 0,
+            "alignment": a_stats,
+            "customer": c_stats,
+        },
     }
     arrays = {
         "c_max": c_max.astype(np.float32),
