@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
+admin_app = typer.Typer(
+    help="Tenants and API keys, straight on the database (FTGUARD_DATABASE_URL or the SQLite default)."
+)
+app.add_typer(admin_app, name="admin")
 console = Console(stderr=True)
 DEMO = Path(__file__).resolve().parent / "demo"
 DEMO_ALIGNMENT = DEMO / "alignment.jsonl"
@@ -187,6 +191,7 @@ def worker(
     queue: Annotated[list[str] | None, typer.Option(help="Queue(s) to listen on.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
     preload: Annotated[bool, typer.Option(help="Load the default model before taking jobs.")] = True,
+    name: Annotated[str | None, typer.Option(help="Worker name (default: RQ's, unique).")] = None,
 ) -> None:
     """Run a worker: loads its model once, then takes screening jobs from Redis."""
     _quiet_libraries()
@@ -200,7 +205,7 @@ def worker(
         )
         raise typer.Exit(2)
     logging.basicConfig(level=s.log_level)
-    run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload)
+    run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload, name=name)
 
 
 @app.command()
@@ -225,10 +230,10 @@ def serve(
         from app.core.db import migrate
 
         migrate(s.sqlalchemy_url)
+        _hint_first_key()
         env = {**os.environ, "FTGUARD_REDIS_URL": url}
         procs = [
-            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
-            for _ in range(workers)
+            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
     try:
         uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())
@@ -242,6 +247,152 @@ def serve(
                 p.kill()
         if embedded is not None:
             embedded.close()
+
+
+def _services() -> Any:
+    from app.core.services import build_services
+
+    return build_services(get_settings())
+
+
+def _hint_first_key() -> None:
+    from sqlalchemy import func, select
+
+    from app.models import ApiKey
+
+    services = _services()
+    with services.db.session() as session:
+        keys = session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None)))
+    services.close()
+    if not keys:
+        console.print(
+            "[yellow]No API key yet. Create one (against this same data dir) with:\n"
+            "  ftguard admin create-key --tenant default --admin[/yellow]"
+        )
+
+
+@admin_app.command("create-tenant")
+def admin_create_tenant(
+    tenant_id: Annotated[str, typer.Argument(help="Slug: a-z, 0-9, '-' and '_'.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+) -> None:
+    """Create a tenant."""
+    from app.core.errors import FtguardError
+    from app.tenants import service
+
+    services = _services()
+    try:
+        with services.db.session() as session:
+            t = service.create_tenant(session=session, tenant_id=tenant_id, name=name)
+            console.print(f"tenant {t.id} created")
+    except FtguardError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        services.close()
+
+
+@admin_app.command("create-key")
+def admin_create_key(
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
+    admin: Annotated[bool, typer.Option("--admin", help="An admin key (tenants and keys of all).")] = False,
+    name: Annotated[str, typer.Option(help="A label for people.")] = "",
+    scopes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated scopes (default: all; '' for none, i.e. redacted reports)."),
+    ] = None,
+) -> None:
+    """Create an API key and print it once, alone on stdout (only its SHA-256 is kept)."""
+    from app.core.errors import FtguardError
+    from app.tenants import service
+
+    services = _services()
+    try:
+        with services.db.session() as session:
+            key, secret = service.create_key(
+                session=session,
+                tenant_id=tenant,
+                role="admin" if admin else "member",
+                scopes=None if scopes is None else [x.strip() for x in scopes.split(",") if x.strip()],
+                name=name,
+            )
+            console.print(
+                f"key {key.id} ({key.prefix}..., {key.role}, tenant {key.tenant_id}, scopes {key.scopes}); "
+                "it is shown once, store it now:"
+            )
+            typer.echo(secret)
+    except FtguardError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        services.close()
+
+
+@admin_app.command("list-keys")
+def admin_list_keys(tenant: Annotated[str | None, typer.Option(help="Only this tenant's.")] = None) -> None:
+    """List keys (id, prefix, tenant, role, scopes, revoked); never the secrets."""
+    from app.tenants import service
+
+    services = _services()
+    t = Table(title="API keys")
+    for col in ("id", "prefix", "tenant", "role", "scopes", "name", "revoked"):
+        t.add_column(col)
+    with services.db.session() as session:
+        after = None
+        while True:
+            rows, more = service.list_keys(session=session, tenant_id=tenant, after=after, limit=100)
+            for k in rows:
+                t.add_row(
+                    k.id,
+                    k.prefix,
+                    k.tenant_id,
+                    k.role,
+                    ",".join(k.scopes),
+                    k.name,
+                    "yes" if k.revoked_at else "",
+                )
+            if not more:
+                break
+            after = rows[-1].id
+    services.close()
+    Console().print(t)
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(key_id: Annotated[str, typer.Argument(help="Key id (key_...) or its prefix.")]) -> None:
+    """Revoke a key: its next request gets a 401."""
+    from app.core.errors import FtguardError
+    from app.tenants import service
+
+    services = _services()
+    try:
+        with services.db.session() as session:
+            key = service.revoke_key(session=session, key_id=key_id)
+            console.print(f"key {key.id} ({key.prefix}...) revoked")
+    except FtguardError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        services.close()
+
+
+@app.command()
+def reconcile() -> None:
+    """Re-enqueue accepted screenings the queue lost, retry or fail those whose worker died, purge expired
+    idempotency records and orphaned blobs. Safe to run at any time, from anywhere, as often as wanted."""
+    from app import reconcile as rec
+    from app.core.queue import JobQueue, connect
+
+    s = get_settings()
+    if not s.redis_url:
+        console.print("[red]FTGUARD_REDIS_URL is not set: nothing to reconcile against[/red]")
+        raise typer.Exit(2)
+    services = _services()
+    try:
+        outcome = rec.reconcile(services=services, queue=JobQueue(connect(s.redis_url), s), storage=True)
+    finally:
+        services.close()
+    typer.echo(json.dumps(outcome.as_dict()))
 
 
 @db_app.command("upgrade")

@@ -7,39 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import reconcile
 from app.api import errors
 from app.api.deps import AppState
-from app.api.errors import envelope
-from app.api.routes import datasets, health, screenings
+from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture
+from app.api.routes import admin, datasets, health, screenings
 from app.core.config import Settings, get_settings
 from app.core.queue import EmbeddedRedis, JobQueue, connect
+from app.core.ratelimit import RateLimiter
 from app.core.services import build_services
 
 log = logging.getLogger("ftguard.api")
-MULTIPART_OVERHEAD = 1 << 20
-
-
-class BodySizeLimit:
-    """Refuse a request whose declared body is over the limit before anything is read or spooled."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                resp = envelope(
-                    413,
-                    f"request body larger than {self.max_bytes} bytes",
-                    "invalid_request_error",
-                    "file_too_large",
-                )
-                await resp(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, redis_url: str | None = None) -> FastAPI:
@@ -53,12 +32,26 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         if url is None:
             embedded = EmbeddedRedis(settings.data_dir)
             url = embedded.url
+        connection = connect(url)
+        queue = JobQueue(connection, settings)
         app.state.ftguard = AppState(
             settings=settings,
             services=services,
-            queue=JobQueue(connect(url), settings),
+            queue=queue,
+            limiter=RateLimiter(
+                connection,
+                prefix=settings.queue_prefix,
+                rate=settings.rate_limit_per_s,
+                burst=settings.rate_limit_burst,
+            ),
             embedded_redis=embedded,
         )
+        # Whatever a killed predecessor left: staged uploads, orphaned blobs, jobs Redis lost.
+        try:
+            outcome = reconcile.reconcile(services=services, queue=queue, storage=True)
+            log.info("start-up reconciliation", extra=outcome.as_dict())
+        except Exception:  # never keep the API from starting; workers reconcile again every minute
+            log.exception("start-up reconciliation failed")
         yield
         services.close()
         if embedded is not None:
@@ -71,8 +64,9 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         description=(
             "Upload a customer's fine-tuning dataset and the provider's safety-alignment data; ftguard "
             "measures their similarity in a model's representation space (Hsiung et al. 2025: high "
-            "similarity erodes guardrails after fine-tuning) and returns a risk report. Every error is "
-            '`{"error": {"message", "type", "param", "code"}}`.'
+            "similarity erodes guardrails after fine-tuning) and returns a risk report. Every /v1 route "
+            "needs `Authorization: Bearer <API key>`; every POST accepts an `Idempotency-Key`. Every error "
+            'is `{"error": {"message", "type", "param", "code"}}`.'
         ),
         lifespan=lifespan,
     )
@@ -80,5 +74,11 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(screenings.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.include_router(admin.router)
+    # Added innermost first: a request meets the size limit, then authentication, then idempotency.
+    app.add_middleware(IdempotencyCapture)
+    app.add_middleware(Authenticate)
+    app.add_middleware(
+        BodySizeLimit, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_body_bytes
+    )
     return app

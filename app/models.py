@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 DEFAULT_TENANT = "default"
@@ -23,6 +23,46 @@ def now() -> int:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Tenant(Base):
+    """A provider (or a team of one). Every other row carries a tenant id; keys belong to one tenant."""
+
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # a slug chosen by the admin
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class ApiKey(Base):
+    """An API key, stored as the SHA-256 of the secret; `prefix` is a non-secret handle for display."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin | member
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class IdempotencyRecord(Base):
+    """The first result of a POST sent with an Idempotency-Key, replayed to its retries."""
+
+    __tablename__ = "idempotency_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # method, path and body of the first request
+    state: Mapped[str] = mapped_column(String(16))  # in_progress | done
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now, index=True)
+
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)
 
 
 class Dataset(Base):
@@ -63,6 +103,10 @@ class Screening(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger)
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
+    # The RQ job that owns this screening now; a job holding another id is stale and must not run.
+    job_id: Mapped[str | None] = mapped_column(String(96))
+
+    __table_args__ = (Index("ix_screenings_tenant_status", "tenant_id", "status"),)
 
 
 class Event(Base):

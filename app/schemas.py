@@ -167,6 +167,7 @@ class ReportPublic(BaseModel):
     object: Literal["screening.report"] = "screening.report"
     screening_id: str
     created_at: int
+    redacted: bool = Field(default=False, description="Alignment texts removed (record numbers kept).")
     report: dict[str, Any]
 
 
@@ -182,3 +183,59 @@ class ScoresPage(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"id": "acme", "name": "Acme"}]}
+    )
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Slug: a-z, 0-9, '-' and '_'; the tenant id."
+    )
+    name: str | None = Field(default=None, max_length=200, description="Display name; default: the id.")
+
+
+class TenantPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    object: Literal["tenant"] = "tenant"
+    name: str
+    created_at: int
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"tenant_id": "acme", "name": "pipeline", "role": "member"}]},
+    )
+    tenant_id: str = Field(max_length=64)
+    name: str = Field(default="", max_length=200, description="A label for people (e.g. what uses it).")
+    role: Literal["admin", "member"] = Field(
+        default="member", description="admin: also the /v1/admin routes, for every tenant."
+    )
+    scopes: list[Literal["alignment:read"]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Default: every scope. Without alignment:read the key gets reports redacted and "
+        "cannot read alignment or anchor texts.",
+    )
+
+
+class ApiKeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    object: Literal["api_key"] = "api_key"
+    tenant_id: str
+    name: str
+    prefix: str = Field(description="The first characters of the key, to tell keys apart. Not a secret.")
+    role: str
+    scopes: list[str]
+    created_at: int
+    revoked_at: int | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str | None = Field(
+        description="The secret. Shown in this response only: it is stored hashed. null when this is an "
+        "Idempotency-Key replay of the creating request."
+    )

@@ -60,7 +60,12 @@ def settings(tmp_path: Path, database_url: str | None, redis_url: str) -> Settin
     if database_url:
         eng = create_engine(database_url)
         with eng.begin() as conn:
-            conn.execute(text("TRUNCATE reports, events, screenings, datasets CASCADE"))
+            conn.execute(
+                text(
+                    "TRUNCATE reports, events, screenings, datasets, idempotency_keys, api_keys, tenants "
+                    "CASCADE"
+                )
+            )
         eng.dispose()
     return Settings(
         data_dir=tmp_path / "data",
@@ -78,14 +83,66 @@ def shared_models() -> dict[Any, Any]:
     return {}
 
 
+def make_key(
+    db: Any, tenant: str, *, role: str = "member", scopes: list[str] | None = None
+) -> str:
+    """A new API key for `tenant` (created if missing), straight on the database."""
+    from app.models import Tenant
+    from app.tenants import service
+
+    with db.session() as session:
+        if session.get(Tenant, tenant) is None:
+            service.create_tenant(session=session, tenant_id=tenant)
+        _, secret = service.create_key(session=session, tenant_id=tenant, role=role, scopes=scopes)
+    return secret
+
+
+def key_for(settings: Settings, tenant: str, **kw: Any) -> str:
+    """`make_key` on the settings' database, migrating it first (for tests that start servers)."""
+    from app.core.services import build_services
+
+    services = build_services(settings)
+    try:
+        return make_key(services.db, tenant, **kw)
+    finally:
+        services.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
 def client(settings: Settings, redis_url: str):  # type: ignore[no-untyped-def]
+    """The real app, authenticated as a member key (all scopes) of the tenant "test"."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     with TestClient(create_app(settings, redis_url=redis_url)) as c:
+        c.headers.update(bearer(make_key(c.app.state.ftguard.services.db, "test")))
         yield c
+
+
+def client_as(client: Any, tenant: str, **kw: Any) -> Any:
+    """Another client on the same running app, with a key of `tenant` (created if missing)."""
+    from fastapi.testclient import TestClient
+
+    key = make_key(client.app.state.ftguard.services.db, tenant, **kw)
+    # Not entered as a context manager: the app (and its lifespan) already runs under `client`.
+    return TestClient(client.app, headers=bearer(key))
+
+
+@pytest.fixture
+def other_client(client: Any) -> Any:
+    """A member of a second tenant, "other", on the same app as `client`."""
+    return client_as(client, "other")
+
+
+@pytest.fixture
+def admin_client(client: Any) -> Any:
+    """An admin key (of the tenant "ops") on the same app as `client`."""
+    return client_as(client, "ops", role="admin")
 
 
 @pytest.fixture

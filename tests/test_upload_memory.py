@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from app.core.config import Settings
+from tests.conftest import bearer, key_for
+
 SIZE = 200 * 1024 * 1024
 
 
@@ -55,6 +58,8 @@ def test_200mb_upload_keeps_server_memory_flat(
     }
     if database_url:
         env["FTGUARD_DATABASE_URL"] = database_url
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, _env_file=None)  # type: ignore[call-arg]
+    auth = bearer(key_for(settings, "test"))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -81,6 +86,7 @@ def test_200mb_upload_keeps_server_memory_flat(
             f"{base}/v1/datasets",
             files={"file": ("s.jsonl", big.open("rb").readline())},
             data={"purpose": "fine-tune"},
+            headers=auth,
             timeout=30,
         )
         assert small.status_code == 201, small.text
@@ -101,6 +107,7 @@ def test_200mb_upload_keeps_server_memory_flat(
                 f"{base}/v1/datasets",
                 files={"file": ("big.jsonl", fh)},
                 data={"purpose": "fine-tune"},
+                headers=auth,
                 timeout=600,
             )
         stop.set()

@@ -5,6 +5,11 @@ as one shard (`vectors/<identity>/<dataset sha256>.npy`, with the examples' cont
 later dataset looks up each of its examples in every shard of the same identity before computing the rest.
 The identity (backend, model and weights fingerprint, layer, pooling, max length) is in the key, so vectors
 of different representations never mix.
+
+A cache has a namespace, the tenant, folded into the identity: vectors are shared within a tenant, never
+across tenants. A shared cache would be a membership oracle (the hit count in a report would tell tenant B
+whether any other tenant, e.g. a provider's private alignment set, holds a given text), and B's screenings
+would run faster on A's data.
 """
 
 from __future__ import annotations
@@ -44,13 +49,17 @@ def _load(store: BlobStore, key: str) -> np.ndarray:
 
 
 class VectorCache:
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, namespace: str = "") -> None:
         self.store = store
+        self.namespace = namespace
         self.hits = 0  # examples served from the cache
         self.misses = 0  # examples that had to be represented
         self._index: dict[str, dict[bytes, tuple[str, int]]] = {}
         self._seen: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+
+    def _scoped(self, identity: str) -> str:
+        return f"tenant={self.namespace}\n{identity}" if self.namespace else identity
 
     def _refresh(self, identity: str) -> dict[bytes, tuple[str, int]]:
         """Index of every shard of this identity; new shards (from other workers) are added on each call."""
@@ -66,9 +75,11 @@ class VectorCache:
                 seen.add(key)
         return index
 
-    def lookup(self, identity: str, dataset_sha256: str, hashes: Sequence[str], dim: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(
+        self, identity: str, dataset_sha256: str, hashes: Sequence[str], dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Vectors found in the cache and a mask of the examples still to represent."""
+        identity = self._scoped(identity)
         out = np.zeros((len(hashes), dim), dtype=np.float32)
         missing = np.ones(len(hashes), dtype=bool)
         whole = vectors_key(identity, dataset_sha256)
@@ -95,11 +106,15 @@ class VectorCache:
         self.misses += int(missing.sum())
         return out, missing
 
-    def store_vectors(self, identity: str, dataset_sha256: str, hashes: Sequence[str], vectors: np.ndarray
-                      ) -> None:
-        """Write a dataset's vectors as a shard; the keys file goes last, so a reader never sees a half shard."""
-        for key, arr in ((vectors_key(identity, dataset_sha256), np.ascontiguousarray(vectors, np.float32)),
-                         (_keys_key(identity, dataset_sha256), hash_keys(hashes))):
+    def store_vectors(
+        self, identity: str, dataset_sha256: str, hashes: Sequence[str], vectors: np.ndarray
+    ) -> None:
+        """Write a dataset's vectors as a shard; the keys file goes last: a reader never sees half a shard."""
+        identity = self._scoped(identity)
+        for key, arr in (
+            (vectors_key(identity, dataset_sha256), np.ascontiguousarray(vectors, np.float32)),
+            (_keys_key(identity, dataset_sha256), hash_keys(hashes)),
+        ):
             with staged_file(self.store, suffix=".npy") as (path, fh):
                 np.save(fh, arr, allow_pickle=False)
                 fh.close()

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from typing import Any
 
 import numpy as np
+from rq import get_current_job
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from app.core.db import Database
 from app.core.errors import FtguardError
 from app.core.storage import staged_file
 from app.datasets import service as datasets
-from app.models import Dataset, Screening
+from app.models import Dataset, Screening, now
 from app.screenings import service as screenings
-from workers.runtime import get_runtime
+from workers.runtime import Runtime, get_runtime
 from workers.screening import Params, Side, screen
 from workers.similarity import Cancelled
 
@@ -45,55 +51,101 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "internal_error", f"internal error ({name}); see the worker log"
 
 
+class Heartbeat:
+    """Marks a running screening alive every `interval` seconds from a thread, whatever the job is doing
+    (loading a model, one long forward pass). A screening whose heartbeat stops has lost its worker, and
+    the reconciler sends it again. The UPDATE is conditional on the job still owning the screening."""
+
+    def __init__(self, db: Database, screening_id: str, job_id: str | None, interval: float) -> None:
+        self.db, self.screening_id, self.job_id, self.interval = db, screening_id, job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{screening_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            q = update(Screening).where(Screening.id == self.screening_id, Screening.status == "running")
+            if self.job_id is not None:
+                q = q.where(Screening.job_id == self.job_id)
+            try:
+                with self.db.session() as session:
+                    session.execute(q.values(heartbeat_at=now()))
+                    session.commit()
+            except SQLAlchemyError:
+                log.warning("heartbeat not saved", exc_info=True, extra={"job_id": self.screening_id})
+
+
 def run_screening(screening_id: str) -> dict[str, Any]:
+    """Run one screening. Idempotent: a second run of the same screening (a retry, or a re-dispatch after a
+    lost worker) overwrites the same scores blob and report row."""
     rt = get_runtime()
     settings = rt.settings
+    job = get_current_job()
+    job_id = job.id if job is not None else None
     with rt.services.db.session() as session:
         scr = session.get(Screening, screening_id)
         if scr is None:
             return {"screening_id": screening_id, "skipped": "not found"}
-        if not screenings.start(session, scr):
-            return {"screening_id": screening_id, "skipped": scr.status}
-        try:
-            params = scr.params
-            customer_ds = session.get(Dataset, scr.dataset_id)
-            align_ds = session.get(Dataset, scr.alignment_dataset_id)
-            if customer_ds is None or align_ds is None:
-                raise FtguardError("a dataset of this screening was deleted", code="dataset_deleted")
-            screenings.progress(session, scr, stage="load", fraction=0.0, message="reading datasets")
-            representer = rt.representer(params)
-            outcome = screen(
-                customer=_side(customer_ds, "customer", settings.max_line_bytes),
-                alignment=_side(align_ds, "alignment", settings.max_line_bytes),
-                representer=representer,
-                params=Params.from_dict(params),
-                cache=rt.cache,
-                report=lambda stage, frac, msg: screenings.progress(
-                    session, scr, stage=stage, fraction=frac, message=msg
-                ),
-                device=rt.device,
-            )
-            key = f"scores/{scr.tenant_id}/{scr.id}.npz"
-            with staged_file(rt.services.store, suffix=".npz") as (path, fh):
-                buf = io.BytesIO()
-                np.savez_compressed(buf, allow_pickle=False, **outcome.arrays)
-                fh.write(buf.getvalue())
-                fh.close()
-                rt.services.store.put_file(key, path)
-            session.refresh(scr, ["status"])
-            if scr.status == "cancelled":
-                return {"screening_id": screening_id, "status": "cancelled"}
-            screenings.succeed(session, scr, body=outcome.body, scores_key=key)
-            return {"screening_id": screening_id, "status": "succeeded", "risk_score": scr.risk_score}
-        except Cancelled:
-            log.info("screening cancelled", extra={"job_id": screening_id})
-            return {"screening_id": screening_id, "status": "cancelled"}
-        except Exception as exc:
-            session.rollback()
-            code, message = _classify(exc)
-            log.exception("screening attempt failed", extra={"job_id": screening_id, "code": code})
-            final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
-            screenings.fail(session, scr, code=code, message=message, final=final)
-            if final:
-                return {"screening_id": screening_id, "status": "failed", "code": code}
-            raise
+        if not screenings.start(session, scr, job_id=job_id):
+            why = scr.status if screenings.owns(scr, job_id) else "superseded"
+            return {"screening_id": screening_id, "skipped": why}
+        with Heartbeat(rt.services.db, scr.id, job_id, settings.heartbeat_interval_s):
+            return _run(rt, session, scr, job_id)
+
+
+def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None) -> dict[str, Any]:
+    settings = rt.settings
+    screening_id = scr.id
+    try:
+        params = scr.params
+        customer_ds = session.get(Dataset, scr.dataset_id)
+        align_ds = session.get(Dataset, scr.alignment_dataset_id)
+        if customer_ds is None or align_ds is None:
+            raise FtguardError("a dataset of this screening was deleted", code="dataset_deleted")
+        screenings.progress(
+            session, scr, stage="load", fraction=0.0, message="reading datasets", job_id=job_id
+        )
+        representer = rt.representer(params)
+        outcome = screen(
+            customer=_side(customer_ds, "customer", settings.max_line_bytes),
+            alignment=_side(align_ds, "alignment", settings.max_line_bytes),
+            representer=representer,
+            params=Params.from_dict(params),
+            cache=rt.cache_for(scr.tenant_id),
+            report=lambda stage, frac, msg: screenings.progress(
+                session, scr, stage=stage, fraction=frac, message=msg, job_id=job_id
+            ),
+            device=rt.device,
+        )
+        key = f"scores/{scr.tenant_id}/{scr.id}.npz"
+        with staged_file(rt.services.store, suffix=".npz") as (path, fh):
+            buf = io.BytesIO()
+            np.savez_compressed(buf, allow_pickle=False, **outcome.arrays)
+            fh.write(buf.getvalue())
+            fh.close()
+            rt.services.store.put_file(key, path)
+        if not screenings.still_owned(session, scr, job_id):
+            return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
+        screenings.succeed(session, scr, body=outcome.body, scores_key=key)
+        return {"screening_id": screening_id, "status": "succeeded", "risk_score": scr.risk_score}
+    except Cancelled:
+        log.info("screening stopped: cancelled or superseded", extra={"job_id": screening_id})
+        return {"screening_id": screening_id, "status": "cancelled"}
+    except Exception as exc:
+        session.rollback()
+        code, message = _classify(exc)
+        log.exception("screening attempt failed", extra={"job_id": screening_id, "code": code})
+        if not screenings.still_owned(session, scr, job_id):
+            return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
+        final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
+        screenings.fail(session, scr, code=code, message=message, final=final)
+        if final:
+            return {"screening_id": screening_id, "status": "failed", "code": code}
+        raise

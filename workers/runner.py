@@ -1,21 +1,34 @@
 """The worker process: build the runtime and load the default model once, then take jobs.
 
 It is an RQ `SimpleWorker`: jobs run in this process, so a loaded model (and CUDA) is reused by every job
-and nothing forks after CUDA is initialised.
+and nothing forks after CUDA is initialised. A daemon thread runs the reconciler every
+`reconcile_interval_s` (at once, too), so a worker that comes up after a crash picks the lost jobs up.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from app import reconcile
 from app.core.config import Settings
 from app.core.queue import JobQueue, connect
 from workers.runtime import Runtime, set_runtime
 
 log = logging.getLogger("ftguard.worker")
+
+
+def _reconcile_loop(runtime: Runtime, queue: JobQueue, stop: threading.Event) -> None:
+    while True:
+        try:
+            reconcile.reconcile(services=runtime.services, queue=queue)
+        except Exception:  # a database or Redis outage: try again next time
+            log.warning("reconciliation failed", exc_info=True)
+        if stop.wait(runtime.settings.reconcile_interval_s):
+            return
 
 
 def run_worker(
@@ -38,4 +51,15 @@ def run_worker(
     worker = SimpleWorker(
         [jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer, name=name
     )
-    return bool(worker.work(burst=burst, logging_level=settings.log_level))
+    stop = threading.Event()
+    if not burst:
+        threading.Thread(
+            target=_reconcile_loop,
+            args=(runtime, JobQueue(connect(redis_url), settings), stop),
+            name="reconciler",
+            daemon=True,
+        ).start()
+    try:
+        return bool(worker.work(burst=burst, logging_level=settings.log_level))
+    finally:
+        stop.set()

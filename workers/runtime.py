@@ -25,11 +25,19 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.services = services or build_services(settings, run_migrations=False)
-        self.cache = VectorCache(self.services.store)
+        self.cache = VectorCache(self.services.store)  # local use (CLI): no tenant
+        self._tenant_caches: dict[str, VectorCache] = {}
         self.device = resolve_device(settings.device)
         # `models` lets several runtimes in one process (tests, the CLI) share loaded models.
         self._models: dict[tuple[Any, ...], Representer] = {} if models is None else models
         self._lock = threading.Lock()
+
+    def cache_for(self, tenant_id: str) -> VectorCache:
+        """The tenant's own vector cache (kept per process, so its shard index is built once)."""
+        with self._lock:
+            if tenant_id not in self._tenant_caches:
+                self._tenant_caches[tenant_id] = VectorCache(self.services.store, namespace=tenant_id)
+            return self._tenant_caches[tenant_id]
 
     def representer(self, params: dict[str, Any]) -> Representer:
         """Load a backend once and keep it; jobs with the same settings reuse it."""

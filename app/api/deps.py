@@ -6,13 +6,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
+from app.core.errors import Forbidden, Unauthorized
 from app.core.queue import EmbeddedRedis, JobQueue
+from app.core.ratelimit import RateLimiter
 from app.core.services import Services
-from app.models import DEFAULT_TENANT
+from app.tenants.service import Principal
+
+# Documents the bearer scheme in OpenAPI; the key itself is checked by the Authenticate middleware, which
+# runs before the body is read.
+bearer = HTTPBearer(auto_error=False, description="An ftguard API key: `Authorization: Bearer ftg_...`.")
 
 
 @dataclass
@@ -20,6 +27,7 @@ class AppState:
     settings: Settings
     services: Services
     queue: JobQueue
+    limiter: RateLimiter
     embedded_redis: EmbeddedRedis | None = None
 
 
@@ -33,11 +41,29 @@ def get_session(state: Annotated[AppState, Depends(get_state)]) -> Iterator[Sess
         yield session
 
 
-def get_tenant() -> str:
-    """The caller's tenant. Single-tenant until API keys land (issue: tenants and keys)."""
-    return DEFAULT_TENANT
+def get_principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
+) -> Principal:
+    """The caller, as authenticated by the middleware."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
+    return principal
+
+
+def get_tenant(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+    """The caller's tenant: every query a route makes is filtered by it."""
+    return principal.tenant_id
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this route needs an admin key", code="admin_required")
+    return principal
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -6,18 +6,37 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.idempotency import Replayed
 from app.core.errors import FtguardError
+from app.schemas import ErrorEnvelope
 
 log = logging.getLogger("ftguard.api")
 HTTP_CODES = {
     400: "invalid_request",
+    401: "invalid_api_key",
+    403: "permission_denied",
     404: "not_found",
     405: "method_not_allowed",
     413: "file_too_large",
     429: "rate_limited",
+}
+
+
+# Documented on every /v1 route (router-level `responses`).
+AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorEnvelope, "description": "Missing, unknown or revoked API key."},
+    429: {
+        "model": ErrorEnvelope,
+        "description": "Over the tenant's request rate (or its active screenings); see Retry-After.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+    },
+}
+WRITE_RESPONSES: dict[int | str, dict[str, object]] = {
+    409: {"model": ErrorEnvelope, "description": "Conflict, or the Idempotency-Key is in use."},
+    413: {"model": ErrorEnvelope, "description": "Request body over the limit."},
 }
 
 
@@ -33,7 +52,13 @@ def envelope(
 def install(app: FastAPI) -> None:
     @app.exception_handler(FtguardError)
     async def ftguard_error(_: Request, exc: FtguardError) -> JSONResponse:
-        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers())
+
+    @app.exception_handler(Replayed)
+    async def replayed(_: Request, exc: Replayed) -> Response:
+        return JSONResponse(
+            exc.replay.body, status_code=exc.replay.status, headers={"Idempotent-Replayed": "true"}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -55,7 +80,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_CODES.get(exc.status_code, "http_error")
+        code = getattr(exc, "code", None) or HTTP_CODES.get(exc.status_code, "http_error")
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         resp = envelope(exc.status_code, str(exc.detail), type_, code)
         if exc.headers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,14 +33,46 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(default=1 << 20, ge=64, description="Longest JSONL line or CSV row.")
     max_reported_errors: int = Field(default=20, ge=1, le=1000, description="Errors listed per upload.")
     max_subset_size: int = Field(default=100_000, ge=1, description="Largest High/Low/Random subset.")
+    max_json_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body on every route but the upload."
+    )
+
+    rate_limit_per_s: float = Field(
+        default=20.0, ge=0, description="Requests per second per tenant (token bucket refill); 0: off."
+    )
+    rate_limit_burst: int = Field(default=100, ge=1, description="Token bucket size: the largest burst.")
+    max_active_screenings: int = Field(
+        default=20, ge=1, description="Queued plus running screenings per tenant."
+    )
+    idempotency_ttl_s: int = Field(
+        default=86_400, ge=60, description="How long an Idempotency-Key's first result is kept."
+    )
 
     job_timeout_s: int = Field(default=3600, ge=10, description="A job running longer is stopped.")
     job_retries: int = Field(default=2, ge=0, description="Retries of a failed job before it fails.")
     result_ttl_s: int = Field(
         default=86_400, ge=0, description="How long RQ keeps job results (SQL keeps reports)."
     )
+    heartbeat_interval_s: float = Field(
+        default=10.0, gt=0, description="How often a worker marks its running screening alive."
+    )
+    stale_after_s: float = Field(
+        default=120.0, gt=0, description="A running screening silent this long has lost its worker."
+    )
+    reconcile_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each worker reconciles the queue with SQL."
+    )
+    staging_max_age_s: float = Field(
+        default=3600.0, ge=0, description="Staged upload files older than this are removed at start-up."
+    )
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @model_validator(mode="after")
+    def _stale_after_covers_heartbeats(self) -> Settings:
+        if self.stale_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError("stale_after_s must be at least twice heartbeat_interval_s")
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

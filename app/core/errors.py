@@ -1,11 +1,15 @@
 """ftguard's errors. Services raise these; one handler maps them to the error envelope.
 
     FtguardError                  500 internal_error
-    ├── NotFound                  404 not_found
+    ├── Unauthorized              401 invalid_api_key      (missing, unknown or revoked key)
+    ├── Forbidden                 403 permission_denied    (admin route, or a scope the key lacks)
+    ├── NotFound                  404 not_found            (another tenant's id too: no existence oracle)
     ├── InvalidRequest            400 invalid_request
-    │   └── InvalidDataset        422 invalid_dataset   (carries located DatasetIssue list)
+    │   ├── InvalidDataset        422 invalid_dataset   (carries located DatasetIssue list)
+    │   └── IdempotencyKeyReused  422 idempotency_key_reused (same key, different request)
     ├── Conflict                  409 conflict
     ├── PayloadTooLarge           413 file_too_large
+    ├── TooManyRequests           429 rate_limited         (carries retry_after: the Retry-After header)
     └── ServiceUnavailable        503 service_unavailable  (Redis, database, model load)
 
 Envelope: {"error": {"message", "type", "param", "code"}} (OpenAI style).
@@ -42,6 +46,24 @@ class FtguardError(Exception):
             body["details"] = self.details
         return {"error": body}
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class Unauthorized(FtguardError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="ftguard"'}
+
+
+class Forbidden(FtguardError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+
 
 class NotFound(FtguardError):
     status_code = 404
@@ -60,6 +82,11 @@ class InvalidDataset(InvalidRequest):
     code = "invalid_dataset"
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
 class Conflict(FtguardError):
     status_code = 409
     type = "conflict_error"
@@ -70,6 +97,19 @@ class PayloadTooLarge(FtguardError):
     status_code = 413
     type = "invalid_request_error"
     code = "file_too_large"
+
+
+class TooManyRequests(FtguardError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ServiceUnavailable(FtguardError):

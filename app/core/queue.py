@@ -11,12 +11,21 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 
 SCREENING_JOB = "workers.jobs.run_screening"
+
+
+def job_id_for(func: str, object_id: str, dispatch: str | None = None) -> str:
+    """Our RQ job id: the function and object, plus a dispatch tag when the reconciler sends it again (a new
+    id per dispatch, so a stale copy of an earlier dispatch can tell it is stale)."""
+    base = f"{func.rsplit('.', 1)[-1]}-{object_id}"
+    return f"{base}-{dispatch}" if dispatch else base
 
 
 class EmbeddedRedis:
@@ -49,14 +58,16 @@ class JobQueue:
             f"{self.settings.queue_prefix}-{name}", connection=self.connection, serializer=JSONSerializer
         )
 
-    def enqueue(self, func: str, object_id: str, *, queue: str = "default", **kwargs: Any) -> None:
+    def enqueue(
+        self, func: str, object_id: str, *, queue: str = "default", job_id: str | None = None, **kwargs: Any
+    ) -> None:
         s = self.settings
         try:
             self.queue(queue).enqueue_call(
                 func,
                 args=(object_id,),
                 kwargs=kwargs,
-                job_id=f"{func.rsplit('.', 1)[-1]}-{object_id}",
+                job_id=job_id or job_id_for(func, object_id),
                 timeout=s.job_timeout_s,
                 result_ttl=s.result_ttl_s,
                 failure_ttl=s.result_ttl_s,
@@ -74,3 +85,14 @@ class JobQueue:
 
     def depth(self, queue: str = "default") -> int:
         return len(self.queue(queue))
+
+    def job_status(self, job_id: str) -> str | None:
+        """The RQ status of a job (queued, started, finished, failed, ...), or None when Redis has no such
+        job (it was flushed, restarted without persistence, or the job expired)."""
+        try:
+            status = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer).get_status()
+            return None if status is None else str(getattr(status, "value", status))
+        except NoSuchJobError:
+            return None
+        except redis.RedisError as exc:
+            raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc

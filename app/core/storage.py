@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,22 @@ class LocalBlobStore:
             return []
         root = self.root.resolve()
         return sorted(p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def clean_staging(store: BlobStore, *, max_age_s: float) -> int:
+    """Remove staged files not written to for `max_age_s`: left by a process killed mid-upload. A live
+    upload writes its staged file continuously, so its age stays near zero (several API replicas may share
+    the store, so their in-flight files must survive one replica's start-up)."""
+    removed = 0
+    cutoff = time.time() - max_age_s
+    for path in store.staging().iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # finished (renamed into place) while we looked
+            continue
+    return removed
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
+from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, staged_file
 from app.datasets.formats import Example, RawRecord
@@ -19,6 +20,8 @@ from app.datasets.validate import Limits, iter_examples, validate_stream
 from app.models import Dataset, Event, Report, Screening, new_id
 
 PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors")
+# The provider's own data: its texts are shown only to keys with the alignment:read scope.
+PRIVATE_PURPOSES = ("alignment", "harmful-anchors", "safe-anchors")
 ACTIVE = ("queued", "running")
 
 
@@ -70,9 +73,9 @@ def create(
             if first["code"] == "file_too_large":
                 raise PayloadTooLarge(msg, param="file", details=details)
             raise InvalidDataset(msg, code=first["code"], param="file", details=details)
-        key = dataset_key(report.sha256)
-        if not store.exists(key):
-            store.put_file(key, path)
+        # Always renamed into place, even over identical bytes: that refreshes the blob's mtime, which
+        # keeps the orphan sweep (reconcile) off a blob that is about to get a row.
+        store.put_file(dataset_key(report.sha256), path)
     ds = Dataset(
         id=new_id("ds"),
         tenant_id=tenant_id,
@@ -161,10 +164,42 @@ def open_records(
         )
 
 
-def preview(*, store: BlobStore, ds: Dataset, max_line_bytes: int, limit: int = 5) -> list[dict[str, Any]]:
+def preview(
+    *, store: BlobStore, ds: Dataset, max_line_bytes: int, limit: int = 5, alignment_access: bool = True
+) -> list[dict[str, Any]]:
+    """The first records; the texts of alignment and anchor sets only for keys allowed to read them."""
+    if ds.purpose in PRIVATE_PURPOSES and not alignment_access:
+        raise Forbidden(
+            f"a {ds.purpose} dataset's texts need the 'alignment:read' scope, which this key lacks",
+            code="insufficient_scope",
+        )
     out = []
     for rec, ex in open_records(store=store, ds=ds, max_line_bytes=max_line_bytes):
         out.append({"record": rec.record, "line": rec.line, "messages": ex.messages})
         if len(out) >= limit:
             break
     return out
+
+
+def remove_orphan_blobs(*, services: Services, min_age_s: float) -> int:
+    """Delete dataset blobs no row refers to (a process died between storing the bytes and writing the
+    row), once older than `min_age_s` so an upload finishing right now keeps its blob."""
+    store = services.store
+    keys = [k for k in store.list("datasets") if "/" in k]
+    removed = 0
+    cutoff = time.time() - min_age_s
+    for i in range(0, len(keys), 500):
+        chunk = {k.rsplit("/", 1)[-1]: k for k in keys[i : i + 500]}
+        with services.db.session() as session:
+            used = set(session.scalars(select(Dataset.sha256).where(Dataset.sha256.in_(list(chunk)))))
+        for sha, key in chunk.items():
+            path = store.local_path(key)
+            if sha in used or path is None:
+                continue
+            try:
+                if path.stat().st_mtime <= cutoff:
+                    store.delete(key)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import events
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidRequest, NotFound
-from app.core.queue import SCREENING_JOB, JobQueue
+from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
+from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.storage import BlobStore
 from app.datasets import service as datasets
-from app.models import Dataset, Report, Screening, new_id, now
+from app.models import Dataset, Report, Screening, Tenant, new_id, now
 
+log = logging.getLogger("ftguard.api")
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
 SUBSETS = ("high_sim", "low_sim", "random")
+ALIGNMENT_READ = "alignment:read"
+ACTIVE_LIMIT_RETRY_AFTER_S = 10
 
 
 def create(
@@ -50,8 +56,26 @@ def create(
         )
     if ds.status != "ready" or align.status != "ready":
         raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
+    # The tenant row lock (PostgreSQL) serialises concurrent creates of one tenant, so the count below
+    # cannot be raced past the limit; SQLite serialises writers anyway.
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    active = session.scalar(
+        select(func.count())
+        .select_from(Screening)
+        .where(Screening.tenant_id == tenant_id, Screening.status.in_(ACTIVE))
+    )
+    if (active or 0) >= settings.max_active_screenings:
+        session.rollback()
+        raise TooManyRequests(
+            f"{active} screenings are queued or running; at most {settings.max_active_screenings} may be "
+            "at once per tenant; retry when one has finished",
+            retry_after=ACTIVE_LIMIT_RETRY_AFTER_S,
+            code="too_many_active_screenings",
+        )
+    scr_id = new_id("scr")
     scr = Screening(
-        id=new_id("scr"),
+        id=scr_id,
+        job_id=job_id_for(SCREENING_JOB, scr_id),
         tenant_id=tenant_id,
         dataset_id=ds.id,
         alignment_dataset_id=align.id,
@@ -69,7 +93,11 @@ def create(
         message=f"queued: {ds.examples} customer examples against {align.examples} alignment examples",
     )
     session.commit()
-    queue.enqueue(SCREENING_JOB, scr.id)
+    try:
+        queue.enqueue(SCREENING_JOB, scr.id, job_id=scr.job_id)
+    except ServiceUnavailable:
+        # Accepted is accepted: the row is in SQL, and the reconciler enqueues it once Redis answers.
+        log.warning("queue unavailable; screening %s stays queued for the reconciler", scr.id)
     return scr
 
 
@@ -119,6 +147,26 @@ def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
     )
     session.commit()
     return scr
+
+
+def redact(body: dict[str, Any]) -> dict[str, Any]:
+    """The report without the provider's alignment texts, for passing on to the customer. Alignment
+    examples stay identified by record number only: no text, no per-record or per-file hash (a hash lets
+    whoever holds a candidate text confirm it is in the set)."""
+    out = copy.deepcopy(body)
+    for ex in out.get("top_examples", []):
+        for near in ex.get("nearest_alignment", []):
+            near.pop("example", None)
+    if isinstance(out.get("alignment"), dict):
+        out["alignment"] = {k: v for k, v in out["alignment"].items() if k in ("examples", "dataset_id")}
+    out["redaction"] = {
+        "alignment_texts": "removed: alignment examples are given by record number only",
+    }
+    return out
+
+
+def report_body(*, report: Report, redact_alignment: bool) -> dict[str, Any]:
+    return redact(report.body) if redact_alignment else report.body
 
 
 def get_report(*, session: Session, tenant_id: str, screening_id: str) -> Report:
@@ -182,9 +230,20 @@ def scores_page(
 
 
 def subset_lines(
-    *, session: Session, store: BlobStore, settings: Settings, report: Report, name: str
+    *,
+    session: Session,
+    store: BlobStore,
+    settings: Settings,
+    report: Report,
+    name: str,
+    alignment_access: bool = True,
 ) -> Iterator[bytes]:
     """The alignment records of a subset, as JSONL in the alignment set's own fields, in subset order."""
+    if not alignment_access:
+        raise Forbidden(
+            f"alignment subsets hold alignment texts: this key lacks the {ALIGNMENT_READ!r} scope",
+            code="insufficient_scope",
+        )
     if name not in SUBSETS:
         raise NotFound(f"no subset {name!r}; expected one of {list(SUBSETS)}", param="subset")
     scr = session.get(Screening, report.screening_id)
@@ -204,12 +263,33 @@ def subset_lines(
 # ---------------------------------------------------------------- transitions made by the worker
 
 
-def start(session: Session, scr: Screening) -> bool:
-    """Mark running; False when the screening must not run (cancelled or already finished)."""
-    if scr.status in TERMINAL:
+def owns(scr: Screening, job_id: str | None) -> bool:
+    """Whether the job `job_id` is the screening's current dispatch (None: run outside RQ, always)."""
+    return job_id is None or scr.job_id is None or scr.job_id == job_id
+
+
+def start(session: Session, scr: Screening, *, job_id: str | None = None) -> bool:
+    """Mark running; False when the screening must not run (cancelled, finished, or handed to another job
+    by the reconciler). One conditional UPDATE, so a reconciler acting at the same moment cannot be
+    overwritten by a stale read."""
+    t = now()
+    q = update(Screening).where(Screening.id == scr.id, Screening.status.in_(ACTIVE))
+    if job_id is not None:
+        q = q.where(or_(Screening.job_id == job_id, Screening.job_id.is_(None)))
+    values: dict[str, Any] = {
+        "status": "running",
+        "stage": "starting",
+        "attempts": Screening.attempts + 1,
+        "started_at": t,
+        "heartbeat_at": t,
+    }
+    if job_id is not None:
+        values["job_id"] = func.coalesce(Screening.job_id, job_id)
+    res = session.execute(q.values(**values), execution_options={"synchronize_session": False})
+    session.commit()
+    session.refresh(scr)
+    if getattr(res, "rowcount", 0) != 1:
         return False
-    scr.status, scr.stage, scr.attempts = "running", "starting", scr.attempts + 1
-    scr.started_at = scr.heartbeat_at = now()
     events.record(
         session,
         tenant_id=scr.tenant_id,
@@ -222,11 +302,17 @@ def start(session: Session, scr: Screening) -> bool:
 
 
 def progress(
-    session: Session, scr: Screening, *, stage: str, fraction: float, message: str | None = None
+    session: Session,
+    scr: Screening,
+    *,
+    stage: str,
+    fraction: float,
+    message: str | None = None,
+    job_id: str | None = None,
 ) -> bool:
-    """Save progress; returns False when the screening was cancelled meanwhile."""
-    session.refresh(scr, ["status"])
-    if scr.status == "cancelled":
+    """Save progress; returns False when the screening was cancelled, or handed to another job, meanwhile."""
+    session.refresh(scr, ["status", "job_id"])
+    if scr.status != "running" or not owns(scr, job_id):
         return False
     scr.stage, scr.progress, scr.heartbeat_at = stage, round(min(max(fraction, 0.0), 1.0), 4), now()
     if message:
@@ -254,6 +340,12 @@ def succeed(session: Session, scr: Screening, *, body: dict[str, Any], scores_ke
         message=f"risk {scr.risk_score:.1f} ({scr.tier})",
     )
     session.commit()
+
+
+def still_owned(session: Session, scr: Screening, job_id: str | None) -> bool:
+    """Re-read the screening: is it still running under this job (not cancelled, not re-dispatched)?"""
+    session.refresh(scr, ["status", "job_id"])
+    return scr.status == "running" and owns(scr, job_id)
 
 
 def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> None:

@@ -4,11 +4,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.idempotency import Idempotent
 from app.datasets import service
 from app.schemas import DatasetPreview, DatasetPublic, ErrorEnvelope, Page
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such dataset for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request or dataset; errors carry line numbers."},
@@ -19,7 +21,13 @@ ERRORS: dict[int | str, dict[str, object]] = {
     "",
     response_model=DatasetPublic,
     status_code=201,
-    responses={**ERRORS, 413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."}},
+    dependencies=[Idempotent],
+    responses={
+        **ERRORS,
+        **WRITE_RESPONSES,
+        400: {"model": ErrorEnvelope, "description": "Invalid request (e.g. the Idempotency-Key)."},
+        413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."},
+    },
 )
 def upload_dataset(
     state: StateDep,
@@ -66,17 +74,32 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Data
     return DatasetPublic.model_validate(service.get(session=session, tenant_id=tenant, dataset_id=dataset_id))
 
 
-@router.get("/{dataset_id}/preview", response_model=DatasetPreview, responses=ERRORS)
+@router.get(
+    "/{dataset_id}/preview",
+    response_model=DatasetPreview,
+    responses={
+        **ERRORS,
+        403: {
+            "model": ErrorEnvelope,
+            "description": "An alignment or anchor set, and the key lacks the alignment:read scope.",
+        },
+    },
+)
 def preview_dataset(
     dataset_id: str,
     session: SessionDep,
     state: StateDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> DatasetPreview:
-    ds = service.get(session=session, tenant_id=tenant, dataset_id=dataset_id)
+    """The first records. Alignment and anchor sets need the `alignment:read` scope."""
+    ds = service.get(session=session, tenant_id=principal.tenant_id, dataset_id=dataset_id)
     rows = service.preview(
-        store=state.services.store, ds=ds, max_line_bytes=state.settings.max_line_bytes, limit=limit
+        store=state.services.store,
+        ds=ds,
+        max_line_bytes=state.settings.max_line_bytes,
+        limit=limit,
+        alignment_access=principal.can("alignment:read"),
     )
     return DatasetPreview(dataset_id=ds.id, data=rows)
 

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from app import events
-from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.idempotency import Idempotent
 from app.schemas import (
     ErrorEnvelope,
     EventPublic,
@@ -18,7 +20,7 @@ from app.schemas import (
 )
 from app.screenings import service
 
-router = APIRouter(prefix="/v1/screenings", tags=["screenings"])
+router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such screening (or report) for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},
@@ -29,16 +31,18 @@ ERRORS: dict[int | str, dict[str, object]] = {
     "",
     response_model=ScreeningPublic,
     status_code=201,
+    dependencies=[Idempotent],
     responses={
         **ERRORS,
+        **WRITE_RESPONSES,
         400: {"model": ErrorEnvelope, "description": "A dataset has the wrong purpose."},
-        503: {"model": ErrorEnvelope, "description": "The queue is unavailable."},
     },
 )
 def create_screening(
     body: ScreeningCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> ScreeningPublic:
-    """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening."""
+    """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening. At most
+    `max_active_screenings` per tenant may be queued or running (429 `too_many_active_screenings`)."""
     s = state.settings
     params = body.model_dump(exclude={"dataset_id", "alignment_dataset_id"})
     params["backend"] = body.backend or s.default_backend
@@ -90,7 +94,13 @@ def get_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> 
 @router.post(
     "/{screening_id}/cancel",
     response_model=ScreeningPublic,
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+    dependencies=[Idempotent],
+    responses={
+        **ERRORS,
+        **WRITE_RESPONSES,
+        400: {"model": ErrorEnvelope, "description": "Invalid Idempotency-Key."},
+        409: {"model": ErrorEnvelope, "description": "Already finished."},
+    },
 )
 def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> ScreeningPublic:
     return ScreeningPublic.model_validate(
@@ -114,10 +124,25 @@ def list_events(
 
 
 @router.get("/{screening_id}/report", response_model=ReportPublic, responses=ERRORS)
-def get_report(screening_id: str, session: SessionDep, tenant: TenantDep) -> ReportPublic:
-    """The risk report: score, tier, the formula with each part, distributions, findings, top examples."""
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    return ReportPublic(screening_id=rep.screening_id, created_at=rep.created_at, report=rep.body)
+def get_report(
+    screening_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    redact: Annotated[
+        bool,
+        Query(description="Remove the alignment texts (to pass the report on to the customer)."),
+    ] = False,
+) -> ReportPublic:
+    """The risk report: score, tier, the formula with each part, distributions, findings, top examples.
+    Keys without the `alignment:read` scope always get it redacted."""
+    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    hide = redact or not principal.can(service.ALIGNMENT_READ)
+    return ReportPublic(
+        screening_id=rep.screening_id,
+        created_at=rep.created_at,
+        redacted=hide,
+        report=service.report_body(report=rep, redact_alignment=hide),
+    )
 
 
 @router.get("/{screening_id}/scores", response_model=ScoresPage, responses=ERRORS)
@@ -145,6 +170,7 @@ def get_scores(
     response_class=StreamingResponse,
     responses={
         **ERRORS,
+        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
         200: {
             "content": {"application/x-ndjson": {}},
             "description": "The subset's alignment records as JSONL, in their own fields.",
@@ -156,13 +182,18 @@ def get_subset(
     subset: Literal["high_sim", "low_sim", "random"],
     session: SessionDep,
     state: StateDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
 ) -> StreamingResponse:
-    """High-Sim, Low-Sim or Random alignment subset, ready to align a model with."""
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    """High-Sim, Low-Sim or Random alignment subset, ready to align a model with (needs `alignment:read`)."""
+    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     lines = list(
         service.subset_lines(
-            session=session, store=state.services.store, settings=state.settings, report=rep, name=subset
+            session=session,
+            store=state.services.store,
+            settings=state.settings,
+            report=rep,
+            name=subset,
+            alignment_access=principal.can(service.ALIGNMENT_READ),
         )
     )
     return StreamingResponse(

@@ -1,0 +1,92 @@
+"""Admin routes: tenants and API keys. They need an admin key and act across tenants."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app.api.deps import AdminDep, SessionDep
+from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.idempotency import Idempotent
+from app.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    ErrorEnvelope,
+    Page,
+    TenantCreate,
+    TenantPublic,
+)
+from app.tenants import service
+
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    responses={
+        **AUTH_RESPONSES,
+        403: {"model": ErrorEnvelope, "description": "The key is not an admin key."},
+    },
+)
+WRITE: dict[int | str, dict[str, object]] = {
+    **WRITE_RESPONSES,
+    400: {"model": ErrorEnvelope, "description": "Invalid request."},
+    404: {"model": ErrorEnvelope, "description": "No such tenant or key."},
+    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+}
+
+
+@router.post(
+    "/tenants", response_model=TenantPublic, status_code=201, dependencies=[Idempotent], responses=WRITE
+)
+def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> TenantPublic:
+    """Create a tenant. Its datasets, screenings and keys are invisible to every other tenant."""
+    return TenantPublic.model_validate(
+        service.create_tenant(session=session, tenant_id=body.id, name=body.name)
+    )
+
+
+@router.get("/tenants", response_model=Page[TenantPublic])
+def list_tenants(
+    session: SessionDep,
+    _: AdminDep,
+    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[TenantPublic]:
+    rows, more = service.list_tenants(session=session, after=after, limit=limit)
+    return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
+
+
+@router.post(
+    "/keys", response_model=ApiKeyCreated, status_code=201, dependencies=[Idempotent], responses=WRITE
+)
+def create_key(body: ApiKeyCreate, request: Request, session: SessionDep, _: AdminDep) -> ApiKeyCreated:
+    """Create an API key. The secret is in this response only; ftguard keeps its SHA-256."""
+    request.state.idempotency_redact = ("key",)  # a replay must not be able to show the secret again
+    key, secret = service.create_key(
+        session=session,
+        tenant_id=body.tenant_id,
+        role=body.role,
+        scopes=None if body.scopes is None else list(body.scopes),
+        name=body.name,
+    )
+    return ApiKeyCreated.model_validate({**ApiKeyPublic.model_validate(key).model_dump(), "key": secret})
+
+
+@router.get("/keys", response_model=Page[ApiKeyPublic])
+def list_keys(
+    session: SessionDep,
+    _: AdminDep,
+    tenant_id: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[ApiKeyPublic]:
+    """Keys (never their secrets), newest first."""
+    rows, more = service.list_keys(session=session, tenant_id=tenant_id, after=after, limit=limit)
+    return Page[ApiKeyPublic](data=[ApiKeyPublic.model_validate(r) for r in rows], has_more=more)
+
+
+@router.post("/keys/{key_id}/revoke", response_model=ApiKeyPublic, dependencies=[Idempotent], responses=WRITE)
+def revoke_key(key_id: str, session: SessionDep, _: AdminDep) -> ApiKeyPublic:
+    """Revoke a key: its next request is a 401. Revoking a revoked key changes nothing."""
+    return ApiKeyPublic.model_validate(service.revoke_key(session=session, key_id=key_id))

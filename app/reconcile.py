@@ -1,0 +1,196 @@
+"""The reconciler: SQL is the record of every accepted job, Redis only a queue; this brings the queue back in
+line with the record after a crash.
+
+- A `queued` screening whose RQ job is gone (Redis flushed, restarted without persistence, the API died
+  between commit and enqueue) or dead (failed, stopped) is sent again.
+- A `running` screening whose heartbeat is older than `stale_after_s` has lost its worker (SIGKILL, OOM,
+  a machine gone): it is sent again, or failed with `worker_lost` once it has used its attempts
+  (`job_retries` + 1).
+
+Each dispatch gets a new RQ job id and the change is one conditional UPDATE on the state that was read, so
+several reconcilers (every worker runs one) never dispatch one screening twice, and a stale copy of an
+older dispatch refuses to run (`screenings.start` checks the job id). It also purges expired idempotency
+records and orphaned dataset blobs. Run it with `ftguard reconcile`; workers run it every
+`reconcile_interval_s`, and the API once at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app import events, idempotency
+from app.core.errors import ServiceUnavailable
+from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
+from app.core.services import Services
+from app.core.storage import clean_staging
+from app.datasets import service as datasets
+from app.models import Screening, now
+
+log = logging.getLogger("ftguard.reconcile")
+DEAD_JOB_STATES = ("failed", "stopped", "canceled", "finished")
+BATCH = 500
+
+
+@dataclass
+class Outcome:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    idempotency_purged: int = 0
+    blobs_removed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requeued": self.requeued,
+            "failed": self.failed,
+            "idempotency_purged": self.idempotency_purged,
+            "blobs_removed": self.blobs_removed,
+        }
+
+
+def _dispatch(services: Services, queue: JobQueue, scr: Screening, *, reason: str, message: str) -> bool:
+    """Send the screening again under a new job id, if nobody changed it since it was read."""
+    new_job = job_id_for(SCREENING_JOB, scr.id, os.urandom(4).hex())
+    q = update(Screening).where(
+        Screening.id == scr.id,
+        Screening.status == scr.status,
+        Screening.job_id == scr.job_id if scr.job_id else Screening.job_id.is_(None),
+    )
+    if scr.status == "running":  # not if the worker beat since we read it
+        q = q.where(
+            Screening.heartbeat_at == scr.heartbeat_at
+            if scr.heartbeat_at
+            else Screening.heartbeat_at.is_(None)
+        )
+    with services.db.session() as session:
+        res = session.execute(
+            q.values(status="queued", stage="queued", job_id=new_job),
+            execution_options={"synchronize_session": False},
+        )
+        if getattr(res, "rowcount", 0) != 1:
+            session.rollback()
+            return False
+        events.record(
+            session,
+            tenant_id=scr.tenant_id,
+            object_id=scr.id,
+            level="warning",
+            type="screening.requeued",
+            message=message,
+            data={"reason": reason, "attempts": scr.attempts},
+        )
+        session.commit()
+    queue.enqueue(SCREENING_JOB, scr.id, job_id=new_job)
+    return True
+
+
+def _give_up(services: Services, scr: Screening, *, stale_for: int) -> bool:
+    message = (
+        f"the worker running this screening stopped (no heartbeat for {stale_for} s) on each of its "
+        f"{scr.attempts} attempt(s); it will not be retried"
+    )
+    with services.db.session() as session:
+        res = session.execute(
+            update(Screening)
+            .where(Screening.id == scr.id, Screening.status == "running", Screening.job_id == scr.job_id)
+            .values(
+                status="failed",
+                finished_at=now(),
+                error={"code": "worker_lost", "message": message},
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        if getattr(res, "rowcount", 0) != 1:
+            session.rollback()
+            return False
+        events.record(
+            session,
+            tenant_id=scr.tenant_id,
+            object_id=scr.id,
+            level="error",
+            type="screening.failed",
+            message=message,
+            data={"reason": "worker_lost"},
+        )
+        session.commit()
+    return True
+
+
+def _active(services: Services) -> list[Screening]:
+    out: list[Screening] = []
+    after = ""
+    with services.db.session() as session:
+        while True:
+            rows = list(
+                session.scalars(
+                    select(Screening)
+                    .where(Screening.status.in_(("queued", "running")), Screening.id > after)
+                    .order_by(Screening.id)
+                    .limit(BATCH)
+                )
+            )
+            out.extend(rows)
+            if len(rows) < BATCH:
+                return out
+            after = rows[-1].id
+
+
+def reconcile_screenings(*, services: Services, queue: JobQueue, outcome: Outcome | None = None) -> Outcome:
+    """Re-dispatch lost screenings and fail the ones past their attempts (see the module docstring)."""
+    outcome = outcome or Outcome()
+    s = services.settings
+    t = now()
+    for scr in _active(services):
+        try:
+            if scr.status == "running":
+                stale_for = t - (scr.heartbeat_at or scr.started_at or 0)
+                if stale_for < s.stale_after_s:
+                    continue  # a live worker has it, whatever Redis says
+                if scr.attempts > s.job_retries:
+                    if _give_up(services, scr, stale_for=stale_for):
+                        outcome.failed.append(scr.id)
+                elif _dispatch(
+                    services,
+                    queue,
+                    scr,
+                    reason="worker_lost",
+                    message=f"attempt {scr.attempts} lost its worker (no heartbeat for {stale_for} s); "
+                    "sent again",
+                ):
+                    outcome.requeued.append(scr.id)
+            else:
+                status = queue.job_status(scr.job_id or job_id_for(SCREENING_JOB, scr.id))
+                if status is not None and status not in DEAD_JOB_STATES:
+                    continue
+                if _dispatch(
+                    services,
+                    queue,
+                    scr,
+                    reason="job_missing" if status is None else f"job_{status}",
+                    message="the queue had lost this screening's job; sent again"
+                    if status is None
+                    else f"the queue holds this screening's job as {status}; sent again",
+                ):
+                    outcome.requeued.append(scr.id)
+        except ServiceUnavailable:
+            log.warning("queue unavailable: reconciliation stops here and resumes on the next run")
+            break
+    if outcome.requeued or outcome.failed:
+        log.info("reconciled screenings", extra={"requeued": outcome.requeued, "failed": outcome.failed})
+    return outcome
+
+
+def reconcile(*, services: Services, queue: JobQueue, storage: bool = False) -> Outcome:
+    """One pass: screenings, expired idempotency records, and with `storage` the blob store too (a walk
+    over every dataset blob: done at API start-up and by `ftguard reconcile`, not every minute)."""
+    outcome = reconcile_screenings(services=services, queue=queue)
+    s = services.settings
+    outcome.idempotency_purged = idempotency.purge(db=services.db, ttl_s=s.idempotency_ttl_s)
+    if storage:
+        clean_staging(services.store, max_age_s=s.staging_max_age_s)
+        outcome.blobs_removed = datasets.remove_orphan_blobs(services=services, min_age_s=s.staging_max_age_s)
+    return outcome
