@@ -83,9 +83,7 @@ def shared_models() -> dict[Any, Any]:
     return {}
 
 
-def make_key(
-    db: Any, tenant: str, *, role: str = "member", scopes: list[str] | None = None
-) -> str:
+def make_key(db: Any, tenant: str, *, role: str = "member", scopes: list[str] | None = None) -> str:
     """A new API key for `tenant` (created if missing), straight on the database."""
     from app.models import Tenant
     from app.tenants import service

@@ -52,7 +52,9 @@ def test_admin_creates_tenants_and_keys_shown_once_and_stored_hashed(client, adm
         "name": "Acme Corp",
         "created_at": r.json()["created_at"],
     }
-    assert admin_client.post("/v1/admin/tenants", json={"id": "acme"}).json()["error"]["code"] == "tenant_exists"
+    assert (
+        admin_client.post("/v1/admin/tenants", json={"id": "acme"}).json()["error"]["code"] == "tenant_exists"
+    )
     assert admin_client.post("/v1/admin/tenants", json={"id": "Bad Id"}).status_code == 422
     ids = [t["id"] for t in admin_client.get("/v1/admin/tenants", params={"limit": 100}).json()["data"]]
     assert {"acme", "ops", "test"} <= set(ids)
