@@ -449,6 +449,20 @@ def _join(first: str, second: str) -> str:
 
 def to_example(rec: RawRecord, fmt: Format) -> Example:
     """Convert one raw record to an Example, or raise a located RecordError."""
+    ex = _convert(rec, fmt)
+    for i, m in enumerate(ex.messages):
+        if "\x00" in m["content"]:  # valid JSON as \u0000, but never text: a corrupt or binary file
+            raise RecordError(
+                "nul_character",
+                f"message {i} ({m['role']}) contains a NUL character",
+                line=rec.line,
+                record=rec.record,
+                field=f"messages[{i}].content",
+            )
+    return ex
+
+
+def _convert(rec: RawRecord, fmt: Format) -> Example:
     v = rec.value
     if not isinstance(v, dict):
         raise RecordError(
