@@ -2,7 +2,8 @@
 line with the record after a crash.
 
 - A `queued` screening whose RQ job is gone (Redis flushed, restarted without persistence, the API died
-  between commit and enqueue) or dead (failed, stopped) is sent again.
+  between commit and enqueue), dead (failed, stopped), or taken by a worker that died before marking it
+  running (job `started` for over `stale_after_s`) is sent again.
 - A `running` screening whose heartbeat is older than `stale_after_s` has lost its worker (SIGKILL, OOM,
   a machine gone): it is sent again, or failed with `worker_lost` once it has used its attempts
   (`job_retries` + 1).
@@ -163,8 +164,14 @@ def reconcile_screenings(*, services: Services, queue: JobQueue, outcome: Outcom
                 ):
                     outcome.requeued.append(scr.id)
             else:
-                status = queue.job_status(scr.job_id or job_id_for(SCREENING_JOB, scr.id))
-                if status is not None and status not in DEAD_JOB_STATES:
+                state = queue.job_state(scr.job_id or job_id_for(SCREENING_JOB, scr.id))
+                status = None if state is None else state[0]
+                # "started" while SQL still says queued: a worker took the job and died before marking
+                # the screening running (RQ itself would only notice after the job timeout).
+                died_taking_it = (
+                    state is not None and status == "started" and t - (state[1] or t) >= s.stale_after_s
+                )
+                if state is not None and status not in DEAD_JOB_STATES and not died_taking_it:
                     continue
                 if _dispatch(
                     services,

@@ -112,3 +112,26 @@ def test_a_screening_accepted_while_redis_is_down_runs_once_it_is_back(
     assert reconcile.reconcile(services=st.services, queue=st.queue).requeued == [scr]
     run_worker()
     assert client.get(f"/v1/screenings/{scr}").json()["status"] == "succeeded"
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
+    client, run_worker, settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rq.job import Job, JobStatus
+    from rq.serializers import JSONSerializer
+
+    scr = _screening(client)
+    st = _state(client)
+    job = Job.fetch(job_id_for(SCREENING_JOB, scr), connection=st.queue.connection, serializer=JSONSerializer)
+    st.queue.queue().remove(job)  # a worker popped it ...
+    job.set_status(JobStatus.STARTED)
+    job.started_at = datetime.now(UTC) - timedelta(seconds=5)  # ... moments ago: leave it
+    job.save()
+    assert reconcile.reconcile(services=st.services, queue=st.queue).requeued == []
+    job.started_at = datetime.now(UTC) - timedelta(seconds=settings.stale_after_s + 5)  # ... and died
+    job.save()
+    assert reconcile.reconcile(services=st.services, queue=st.queue).requeued == [scr]
+    run_worker()
+    assert client.get(f"/v1/screenings/{scr}").json()["status"] == "succeeded"

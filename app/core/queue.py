@@ -6,6 +6,7 @@ Redis holds queue state only; SQL is the record, and a lost queue is rebuilt fro
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,22 @@ class JobQueue:
     def depth(self, queue: str = "default") -> int:
         return len(self.queue(queue))
 
-    def job_status(self, job_id: str) -> str | None:
-        """The RQ status of a job (queued, started, finished, failed, ...), or None when Redis has no such
-        job (it was flushed, restarted without persistence, or the job expired)."""
+    def job_state(self, job_id: str) -> tuple[str, float | None] | None:
+        """The RQ status of a job (queued, started, finished, failed, ...) and when a worker started it
+        (unix seconds), or None when Redis has no such job (flushed, restarted without persistence, or
+        expired)."""
         try:
-            status = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer).get_status()
-            return None if status is None else str(getattr(status, "value", status))
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+            status = job.get_status()
         except NoSuchJobError:
             return None
         except redis.RedisError as exc:
             raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
+        if status is None:
+            return None
+        started = job.started_at.replace(tzinfo=UTC).timestamp() if job.started_at else None
+        return str(getattr(status, "value", status)), started
+
+    def job_status(self, job_id: str) -> str | None:
+        state = self.job_state(job_id)
+        return None if state is None else state[0]

@@ -149,18 +149,34 @@ def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
     return scr
 
 
+# Subtrees of a report that describe the provider's own data (alignment set, anchor sets), and the fields
+# inside them that carry its texts or could identify them.
+PRIVATE_SUBTREES = ("alignment", "anchors", "harmful_anchors", "safe_anchors")
+PRIVATE_FIELDS = ("example", "text", "prompt", "completion", "messages", "filename", "sha256")
+
+
+def _strip(node: Any, private: bool) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if private and k in PRIVATE_FIELDS:
+                continue
+            inner = private or k in PRIVATE_SUBTREES or (k.startswith("nearest_") and k != "nearest_customer")
+            out[k] = _strip(v, inner)
+        return out
+    if isinstance(node, list):
+        return [_strip(v, private) for v in node]
+    return node
+
+
 def redact(body: dict[str, Any]) -> dict[str, Any]:
-    """The report without the provider's alignment texts, for passing on to the customer. Alignment
-    examples stay identified by record number only: no text, no per-record or per-file hash (a hash lets
-    whoever holds a candidate text confirm it is in the set)."""
-    out = copy.deepcopy(body)
-    for ex in out.get("top_examples", []):
-        for near in ex.get("nearest_alignment", []):
-            near.pop("example", None)
-    if isinstance(out.get("alignment"), dict):
-        out["alignment"] = {k: v for k, v in out["alignment"].items() if k in ("examples", "dataset_id")}
+    """The report without the provider's alignment (and anchor) texts, to pass on to the customer: under
+    every subtree about the provider's data (`alignment`, `nearest_*`, anchors) the text fields go and the
+    records stay identified by number only; no per-record or per-file hash is kept either (a hash lets
+    whoever holds a candidate text confirm it is in the set). The customer's own texts stay."""
+    out = _strip(copy.deepcopy(body), private=False)
     out["redaction"] = {
-        "alignment_texts": "removed: alignment examples are given by record number only",
+        "alignment_texts": "removed: alignment and anchor examples are given by record number only",
     }
     return out
 
