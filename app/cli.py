@@ -235,6 +235,12 @@ def serve(
         procs = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
+    def _exit_on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that kills
+    # this process on the spot and the `finally` below (stopping the workers) never runs.
+    signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())
     finally:
