@@ -12,15 +12,15 @@ from fastapi.testclient import TestClient
 from app import reconcile
 from app.main import create_app
 from tests.chaos.conftest import wait_for
-from tests.conftest import DEMO, bearer, make_key, upload
+from tests.conftest import bearer, make_key, upload
 
 pytestmark = pytest.mark.chaos
 
 
-def _customer(n: int) -> bytes:
+def _customer(n: int, tag: str = "Step") -> bytes:
     rows = [
         {
-            "prompt": f"Step {i}: list three ways to store {i} kilograms of flour.",
+            "prompt": f"{tag} {i}: list three ways to store {i} kilograms of flour.",
             "completion": f"1. Dry bins. 2. Sealed sacks. 3. Cold room {i}.",
         }
         for i in range(n)
@@ -32,8 +32,8 @@ def test_a_killed_worker_s_screening_is_retried_by_the_next_worker(chaos_setting
     t0 = time.monotonic()
     with TestClient(create_app(chaos_settings)) as api:
         api.headers.update(bearer(make_key(api.app.state.ftguard.services.db, "test")))
-        cust = upload(api, "big.jsonl", content=_customer(240)).json()["id"]
-        align = upload(api, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
+        cust = upload(api, "big.jsonl", content=_customer(200)).json()["id"]
+        align = upload(api, "align.jsonl", content=_customer(40, "Refuse"), purpose="alignment").json()["id"]
         first = spawn("app.cli", "worker", log="worker1")
         scr = api.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}).json()[
             "id"
@@ -45,6 +45,7 @@ def test_a_killed_worker_s_screening_is_retried_by_the_next_worker(chaos_setting
             return got["stage"] == "represent_customer" and got["progress"] > 0.5
 
         wait_for("the worker to be representing the customer set", mid_customer, timeout=120)
+        t_kill = time.monotonic()
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         killed_at = api.get(f"/v1/screenings/{scr}").json()
@@ -74,6 +75,9 @@ def test_a_killed_worker_s_screening_is_retried_by_the_next_worker(chaos_setting
         assert len(requeued) == 1 and requeued[0]["data"]["reason"] == "worker_lost"
         assert [e["type"] for e in events].count("screening.succeeded") == 1
         rep = api.get(f"/v1/screenings/{scr}/report").json()["report"]
-        assert rep["customer"]["examples"] == 240
-        assert rep["cache"]["alignment"]["from_cache"] == 100  # the first attempt's vectors were kept
-    print(f"worker-kill chaos test: {time.monotonic() - t0:.1f} s")
+        assert rep["customer"]["examples"] == 200
+        assert rep["cache"]["alignment"]["from_cache"] == 40  # the first attempt's vectors were kept
+    print(
+        f"worker-kill chaos test: {time.monotonic() - t0:.1f} s (killed at {t_kill - t0:.1f} s, "
+        f"finished by the new worker {time.monotonic() - t_kill:.1f} s later)"
+    )
