@@ -235,6 +235,7 @@ def serve(
         procs = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
+
     def _exit_on_term(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
