@@ -17,7 +17,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from app.core.config import get_settings
-from app.datasets.validate import iter_examples, validate_stream
+from app.core.errors import InvalidDataset
+from app.demo import ALIGNMENT, CUSTOMERS
 
 if TYPE_CHECKING:
     from workers.screening import Side
@@ -30,13 +31,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
-DEMO = Path(__file__).resolve().parent / "demo"
-DEMO_ALIGNMENT = DEMO / "alignment.jsonl"
-DEMO_CUSTOMERS = {
-    "benign general": DEMO / "customer_benign_general.jsonl",
-    "benign, list-heavy": DEMO / "customer_benign_lists.jsonl",
-    "harmful-looking": DEMO / "customer_harmful_looking.jsonl",
-}
+out = Console(width=max(Console().width, 120))
 TIER_STYLE = {"low": "green", "medium": "yellow", "high": "red", "critical": "bold red"}
 
 
@@ -48,47 +43,47 @@ def _quiet_libraries() -> None:
 
 
 def load_side(path: Path, name: str) -> Side:
-    """Validate a local file and read its examples; exits with located errors when it is invalid."""
-    from workers.screening import Side
+    """A local file as a screening side; exits with its located errors when it is invalid."""
+    from workers.screening import side_from_file
 
-    s = get_settings()
-    from app.datasets.service import limits
-
-    with path.open("rb") as fh:
-        rep = validate_stream(fh, limits=limits(s), filename=path.name)
-    if not rep.ok:
-        console.print(f"[red]{path}: {rep.error_count} error(s)[/red]")
-        for e in rep.errors:
+    try:
+        return side_from_file(path, name, get_settings())
+    except InvalidDataset as exc:
+        console.print(f"[red]{path}: {exc.details['error_count']} error(s)[/red]")
+        for e in exc.details["errors"]:
             console.print(f"  line {e['line']}: [bold]{e['code']}[/bold] {e['message']}")
-        raise typer.Exit(2)
-    assert rep.container and rep.format
-    with path.open("rb") as fh:
-        examples = [
-            ex
-            for _, ex in iter_examples(
-                fh, container=rep.container, fmt=rep.format, max_line_bytes=s.max_line_bytes
-            )
-        ]
-    return Side(
-        name=name, examples=examples, sha256=rep.sha256, meta={"filename": path.name, "format": rep.format}
-    )
+        raise typer.Exit(2) from exc
 
 
 class _Screener:
     """Holds one model for several local screenings."""
 
-    def __init__(self, backend: str | None, model: str | None, **opts: Any) -> None:
+    def __init__(
+        self,
+        backend: str | None,
+        model: str | None,
+        *,
+        anchors: bool = True,
+        harmful: Path | None = None,
+        safe: Path | None = None,
+    ) -> None:
         _quiet_libraries()
         from workers.runtime import Runtime
+        from workers.screening import Anchors, bundled_anchors
 
-        self.runtime = Runtime(get_settings())
-        self.params = {
-            "backend": backend or self.runtime.settings.default_backend,
-            "model": model or self.runtime.settings.default_model,
-            **opts,
-        }
+        s = get_settings()
+        self.runtime = Runtime(s)
+        self.params = {"backend": backend or s.default_backend, "model": model or s.default_model}
         with console.status(f"loading {self.params['backend']} model {self.params['model']}"):
             self.rep = self.runtime.representer(self.params)
+            anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
+        self.anchors: Anchors | None = None
+        if anchors:
+            self.anchors = bundled_anchors(s, anchor_rep)
+            if harmful:
+                self.anchors.harmful = load_side(harmful, "harmful anchors")
+            if safe:
+                self.anchors.safe = load_side(safe, "safe anchors")
 
     def screen(self, customer: Side, alignment: Side, params: dict[str, Any]) -> dict[str, Any]:
         from workers.screening import Params, screen
@@ -115,13 +110,15 @@ class _Screener:
                 cache=self.runtime.cache,
                 report=report,
                 device=self.runtime.device,
+                anchors=self.anchors,
             )
         return out.body
 
 
 def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     t = Table(title="ftguard screening summary")
-    for col in ("dataset", "examples", "risk", "tier", "mean max cos", "p90 max cos", "near share"):
+    cols = ("dataset", "examples", "risk", "tier", "mean max cos", "p90 max cos", "near share", "harm-side")
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("dataset", "tier") else "left")
     for name, body in rows:
         r, d = body["risk"], body["distributions"]["customer_max_sim"]
@@ -134,6 +131,7 @@ def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
             f"{d['mean']:.3f}",
             f"{d['percentiles']['p90']:.3f}",
             f"{near:.0%}",
+            f"{body['anchors']['share_closer_to_harmful']:.0%}" if body.get("anchors") else "-",
         )
     return t
 
@@ -150,16 +148,23 @@ def screen(
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     subset_size: Annotated[int, typer.Option(min=1)] = 100,
     center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+    anchors: Annotated[bool, typer.Option(help="Measure the harmful-anchor margin (He et al. 2024).")] = True,
+    harmful_anchors: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Harmful anchors; default: bundled.")
+    ] = None,
+    safe_anchors: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Safe anchors; default: bundled.")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
 ) -> None:
     """Screen a dataset locally (no server) and print a summary."""
-    screener = _Screener(backend, model)
-    align = load_side(alignment or DEMO_ALIGNMENT, "alignment")
+    screener = _Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
+    align = load_side(alignment or ALIGNMENT, "alignment")
     cust = load_side(customer, "customer")
     body = screener.screen(cust, align, {"top_k": top_k, "subset_size": subset_size, "center": center})
-    Console().print(_summary([(customer.name, body)]))
+    out.print(_summary([(customer.name, body)]))
     for line in body["findings"]:
-        Console().print(f"- {line}")
+        out.print(f"- {line}")
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
         console.print(f"report written to {json_out}")
@@ -171,13 +176,13 @@ def demo(
 ) -> None:
     """Screen the three bundled customer sets against the bundled alignment set and rank them."""
     screener = _Screener(None, None)
-    align = load_side(DEMO_ALIGNMENT, "alignment")
+    align = load_side(ALIGNMENT, "alignment")
     rows = []
-    for name, path in DEMO_CUSTOMERS.items():
+    for name, path in CUSTOMERS.items():
         rows.append((name, screener.screen(load_side(path, "customer"), align, {})))
     rows.sort(key=lambda r: -r[1]["risk"]["risk_score"])
-    Console().print(_summary(rows))
-    Console().print(f"Formula: {rows[0][1]['risk']['formula']}")
+    out.print(_summary(rows))
+    out.print(f"Formula: {rows[0][1]['risk']['formula']}")
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
 
@@ -227,8 +232,7 @@ def serve(
         migrate(s.sqlalchemy_url)
         env = {**os.environ, "FTGUARD_REDIS_URL": url}
         procs = [
-            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
-            for _ in range(workers)
+            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
     try:
         uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())

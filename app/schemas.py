@@ -108,6 +108,19 @@ class ScreeningCreate(BaseModel):
     subset_size: int = Field(default=100, ge=1, le=1_000_000, description="Size of each alignment subset.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the Random subset.")
     center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
+    anchors: bool = Field(
+        default=True, description="Measure the harmful-anchor margin (He et al. 2024) and score it."
+    )
+    harmful_anchors_dataset_id: str | None = Field(
+        default=None, description="Dataset of purpose harmful-anchors; default: the bundled anchors."
+    )
+    safe_anchors_dataset_id: str | None = Field(
+        default=None, description="Dataset of purpose safe-anchors; default: the bundled anchors."
+    )
+    anchor_backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+        default=None, description="Backend of the anchor signal; default from settings."
+    )
+    anchor_model: str | None = Field(default=None, max_length=500, description="Model of the anchor signal.")
 
 
 class ScreeningPublic(BaseModel):

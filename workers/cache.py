@@ -66,8 +66,9 @@ class VectorCache:
                 seen.add(key)
         return index
 
-    def lookup(self, identity: str, dataset_sha256: str, hashes: Sequence[str], dim: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(
+        self, identity: str, dataset_sha256: str, hashes: Sequence[str], dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Vectors found in the cache and a mask of the examples still to represent."""
         out = np.zeros((len(hashes), dim), dtype=np.float32)
         missing = np.ones(len(hashes), dtype=bool)
@@ -95,11 +96,14 @@ class VectorCache:
         self.misses += int(missing.sum())
         return out, missing
 
-    def store_vectors(self, identity: str, dataset_sha256: str, hashes: Sequence[str], vectors: np.ndarray
-                      ) -> None:
-        """Write a dataset's vectors as a shard; the keys file goes last, so a reader never sees a half shard."""
-        for key, arr in ((vectors_key(identity, dataset_sha256), np.ascontiguousarray(vectors, np.float32)),
-                         (_keys_key(identity, dataset_sha256), hash_keys(hashes))):
+    def store_vectors(
+        self, identity: str, dataset_sha256: str, hashes: Sequence[str], vectors: np.ndarray
+    ) -> None:
+        """Write a dataset's vectors as a shard; the keys go last, so a reader never sees half a shard."""
+        for key, arr in (
+            (vectors_key(identity, dataset_sha256), np.ascontiguousarray(vectors, np.float32)),
+            (_keys_key(identity, dataset_sha256), hash_keys(hashes)),
+        ):
             with staged_file(self.store, suffix=".npy") as (path, fh):
                 np.save(fh, arr, allow_pickle=False)
                 fh.close()

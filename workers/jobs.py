@@ -14,7 +14,7 @@ from app.datasets import service as datasets
 from app.models import Dataset, Screening
 from app.screenings import service as screenings
 from workers.runtime import get_runtime
-from workers.screening import Params, Side, screen
+from workers.screening import Params, Side, bundled_anchors, screen
 from workers.similarity import Cancelled
 
 log = logging.getLogger("ftguard.worker")
@@ -62,6 +62,26 @@ def run_screening(screening_id: str) -> dict[str, Any]:
                 raise FtguardError("a dataset of this screening was deleted", code="dataset_deleted")
             screenings.progress(session, scr, stage="load", fraction=0.0, message="reading datasets")
             representer = rt.representer(params)
+            anchors = None
+            if params.get("anchors", True):
+                anchor_rep = rt.representer(
+                    {
+                        "backend": params.get("anchor_backend", settings.anchor_backend),
+                        "model": params.get("anchor_model", settings.anchor_model),
+                    }
+                )
+                anchors = bundled_anchors(settings, anchor_rep)
+                for key, attr in (
+                    ("harmful_anchors_dataset_id", "harmful"),
+                    ("safe_anchors_dataset_id", "safe"),
+                ):
+                    if params.get(key):
+                        ds = session.get(Dataset, params[key])
+                        if ds is None or ds.tenant_id != scr.tenant_id:
+                            raise FtguardError(
+                                "an anchor dataset of this screening was deleted", code="dataset_deleted"
+                            )
+                        setattr(anchors, attr, _side(ds, f"{attr} anchors", settings.max_line_bytes))
             outcome = screen(
                 customer=_side(customer_ds, "customer", settings.max_line_bytes),
                 alignment=_side(align_ds, "alignment", settings.max_line_bytes),
@@ -72,6 +92,7 @@ def run_screening(screening_id: str) -> dict[str, Any]:
                     session, scr, stage=stage, fraction=frac, message=msg
                 ),
                 device=rt.device,
+                anchors=anchors,
             )
             key = f"scores/{scr.tenant_id}/{scr.id}.npz"
             with staged_file(rt.services.store, suffix=".npz") as (path, fh):

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
         default="bundled:all-minilm-l6-v2",
         description="Model path, or `bundled:all-minilm-l6-v2` / `bundled:smollm2-135m-instruct`.",
     )
+    anchor_backend: str = Field(default="sentence-transformers", description="Backend of the anchor signal.")
+    anchor_model: str = Field(default="bundled:all-minilm-l6-v2", description="Model of the anchor signal.")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     encode_batch_size: int = Field(default=64, ge=1, le=4096, description="Examples per forward pass.")
     similarity_block_size: int = Field(default=4096, ge=64, description="Rows of C x A compared at once.")

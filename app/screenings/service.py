@@ -48,6 +48,18 @@ def create(
             param="alignment_dataset_id",
             code="wrong_purpose",
         )
+    for key, purpose in (
+        ("harmful_anchors_dataset_id", "harmful-anchors"),
+        ("safe_anchors_dataset_id", "safe-anchors"),
+    ):
+        if params.get(key):
+            anchor = datasets.get(session=session, tenant_id=tenant_id, dataset_id=params[key])
+            if anchor.purpose != purpose:
+                raise InvalidRequest(
+                    f"dataset {anchor.id} has purpose {anchor.purpose!r}, not {purpose!r}",
+                    param=key,
+                    code="wrong_purpose",
+                )
     if ds.status != "ready" or align.status != "ready":
         raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
     scr = Screening(
@@ -134,7 +146,10 @@ def load_scores(store: BlobStore, report: Report) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-SCORE_SORTS = {"customer": ("max_sim", "topk_mean", "record"), "alignment": ("max_sim", "record")}
+SCORE_SORTS = {
+    "customer": ("max_sim", "topk_mean", "anchor_margin", "record"),
+    "alignment": ("max_sim", "record"),
+}
 
 
 def scores_page(
@@ -147,7 +162,11 @@ def scores_page(
         raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
     z = load_scores(store, report)
     if side == "customer":
-        key = {"max_sim": z["c_max"], "topk_mean": z["c_topk_mean"], "record": None}[sort]
+        if sort == "anchor_margin" and "c_anchor_margin" not in z:
+            raise InvalidRequest("this screening ran without anchors", param="sort")
+        key = {"max_sim": z["c_max"], "topk_mean": z["c_topk_mean"], "record": None}.get(
+            sort, z.get("c_anchor_margin")
+        )
         n = int(z["c_max"].size)
     else:
         key = {"max_sim": z["a_max"], "record": None}[sort]
@@ -162,6 +181,7 @@ def scores_page(
                 "record": int(i) + 1,
                 "max_sim": float(z["c_max"][i]),
                 "topk_mean": float(z["c_topk_mean"][i]),
+                "anchor_margin": float(z["c_anchor_margin"][i]) if "c_anchor_margin" in z else None,
                 "nearest": [
                     {"record": int(j) + 1, "sim": float(s)}
                     for j, s in zip(z["c_topk_idx"][i], z["c_topk_sim"][i], strict=True)

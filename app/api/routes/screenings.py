@@ -43,6 +43,8 @@ def create_screening(
     params = body.model_dump(exclude={"dataset_id", "alignment_dataset_id"})
     params["backend"] = body.backend or s.default_backend
     params["model"] = body.model or s.default_model
+    params["anchor_backend"] = body.anchor_backend or s.anchor_backend
+    params["anchor_model"] = body.anchor_model or s.anchor_model
     params["block_size"] = s.similarity_block_size
     scr = service.create(
         session=session,
@@ -127,7 +129,7 @@ def get_scores(
     state: StateDep,
     tenant: TenantDep,
     side: Annotated[Literal["customer", "alignment"], Query()] = "customer",
-    sort: Annotated[Literal["max_sim", "topk_mean", "record"], Query()] = "max_sim",
+    sort: Annotated[Literal["max_sim", "topk_mean", "anchor_margin", "record"], Query()] = "max_sim",
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
     offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
