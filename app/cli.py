@@ -188,6 +188,46 @@ def demo(
 
 
 @app.command()
+def audit(
+    alignment: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Alignment set.")],
+    customer: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Also report its coverage.")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
+    center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+) -> None:
+    """Audit an alignment set: its diversity (Vendi score) and, with --customer, what it leaves uncovered."""
+    from workers.audit import vendi_score
+    from workers.screening import represent
+
+    screener = _Screener(backend, model, anchors=False)
+    align = load_side(alignment, "alignment")
+    t = Table(title=f"alignment-set audit: {alignment.name}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    if customer is None:
+        vecs, _ = represent(align, screener.rep, screener.runtime.cache, None, "represent_alignment")
+        v = vendi_score(vecs, center=center)
+        t.add_row("examples", str(len(align.examples)))
+        t.add_row("Vendi score (effective distinct examples)", f"{v:.1f}")
+        t.add_row("effective share", f"{v / len(align.examples):.1%}")
+    else:
+        body = screener.screen(load_side(customer, "customer"), align, {"center": center})
+        a = body["audit"]
+        t.add_row("alignment examples", str(body["alignment"]["examples"]))
+        t.add_row(
+            "alignment Vendi score", f"{a['alignment_vendi']:.1f} ({a['alignment_effective_share']:.1%})"
+        )
+        t.add_row("customer Vendi score", f"{a['customer_vendi']:.1f} ({a['customer_effective_share']:.1%})")
+        t.add_row("coverage threshold (cosine)", f"{a['coverage_threshold']:.3f}")
+        t.add_row("uncovered customer examples", f"{a['uncovered_count']} ({a['uncovered_share']:.0%})")
+        far = ", ".join(str(r["record"]) for r in a["farthest_uncovered_records"])
+        t.add_row("farthest uncovered records", far or "-")
+    out.print(t)
+
+
+@app.command()
 def worker(
     queue: Annotated[list[str] | None, typer.Option(help="Queue(s) to listen on.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,

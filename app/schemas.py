@@ -183,6 +183,12 @@ class ReportPublic(BaseModel):
     report: dict[str, Any]
 
 
+class AuditPublic(BaseModel):
+    object: Literal["screening.audit"] = "screening.audit"
+    screening_id: str
+    audit: dict[str, Any]
+
+
 class ScoresPage(BaseModel):
     object: Literal["list"] = "list"
     side: str

@@ -55,3 +55,13 @@ def test_worker_without_redis_url_explains_itself(runner: CliRunner, monkeypatch
     monkeypatch.delenv("FTGUARD_REDIS_URL", raising=False)
     res = runner.invoke(app, ["worker"])
     assert res.exit_code == 2 and "FTGUARD_REDIS_URL" in res.output
+
+
+def test_audit_prints_diversity_and_coverage(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["audit", str(DEMO / "alignment.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "Vendi score" in res.output
+    res = runner.invoke(app, ["audit", str(DEMO / "alignment.jsonl"), "--customer",
+                              str(DEMO / "customer_benign_general.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "uncovered customer examples" in res.output

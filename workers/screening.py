@@ -19,6 +19,7 @@ from app.datasets.formats import Example
 from app.datasets.service import read_file
 from app.demo import HARMFUL_ANCHORS, SAFE_ANCHORS
 from workers import risk
+from workers.audit import audit
 from workers.cache import VectorCache
 from workers.representations.base import Representer
 from workers.similarity import Cancelled, compare, self_reference
@@ -282,6 +283,7 @@ def screen(
         },
         "top_examples": top_examples,
         "anchors": anchor_info,
+        "audit": audit(a_vec=a_vec, c_vec=c_vec, c_max=c_max, near=levels["near"], center=params.center),
         "findings": risk.findings(
             risk=scored,
             c_max=c_max,

@@ -61,6 +61,10 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
     rnd = client.get(f"/v1/screenings/{scr['id']}/subsets/random").text.splitlines()
     assert len(low) == len(rnd) == 10 and not set(low) & {json.dumps(r) for r in records}
 
+    aud = client.get(f"/v1/screenings/{scr['id']}/audit").json()
+    assert aud["object"] == "screening.audit" and 1 <= aud["audit"]["alignment_vendi"] <= 100
+    assert 0 <= aud["audit"]["uncovered_share"] <= 1
+
     evs = client.get(f"/v1/screenings/{scr['id']}/events").json()["data"]
     types = [e["type"] for e in evs]
     assert types[0] == "screening.queued" and types[-1] == "screening.succeeded"
@@ -141,7 +145,7 @@ def test_a_dataset_in_use_cannot_be_deleted_until_the_screening_ends(client) -> 
 
 
 def test_not_found_for_every_screening_route(client) -> None:
-    for path in ("", "/report", "/scores", "/events", "/subsets/high_sim"):
+    for path in ("", "/report", "/scores", "/events", "/audit", "/subsets/high_sim"):
         r = client.get(f"/v1/screenings/scr_nope{path}")
         assert r.status_code == 404, path
         assert r.json()["error"]["type"] == "not_found_error"

@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from app import events
 from app.api.deps import SessionDep, StateDep, TenantDep
 from app.schemas import (
+    AuditPublic,
     ErrorEnvelope,
     EventPublic,
     Page,
@@ -120,6 +121,13 @@ def get_report(screening_id: str, session: SessionDep, tenant: TenantDep) -> Rep
     """The risk report: score, tier, the formula with each part, distributions, findings, top examples."""
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
     return ReportPublic(screening_id=rep.screening_id, created_at=rep.created_at, report=rep.body)
+
+
+@router.get("/{screening_id}/audit", response_model=AuditPublic, responses=ERRORS)
+def get_audit(screening_id: str, session: SessionDep, tenant: TenantDep) -> AuditPublic:
+    """Alignment-set audit: Vendi diversity of both sets and the customer examples left uncovered."""
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    return AuditPublic(screening_id=rep.screening_id, audit=rep.body.get("audit") or {})
 
 
 @router.get("/{screening_id}/scores", response_model=ScoresPage, responses=ERRORS)
