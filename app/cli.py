@@ -55,6 +55,9 @@ def load_side(path: Path, name: str) -> Side:
         raise typer.Exit(2) from exc
 
 
+_MODELS: dict[Any, Any] = {}  # loaded once per CLI process, shared by every screening it runs
+
+
 class _Screener:
     """Holds one model for several local screenings."""
 
@@ -72,7 +75,7 @@ class _Screener:
         from workers.screening import Anchors, bundled_anchors
 
         s = get_settings()
-        self.runtime = Runtime(s)
+        self.runtime = Runtime(s, models=_MODELS)
         self.params = {"backend": backend or s.default_backend, "model": model or s.default_model}
         with console.status(f"loading {self.params['backend']} model {self.params['model']}"):
             self.rep = self.runtime.representer(self.params)
@@ -185,6 +188,39 @@ def demo(
     out.print(f"Formula: {rows[0][1]['risk']['formula']}")
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
+
+
+@app.command()
+def rank(
+    customer: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Customer dataset file.")],
+    candidate: Annotated[
+        list[str],
+        typer.Option(help="NAME=ALIGNMENT_FILE[@BACKEND:MODEL], once per candidate model (two or more)."),
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the ranking as JSON.")] = None,
+) -> None:
+    """Rank candidate models by the risk of fine-tuning each on this dataset; recommend the least similar."""
+    rows = []
+    cust: Side | None = None
+    for spec in candidate:
+        name, _, rest = spec.partition("=")
+        path, _, model_spec = rest.partition("@")
+        backend, _, model = model_spec.partition(":")
+        if not name or not path:
+            console.print(f"[red]bad --candidate {spec!r}; expected NAME=FILE[@BACKEND:MODEL][/red]")
+            raise typer.Exit(2)
+        screener = _Screener(backend or None, model or None)
+        cust = cust or load_side(customer, "customer")
+        body = screener.screen(cust, load_side(Path(path), "alignment"), {})
+        rows.append((name, body))
+    rows.sort(key=lambda r: r[1]["risk"]["risk_score"])
+    out.print(_summary(rows))
+    out.print(
+        f"Recommendation: fine-tune [bold]{rows[0][0]}[/bold]: its alignment data is the least similar "
+        "to this dataset (Hsiung et al. 2025)."
+    )
+    if json_out:
+        json_out.write_text(json.dumps({"ranking": [n for n, _ in rows], "reports": dict(rows)}, indent=2))
 
 
 @app.command()

@@ -123,6 +123,48 @@ class ScreeningCreate(BaseModel):
     anchor_model: str | None = Field(default=None, max_length=500, description="Model of the anchor signal.")
 
 
+class CandidateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, description="A label for the candidate model.")
+    alignment_dataset_id: str = Field(description="The candidate's safety-alignment set.")
+    backend: Literal["sentence-transformers", "causal-lm"] | None = None
+    model: str | None = Field(default=None, max_length=500, description="The candidate's own model, if any.")
+
+
+class RankingCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+                    "candidates": [
+                        {"name": "model-a", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d50"},
+                        {"name": "model-b", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d51"},
+                    ],
+                }
+            ]
+        },
+    )
+    dataset_id: str
+    candidates: list[CandidateIn] = Field(min_length=2, max_length=20)
+    top_k: int = Field(default=5, ge=1, le=100)
+    subset_size: int = Field(default=100, ge=1, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    center: bool = False
+    anchors: bool = True
+
+
+class RankingPublic(BaseModel):
+    id: str
+    object: Literal["ranking"] = "ranking"
+    created_at: int
+    dataset_id: str
+    status: Literal["running", "succeeded", "failed"]
+    candidates: list[dict[str, Any]]
+    recommendation: dict[str, Any] | None
+
+
 class ScreeningPublic(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,

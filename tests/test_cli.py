@@ -65,3 +65,15 @@ def test_audit_prints_diversity_and_coverage(runner: CliRunner) -> None:
                               str(DEMO / "customer_benign_general.jsonl")])
     assert res.exit_code == 0, res.output
     assert "uncovered customer examples" in res.output
+
+
+def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(runner: CliRunner,
+                                                                             tmp_path: Path) -> None:
+    out = tmp_path / "rank.json"
+    res = runner.invoke(app, ["rank", str(DEMO / "customer_harmful_looking.jsonl"),
+                              "--candidate", f"refusals={DEMO / 'alignment.jsonl'}",
+                              "--candidate", f"chats={DEMO / 'customer_benign_general.jsonl'}",
+                              "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["ranking"] == ["chats", "refusals"]
+    assert "Recommendation: fine-tune chats" in res.output.replace("\n", " ")

@@ -16,7 +16,7 @@ from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, staged_file
 from app.datasets.formats import Example, RawRecord
 from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
-from app.models import Dataset, Event, Report, Screening, new_id
+from app.models import Dataset, Event, Ranking, Report, Screening, new_id
 
 PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors")
 ACTIVE = ("queued", "running")
@@ -161,7 +161,8 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
             session.delete(report)
         session.query(Event).filter(Event.object_id == s.id).delete()
         session.delete(s)
-    session.flush()  # screenings before the dataset they reference
+    session.query(Ranking).filter(Ranking.tenant_id == tenant_id, Ranking.dataset_id == dataset_id).delete()
+    session.flush()  # screenings and rankings before the dataset they reference
     session.delete(ds)
     session.flush()
     if ds.sha256 and not session.scalar(select(Dataset.id).where(Dataset.sha256 == ds.sha256).limit(1)):
