@@ -109,8 +109,9 @@ def view(*, session: Session, ranking: Ranking) -> dict[str, Any]:
         gap = done[-1]["risk_score"] - best["risk_score"] if len(done) > 1 else 0.0
         recommendation = {
             "name": best["name"],
-            "reason": f"its alignment data is the least similar to this dataset (risk {best['risk_score']:.1f}"
-            f" against {done[-1]['risk_score']:.1f} for the riskiest candidate, a gap of {gap:.1f} points);"
+            "reason": "its alignment data is the least similar to this dataset "
+            f"(risk {best['risk_score']:.1f} against {done[-1]['risk_score']:.1f} for the riskiest "
+            f"candidate, a gap of {gap:.1f} points);"
             " fine-tuning it is expected to erode its guardrails least (Hsiung et al. 2025)",
         }
     ordered = done + [r for r in rows if r["status"] != "succeeded"]
