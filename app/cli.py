@@ -89,6 +89,7 @@ class _Screener:
                 self.anchors.safe = load_side(safe, "safe anchors")
 
     def screen(self, customer: Side, alignment: Side, params: dict[str, Any]) -> dict[str, Any]:
+        from app.screenings.service import with_defaults
         from workers.screening import Params, screen
 
         with Progress(
@@ -109,7 +110,7 @@ class _Screener:
                 customer=customer,
                 alignment=alignment,
                 representer=self.rep,
-                params=Params.from_dict(params),
+                params=Params.from_dict(with_defaults(params, self.runtime.settings)),
                 cache=self.runtime.cache,
                 report=report,
                 device=self.runtime.device,

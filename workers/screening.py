@@ -71,10 +71,13 @@ class Params:
     seed: int = 0
     center: bool = False
     block_size: int = 4096
+    method: str = "exact"
+    faiss_threshold: int = 200_000
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Params:
-        return cls(**{k: d[k] for k in ("top_k", "subset_size", "seed", "center", "block_size") if k in d})
+        keys = ("top_k", "subset_size", "seed", "center", "block_size", "method", "faiss_threshold")
+        return cls(**{k: d[k] for k in keys if k in d})
 
 
 @dataclass
@@ -225,6 +228,8 @@ def screen(
         block_size=params.block_size,
         center=params.center,
         device=device,
+        method=params.method,
+        faiss_threshold=params.faiss_threshold,
         progress=_stage_reporter(report, "compare"),
     )
     ref = self_reference(

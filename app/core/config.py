@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     encode_batch_size: int = Field(default=64, ge=1, le=4096, description="Examples per forward pass.")
     similarity_block_size: int = Field(default=4096, ge=64, description="Rows of C x A compared at once.")
+    similarity_method: str = Field(
+        default="auto", description="exact, faiss-flat, faiss-ivf, or auto (faiss-ivf past faiss_threshold)."
+    )
+    faiss_threshold: int = Field(
+        default=200_000, ge=1, description="Alignment rows from which auto uses faiss."
+    )
 
     max_upload_bytes: int = Field(default=1 << 30, ge=1, description="Largest accepted upload.")
     max_examples: int = Field(default=2_000_000, ge=1, description="Most examples in one dataset.")

@@ -23,6 +23,20 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 SUBSETS = ("high_sim", "low_sim", "random")
 
 
+def with_defaults(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A screening's full parameters: what the caller left out comes from settings."""
+    s = settings
+    return params | {
+        "backend": params.get("backend") or s.default_backend,
+        "model": params.get("model") or s.default_model,
+        "anchor_backend": params.get("anchor_backend") or s.anchor_backend,
+        "anchor_model": params.get("anchor_model") or s.anchor_model,
+        "block_size": s.similarity_block_size,
+        "method": s.similarity_method,
+        "faiss_threshold": s.faiss_threshold,
+    }
+
+
 def create(
     *,
     session: Session,

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from app.api.deps import SessionDep, StateDep, TenantDep
 from app.rankings import service
 from app.schemas import ErrorEnvelope, Page, RankingCreate, RankingPublic
+from app.screenings import service as screenings
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -26,14 +27,7 @@ def create_ranking(
 ) -> RankingPublic:
     """Screen one customer dataset against several candidates and rank them; poll until `succeeded`."""
     s = state.settings
-    params = body.model_dump(exclude={"dataset_id", "candidates"})
-    params |= {
-        "backend": s.default_backend,
-        "model": s.default_model,
-        "block_size": s.similarity_block_size,
-        "anchor_backend": s.anchor_backend,
-        "anchor_model": s.anchor_model,
-    }
+    params = screenings.with_defaults(body.model_dump(exclude={"dataset_id", "candidates"}), s)
     ranking = service.create(
         session=session,
         queue=state.queue,

@@ -41,12 +41,7 @@ def create_screening(
 ) -> ScreeningPublic:
     """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening."""
     s = state.settings
-    params = body.model_dump(exclude={"dataset_id", "alignment_dataset_id"})
-    params["backend"] = body.backend or s.default_backend
-    params["model"] = body.model or s.default_model
-    params["anchor_backend"] = body.anchor_backend or s.anchor_backend
-    params["anchor_model"] = body.anchor_model or s.anchor_model
-    params["block_size"] = s.similarity_block_size
+    params = service.with_defaults(body.model_dump(exclude={"dataset_id", "alignment_dataset_id"}), s)
     scr = service.create(
         session=session,
         queue=state.queue,
