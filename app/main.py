@@ -16,6 +16,7 @@ from app.api.routes import datasets, health, screenings
 from app.core.config import Settings, get_settings
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.services import build_services
+from app.dashboard import routes as dashboard
 
 log = logging.getLogger("ftguard.api")
 MULTIPART_OVERHEAD = 1 << 20
@@ -80,5 +81,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(screenings.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.root)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     return app
