@@ -151,6 +151,9 @@ def screen(
     subset_size: Annotated[int, typer.Option(min=1)] = 100,
     center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write the report as a standalone HTML page with charts.")
+    ] = None,
 ) -> None:
     """Screen a dataset locally (no server) and print a summary."""
     screener = _Screener(backend, model)
@@ -163,6 +166,11 @@ def screen(
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
         console.print(f"report written to {json_out}")
+    if html_out:
+        from app.dashboard.render import report_document
+
+        html_out.write_text(report_document(body, title=f"{customer.name}: risk report"), encoding="utf-8")
+        console.print(f"HTML report written to {html_out}")
 
 
 @app.command()
