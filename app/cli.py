@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.core import logs
 from app.core.config import get_settings
 from app.datasets.validate import iter_examples, validate_stream
 
@@ -207,7 +208,7 @@ def worker(
             "own worker[/red]"
         )
         raise typer.Exit(2)
-    logging.basicConfig(level=s.log_level)
+    logs.configure(s.log_level, s.log_format)
     run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload)
 
 
@@ -224,7 +225,7 @@ def serve(
     from app.main import create_app
 
     s = get_settings()
-    logging.basicConfig(level=s.log_level)
+    logs.configure(s.log_level, s.log_format)
     embedded, procs = None, []
     url = s.redis_url
     if url is None:
@@ -238,7 +239,15 @@ def serve(
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
     try:
-        uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())
+        # log_config=None keeps our handler; the access line comes from our middleware, with the request id
+        uvicorn.run(
+            create_app(s, redis_url=url),
+            host=host,
+            port=port,
+            log_level=s.log_level.lower(),
+            log_config=None,
+            access_log=False,
+        )
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
