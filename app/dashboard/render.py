@@ -149,6 +149,7 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
             x_label="max cosine to this dataset",
             y_label="alignment examples",
             title="alignment examples by max cosine to the customer dataset",
+            height=240,
         ),
         "band": band,
         "top_examples": top,
