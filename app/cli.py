@@ -212,6 +212,10 @@ def worker(
     run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
@@ -238,6 +242,9 @@ def serve(
         procs = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
+    # uvicorn re-raises SIGTERM after its graceful shutdown, and Python's default action would end the
+    # process there, skipping the `finally` that stops the embedded worker(s) and Redis: exit normally.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         # log_config=None keeps our handler; the access line comes from our middleware, with the request id
         uvicorn.run(
@@ -258,6 +265,58 @@ def serve(
                 p.kill()
         if embedded is not None:
             embedded.close()
+
+
+@app.command()
+def health(
+    url: Annotated[str, typer.Option(help="The API's readiness URL.")] = "http://127.0.0.1:8000/readyz",
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Check that a worker of this host is registered instead.")
+    ] = False,
+) -> None:
+    """Exit 0 when healthy, 1 when not: for container health checks (API by default, or --worker)."""
+    if worker:
+        raise typer.Exit(0 if _worker_alive() else 1)
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("the URL must be http(s)", param_hint="--url")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (scheme checked above)
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    raise typer.Exit(0 if ok else 1)
+
+
+def _worker_alive() -> bool:
+    """A worker of this host is registered in Redis (its key expires when it stops heartbeating), listens on
+    one of our queues, and its process is alive."""
+    import socket
+
+    import redis
+    from rq import Worker
+
+    from app.core.queue import connect
+
+    s = get_settings()
+    if not s.redis_url:
+        return False
+    host, prefix = socket.gethostname(), f"{s.queue_prefix}-"
+    try:
+        workers = Worker.all(connection=connect(s.redis_url))
+    except redis.RedisError:
+        return False
+    for w in workers:
+        if w.hostname != host or not w.pid or not any(q.startswith(prefix) for q in w.queue_names()):
+            continue
+        try:
+            os.kill(w.pid, 0)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 @db_app.command("upgrade")
