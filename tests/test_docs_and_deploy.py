@@ -1,10 +1,15 @@
-"""The docs and the deployment files agree with the code (no Docker engine here: these read the files)."""
+"""The docs and the deployment files agree with the code. No Docker engine here: these read the files, and
+Debian's docker-compose (no engine needed) validates the compose file."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -79,3 +84,29 @@ def test_dockerfile_is_multi_stage_with_a_torch_variant_and_runs_real_commands()
         for path in src.split():
             assert (ROOT / path).exists(), path
             assert f"!{path}" in ignore, path
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    exe = shutil.which("docker-compose")  # Debian's package: validates without an engine
+    return [exe] if exe else None
+
+
+def test_compose_file_passes_composes_own_validation() -> None:
+    cli = _compose_cli()
+    if cli is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must validate the compose file: .ci/run installs docker-compose")
+        pytest.skip("no docker compose here (apt-get install docker-compose)")
+    for profile in ([], ["--profile", "gpu"]):
+        res = subprocess.run(
+            [*cli, "-f", str(ROOT / "docker-compose.yml"), *profile, "config", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
+        assert res.returncode == 0, res.stderr
