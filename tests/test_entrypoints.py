@@ -179,3 +179,22 @@ def test_embedded_serve_starts_its_own_redis_and_worker(procs: Procs, tmp_path: 
     # stopping serve stops what it started: its worker(s) and the embedded Redis
     _, alive = psutil.wait_procs(workers + redis, timeout=15)
     assert not alive, alive
+
+
+def test_health_checks_fail_when_nothing_runs(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+    from app.core.config import get_settings
+
+    monkeypatch.setenv("FTGUARD_REDIS_URL", redis_url)
+    monkeypatch.setenv("FTGUARD_QUEUE_PREFIX", f"nobody{os.getpid()}")
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        assert runner.invoke(cli, ["health", "--worker"]).exit_code == 1
+        url = f"http://127.0.0.1:{free_port()}/readyz"
+        assert runner.invoke(cli, ["health", "--url", url]).exit_code == 1
+        assert runner.invoke(cli, ["health", "--url", "file:///etc/passwd"]).exit_code == 2
+    finally:
+        get_settings.cache_clear()
