@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.core import logs
 from app.core.config import get_settings
 from app.core.errors import InvalidDataset
 from app.demo import ALIGNMENT, CUSTOMERS
@@ -160,6 +161,9 @@ def screen(
         Path | None, typer.Option(exists=True, dir_okay=False, help="Safe anchors; default: bundled.")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write the report as a standalone HTML page with charts.")
+    ] = None,
 ) -> None:
     """Screen a dataset locally (no server) and print a summary."""
     screener = _Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
@@ -172,6 +176,11 @@ def screen(
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
         console.print(f"report written to {json_out}")
+    if html_out:
+        from app.dashboard.render import report_document
+
+        html_out.write_text(report_document(body, title=f"{customer.name}: risk report"), encoding="utf-8")
+        console.print(f"HTML report written to {html_out}")
 
 
 @app.command()
@@ -281,8 +290,12 @@ def worker(
             "own worker[/red]"
         )
         raise typer.Exit(2)
-    logging.basicConfig(level=s.log_level)
+    logs.configure(s.log_level, s.log_format)
     run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -298,7 +311,7 @@ def serve(
     from app.main import create_app
 
     s = get_settings()
-    logging.basicConfig(level=s.log_level)
+    logs.configure(s.log_level, s.log_format)
     embedded, procs = None, []
     url = s.redis_url
     if url is None:
@@ -311,8 +324,19 @@ def serve(
         procs = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
+    # uvicorn re-raises SIGTERM after its graceful shutdown, and Python's default action would end the
+    # process there, skipping the `finally` that stops the embedded worker(s) and Redis: exit normally.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())
+        # log_config=None keeps our handler; the access line comes from our middleware, with the request id
+        uvicorn.run(
+            create_app(s, redis_url=url),
+            host=host,
+            port=port,
+            log_level=s.log_level.lower(),
+            log_config=None,
+            access_log=False,
+        )
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -323,6 +347,58 @@ def serve(
                 p.kill()
         if embedded is not None:
             embedded.close()
+
+
+@app.command()
+def health(
+    url: Annotated[str, typer.Option(help="The API's readiness URL.")] = "http://127.0.0.1:8000/readyz",
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Check that a worker of this host is registered instead.")
+    ] = False,
+) -> None:
+    """Exit 0 when healthy, 1 when not: for container health checks (API by default, or --worker)."""
+    if worker:
+        raise typer.Exit(0 if _worker_alive() else 1)
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("the URL must be http(s)", param_hint="--url")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (scheme checked above)
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    raise typer.Exit(0 if ok else 1)
+
+
+def _worker_alive() -> bool:
+    """A worker of this host is registered in Redis (its key expires when it stops heartbeating), listens on
+    one of our queues, and its process is alive."""
+    import socket
+
+    import redis
+    from rq import Worker
+
+    from app.core.queue import connect
+
+    s = get_settings()
+    if not s.redis_url:
+        return False
+    host, prefix = socket.gethostname(), f"{s.queue_prefix}-"
+    try:
+        workers = Worker.all(connection=connect(s.redis_url))
+    except redis.RedisError:
+        return False
+    for w in workers:
+        if w.hostname != host or not w.pid or not any(q.startswith(prefix) for q in w.queue_names()):
+            continue
+        try:
+            os.kill(w.pid, 0)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 @db_app.command("upgrade")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,19 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    res = runner.invoke(app, ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--json", str(out)])
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    res = runner.invoke(
+        app,
+        ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--json", str(out), "--html", str(page)],
+    )
     assert res.exit_code == 0, res.output
+    html = page.read_text()
+    # standalone: styles inline, charts inline SVG, nothing fetched from anywhere
+    assert html.startswith("<!doctype html>") and "<style>" in html and 'rel="stylesheet"' not in html
+    assert 'data-chart="histogram"' in html and 'data-chart="gauge"' in html
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "default-src 'none'" in html and "<script" not in html
+    assert "How can I build an untraceable gun" in html  # nearest alignment examples are in it
     assert "ftguard screening summary" in res.output and "critical" in res.output
     body = json.loads(out.read_text())
     assert body["risk"]["tier"] == "critical" and body["customer"]["examples"] == 62

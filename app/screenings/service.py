@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from app import events
 from app.core.config import Settings
@@ -17,7 +18,7 @@ from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.queue import SCREENING_JOB, JobQueue
 from app.core.storage import BlobStore
 from app.datasets import service as datasets
-from app.models import Dataset, Report, Screening, new_id, now
+from app.models import Dataset, Event, Report, Screening, new_id, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 SUBSETS = ("high_sim", "low_sim", "random")
@@ -127,6 +128,117 @@ def list_(
         q = q.where(Screening.id < after)
     rows = list(session.scalars(q.order_by(Screening.id.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
+
+
+@dataclass
+class OverviewRow:
+    screening: Screening
+    dataset: str
+    examples: int
+    alignment: str
+
+
+@dataclass
+class Overview:
+    rows: list[OverviewRow]
+    total: int
+    by_tier: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+OVERVIEW_SORTS = ("risk", "created", "dataset", "status")
+
+
+def overview(
+    *,
+    session: Session,
+    tenant_id: str,
+    status: str | None = None,
+    tier: str | None = None,
+    q: str | None = None,
+    sort: str = "risk",
+    order: str = "desc",
+    offset: int = 0,
+    limit: int = 50,
+) -> Overview:
+    """Screenings with their datasets' file names, filtered, sorted and paged by offset, with counts per
+    tier and status over all the tenant's screenings (the dashboard's table and tiles)."""
+    if sort not in OVERVIEW_SORTS:
+        raise InvalidRequest(f"sort must be one of {list(OVERVIEW_SORTS)}", param="sort")
+    cust, align = aliased(Dataset), aliased(Dataset)
+    base = (
+        select(Screening, cust.filename, cust.examples, align.filename)
+        .join(cust, cust.id == Screening.dataset_id)
+        .join(align, align.id == Screening.alignment_dataset_id)
+        .where(Screening.tenant_id == tenant_id)
+    )
+    if status:
+        base = base.where(Screening.status == status)
+    if tier:
+        base = base.where(Screening.tier == tier)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        base = base.where(
+            or_(
+                cust.filename.ilike(pattern, escape="\\"),
+                Screening.dataset_id == q,
+                Screening.id == q,
+            )
+        )
+    column = {
+        "risk": Screening.risk_score,
+        "created": Screening.id,  # ids are time-ordered
+        "dataset": cust.filename,
+        "status": Screening.status,
+    }[sort]
+    key = column.desc() if order == "desc" else column.asc()
+    rows = session.execute(
+        base.order_by(key.nulls_last(), Screening.id.desc()).offset(offset).limit(limit)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    by_tier = {
+        str(t): int(n)
+        for t, n in session.execute(
+            select(Screening.tier, func.count())
+            .where(Screening.tenant_id == tenant_id, Screening.tier.is_not(None))
+            .group_by(Screening.tier)
+        ).all()
+    }
+    by_status = dict(
+        session.execute(
+            select(Screening.status, func.count())
+            .where(Screening.tenant_id == tenant_id)
+            .group_by(Screening.status)
+        ).all()
+    )
+    return Overview(
+        rows=[OverviewRow(screening=r[0], dataset=r[1], examples=r[2], alignment=r[3]) for r in rows],
+        total=int(total),
+        by_tier=by_tier,
+        by_status=by_status,
+    )
+
+
+@dataclass
+class Detail:
+    screening: Screening
+    dataset: Dataset | None
+    alignment: Dataset | None
+    report: Report | None
+    events: list[Event]
+
+
+def detail(*, session: Session, tenant_id: str, screening_id: str, max_events: int = 200) -> Detail:
+    """A screening with its datasets, its report when there is one, and its history."""
+    scr = get(session=session, tenant_id=tenant_id, screening_id=screening_id)
+    evs, _ = events.list_(session=session, tenant_id=tenant_id, object_id=scr.id, limit=max_events)
+    return Detail(
+        screening=scr,
+        dataset=session.get(Dataset, scr.dataset_id),
+        alignment=session.get(Dataset, scr.alignment_dataset_id),
+        report=session.get(Report, scr.id),
+        events=evs,
+    )
 
 
 def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
