@@ -11,18 +11,22 @@ from fastapi import FastAPI
 from app import reconcile
 from app.api import errors
 from app.api.deps import AppState
-from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture
-from app.api.routes import admin, datasets, health, screenings
+from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture, RequestContext
+from app.api.routes import admin, datasets, health, metrics, rankings, screenings
 from app.core.config import Settings, get_settings
+from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.ratelimit import RateLimiter
 from app.core.services import build_services
+from app.dashboard import routes as dashboard
+from app.dashboard import signin
 
 log = logging.getLogger("ftguard.api")
 
 
 def create_app(settings: Settings | None = None, *, redis_url: str | None = None) -> FastAPI:
     settings = settings or get_settings()
+    api_metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,6 +38,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
             url = embedded.url
         connection = connect(url)
         queue = JobQueue(connection, settings)
+        api_metrics.bind(queue, services.db)
         app.state.ftguard = AppState(
             settings=settings,
             services=services,
@@ -45,6 +50,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
                 burst=settings.rate_limit_burst,
             ),
             embedded_redis=embedded,
+            metrics=api_metrics,
         )
         # Whatever a killed predecessor left: staged uploads, orphaned blobs, jobs Redis lost.
         try:
@@ -53,6 +59,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         except Exception:  # never keep the API from starting; workers reconcile again every minute
             log.exception("start-up reconciliation failed")
         yield
+        api_metrics.unbind()
         services.close()
         if embedded is not None:
             embedded.close()
@@ -72,13 +79,20 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     )
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(datasets.router)
     app.include_router(screenings.router)
+    app.include_router(rankings.router)
     app.include_router(admin.router)
-    # Added innermost first: a request meets the size limit, then authentication, then idempotency.
+    app.include_router(signin.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.root)
+    # Added innermost first. A request meets: its request id and metrics (outermost, so refusals by the
+    # layers inside are counted too), the size limit, authentication and rate limit, idempotency capture.
     app.add_middleware(IdempotencyCapture)
     app.add_middleware(Authenticate)
     app.add_middleware(
         BodySizeLimit, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_body_bytes
     )
+    app.add_middleware(RequestContext, metrics=api_metrics)
     return app

@@ -109,7 +109,7 @@ class VectorCache:
     def store_vectors(
         self, identity: str, dataset_sha256: str, hashes: Sequence[str], vectors: np.ndarray
     ) -> None:
-        """Write a dataset's vectors as a shard; the keys file goes last: a reader never sees half a shard."""
+        """Write a dataset's vectors as a shard; the keys go last, so a reader never sees half a shard."""
         identity = self._scoped(identity)
         for key, arr in (
             (vectors_key(identity, dataset_sha256), np.ascontiguousarray(vectors, np.float32)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app.core import logs
 from app.core.db import Database
 from app.core.errors import FtguardError
 from app.core.storage import staged_file
@@ -20,7 +22,7 @@ from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
 from app.screenings import service as screenings
 from workers.runtime import Runtime, get_runtime
-from workers.screening import Params, Side, screen
+from workers.screening import Params, Side, bundled_anchors, screen
 from workers.similarity import Cancelled
 
 log = logging.getLogger("ftguard.worker")
@@ -83,12 +85,24 @@ class Heartbeat:
 
 
 def run_screening(screening_id: str) -> dict[str, Any]:
+    job = get_current_job()
+    with logs.job_context(job.id if job else f"run_screening-{screening_id}"):
+        return _run_screening(screening_id, job.id if job else None)
+
+
+def _record(kind: str, status: str, **kw: Any) -> None:
+    metrics = get_runtime().metrics
+    if metrics is not None:
+        metrics.record_job(kind=kind, status=status, **kw)
+
+
+def _run_screening(screening_id: str, job_id: str | None) -> dict[str, Any]:
     """Run one screening. Idempotent: a second run of the same screening (a retry, or a re-dispatch after a
-    lost worker) overwrites the same scores blob and report row."""
+    lost worker) overwrites the same scores blob and report row. `job_id` is the RQ job running it: a job
+    the reconciler has since replaced (a stale copy) does not run."""
     rt = get_runtime()
     settings = rt.settings
-    job = get_current_job()
-    job_id = job.id if job is not None else None
+    t0 = time.perf_counter()
     with rt.services.db.session() as session:
         scr = session.get(Screening, screening_id)
         if scr is None:
@@ -96,11 +110,12 @@ def run_screening(screening_id: str) -> dict[str, Any]:
         if not screenings.start(session, scr, job_id=job_id):
             why = scr.status if screenings.owns(scr, job_id) else "superseded"
             return {"screening_id": screening_id, "skipped": why}
+        log.info("screening started", extra={"screening_id": screening_id, "attempt": scr.attempts})
         with Heartbeat(rt.services.db, scr.id, job_id, settings.heartbeat_interval_s):
-            return _run(rt, session, scr, job_id)
+            return _run(rt, session, scr, job_id, t0)
 
 
-def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None) -> dict[str, Any]:
+def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: float) -> dict[str, Any]:
     settings = rt.settings
     screening_id = scr.id
     try:
@@ -113,9 +128,32 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None) -> d
             session, scr, stage="load", fraction=0.0, message="reading datasets", job_id=job_id
         )
         representer = rt.representer(params)
+        customer = _side(customer_ds, "customer", settings.max_line_bytes)
+        alignment = _side(align_ds, "alignment", settings.max_line_bytes)
+        t_load = time.perf_counter() - t0
+        anchors = None
+        if params.get("anchors", True):
+            anchor_rep = rt.representer(
+                {
+                    "backend": params.get("anchor_backend", settings.anchor_backend),
+                    "model": params.get("anchor_model", settings.anchor_model),
+                }
+            )
+            anchors = bundled_anchors(settings, anchor_rep)
+            for key, attr in (
+                ("harmful_anchors_dataset_id", "harmful"),
+                ("safe_anchors_dataset_id", "safe"),
+            ):
+                if params.get(key):
+                    ds = session.get(Dataset, params[key])
+                    if ds is None or ds.tenant_id != scr.tenant_id:
+                        raise FtguardError(
+                            "an anchor dataset of this screening was deleted", code="dataset_deleted"
+                        )
+                    setattr(anchors, attr, _side(ds, f"{attr} anchors", settings.max_line_bytes))
         outcome = screen(
-            customer=_side(customer_ds, "customer", settings.max_line_bytes),
-            alignment=_side(align_ds, "alignment", settings.max_line_bytes),
+            customer=customer,
+            alignment=alignment,
             representer=representer,
             params=Params.from_dict(params),
             cache=rt.cache_for(scr.tenant_id),
@@ -123,7 +161,9 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None) -> d
                 session, scr, stage=stage, fraction=frac, message=msg, job_id=job_id
             ),
             device=rt.device,
+            anchors=anchors,
         )
+        t_save = time.perf_counter()
         key = f"scores/{scr.tenant_id}/{scr.id}.npz"
         with staged_file(rt.services.store, suffix=".npz") as (path, fh):
             buf = io.BytesIO()
@@ -132,20 +172,53 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None) -> d
             fh.close()
             rt.services.store.put_file(key, path)
         if not screenings.still_owned(session, scr, job_id):
+            log.info("screening cancelled or superseded", extra={"screening_id": screening_id})
+            _record("screening", "cancelled")
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
         screenings.succeed(session, scr, body=outcome.body, scores_key=key)
+        timings = outcome.body["timings_s"]
+        stages = {
+            "load": t_load,
+            **{k: float(v) for k, v in timings.items() if k != "total"},
+            "save": time.perf_counter() - t_save,
+            "total": time.perf_counter() - t0,
+        }
+        hits = outcome.body["cache"]
+        sizes = {"alignment_hit": len(alignment.examples), "customer_hit": len(customer.examples)}
+        _record(
+            "screening",
+            "succeeded",
+            stages=stages,
+            vectors_computed=sum(n for side, n in sizes.items() if not hits.get(side)),
+            vectors_cached=sum(n for side, n in sizes.items() if hits.get(side)),
+            cache_hits=sum(bool(hits.get(side)) for side in sizes),
+            cache_misses=sum(not hits.get(side) for side in sizes),
+        )
+        log.info(
+            "screening succeeded",
+            extra={
+                "screening_id": screening_id,
+                "risk_score": scr.risk_score,
+                "tier": scr.tier,
+                "customer_examples": len(customer.examples),
+                "alignment_examples": len(alignment.examples),
+                "duration_s": round(stages["total"], 3),
+            },
+        )
         return {"screening_id": screening_id, "status": "succeeded", "risk_score": scr.risk_score}
     except Cancelled:
-        log.info("screening stopped: cancelled or superseded", extra={"job_id": screening_id})
+        log.info("screening cancelled or superseded", extra={"screening_id": screening_id})
+        _record("screening", "cancelled")
         return {"screening_id": screening_id, "status": "cancelled"}
     except Exception as exc:
         session.rollback()
         code, message = _classify(exc)
-        log.exception("screening attempt failed", extra={"job_id": screening_id, "code": code})
+        log.exception("screening attempt failed", extra={"screening_id": screening_id, "code": code})
         if not screenings.still_owned(session, scr, job_id):
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
         final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
         screenings.fail(session, scr, code=code, message=message, final=final)
+        _record("screening", "failed" if final else "retried")
         if final:
             return {"screening_id": screening_id, "status": "failed", "code": code}
         raise

@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 
 from app import reconcile
 from app.core.config import Settings
+from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
 from workers.runtime import Runtime, set_runtime
 
@@ -47,6 +48,7 @@ def run_worker(
         rep = runtime.representer({})
         log.info("model loaded", extra={"identity": rep.identity})
     connection = connect(redis_url)
+    runtime.metrics = WorkerMetrics(connection, settings.queue_prefix)
     jq = JobQueue(connection, settings)
     worker = SimpleWorker(
         [jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer, name=name

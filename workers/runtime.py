@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from app.core.config import Settings, get_settings
+from app.core.metrics import WorkerMetrics
 from app.core.services import Services, build_services
 from workers.cache import VectorCache
 from workers.representations import load_representer
@@ -31,6 +32,8 @@ class Runtime:
         # `models` lets several runtimes in one process (tests, the CLI) share loaded models.
         self._models: dict[tuple[Any, ...], Representer] = {} if models is None else models
         self._lock = threading.Lock()
+        # Set by the worker runner; None (no metrics) for the CLI's local screenings.
+        self.metrics: WorkerMetrics | None = None
 
     def cache_for(self, tenant_id: str) -> VectorCache:
         """The tenant's own vector cache (kept per process, so its shard index is built once)."""

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.errors import Forbidden, Unauthorized
+from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue
 from app.core.ratelimit import RateLimiter
 from app.core.services import Services
@@ -29,6 +30,7 @@ class AppState:
     queue: JobQueue
     limiter: RateLimiter
     embedded_redis: EmbeddedRedis | None = None
+    metrics: ApiMetrics | None = None
 
 
 def get_state(request: Request) -> AppState:

@@ -41,7 +41,9 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest migration (idempotent)."""
-    command.upgrade(alembic_config(url), "head")
+    # "heads": migrations written on parallel branches (say tenants in 0002 and rankings in 0004, both
+    # after 0001) are independent, and each is applied.
+    command.upgrade(alembic_config(url), "heads")
 
 
 class Database:

@@ -120,9 +120,13 @@ def _loads(text: str, line: int, record: int) -> Any:
 
 
 def read_jsonl(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRecord | RecordError]:
-    reader: Any = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(
-        stream,
-        buffer_size=CHUNK,
+    reader: Any = (
+        stream
+        if isinstance(stream, io.BufferedIOBase)
+        else io.BufferedReader(
+            stream,
+            buffer_size=CHUNK,
+        )
     )
     line_no = record = 0
     while True:

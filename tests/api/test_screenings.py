@@ -34,6 +34,7 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
         "mean_similarity",
         "tail_similarity",
         "near_alignment_share",
+        "harmful_anchor_margin",
     }
     assert abs(sum(p["weight"] for p in rep["risk"]["parts"]) - 1.0) < 1e-9
     assert rep["customer"]["examples"] == 62 and rep["alignment"]["examples"] == 100
@@ -59,6 +60,10 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
     low = client.get(f"/v1/screenings/{scr['id']}/subsets/low_sim").text.splitlines()
     rnd = client.get(f"/v1/screenings/{scr['id']}/subsets/random").text.splitlines()
     assert len(low) == len(rnd) == 10 and not set(low) & {json.dumps(r) for r in records}
+
+    aud = client.get(f"/v1/screenings/{scr['id']}/audit").json()
+    assert aud["object"] == "screening.audit" and 1 <= aud["audit"]["alignment_vendi"] <= 100
+    assert 0 <= aud["audit"]["uncovered_share"] <= 1
 
     evs = client.get(f"/v1/screenings/{scr['id']}/events").json()["data"]
     types = [e["type"] for e in evs]
@@ -140,7 +145,7 @@ def test_a_dataset_in_use_cannot_be_deleted_until_the_screening_ends(client) -> 
 
 
 def test_not_found_for_every_screening_route(client) -> None:
-    for path in ("", "/report", "/scores", "/events", "/subsets/high_sim"):
+    for path in ("", "/report", "/scores", "/events", "/audit", "/subsets/high_sim"):
         r = client.get(f"/v1/screenings/scr_nope{path}")
         assert r.status_code == 404, path
         assert r.json()["error"]["type"] == "not_found_error"
@@ -170,3 +175,33 @@ def test_an_example_in_two_datasets_is_represented_once(client, run_worker) -> N
         assert abs(s1[20 + i]["max_sim"] - s2[i]["max_sim"]) < 1e-6
     for i in range(5):  # the repeated tail has the same scores as its first occurrence
         assert abs(s2[42 + i]["max_sim"] - s2[i]["max_sim"]) < 1e-6
+
+
+def test_anchor_signal_with_uploaded_anchor_sets(client, run_worker) -> None:
+    cust, align = _datasets(client)
+    harmful = upload(client, DEMO / "anchors_harmful.jsonl", purpose="harmful-anchors").json()["id"]
+    safe = upload(client, DEMO / "anchors_safe.jsonl", purpose="safe-anchors").json()["id"]
+    r = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
+                                            "harmful_anchors_dataset_id": safe})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "harmful_anchors_dataset_id"
+    scr = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
+                                              "harmful_anchors_dataset_id": harmful,
+                                              "safe_anchors_dataset_id": safe}).json()
+    off = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
+                                              "anchors": False}).json()
+    run_worker()
+    rep = client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
+    assert rep["anchors"]["harmful"]["dataset_id"] == harmful and rep["anchors"]["safe"]["examples"] == 60
+    parts = {p["name"]: p for p in rep["risk"]["parts"]}
+    assert parts["harmful_anchor_margin"]["weight"] == 0.3
+    assert abs(sum(p["weight"] for p in parts.values()) - 1) < 1e-9
+    # the harmful anchors' own margins sit above the safe anchors'
+    assert rep["anchors"]["harmful_anchor_margin"]["mean"] > rep["anchors"]["safe_anchor_margin"]["mean"]
+    page = client.get(f"/v1/screenings/{scr['id']}/scores", params={"sort": "anchor_margin"}).json()["data"]
+    margins = [d["anchor_margin"] for d in page]
+    assert margins == sorted(margins, reverse=True)
+    rep_off = client.get(f"/v1/screenings/{off['id']}/report").json()["report"]
+    assert rep_off["anchors"] is None
+    assert "harmful_anchor_margin" not in {p["name"] for p in rep_off["risk"]["parts"]}
+    r = client.get(f"/v1/screenings/{off['id']}/scores", params={"sort": "anchor_margin"})
+    assert r.status_code == 400

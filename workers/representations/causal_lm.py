@@ -40,6 +40,10 @@ SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 
 Pooling = Literal["last", "mean"]
 POOLINGS: tuple[str, ...] = ("last", "mean")
+# On CPU, batching past ~1k tokens stops paying: the GEMMs are already near their peak rate at a few hundred
+# rows, while the activations of the memory-bound ops (norms, RoPE, SiLU) outgrow the L2 cache. On a 2-core
+# Xeon with SmolLM2-135M, 4-8 records of ~110 tokens per batch ran faster than 16 or 48.
+CPU_BATCH_TOKENS = 1024
 
 
 def default_data_dir() -> Path:
@@ -88,8 +92,9 @@ def bundled_model_dir(data_dir: Path | None = None) -> Path:
         return target
     folder = bundled_gguf_folder()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, local_files_only=True)
-    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32,
-                                                      local_files_only=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32, local_files_only=True
+    )
     # The weights are de-quantised in memory already; without these the save refuses (or records a GGUF
     # quantisation that the reload would try to apply to plain safetensors).
     model.hf_quantizer = None
@@ -113,14 +118,15 @@ def load_tokenizer(model: str, *, data_dir: Path | None = None) -> Any:
     for candidate in (root / SMOLLM2_DIRNAME, root / f"{SMOLLM2_DIRNAME}-tokenizer"):
         if (candidate / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(candidate, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(bundled_gguf_folder(), gguf_file=SMOLLM2_GGUF,
-                                              local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        bundled_gguf_folder(), gguf_file=SMOLLM2_GGUF, local_files_only=True
+    )
     _atomic_save(root / f"{SMOLLM2_DIRNAME}-tokenizer", tokenizer)
     return tokenizer
 
 
 def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
-    """bf16 on CUDA (halves memory and time, features stay close), fp32 on CPU (bf16 matmul is slow there)."""
+    """bf16 on CUDA (halves memory and time); fp32 on CPU, where bf16 is fast only with AMX or AVX512-BF16."""
     import torch
 
     if dtype is None:
@@ -135,15 +141,17 @@ def resolve_causal_lm_path(model: str, data_dir: Path | None = None) -> str:
     return str(bundled_model_dir(data_dir)) if model == BUNDLED_SMOLLM2 else model
 
 
-def load_causal_lm(model: str, *, device: str = "auto", dtype: str | None = None,
-                   data_dir: Path | None = None) -> tuple[Any, Any]:
+def load_causal_lm(
+    model: str, *, device: str = "auto", dtype: str | None = None, data_dir: Path | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode on `device`; local files only, never the network."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_causal_lm_path(model, data_dir)
     dev = resolve_device(device)
-    lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dev, dtype),
-                                                   local_files_only=True)
+    lm: Any = AutoModelForCausalLM.from_pretrained(
+        path, dtype=resolve_dtype(dev, dtype), local_files_only=True
+    )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return lm.to(dev).eval(), tokenizer
 
@@ -175,18 +183,48 @@ def format_example(tokenizer: Any, example: Example) -> str:
 class CausalLMRepresenter:
     backend = "causal-lm"
 
-    def __init__(self, model: str = BUNDLED_SMOLLM2, *, device: str = "auto", batch_size: int = 16,
-                 layer: int = -1, pooling: str = "last", max_length: int = 512,
-                 data_dir: Path | None = None, dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str = BUNDLED_SMOLLM2,
+        *,
+        device: str = "auto",
+        batch_size: int = 16,
+        layer: int = -1,
+        pooling: str = "last",
+        max_length: int = 512,
+        data_dir: Path | None = None,
+        dtype: str | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> None:
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, data_dir=data_dir)
         fingerprint = weights_fingerprint(resolve_causal_lm_path(model, data_dir))
-        self._setup(lm, tokenizer, name=model, fingerprint=fingerprint, batch_size=batch_size, layer=layer,
-                    pooling=pooling, max_length=max_length)
+        self._setup(
+            lm,
+            tokenizer,
+            name=model,
+            fingerprint=fingerprint,
+            batch_size=batch_size,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+            max_batch_tokens=max_batch_tokens,
+        )
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, *, name: str, device: str | None = None,
-                   batch_size: int = 16, layer: int = -1, pooling: str = "last", max_length: int = 512,
-                   dtype: str | None = None) -> CausalLMRepresenter:
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        device: str | None = None,
+        batch_size: int = 16,
+        layer: int = -1,
+        pooling: str = "last",
+        max_length: int = 512,
+        dtype: str | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> CausalLMRepresenter:
         """Wrap an already-built model and tokenizer (tests pass a tiny random one).
 
         `device`/`dtype` None keep the model where and as it is.
@@ -196,12 +234,32 @@ class CausalLMRepresenter:
         if dtype is not None:
             model = model.to(resolve_dtype(str(next(model.parameters()).device), dtype))
         self = cls.__new__(cls)
-        self._setup(model.eval(), tokenizer, name=name, fingerprint=state_fingerprint(model),
-                    batch_size=batch_size, layer=layer, pooling=pooling, max_length=max_length)
+        self._setup(
+            model.eval(),
+            tokenizer,
+            name=name,
+            fingerprint=state_fingerprint(model),
+            batch_size=batch_size,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+            max_batch_tokens=max_batch_tokens,
+        )
         return self
 
-    def _setup(self, model: Any, tokenizer: Any, *, name: str, fingerprint: str, batch_size: int, layer: int,
-               pooling: str, max_length: int) -> None:
+    def _setup(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        fingerprint: str,
+        batch_size: int,
+        layer: int,
+        pooling: str,
+        max_length: int,
+        max_batch_tokens: int | None,
+    ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         if batch_size < 1 or max_length < 1:
@@ -224,14 +282,25 @@ class CausalLMRepresenter:
         first = next(model.parameters())
         self.device = str(first.device)
         self.dtype = first.dtype
-        self.identity = (f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}"
-                         f"|max_len={max_length}")
+        # Padded tokens per batch (on top of batch_size); None: CPU_BATCH_TOKENS on CPU, no cap on GPU.
+        self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else None)
+        self.identity = (
+            f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}|max_len={max_length}"
+        )
 
     def describe(self) -> dict[str, object]:
-        return {"backend": self.backend, "model": self.model_name, "layer": self.layer,
-                "layer_note": "-1 = final block after the final norm; 0 = embeddings",
-                "pooling": self.pooling, "max_length": self.max_length, "device": self.device,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+        return {
+            "backend": self.backend,
+            "model": self.model_name,
+            "layer": self.layer,
+            "layer_note": "-1 = final block after the final norm; 0 = embeddings",
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "batch_size": self.batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     # ------------------------------------------------------------------ encoding
 
@@ -245,9 +314,10 @@ class CausalLMRepresenter:
         texts = [format_example(self.tokenizer, ex) for ex in examples]
         # A chat template writes its own special tokens (BOS included where the model wants one).
         templated = bool(getattr(self.tokenizer, "chat_template", None))
-        ids = self.tokenizer(texts, add_special_tokens=not templated, truncation=False, padding=False,
-                             verbose=False)["input_ids"]
-        return [list(seq[-self.max_length:]) for seq in ids]
+        ids = self.tokenizer(
+            texts, add_special_tokens=not templated, truncation=False, padding=False, verbose=False
+        )["input_ids"]
+        return [list(seq[-self.max_length :]) for seq in ids]
 
     def encode(self, examples: Sequence[Example], *, progress: Progress | None = None) -> np.ndarray:
         import torch
@@ -256,15 +326,35 @@ class CausalLMRepresenter:
         if not examples:
             return out
         ids = self.tokenize(examples)
-        # Longest first: each batch pads little, and an out-of-memory shows on the first batch, not the last.
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for idx in self.batches([len(seq) for seq in ids]):
                 vecs = self._forward([ids[i] for i in idx])
                 out[idx] = vecs.float().cpu().numpy()
                 if progress:
                     progress(len(idx))
+        return out
+
+    def batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped into batches of similar length (so each pads little), longest first.
+
+        Longest first also makes an out-of-memory show on the first batch, not the last. A batch holds at
+        most `batch_size` examples and, with a token cap, at most `max_batch_tokens` padded tokens (one
+        example always fits, however long).
+        """
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        out: list[list[int]] = []
+        for i in order:
+            if (
+                out
+                and len(out[-1]) < self.batch_size
+                and (
+                    self.max_batch_tokens is None
+                    or (len(out[-1]) + 1) * lengths[out[-1][0]] <= self.max_batch_tokens
+                )
+            ):
+                out[-1].append(i)
+            else:
+                out.append([i])
         return out
 
     def _pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
