@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from tests.conftest import DEMO
+from tests.conftest import DEMO, bearer, key_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +101,10 @@ def test_compose_commands_and_health_checks_run_outside_docker(
         "FTGUARD_QUEUE_PREFIX": settings.queue_prefix,
         "HF_HUB_OFFLINE": "1",
     }
+    key_settings = Settings(
+        data_dir=tmp_path / "data", database_url=env["FTGUARD_DATABASE_URL"], _env_file=None
+    )  # type: ignore[call-arg]
+    auth = bearer(key_for(key_settings, "test"))
     server = procs.start("api", local(api["command"], port), env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(f"{base}/readyz", server)
@@ -119,6 +123,7 @@ def test_compose_commands_and_health_checks_run_outside_docker(
             f"{base}/v1/datasets",
             files={"file": (path.name, path.read_bytes())},
             data={"purpose": purpose},
+            headers=auth,
             timeout=30,
         )
         assert r.status_code == 201, r.text
@@ -126,11 +131,13 @@ def test_compose_commands_and_health_checks_run_outside_docker(
 
     cust = upload(DEMO / "customer_benign_lists.jsonl", "fine-tune")
     align = upload(DEMO / "alignment.jsonl", "alignment")
-    scr = httpx.post(f"{base}/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}).json()
+    scr = httpx.post(
+        f"{base}/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}, headers=auth
+    ).json()
     deadline, status = time.monotonic() + 180, ""
     while time.monotonic() < deadline and status not in ("succeeded", "failed"):
         time.sleep(0.5)
-        status = httpx.get(f"{base}/v1/screenings/{scr['id']}").json()["status"]
+        status = httpx.get(f"{base}/v1/screenings/{scr['id']}", headers=auth).json()["status"]
     assert status == "succeeded", procs.log("worker")[-3000:]
 
     # the compose health checks, as the engine would run them
@@ -147,7 +154,7 @@ def test_compose_commands_and_health_checks_run_outside_docker(
     )
     assert bad.returncode == 1
 
-    assert httpx.get(f"{base}/dashboard").status_code == 200
+    assert httpx.get(f"{base}/dashboard", headers=auth).status_code == 200
     metrics = httpx.get(f"{base}/metrics").text
     assert 'ftguard_jobs_total{kind="screening",status="succeeded"} 1.0' in metrics
     assert 'ftguard_workers{queue="default"} 1.0' in metrics
@@ -166,11 +173,21 @@ def test_embedded_serve_starts_its_own_redis_and_worker(procs: Procs, tmp_path: 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTGUARD_")}
     env |= {"FTGUARD_DATA_DIR": str(tmp_path / "data"), "FTGUARD_LOG_FORMAT": "text", "HF_HUB_OFFLINE": "1"}
+    # the README's way to the first key: the admin command, on the same data dir, before serve starts
+    made = subprocess.run(
+        [sys.executable, "-m", "app.cli", "admin", "create-key", "--tenant", "default", "--admin"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    auth = bearer(made.stdout.decode().strip().splitlines()[-1])
     server = procs.start("serve", [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(f"{base}/readyz", server)
     assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
-    assert httpx.get(f"{base}/dashboard").status_code == 200
+    assert httpx.get(f"{base}/dashboard").status_code == 303  # to the sign-in form
+    assert httpx.get(f"{base}/dashboard", headers=auth).status_code == 200
     assert "ftguard_queue_depth" in httpx.get(f"{base}/metrics").text
     workers = psutil.Process(server.pid).children(recursive=True)
     redis = [p for p in psutil.process_iter(["name", "cwd"]) if p.info["cwd"] == str(tmp_path / "data")]

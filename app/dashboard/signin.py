@@ -36,7 +36,9 @@ def _form(request: Request, *, next_: str, message: str = "", status_code: int =
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-def sign_in_form(request: Request, next: Annotated[str, Query(max_length=2000)] = "/dashboard") -> HTMLResponse:
+def sign_in_form(
+    request: Request, next: Annotated[str, Query(max_length=2000)] = "/dashboard"
+) -> HTMLResponse:
     return _form(request, next_=next)
 
 

@@ -15,10 +15,13 @@ def _tenant_a(client, run_worker) -> dict[str, str]:
         "/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align, "subset_size": 5}
     ).json()["id"]
     run_worker()
-    queued = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}).json()[
-        "id"
-    ]
-    return {"cust": cust, "align": align, "done": done, "queued": queued}
+    body = {"dataset_id": cust, "alignment_dataset_id": align}
+    queued = client.post("/v1/screenings", json=body).json()["id"]
+    ranking = client.post(
+        "/v1/rankings",
+        json={"dataset_id": cust, "candidates": [{"name": n, "alignment_dataset_id": align} for n in "ab"]},
+    ).json()["id"]
+    return {"cust": cust, "align": align, "done": done, "queued": queued, "ranking": ranking}
 
 
 def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_client, run_worker) -> None:
@@ -31,9 +34,14 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
         "screening_id": [a["done"], a["queued"]],
         "subset": ["high_sim"],
         "key_id": ["key_anything"],
+        "ranking_id": [a["ranking"]],
     }
     bodies = {
         ("POST", "/v1/screenings"): {"dataset_id": a["cust"], "alignment_dataset_id": a["align"]},
+        ("POST", "/v1/rankings"): {
+            "dataset_id": a["cust"],
+            "candidates": [{"name": n, "alignment_dataset_id": a["align"]} for n in "ab"],
+        },
         ("POST", "/v1/admin/tenants"): {"id": "stolen"},
         ("POST", "/v1/admin/keys"): {"tenant_id": "test", "role": "admin"},
     }

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO, make_settings, upload
+from tests.conftest import DEMO, bearer, make_key, make_settings, upload
 
 
 def populate(client: TestClient, work: Any) -> dict[str, str]:
@@ -44,5 +44,7 @@ def dash(
         set_runtime(None)
 
     with TestClient(create_app(settings, redis_url=redis_url)) as client:
+        key = make_key(client.app.state.ftguard.services.db, "test")
+        client.headers.update(bearer(key))
         ids = populate(client, work)
-        yield SimpleNamespace(client=client, settings=settings, ids=ids, work=work)
+        yield SimpleNamespace(client=client, settings=settings, ids=ids, work=work, key=key)

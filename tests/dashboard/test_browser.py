@@ -68,7 +68,7 @@ def live(dash: SimpleNamespace) -> Iterator[SimpleNamespace]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "the server did not start"
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", ids=dash.ids)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", ids=dash.ids, key=dash.key)
     server.should_exit = True
     thread.join(timeout=15)
     sock.close()
@@ -85,7 +85,11 @@ def test_list_chart_and_click_through_in_chromium(live: SimpleNamespace, tmp_pat
             requested: list[str] = []
             page.on("request", lambda r: requested.append(r.url))
 
-            page.goto(f"{live.url}/dashboard")
+            page.goto(f"{live.url}/dashboard")  # no key yet: the sign-in form, then back to the list
+            page.wait_for_url("**/dashboard/sign-in?next=*")
+            page.fill("#key", live.key)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/dashboard")
             row = page.locator(f'tr[data-screening="{live.ids["harmful"]}"]')
             assert row.is_visible()
             assert "customer_harmful_looking.jsonl" in row.inner_text()
