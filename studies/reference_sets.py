@@ -67,16 +67,16 @@ def _inputs(tmp: Path, gsm8k_n: int) -> dict[str, Path]:
     }
 
 
-def run_backend(backend: str, inputs: dict[str, Path]) -> dict[str, Any]:
+def run_backend(backend: str, inputs: dict[str, Path], align_path: Path, max_length: int) -> dict[str, Any]:
     from app.core.config import get_settings
     from workers.runtime import Runtime
     from workers.screening import Params, bundled_anchors, screen, side_from_file
 
     settings = get_settings()
     runtime = Runtime(settings)
-    rep = runtime.representer({"backend": backend, "model": MODELS[backend]})
+    rep = runtime.representer({"backend": backend, "model": MODELS[backend], "max_length": max_length})
     anchors = bundled_anchors(settings, rep)
-    align = side_from_file(DATA / "alignment" / "safety_only_data_Instructions.json", "alignment", settings)
+    align = side_from_file(align_path, "alignment", settings)
     results: dict[str, Any] = {"representation": rep.describe(), "sets": {}}
     for name, path in inputs.items():
         t = time.perf_counter()
@@ -112,21 +112,33 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backends", default="sentence-transformers,causal-lm")
     ap.add_argument("--gsm8k-n", type=int, default=1000)
+    ap.add_argument("--alignment-n", type=int, default=0, help="Seeded sample of the alignment set (0: all).")
+    ap.add_argument("--max-length", type=int, default=512, help="causal-lm: tokens kept (the end).")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "reference_sets.md")
     ap.add_argument("--data-dir", type=Path, default=ROOT / ".ftguard-studies")
     args = ap.parse_args()
     os.environ.setdefault("FTGUARD_DATA_DIR", str(args.data_dir))
-    inputs = _inputs(Path(tempfile.mkdtemp()), args.gsm8k_n)
+    tmp = Path(tempfile.mkdtemp())
+    inputs = _inputs(tmp, args.gsm8k_n)
+    align_path = DATA / "alignment" / "safety_only_data_Instructions.json"
+    if args.alignment_n:
+        rows = json.loads(align_path.read_text())
+        keep = np.sort(np.random.default_rng(0).choice(len(rows), size=args.alignment_n, replace=False))
+        align_path = tmp / "alignment_sample.jsonl"
+        align_path.write_text("".join(json.dumps(rows[i]) + "\n" for i in keep))
     t0 = time.perf_counter()
-    runs = {b: run_backend(b, inputs) for b in args.backends.split(",")}
+    runs = {b: run_backend(b, inputs, align_path, args.max_length) for b in args.backends.split(",")}
 
     lines = [
         "# Reference sets screened against the public alignment set",
         "",
-        f"Produced by `python studies/reference_sets.py --backends {args.backends} --gsm8k-n {args.gsm8k_n}`"
-        f" on a 2-core CPU in {time.perf_counter() - t0:.0f} s. Alignment set: "
-        "`../shared/data/alignment/safety_only_data_Instructions.json` (2,483 records). GSM8K: the first "
-        f"{args.gsm8k_n} records of `gsm8k_train.jsonl`. Anchors: the bundled sets. Default settings "
+        f"Produced by `python studies/reference_sets.py --backends {args.backends} --gsm8k-n {args.gsm8k_n} "
+        f"--alignment-n {args.alignment_n} --max-length {args.max_length}` on a shared 2-core CPU in "
+        f"{time.perf_counter() - t0:.0f} s. Alignment set: "
+        "`../shared/data/alignment/safety_only_data_Instructions.json` (2,483 records; "
+        f"{'a seeded sample of ' + str(args.alignment_n) if args.alignment_n else 'all of them'}). "
+        f"GSM8K: the first {args.gsm8k_n} records of `gsm8k_train.jsonl`. Causal-LM maximum length "
+        f"{args.max_length} tokens (the end kept). Anchors: the bundled sets. Default settings "
         "otherwise (anchors on, no centring).",
         "",
         "## Risk reports",
