@@ -115,7 +115,7 @@ class _Screener:
                 customer=customer,
                 alignment=alignment,
                 representer=self.rep,
-                params=Params.from_dict(with_defaults(params, self.runtime.settings)),
+                params=Params.from_dict(with_defaults(self.params | params, self.runtime.settings)),
                 cache=self.runtime.cache,
                 report=report,
                 device=self.runtime.device,
@@ -156,7 +156,9 @@ def screen(
     model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     subset_size: Annotated[int, typer.Option(min=1)] = 100,
-    center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+    center: Annotated[
+        bool | None, typer.Option(help="Mean-centre before cosine; default: on for causal-lm only.")
+    ] = None,
     anchors: Annotated[bool, typer.Option(help="Measure the harmful-anchor margin (He et al. 2024).")] = True,
     harmful_anchors: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="Harmful anchors; default: bundled.")

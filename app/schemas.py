@@ -107,7 +107,11 @@ class ScreeningCreate(BaseModel):
     top_k: int = Field(default=5, ge=1, le=100, description="Nearest alignment examples kept per example.")
     subset_size: int = Field(default=100, ge=1, le=1_000_000, description="Size of each alignment subset.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the Random subset.")
-    center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
+    center: bool | None = Field(
+        default=None,
+        description="Subtract the alignment mean before cosine; default: on for causal-lm (LLM hidden states "
+        "cluster, so raw cosines are all high), off for sentence-transformers.",
+    )
     anchors: bool = Field(
         default=True, description="Measure the harmful-anchor margin (He et al. 2024) and score it."
     )
@@ -151,7 +155,7 @@ class RankingCreate(BaseModel):
     top_k: int = Field(default=5, ge=1, le=100)
     subset_size: int = Field(default=100, ge=1, le=1_000_000)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    center: bool = False
+    center: bool | None = None
     anchors: bool = True
 
 

@@ -84,7 +84,7 @@ def run_backend(backend: str, inputs: dict[str, Path], align_path: Path, max_len
             customer=side_from_file(path, "customer", settings),
             alignment=align,
             representer=rep,
-            params=Params(subset_size=100),
+            params=Params(subset_size=100, center=backend == "causal-lm"),
             cache=runtime.cache,
             anchors=anchors,
             device=runtime.device,
@@ -139,7 +139,8 @@ def main() -> None:
         f"{'a seeded sample of ' + str(args.alignment_n) if args.alignment_n else 'all of them'}). "
         f"GSM8K: the first {args.gsm8k_n} records of `gsm8k_train.jsonl`. Causal-LM maximum length "
         f"{args.max_length} tokens (the end kept). Anchors: the bundled sets. Default settings "
-        "otherwise (anchors on, no centring).",
+        "otherwise (anchors on; mean-centring on for causal-lm, off for sentence-transformers, as in the "
+        "service's defaults).",
         "",
         "## Risk reports",
         "",

@@ -179,6 +179,9 @@ def anchor_signal(
     s_vec, _ = represent(anchors.safe, rep, cache, None, "anchors")
     if c_vec is None:
         c_vec, _ = represent(customer, rep, cache, None, "anchors")
+    if params.center:  # one centre for all three sets (the anchors' mean), so the two distances compare
+        mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
+        c_vec, h_vec, s_vec = c_vec - mu, h_vec - mu, s_vec - mu
 
     def nearest(x: np.ndarray, y: np.ndarray, skip_self: bool = False) -> np.ndarray:
         r = compare(x, y, k=2 if skip_self else 1, block_size=params.block_size, device=device)

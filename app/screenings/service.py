@@ -33,8 +33,11 @@ ACTIVE_LIMIT_RETRY_AFTER_S = 10
 def with_defaults(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A screening's full parameters: what the caller left out comes from settings."""
     s = settings
+    backend = params.get("backend") or s.default_backend
+    center = params.get("center")
     return params | {
-        "backend": params.get("backend") or s.default_backend,
+        "backend": backend,
+        "center": backend == "causal-lm" if center is None else center,
         "model": params.get("model") or s.default_model,
         "anchor_backend": params.get("anchor_backend") or s.anchor_backend,
         "anchor_model": params.get("anchor_model") or s.anchor_model,
