@@ -227,8 +227,7 @@ def serve(
         migrate(s.sqlalchemy_url)
         env = {**os.environ, "FTGUARD_REDIS_URL": url}
         procs = [
-            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env)
-            for _ in range(workers)
+            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
     try:
         uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())

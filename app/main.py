@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api import errors
 from app.api.deps import AppState
 from app.api.errors import envelope
-from app.api.routes import datasets, health, screenings
+from app.api.routes import datasets, experiments, health, screenings
 from app.core.config import Settings, get_settings
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.services import build_services
@@ -80,5 +80,8 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(screenings.router)
+    app.include_router(experiments.router)
+    app.include_router(experiments.comparisons)
+    app.include_router(experiments.calibrations)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     return app

@@ -13,6 +13,7 @@ from app.core.storage import staged_file
 from app.datasets import service as datasets
 from app.models import Dataset, Screening
 from app.screenings import service as screenings
+from workers.experiments import calibration
 from workers.runtime import get_runtime
 from workers.screening import Params, Side, screen
 from workers.similarity import Cancelled
@@ -33,7 +34,7 @@ def _side(ds: Dataset, name: str, max_line_bytes: int) -> Side:
     )
 
 
-def _classify(exc: BaseException) -> tuple[str, str]:
+def classify(exc: BaseException) -> tuple[str, str]:
     """Our code and a message safe to show a client (never a raw traceback)."""
     if isinstance(exc, FtguardError):
         return exc.code, exc.message
@@ -41,7 +42,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if "OutOfMemory" in name or isinstance(exc, MemoryError):
         return "out_of_memory", "the worker ran out of memory; try a smaller batch size or a bigger worker"
     if name == "JobTimeoutException":
-        return "timeout", "the screening ran past its time limit"
+        return "timeout", "the job ran past its time limit"
     return "internal_error", f"internal error ({name}); see the worker log"
 
 
@@ -83,6 +84,9 @@ def run_screening(screening_id: str) -> dict[str, Any]:
             session.refresh(scr, ["status"])
             if scr.status == "cancelled":
                 return {"screening_id": screening_id, "status": "cancelled"}
+            outcome.body["calibration"] = calibration.report_section(
+                session, settings=settings, tenant_id=scr.tenant_id, body=outcome.body
+            )
             screenings.succeed(session, scr, body=outcome.body, scores_key=key)
             return {"screening_id": screening_id, "status": "succeeded", "risk_score": scr.risk_score}
         except Cancelled:
@@ -90,7 +94,7 @@ def run_screening(screening_id: str) -> dict[str, Any]:
             return {"screening_id": screening_id, "status": "cancelled"}
         except Exception as exc:
             session.rollback()
-            code, message = _classify(exc)
+            code, message = classify(exc)
             log.exception("screening attempt failed", extra={"job_id": screening_id, "code": code})
             final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
             screenings.fail(session, scr, code=code, message=message, final=final)

@@ -88,8 +88,9 @@ def bundled_model_dir(data_dir: Path | None = None) -> Path:
         return target
     folder = bundled_gguf_folder()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, local_files_only=True)
-    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32,
-                                                      local_files_only=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32, local_files_only=True
+    )
     # The weights are de-quantised in memory already; without these the save refuses (or records a GGUF
     # quantisation that the reload would try to apply to plain safetensors).
     model.hf_quantizer = None
@@ -113,8 +114,9 @@ def load_tokenizer(model: str, *, data_dir: Path | None = None) -> Any:
     for candidate in (root / SMOLLM2_DIRNAME, root / f"{SMOLLM2_DIRNAME}-tokenizer"):
         if (candidate / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(candidate, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(bundled_gguf_folder(), gguf_file=SMOLLM2_GGUF,
-                                              local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        bundled_gguf_folder(), gguf_file=SMOLLM2_GGUF, local_files_only=True
+    )
     _atomic_save(root / f"{SMOLLM2_DIRNAME}-tokenizer", tokenizer)
     return tokenizer
 
@@ -135,15 +137,17 @@ def resolve_causal_lm_path(model: str, data_dir: Path | None = None) -> str:
     return str(bundled_model_dir(data_dir)) if model == BUNDLED_SMOLLM2 else model
 
 
-def load_causal_lm(model: str, *, device: str = "auto", dtype: str | None = None,
-                   data_dir: Path | None = None) -> tuple[Any, Any]:
+def load_causal_lm(
+    model: str, *, device: str = "auto", dtype: str | None = None, data_dir: Path | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode on `device`; local files only, never the network."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_causal_lm_path(model, data_dir)
     dev = resolve_device(device)
-    lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dev, dtype),
-                                                   local_files_only=True)
+    lm: Any = AutoModelForCausalLM.from_pretrained(
+        path, dtype=resolve_dtype(dev, dtype), local_files_only=True
+    )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return lm.to(dev).eval(), tokenizer
 
@@ -175,18 +179,45 @@ def format_example(tokenizer: Any, example: Example) -> str:
 class CausalLMRepresenter:
     backend = "causal-lm"
 
-    def __init__(self, model: str = BUNDLED_SMOLLM2, *, device: str = "auto", batch_size: int = 16,
-                 layer: int = -1, pooling: str = "last", max_length: int = 512,
-                 data_dir: Path | None = None, dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str = BUNDLED_SMOLLM2,
+        *,
+        device: str = "auto",
+        batch_size: int = 16,
+        layer: int = -1,
+        pooling: str = "last",
+        max_length: int = 512,
+        data_dir: Path | None = None,
+        dtype: str | None = None,
+    ) -> None:
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, data_dir=data_dir)
         fingerprint = weights_fingerprint(resolve_causal_lm_path(model, data_dir))
-        self._setup(lm, tokenizer, name=model, fingerprint=fingerprint, batch_size=batch_size, layer=layer,
-                    pooling=pooling, max_length=max_length)
+        self._setup(
+            lm,
+            tokenizer,
+            name=model,
+            fingerprint=fingerprint,
+            batch_size=batch_size,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+        )
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, *, name: str, device: str | None = None,
-                   batch_size: int = 16, layer: int = -1, pooling: str = "last", max_length: int = 512,
-                   dtype: str | None = None) -> CausalLMRepresenter:
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        device: str | None = None,
+        batch_size: int = 16,
+        layer: int = -1,
+        pooling: str = "last",
+        max_length: int = 512,
+        dtype: str | None = None,
+    ) -> CausalLMRepresenter:
         """Wrap an already-built model and tokenizer (tests pass a tiny random one).
 
         `device`/`dtype` None keep the model where and as it is.
@@ -196,12 +227,30 @@ class CausalLMRepresenter:
         if dtype is not None:
             model = model.to(resolve_dtype(str(next(model.parameters()).device), dtype))
         self = cls.__new__(cls)
-        self._setup(model.eval(), tokenizer, name=name, fingerprint=state_fingerprint(model),
-                    batch_size=batch_size, layer=layer, pooling=pooling, max_length=max_length)
+        self._setup(
+            model.eval(),
+            tokenizer,
+            name=name,
+            fingerprint=state_fingerprint(model),
+            batch_size=batch_size,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+        )
         return self
 
-    def _setup(self, model: Any, tokenizer: Any, *, name: str, fingerprint: str, batch_size: int, layer: int,
-               pooling: str, max_length: int) -> None:
+    def _setup(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        fingerprint: str,
+        batch_size: int,
+        layer: int,
+        pooling: str,
+        max_length: int,
+    ) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         if batch_size < 1 or max_length < 1:
@@ -224,14 +273,21 @@ class CausalLMRepresenter:
         first = next(model.parameters())
         self.device = str(first.device)
         self.dtype = first.dtype
-        self.identity = (f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}"
-                         f"|max_len={max_length}")
+        self.identity = (
+            f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}|max_len={max_length}"
+        )
 
     def describe(self) -> dict[str, object]:
-        return {"backend": self.backend, "model": self.model_name, "layer": self.layer,
-                "layer_note": "-1 = final block after the final norm; 0 = embeddings",
-                "pooling": self.pooling, "max_length": self.max_length, "device": self.device,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+        return {
+            "backend": self.backend,
+            "model": self.model_name,
+            "layer": self.layer,
+            "layer_note": "-1 = final block after the final norm; 0 = embeddings",
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     # ------------------------------------------------------------------ encoding
 
@@ -245,9 +301,10 @@ class CausalLMRepresenter:
         texts = [format_example(self.tokenizer, ex) for ex in examples]
         # A chat template writes its own special tokens (BOS included where the model wants one).
         templated = bool(getattr(self.tokenizer, "chat_template", None))
-        ids = self.tokenizer(texts, add_special_tokens=not templated, truncation=False, padding=False,
-                             verbose=False)["input_ids"]
-        return [list(seq[-self.max_length:]) for seq in ids]
+        ids = self.tokenizer(
+            texts, add_special_tokens=not templated, truncation=False, padding=False, verbose=False
+        )["input_ids"]
+        return [list(seq[-self.max_length :]) for seq in ids]
 
     def encode(self, examples: Sequence[Example], *, progress: Progress | None = None) -> np.ndarray:
         import torch
@@ -260,7 +317,7 @@ class CausalLMRepresenter:
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 vecs = self._forward([ids[i] for i in idx])
                 out[idx] = vecs.float().cpu().numpy()
                 if progress:
