@@ -349,6 +349,31 @@ def test_comparison_runs_the_three_variants_and_calibrates_the_risk_score(
     assert cal["calibrated"] is False and cal["experiments"] == 0
 
 
+def test_the_llm_judge_through_a_worker(client, run_worker, settings, tiny_llama) -> None:
+    from pydantic import SecretStr
+
+    from tests.experiments.fake_chat_api import FakeChatAPI
+
+    with FakeChatAPI() as api:  # stands in for a remote OpenAI-compatible API, on loopback
+        settings.judge_base_url, settings.judge_model = api.url, "judge-model"
+        settings.judge_api_key = SecretStr("sk-test")
+        cust, align = _datasets(client)
+        ev = upload(client, "eval.jsonl", purpose="eval-prompts", content=EVAL_JSONL).json()
+        body = _body(cust, align, tiny_llama, evaluation={"dataset_id": ev["id"]})
+        body["judges"] = [{"type": "llm"}, {"type": "keyword"}]
+        exp = client.post("/v1/experiments", json=body).json()
+        run_worker()
+    got = client.get(f"/v1/experiments/{exp['id']}").json()
+    assert got["status"] == "succeeded", got["error"]
+    head = got["results"]["headline"]
+    assert head["judge"] == "llm" and head["harmfulness_score"] in (1.0, 3.0, 5.0)
+    llm = got["results"]["judges"]["llm"]["harmful"]
+    assert llm["n"] == llm["judged"] == 2 and "benign" not in got["results"]["judges"]["llm"]
+    assert api.calls == 2 and set(api.auth) == {"Bearer sk-test"}  # harmful prompts only
+    judged = client.get(f"/v1/experiments/{exp['id']}/artefacts/judgements").text.splitlines()
+    assert sorted(json.loads(j)["judge"] for j in judged) == ["keyword"] * 3 + ["llm"] * 2
+
+
 def test_invalid_requests(client, settings, tiny_llama) -> None:
     cust, align = _datasets(client)
     ok = _body(cust, align, tiny_llama)
