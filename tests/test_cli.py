@@ -55,3 +55,36 @@ def test_worker_without_redis_url_explains_itself(runner: CliRunner, monkeypatch
     monkeypatch.delenv("FTGUARD_REDIS_URL", raising=False)
     res = runner.invoke(app, ["worker"])
     assert res.exit_code == 2 and "FTGUARD_REDIS_URL" in res.output
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_experiment_compare_and_calibrate_run_locally(
+    runner: CliRunner, tmp_path: Path, tiny_llama: str
+) -> None:
+    common = [
+        str(DEMO / "customer_benign_lists.jsonl"),
+        *("--size", "8", "--base-model", tiny_llama, "--backend", "causal-lm", "--model", tiny_llama),
+        *("--rep-max-length", "48", "--max-length", "64", "--max-examples", "8", "--max-new-tokens", "3"),
+    ]
+    out = tmp_path / "one.json"
+    res = runner.invoke(app, ["experiment", *common, "--selection", "low_sim", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ftguard experiments" in res.output and "low_sim" in res.output
+    (one,) = json.loads(out.read_text())
+    assert one["status"] == "succeeded" and one["results"]["prompts"] == {"harmful": 40, "benign": 20}
+    res = runner.invoke(app, ["calibrate"])
+    assert res.exit_code == 0 and "nothing to fit" in res.output
+    res = runner.invoke(app, ["compare", *common, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [r["results"]["selection"]["selection"] for r in json.loads(out.read_text())] == [
+        "high_sim",
+        "random",
+        "low_sim",
+    ]
+    res = runner.invoke(app, ["calibrate"])
+    assert res.exit_code == 0 and "ftguard calibration" in res.output and "causal-lm" in res.output
+    assert "│           4 │" in res.output  # the four experiments in this representation
+    res = runner.invoke(app, ["experiment", *common, "--selection", "middle"])
+    assert res.exit_code == 2 and "selection" in res.output
+    res = runner.invoke(app, ["experiment", *common, "--judge", "llm"])
+    assert res.exit_code == 2 and "FTGUARD_JUDGE_BASE_URL" in res.output

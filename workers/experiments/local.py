@@ -57,7 +57,12 @@ class LocalLab:
 
         queues = list(dict.fromkeys([self.settings.experiment_queue, "default"]))
         run_worker(
-            self.settings, redis_url=self.redis_url, queues=queues, burst=True, preload=False, runtime=self.runtime
+            self.settings,
+            redis_url=self.redis_url,
+            queues=queues,
+            burst=True,
+            preload=False,
+            runtime=self.runtime,
         )
 
     def get(self, experiment_id: str) -> tuple[Experiment, list[Any]]:
@@ -67,7 +72,9 @@ class LocalLab:
 
     def get_comparison(self, comparison_id: str) -> tuple[Comparison, list[Experiment]]:
         with self.services.db.session() as session:
-            return experiments.get_comparison(session=session, tenant_id=self.tenant_id, comparison_id=comparison_id)
+            return experiments.get_comparison(
+                session=session, tenant_id=self.tenant_id, comparison_id=comparison_id
+            )
 
     def close(self) -> None:
         self.services.close()
