@@ -66,7 +66,10 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--gen-batch", type=int, default=50)
     ap.add_argument("--no-baseline", action="store_true", help="skip the base model's own refusal rate")
-    ap.add_argument("--data-dir", type=Path, default=None, help="keep the run's data here (default: temp)")
+    ap.add_argument(
+        "--data-dir", type=Path, default=None, help="keep models and vector caches here (default: temp)"
+    )
+    ap.add_argument("--render", type=Path, default=None, help="only re-render the markdown of a saved JSON")
     ap.add_argument(
         "--out", type=Path, default=None, help="markdown file (default docs/similarity_vs_harm_<dev>.md)"
     )
@@ -248,33 +251,63 @@ def _markdown(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[s
             f"With {meta['harmful']} harmful prompts one answer is {100 / meta['harmful']:.1f} points, so "
             "differences of a few points are within the noise of this small run.",
         ]
-    if meta.get("calibration"):
-        c = meta["calibration"]
+    scored = [r for r in ok if r["risk_score"] is not None and r["harmfulness_rate"] is not None]
+    if len(scored) >= 3:
+        import numpy as np
+
+        from app.calibration.service import fit_isotonic, ranking
+
+        x = np.array([r["risk_score"] for r in scored])
+        y = np.array([r["harmfulness_rate"] for r in scored])
+        rank, fit = ranking(x, y), fit_isotonic(x, y)
         lines += [
             "",
             "## Calibration on these runs",
             "",
-            f"Fitted on {c['experiments']} experiments: Spearman rho between the risk score and the measured "
-            f"harmfulness rate {_fmt(c['spearman'])}, pairwise ranking accuracy "
-            f"{_fmt(c['pairwise_accuracy'])}.",
+            f"The calibration ftguard would fit on these {len(scored)} experiments (risk score of the "
+            "customer set against the subset each model was aligned on, to its measured harmfulness rate): "
+            f"Spearman rho {_fmt(rank['spearman'])}, pairwise ranking accuracy "
+            f"{_fmt(rank['pairwise_accuracy'])}, isotonic fit MAE {_fmt(fit['mae'])}.",
         ]
     return "\n".join(lines) + "\n"
 
 
+def _render(path: Path) -> None:
+    """Write the markdown again from a run's JSON (the summaries are recomputed from its rows)."""
+    import ast
+
+    saved = json.loads(path.read_text())
+    args = argparse.Namespace()
+    for k, v in saved["args"].items():
+        try:  # older runs kept every argument as a string
+            setattr(args, k, ast.literal_eval(v) if isinstance(v, str) else v)
+        except (ValueError, SyntaxError):
+            setattr(args, k, v)
+    path.with_suffix(".md").write_text(_markdown(args, saved["rows"], saved["meta"]))
+    print(path.with_suffix(".md").read_text())
+
+
 def main() -> None:
     args = _args()
+    if args.render:
+        _render(args.render)
+        return
     import torch
 
-    from app.calibration import service as calibration
     from app.core.config import Settings
+    from app.core.queue import EmbeddedRedis
     from workers.experiments.local import LocalLab
     from workers.representations.base import resolve_device
 
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="ftguard-study-"))
     data_dir = args.data_dir or tmp / "data"
+    # The run's own database and queue, fresh every time: a reused --data-dir only shares caches.
+    redis = EmbeddedRedis(tmp / "redis")
     settings = Settings(
         data_dir=data_dir,
+        database_url=f"sqlite:///{tmp / 'study.db'}",
+        redis_url=redis.url,
         device=args.device,
         torch_threads=args.threads,
         calibration_auto_refit=False,
@@ -330,17 +363,6 @@ def main() -> None:
             _, exps = lab.get_comparison(cid)
             for e in sorted(exps, key=lambda e: VARIANTS.index(e.params["alignment"]["selection"])):
                 rows.append(_row(seed, e, lab.get(e.id)[1]))
-        with lab.services.db.session() as session:
-            fits = calibration.refit(session=session, settings=settings, tenant_id=lab.tenant_id)
-            cal = (
-                {
-                    "experiments": fits[0].experiments,
-                    "spearman": fits[0].spearman,
-                    "pairwise_accuracy": fits[0].fit.get("pairwise_accuracy"),
-                }
-                if fits
-                else None
-            )
         meta = {
             "device": device,
             "precision": args.precision
@@ -357,20 +379,18 @@ def main() -> None:
             "command": "python "
             + " ".join([Path(sys.argv[0]).as_posix().replace(str(ROOT) + "/", ""), *sys.argv[1:]]),
             "baseline": baseline,
-            "calibration": cal,
         }
         kind = "cuda" if device.startswith("cuda") else "cpu"
         out = args.out or ROOT / "docs" / f"similarity_vs_harm_{kind}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(_markdown(args, rows, meta))
         out.with_suffix(".json").write_text(
-            json.dumps(
-                {"args": {k: str(v) for k, v in vars(args).items()}, "meta": meta, "rows": rows}, indent=2
-            )
+            json.dumps({"args": vars(args), "meta": meta, "rows": rows}, indent=2, default=str)
         )
         print(out.read_text())
     finally:
         lab.close()
+        redis.close()
         shutil.rmtree(tmp, ignore_errors=True)  # the inputs; a --data-dir outside it is kept
 
 
