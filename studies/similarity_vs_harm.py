@@ -61,9 +61,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=96, help="training tokens per example")
+    ap.add_argument("--max-length", type=int, default=64, help="training tokens per example")
     ap.add_argument("--rep-max-length", type=int, default=96, help="representation tokens (the end kept)")
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--gen-batch", type=int, default=50)
     ap.add_argument("--no-baseline", action="store_true", help="skip the base model's own refusal rate")
     ap.add_argument(

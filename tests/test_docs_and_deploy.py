@@ -47,3 +47,11 @@ def test_dockerfile_runs_a_real_command() -> None:
     assert args[0] == "ftguard"
     assert CliRunner().invoke(cli, [*args[1:], "--help"]).exit_code == 0
     assert "torch==2.13.0" in text and "HF_HUB_OFFLINE=1" in text
+
+
+def test_the_keyword_judge_list_is_documented() -> None:
+    from workers.experiments.judges import REFUSAL_PHRASES
+
+    doc = (ROOT / "docs" / "judges.md").read_text()
+    assert all(f"`{p}`" in doc for p in REFUSAL_PHRASES)
+    assert f"{len(REFUSAL_PHRASES)} phrases" in doc
