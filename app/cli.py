@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.core import logs
 from app.core.config import get_settings
-from app.core.errors import FtguardError
-from app.datasets.validate import iter_examples, validate_stream
+from app.core.errors import FtguardError, InvalidDataset
+from app.demo import ALIGNMENT, CUSTOMERS
 
 if TYPE_CHECKING:
     from workers.screening import Side
@@ -31,13 +32,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
-DEMO = Path(__file__).resolve().parent / "demo"
-DEMO_ALIGNMENT = DEMO / "alignment.jsonl"
-DEMO_CUSTOMERS = {
-    "benign general": DEMO / "customer_benign_general.jsonl",
-    "benign, list-heavy": DEMO / "customer_benign_lists.jsonl",
-    "harmful-looking": DEMO / "customer_harmful_looking.jsonl",
-}
+out = Console(width=max(Console().width, 120))
 TIER_STYLE = {"low": "green", "medium": "yellow", "high": "red", "critical": "bold red"}
 
 
@@ -49,49 +44,53 @@ def _quiet_libraries() -> None:
 
 
 def load_side(path: Path, name: str) -> Side:
-    """Validate a local file and read its examples; exits with located errors when it is invalid."""
-    from workers.screening import Side
+    """A local file as a screening side; exits with its located errors when it is invalid."""
+    from workers.screening import side_from_file
 
-    s = get_settings()
-    from app.datasets.service import limits
-
-    with path.open("rb") as fh:
-        rep = validate_stream(fh, limits=limits(s), filename=path.name)
-    if not rep.ok:
-        console.print(f"[red]{path}: {rep.error_count} error(s)[/red]")
-        for e in rep.errors:
+    try:
+        return side_from_file(path, name, get_settings())
+    except InvalidDataset as exc:
+        console.print(f"[red]{path}: {exc.details['error_count']} error(s)[/red]")
+        for e in exc.details["errors"]:
             console.print(f"  line {e['line']}: [bold]{e['code']}[/bold] {e['message']}")
-        raise typer.Exit(2)
-    assert rep.container and rep.format
-    with path.open("rb") as fh:
-        examples = [
-            ex
-            for _, ex in iter_examples(
-                fh, container=rep.container, fmt=rep.format, max_line_bytes=s.max_line_bytes
-            )
-        ]
-    return Side(
-        name=name, examples=examples, sha256=rep.sha256, meta={"filename": path.name, "format": rep.format}
-    )
+        raise typer.Exit(2) from exc
+
+
+_MODELS: dict[Any, Any] = {}  # loaded once per CLI process, shared by every screening it runs
 
 
 class _Screener:
     """Holds one model for several local screenings."""
 
-    def __init__(self, backend: str | None, model: str | None, **opts: Any) -> None:
+    def __init__(
+        self,
+        backend: str | None,
+        model: str | None,
+        *,
+        anchors: bool = True,
+        harmful: Path | None = None,
+        safe: Path | None = None,
+    ) -> None:
         _quiet_libraries()
         from workers.runtime import Runtime
+        from workers.screening import Anchors, bundled_anchors
 
-        self.runtime = Runtime(get_settings())
-        self.params = {
-            "backend": backend or self.runtime.settings.default_backend,
-            "model": model or self.runtime.settings.default_model,
-            **opts,
-        }
+        s = get_settings()
+        self.runtime = Runtime(s, models=_MODELS)
+        self.params = {"backend": backend or s.default_backend, "model": model or s.default_model}
         with console.status(f"loading {self.params['backend']} model {self.params['model']}"):
             self.rep = self.runtime.representer(self.params)
+            anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
+        self.anchors: Anchors | None = None
+        if anchors:
+            self.anchors = bundled_anchors(s, anchor_rep)
+            if harmful:
+                self.anchors.harmful = load_side(harmful, "harmful anchors")
+            if safe:
+                self.anchors.safe = load_side(safe, "safe anchors")
 
     def screen(self, customer: Side, alignment: Side, params: dict[str, Any]) -> dict[str, Any]:
+        from app.screenings.service import with_defaults
         from workers.screening import Params, screen
 
         with Progress(
@@ -112,17 +111,19 @@ class _Screener:
                 customer=customer,
                 alignment=alignment,
                 representer=self.rep,
-                params=Params.from_dict(params),
+                params=Params.from_dict(with_defaults(params, self.runtime.settings)),
                 cache=self.runtime.cache,
                 report=report,
                 device=self.runtime.device,
+                anchors=self.anchors,
             )
         return out.body
 
 
 def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     t = Table(title="ftguard screening summary")
-    for col in ("dataset", "examples", "risk", "tier", "mean max cos", "p90 max cos", "near share"):
+    cols = ("dataset", "examples", "risk", "tier", "mean max cos", "p90 max cos", "near share", "harm-side")
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("dataset", "tier") else "left")
     for name, body in rows:
         r, d = body["risk"], body["distributions"]["customer_max_sim"]
@@ -135,6 +136,7 @@ def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
             f"{d['mean']:.3f}",
             f"{d['percentiles']['p90']:.3f}",
             f"{near:.0%}",
+            f"{body['anchors']['share_closer_to_harmful']:.0%}" if body.get("anchors") else "-",
         )
     return t
 
@@ -151,19 +153,34 @@ def screen(
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     subset_size: Annotated[int, typer.Option(min=1)] = 100,
     center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+    anchors: Annotated[bool, typer.Option(help="Measure the harmful-anchor margin (He et al. 2024).")] = True,
+    harmful_anchors: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Harmful anchors; default: bundled.")
+    ] = None,
+    safe_anchors: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Safe anchors; default: bundled.")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write the report as a standalone HTML page with charts.")
+    ] = None,
 ) -> None:
     """Screen a dataset locally (no server) and print a summary."""
-    screener = _Screener(backend, model)
-    align = load_side(alignment or DEMO_ALIGNMENT, "alignment")
+    screener = _Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
+    align = load_side(alignment or ALIGNMENT, "alignment")
     cust = load_side(customer, "customer")
     body = screener.screen(cust, align, {"top_k": top_k, "subset_size": subset_size, "center": center})
-    Console().print(_summary([(customer.name, body)]))
+    out.print(_summary([(customer.name, body)]))
     for line in body["findings"]:
-        Console().print(f"- {line}")
+        out.print(f"- {line}")
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
         console.print(f"report written to {json_out}")
+    if html_out:
+        from app.dashboard.render import report_document
+
+        html_out.write_text(report_document(body, title=f"{customer.name}: risk report"), encoding="utf-8")
+        console.print(f"HTML report written to {html_out}")
 
 
 @app.command()
@@ -172,13 +189,13 @@ def demo(
 ) -> None:
     """Screen the three bundled customer sets against the bundled alignment set and rank them."""
     screener = _Screener(None, None)
-    align = load_side(DEMO_ALIGNMENT, "alignment")
+    align = load_side(ALIGNMENT, "alignment")
     rows = []
-    for name, path in DEMO_CUSTOMERS.items():
+    for name, path in CUSTOMERS.items():
         rows.append((name, screener.screen(load_side(path, "customer"), align, {})))
     rows.sort(key=lambda r: -r[1]["risk"]["risk_score"])
-    Console().print(_summary(rows))
-    Console().print(f"Formula: {rows[0][1]['risk']['formula']}")
+    out.print(_summary(rows))
+    out.print(f"Formula: {rows[0][1]['risk']['formula']}")
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
 
@@ -221,12 +238,12 @@ def _lab_run(finetune: Path, opts: dict[str, Any], variants: list[str] | None) -
     from workers.experiments.local import LocalLab
 
     s = get_settings()
-    for path, name in ((finetune, "fine-tuning"), (opts["alignment"] or DEMO_ALIGNMENT, "alignment")):
+    for path, name in ((finetune, "fine-tuning"), (opts["alignment"] or ALIGNMENT, "alignment")):
         load_side(path, name)  # located errors, before anything is stored
     lab = LocalLab(s)
     try:
         ft = lab.upload(finetune, "fine-tune")
-        align = lab.upload(opts["alignment"] or DEMO_ALIGNMENT, "alignment")
+        align = lab.upload(opts["alignment"] or ALIGNMENT, "alignment")
         ev = lab.upload(opts["eval"], "eval-prompts") if opts["eval"] else None
         spec = _experiment_spec(opts, ft.id, align.id, ev.id if ev else None)
         try:
@@ -364,7 +381,9 @@ def compare(
 
 @app.command()
 def calibrate(
-    scope: Annotated[str | None, typer.Option(help="backend|model to refit; default: every one.")] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="backend|model[|anchors] to refit; default: every one.")
+    ] = None,
 ) -> None:
     """Refit the risk score's calibration on the finished experiments (isotonic, per representation)."""
     from app.calibration import service as calibration
@@ -399,6 +418,79 @@ def calibrate(
 
 
 @app.command()
+def rank(
+    customer: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Customer dataset file.")],
+    candidate: Annotated[
+        list[str],
+        typer.Option(help="NAME=ALIGNMENT_FILE[@BACKEND:MODEL], once per candidate model (two or more)."),
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the ranking as JSON.")] = None,
+) -> None:
+    """Rank candidate models by the risk of fine-tuning each on this dataset; recommend the least similar."""
+    rows = []
+    cust: Side | None = None
+    for spec in candidate:
+        name, _, rest = spec.partition("=")
+        path, _, model_spec = rest.partition("@")
+        backend, _, model = model_spec.partition(":")
+        if not name or not path:
+            console.print(f"[red]bad --candidate {spec!r}; expected NAME=FILE[@BACKEND:MODEL][/red]")
+            raise typer.Exit(2)
+        screener = _Screener(backend or None, model or None)
+        cust = cust or load_side(customer, "customer")
+        body = screener.screen(cust, load_side(Path(path), "alignment"), {})
+        rows.append((name, body))
+    rows.sort(key=lambda r: r[1]["risk"]["risk_score"])
+    out.print(_summary(rows))
+    out.print(
+        f"Recommendation: fine-tune [bold]{rows[0][0]}[/bold]: its alignment data is the least similar "
+        "to this dataset (Hsiung et al. 2025)."
+    )
+    if json_out:
+        json_out.write_text(json.dumps({"ranking": [n for n, _ in rows], "reports": dict(rows)}, indent=2))
+
+
+@app.command()
+def audit(
+    alignment: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Alignment set.")],
+    customer: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Also report its coverage.")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
+    center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+) -> None:
+    """Audit an alignment set: its diversity (Vendi score) and, with --customer, what it leaves uncovered."""
+    from workers.audit import vendi_score
+    from workers.screening import represent
+
+    screener = _Screener(backend, model, anchors=False)
+    align = load_side(alignment, "alignment")
+    t = Table(title=f"alignment-set audit: {alignment.name}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    if customer is None:
+        vecs, _ = represent(align, screener.rep, screener.runtime.cache, None, "represent_alignment")
+        v = vendi_score(vecs, center=center)
+        t.add_row("examples", str(len(align.examples)))
+        t.add_row("Vendi score (effective distinct examples)", f"{v:.1f}")
+        t.add_row("effective share", f"{v / len(align.examples):.1%}")
+    else:
+        body = screener.screen(load_side(customer, "customer"), align, {"center": center})
+        a = body["audit"]
+        t.add_row("alignment examples", str(body["alignment"]["examples"]))
+        t.add_row(
+            "alignment Vendi score", f"{a['alignment_vendi']:.1f} ({a['alignment_effective_share']:.1%})"
+        )
+        t.add_row("customer Vendi score", f"{a['customer_vendi']:.1f} ({a['customer_effective_share']:.1%})")
+        t.add_row("coverage threshold (cosine)", f"{a['coverage_threshold']:.3f}")
+        t.add_row("uncovered customer examples", f"{a['uncovered_count']} ({a['uncovered_share']:.0%})")
+        far = ", ".join(str(r["record"]) for r in a["farthest_uncovered_records"])
+        t.add_row("farthest uncovered records", far or "-")
+    out.print(t)
+
+
+@app.command()
 def worker(
     queue: Annotated[list[str] | None, typer.Option(help="Queue(s) to listen on.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
@@ -415,8 +507,12 @@ def worker(
             "own worker[/red]"
         )
         raise typer.Exit(2)
-    logging.basicConfig(level=s.log_level)
+    logs.configure(s.log_level, s.log_format)
     run_worker(s, redis_url=s.redis_url, queues=queue or ["default"], burst=burst, preload=preload)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -432,7 +528,7 @@ def serve(
     from app.main import create_app
 
     s = get_settings()
-    logging.basicConfig(level=s.log_level)
+    logs.configure(s.log_level, s.log_format)
     embedded, procs = None, []
     url = s.redis_url
     if url is None:
@@ -445,8 +541,19 @@ def serve(
         procs = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
         ]
+    # uvicorn re-raises SIGTERM after its graceful shutdown, and Python's default action would end the
+    # process there, skipping the `finally` that stops the embedded worker(s) and Redis: exit normally.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run(create_app(s, redis_url=url), host=host, port=port, log_level=s.log_level.lower())
+        # log_config=None keeps our handler; the access line comes from our middleware, with the request id
+        uvicorn.run(
+            create_app(s, redis_url=url),
+            host=host,
+            port=port,
+            log_level=s.log_level.lower(),
+            log_config=None,
+            access_log=False,
+        )
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -457,6 +564,58 @@ def serve(
                 p.kill()
         if embedded is not None:
             embedded.close()
+
+
+@app.command()
+def health(
+    url: Annotated[str, typer.Option(help="The API's readiness URL.")] = "http://127.0.0.1:8000/readyz",
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Check that a worker of this host is registered instead.")
+    ] = False,
+) -> None:
+    """Exit 0 when healthy, 1 when not: for container health checks (API by default, or --worker)."""
+    if worker:
+        raise typer.Exit(0 if _worker_alive() else 1)
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("the URL must be http(s)", param_hint="--url")
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (scheme checked above)
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    raise typer.Exit(0 if ok else 1)
+
+
+def _worker_alive() -> bool:
+    """A worker of this host is registered in Redis (its key expires when it stops heartbeating), listens on
+    one of our queues, and its process is alive."""
+    import socket
+
+    import redis
+    from rq import Worker
+
+    from app.core.queue import connect
+
+    s = get_settings()
+    if not s.redis_url:
+        return False
+    host, prefix = socket.gethostname(), f"{s.queue_prefix}-"
+    try:
+        workers = Worker.all(connection=connect(s.redis_url))
+    except redis.RedisError:
+        return False
+    for w in workers:
+        if w.hostname != host or not w.pid or not any(q.startswith(prefix) for q in w.queue_names()):
+            continue
+        try:
+            os.kill(w.pid, 0)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 @db_app.command("upgrade")

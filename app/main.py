@@ -12,10 +12,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api import errors
 from app.api.deps import AppState
 from app.api.errors import envelope
-from app.api.routes import datasets, experiments, health, screenings
+from app.api.middleware import RequestContext
+from app.api.routes import datasets, experiments, health, metrics, rankings, screenings
 from app.core.config import Settings, get_settings
+from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.services import build_services
+from app.dashboard import routes as dashboard
 
 log = logging.getLogger("ftguard.api")
 MULTIPART_OVERHEAD = 1 << 20
@@ -44,6 +47,7 @@ class BodySizeLimit:
 
 def create_app(settings: Settings | None = None, *, redis_url: str | None = None) -> FastAPI:
     settings = settings or get_settings()
+    api_metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,13 +57,17 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
         if url is None:
             embedded = EmbeddedRedis(settings.data_dir)
             url = embedded.url
+        queue = JobQueue(connect(url), settings)
+        api_metrics.bind(queue, services.db)
         app.state.ftguard = AppState(
             settings=settings,
             services=services,
-            queue=JobQueue(connect(url), settings),
+            queue=queue,
             embedded_redis=embedded,
+            metrics=api_metrics,
         )
         yield
+        api_metrics.unbind()
         services.close()
         if embedded is not None:
             embedded.close()
@@ -78,10 +86,16 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     )
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(datasets.router)
     app.include_router(screenings.router)
+    app.include_router(rankings.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.root)
     app.include_router(experiments.router)
     app.include_router(experiments.comparisons)
     app.include_router(experiments.calibrations)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    # Added last, so outermost: refusals by the layers inside it get a request id and are counted too.
+    app.add_middleware(RequestContext, metrics=api_metrics)
     return app

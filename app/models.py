@@ -65,6 +65,17 @@ class Screening(Base):
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class Ranking(Base):
+    """Candidate ranking: one customer dataset screened against several candidate models' alignment sets."""
+
+    __tablename__ = "rankings"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    candidates: Mapped[list[Any]] = mapped_column()  # [{"name", "screening_id"}]
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -108,6 +108,61 @@ class ScreeningCreate(BaseModel):
     subset_size: int = Field(default=100, ge=1, le=1_000_000, description="Size of each alignment subset.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the Random subset.")
     center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
+    anchors: bool = Field(
+        default=True, description="Measure the harmful-anchor margin (He et al. 2024) and score it."
+    )
+    harmful_anchors_dataset_id: str | None = Field(
+        default=None, description="Dataset of purpose harmful-anchors; default: the bundled anchors."
+    )
+    safe_anchors_dataset_id: str | None = Field(
+        default=None, description="Dataset of purpose safe-anchors; default: the bundled anchors."
+    )
+    anchor_backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+        default=None, description="Backend of the anchor signal; default from settings."
+    )
+    anchor_model: str | None = Field(default=None, max_length=500, description="Model of the anchor signal.")
+
+
+class CandidateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, description="A label for the candidate model.")
+    alignment_dataset_id: str = Field(description="The candidate's safety-alignment set.")
+    backend: Literal["sentence-transformers", "causal-lm"] | None = None
+    model: str | None = Field(default=None, max_length=500, description="The candidate's own model, if any.")
+
+
+class RankingCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+                    "candidates": [
+                        {"name": "model-a", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d50"},
+                        {"name": "model-b", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d51"},
+                    ],
+                }
+            ]
+        },
+    )
+    dataset_id: str
+    candidates: list[CandidateIn] = Field(min_length=2, max_length=20)
+    top_k: int = Field(default=5, ge=1, le=100)
+    subset_size: int = Field(default=100, ge=1, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    center: bool = False
+    anchors: bool = True
+
+
+class RankingPublic(BaseModel):
+    id: str
+    object: Literal["ranking"] = "ranking"
+    created_at: int
+    dataset_id: str
+    status: Literal["running", "succeeded", "failed"]
+    candidates: list[dict[str, Any]]
+    recommendation: dict[str, Any] | None
 
 
 class ScreeningPublic(BaseModel):
@@ -168,6 +223,12 @@ class ReportPublic(BaseModel):
     screening_id: str
     created_at: int
     report: dict[str, Any]
+
+
+class AuditPublic(BaseModel):
+    object: Literal["screening.audit"] = "screening.audit"
+    screening_id: str
+    audit: dict[str, Any]
 
 
 class ScoresPage(BaseModel):

@@ -56,8 +56,8 @@ def database_url() -> Iterator[str | None]:
     admin.dispose()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str | None, redis_url: str) -> Settings:
+def make_settings(data_dir: Path, database_url: str | None, redis_url: str) -> Settings:
+    """Settings on a fresh data dir and queue prefix; PostgreSQL tables emptied."""
     if database_url:
         eng = create_engine(database_url)
         with eng.begin() as conn:
@@ -69,13 +69,18 @@ def settings(tmp_path: Path, database_url: str | None, redis_url: str) -> Settin
             )
         eng.dispose()
     return Settings(
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         database_url=database_url,
         redis_url=redis_url,
         queue_prefix=f"t{uuid.uuid4().hex[:8]}",
         job_retries=1,
         _env_file=None,
     )  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None, redis_url: str) -> Settings:
+    return make_settings(tmp_path / "data", database_url, redis_url)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,19 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    res = runner.invoke(app, ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--json", str(out)])
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    res = runner.invoke(
+        app,
+        ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--json", str(out), "--html", str(page)],
+    )
     assert res.exit_code == 0, res.output
+    html = page.read_text()
+    # standalone: styles inline, charts inline SVG, nothing fetched from anywhere
+    assert html.startswith("<!doctype html>") and "<style>" in html and 'rel="stylesheet"' not in html
+    assert 'data-chart="histogram"' in html and 'data-chart="gauge"' in html
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert "default-src 'none'" in html and "<script" not in html
+    assert "How can I build an untraceable gun" in html  # nearest alignment examples are in it
     assert "ftguard screening summary" in res.output and "critical" in res.output
     body = json.loads(out.read_text())
     assert body["risk"]["tier"] == "critical" and body["customer"]["examples"] == 62
@@ -55,6 +66,40 @@ def test_worker_without_redis_url_explains_itself(runner: CliRunner, monkeypatch
     monkeypatch.delenv("FTGUARD_REDIS_URL", raising=False)
     res = runner.invoke(app, ["worker"])
     assert res.exit_code == 2 and "FTGUARD_REDIS_URL" in res.output
+
+
+def test_audit_prints_diversity_and_coverage(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["audit", str(DEMO / "alignment.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "Vendi score" in res.output
+    res = runner.invoke(
+        app,
+        ["audit", str(DEMO / "alignment.jsonl"), "--customer", str(DEMO / "customer_benign_general.jsonl")],
+    )
+    assert res.exit_code == 0, res.output
+    assert "uncovered customer examples" in res.output
+
+
+def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "rank.json"
+    res = runner.invoke(
+        app,
+        [
+            "rank",
+            str(DEMO / "customer_harmful_looking.jsonl"),
+            "--candidate",
+            f"refusals={DEMO / 'alignment.jsonl'}",
+            "--candidate",
+            f"chats={DEMO / 'customer_benign_general.jsonl'}",
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["ranking"] == ["chats", "refusals"]
+    assert "Recommendation: fine-tune chats" in res.output.replace("\n", " ")
 
 
 @pytest.mark.usefixtures("one_thread")

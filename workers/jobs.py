@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from typing import Any
 
 import numpy as np
+from rq import get_current_job
 
+from app.core import logs
 from app.core.errors import FtguardError
 from app.core.storage import staged_file
 from app.datasets import service as datasets
@@ -15,7 +18,7 @@ from app.models import Dataset, Screening
 from app.screenings import service as screenings
 from workers.experiments import calibration
 from workers.runtime import get_runtime
-from workers.screening import Params, Side, screen
+from workers.screening import Params, Side, bundled_anchors, screen
 from workers.similarity import Cancelled
 
 log = logging.getLogger("ftguard.worker")
@@ -47,14 +50,28 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 
 def run_screening(screening_id: str) -> dict[str, Any]:
+    job = get_current_job()
+    with logs.job_context(job.id if job else f"run_screening-{screening_id}"):
+        return _run_screening(screening_id)
+
+
+def _record(kind: str, status: str, **kw: Any) -> None:
+    metrics = get_runtime().metrics
+    if metrics is not None:
+        metrics.record_job(kind=kind, status=status, **kw)
+
+
+def _run_screening(screening_id: str) -> dict[str, Any]:
     rt = get_runtime()
     settings = rt.settings
+    t0 = time.perf_counter()
     with rt.services.db.session() as session:
         scr = session.get(Screening, screening_id)
         if scr is None:
             return {"screening_id": screening_id, "skipped": "not found"}
         if not screenings.start(session, scr):
             return {"screening_id": screening_id, "skipped": scr.status}
+        log.info("screening started", extra={"screening_id": screening_id, "attempt": scr.attempts})
         try:
             params = scr.params
             customer_ds = session.get(Dataset, scr.dataset_id)
@@ -63,9 +80,32 @@ def run_screening(screening_id: str) -> dict[str, Any]:
                 raise FtguardError("a dataset of this screening was deleted", code="dataset_deleted")
             screenings.progress(session, scr, stage="load", fraction=0.0, message="reading datasets")
             representer = rt.representer(params)
+            customer = _side(customer_ds, "customer", settings.max_line_bytes)
+            alignment = _side(align_ds, "alignment", settings.max_line_bytes)
+            t_load = time.perf_counter() - t0
+            anchors = None
+            if params.get("anchors", True):
+                anchor_rep = rt.representer(
+                    {
+                        "backend": params.get("anchor_backend", settings.anchor_backend),
+                        "model": params.get("anchor_model", settings.anchor_model),
+                    }
+                )
+                anchors = bundled_anchors(settings, anchor_rep)
+                for key, attr in (
+                    ("harmful_anchors_dataset_id", "harmful"),
+                    ("safe_anchors_dataset_id", "safe"),
+                ):
+                    if params.get(key):
+                        ds = session.get(Dataset, params[key])
+                        if ds is None or ds.tenant_id != scr.tenant_id:
+                            raise FtguardError(
+                                "an anchor dataset of this screening was deleted", code="dataset_deleted"
+                            )
+                        setattr(anchors, attr, _side(ds, f"{attr} anchors", settings.max_line_bytes))
             outcome = screen(
-                customer=_side(customer_ds, "customer", settings.max_line_bytes),
-                alignment=_side(align_ds, "alignment", settings.max_line_bytes),
+                customer=customer,
+                alignment=alignment,
                 representer=representer,
                 params=Params.from_dict(params),
                 cache=rt.cache,
@@ -73,7 +113,9 @@ def run_screening(screening_id: str) -> dict[str, Any]:
                     session, scr, stage=stage, fraction=frac, message=msg
                 ),
                 device=rt.device,
+                anchors=anchors,
             )
+            t_save = time.perf_counter()
             key = f"scores/{scr.tenant_id}/{scr.id}.npz"
             with staged_file(rt.services.store, suffix=".npz") as (path, fh):
                 buf = io.BytesIO()
@@ -83,21 +125,54 @@ def run_screening(screening_id: str) -> dict[str, Any]:
                 rt.services.store.put_file(key, path)
             session.refresh(scr, ["status"])
             if scr.status == "cancelled":
+                log.info("screening cancelled", extra={"screening_id": screening_id})
+                _record("screening", "cancelled")
                 return {"screening_id": screening_id, "status": "cancelled"}
             outcome.body["calibration"] = calibration.report_section(
                 session, settings=settings, tenant_id=scr.tenant_id, body=outcome.body
             )
             screenings.succeed(session, scr, body=outcome.body, scores_key=key)
+            timings = outcome.body["timings_s"]
+            stages = {
+                "load": t_load,
+                **{k: float(v) for k, v in timings.items() if k != "total"},
+                "save": time.perf_counter() - t_save,
+                "total": time.perf_counter() - t0,
+            }
+            hits = outcome.body["cache"]
+            sizes = {"alignment_hit": len(alignment.examples), "customer_hit": len(customer.examples)}
+            _record(
+                "screening",
+                "succeeded",
+                stages=stages,
+                vectors_computed=sum(n for side, n in sizes.items() if not hits.get(side)),
+                vectors_cached=sum(n for side, n in sizes.items() if hits.get(side)),
+                cache_hits=sum(bool(hits.get(side)) for side in sizes),
+                cache_misses=sum(not hits.get(side) for side in sizes),
+            )
+            log.info(
+                "screening succeeded",
+                extra={
+                    "screening_id": screening_id,
+                    "risk_score": scr.risk_score,
+                    "tier": scr.tier,
+                    "customer_examples": len(customer.examples),
+                    "alignment_examples": len(alignment.examples),
+                    "duration_s": round(stages["total"], 3),
+                },
+            )
             return {"screening_id": screening_id, "status": "succeeded", "risk_score": scr.risk_score}
         except Cancelled:
-            log.info("screening cancelled", extra={"job_id": screening_id})
+            log.info("screening cancelled", extra={"screening_id": screening_id})
+            _record("screening", "cancelled")
             return {"screening_id": screening_id, "status": "cancelled"}
         except Exception as exc:
             session.rollback()
             code, message = classify(exc)
-            log.exception("screening attempt failed", extra={"job_id": screening_id, "code": code})
+            log.exception("screening attempt failed", extra={"screening_id": screening_id, "code": code})
             final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
             screenings.fail(session, scr, code=code, message=message, final=final)
+            _record("screening", "failed" if final else "retried")
             if final:
                 return {"screening_id": screening_id, "status": "failed", "code": code}
             raise

@@ -15,6 +15,12 @@ Each customer example's max cosine s_i to the alignment set is rescaled to z_i =
     100 * (0.4 * mean(z) + 0.3 * p90(z) + 0.3 * share(s_i >= near))
 
 and the tier is low (< 25), medium (< 50), high (< 75) or critical (>= 75).
+
+With harmful and safe anchors (He et al. 2024, bidirectional anchoring), each customer example's margin
+m_i = max cosine to the harmful anchors - max cosine to the safe anchors is rescaled by the harmful anchors'
+own median margin m_h (leave-one-out): zh_i = clip(m_i / m_h, 0, 1), and the score becomes
+
+    100 * (0.3 * mean(z) + 0.2 * p90(z) + 0.2 * share(s_i >= near) + 0.3 * mean(zh))
 """
 
 from __future__ import annotations
@@ -30,6 +36,27 @@ FORMULA = (
     "alignment set's leave-one-out nearest-neighbour cosine"
 )
 WEIGHTS = {"mean_similarity": 0.4, "tail_similarity": 0.3, "near_alignment_share": 0.3}
+WEIGHTS_WITH_ANCHORS = {
+    "mean_similarity": 0.3,
+    "tail_similarity": 0.2,
+    "near_alignment_share": 0.2,
+    "harmful_anchor_margin": 0.3,
+}
+FORMULA_WITH_ANCHORS = (
+    "risk = 100 * (0.3 * mean(z) + 0.2 * p90(z) + 0.2 * share(s >= near) + 0.3 * mean(zh)), "
+    "z = clip((s - floor) / (high - floor), 0, 1), s = each customer example's max cosine to the "
+    "alignment set; floor = p90 cosine of random alignment pairs, near = p10 and high = p50 of the "
+    "alignment set's leave-one-out nearest-neighbour cosine; zh = clip(m / m_h, 0, 1), m = max cosine to "
+    "the harmful anchors minus max cosine to the safe anchors, m_h = the harmful anchors' own median m"
+)
+DESCRIPTIONS = {
+    "mean_similarity": "mean over customer examples of their rescaled max cosine z",
+    "tail_similarity": "90th percentile of z: how close the closest tenth of the data comes",
+    "near_alignment_share": "share of customer examples at least as close to the alignment set as the "
+    "closest 90% of alignment examples are to each other",
+    "harmful_anchor_margin": "mean rescaled margin zh: how much closer the examples sit to harmful anchors "
+    "than to safe refusals (He et al. 2024), 1 = as harmful-looking as a harmful anchor",
+}
 TIERS = ((25.0, "low"), (50.0, "medium"), (75.0, "high"), (float("inf"), "critical"))
 PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
 HIST_EDGES = np.round(np.linspace(-1.0, 1.0, 41), 3)
@@ -64,7 +91,18 @@ def reference_levels(ref: dict[str, Any]) -> dict[str, float]:
     return {"floor": floor, "near": near, "high": high}
 
 
-def score(c_max: np.ndarray, levels: dict[str, float]) -> dict[str, Any]:
+def anchor_levels(h_margin: np.ndarray) -> dict[str, float]:
+    """Reference for the anchor margin: 0 (as close to harmful as to safe anchors) and the median margin of
+    the harmful anchors themselves (leave-one-out), i.e. "as harmful-looking as a harmful anchor"."""
+    return {"zero": 0.0, "harmful": max(float(np.median(h_margin)), 1e-3)}
+
+
+def score(
+    c_max: np.ndarray,
+    levels: dict[str, float],
+    margin: np.ndarray | None = None,
+    margin_levels: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Risk score, tier and each part with its value and weight."""
     s = np.asarray(c_max, dtype=np.float64)
     z = np.clip((s - levels["floor"]) / (levels["high"] - levels["floor"]), 0.0, 1.0)
@@ -73,29 +111,30 @@ def score(c_max: np.ndarray, levels: dict[str, float]) -> dict[str, Any]:
         "tail_similarity": float(np.percentile(z, 90)),
         "near_alignment_share": float((s >= levels["near"]).mean()),
     }
-    descriptions = {
-        "mean_similarity": "mean over customer examples of their rescaled max cosine z",
-        "tail_similarity": "90th percentile of z: how close the closest tenth of the data comes",
-        "near_alignment_share": "share of customer examples at least as close to the alignment set as the "
-        "closest 90% of alignment examples are to each other",
-    }
+    weights = WEIGHTS
+    formula = FORMULA
+    if margin is not None and margin_levels is not None:
+        zh = np.clip(np.asarray(margin, dtype=np.float64) / margin_levels["harmful"], 0.0, 1.0)
+        values["harmful_anchor_margin"] = float(zh.mean())
+        weights, formula = WEIGHTS_WITH_ANCHORS, FORMULA_WITH_ANCHORS
     parts = [
         {
             "name": k,
             "value": round(v, 4),
-            "weight": WEIGHTS[k],
-            "contribution": round(100 * WEIGHTS[k] * v, 2),
-            "description": descriptions[k],
+            "weight": weights[k],
+            "contribution": round(100 * weights[k] * v, 2),
+            "description": DESCRIPTIONS[k],
         }
         for k, v in values.items()
     ]
-    total = round(100 * sum(WEIGHTS[k] * v for k, v in values.items()), 2)
+    total = round(100 * sum(weights[k] * v for k, v in values.items()), 2)
     return {
         "risk_score": total,
         "tier": tier_of(total),
-        "formula": FORMULA,
+        "formula": formula,
         "parts": parts,
         "reference_levels": levels,
+        "anchor_levels": margin_levels,
     }
 
 
@@ -107,6 +146,7 @@ def findings(
     n_customer: int,
     n_alignment: int,
     subset_size: int,
+    margin: np.ndarray | None = None,
 ) -> list[str]:
     """Plain-language sentences a trust-and-safety reader can act on."""
     lv = risk["reference_levels"]
@@ -119,6 +159,14 @@ def findings(
         f"examples are to each other (cosine >= {lv['near']:.3f}); {share_high:.0%} are closer than the "
         f"typical alignment example is to its nearest neighbour (>= {lv['high']:.3f}).",
     ]
+    if margin is not None and risk.get("anchor_levels"):
+        m_h = risk["anchor_levels"]["harmful"]
+        out.append(
+            f"{float((margin > 0).mean()):.0%} of the customer examples sit closer to the harmful anchors "
+            f"than to the safe refusals, {float((margin >= m_h).mean()):.0%} as much as the harmful anchors "
+            "themselves: benign data of that shape (lists, steps, eager compliance) is the kind that "
+            "breaks safety most (He et al. 2024)."
+        )
     if risk["tier"] in ("high", "critical"):
         out.append(
             "High similarity to safety-alignment data predicts that fine-tuning on this dataset "

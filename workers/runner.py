@@ -12,6 +12,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from app.core.config import Settings
+from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
 from app.experiments import service as experiments
 from workers.runtime import Runtime, set_runtime
@@ -35,6 +36,7 @@ def run_worker(
         rep = runtime.representer({})
         log.info("model loaded", extra={"identity": rep.identity})
     connection = connect(redis_url)
+    runtime.metrics = WorkerMetrics(connection, settings.queue_prefix)
     jq = JobQueue(connection, settings)
     runtime.queue = jq
     recover(runtime, jq)

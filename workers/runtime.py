@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from app.core.config import Settings, get_settings
+from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
 from app.core.services import Services, build_services
 from workers.cache import VectorCache
@@ -58,6 +59,8 @@ class Runtime:
             while len(self._objects) > MAX_MODELS:
                 self._objects.pop(next(iter(self._objects)))
         return obj
+        # Set by the worker runner; None (no metrics) for the CLI's local screenings.
+        self.metrics: WorkerMetrics | None = None
 
     def representer(self, params: dict[str, Any]) -> Representer:
         """Load a backend once and keep it; jobs with the same settings reuse it."""

@@ -9,12 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.core.config import Settings
 from app.datasets.formats import Example
+from app.datasets.service import read_file
+from app.demo import HARMFUL_ANCHORS, SAFE_ANCHORS
 from workers import risk
+from workers.audit import audit
 from workers.cache import VectorCache
 from workers.representations.base import Representer
 from workers.similarity import Cancelled, compare, self_reference
@@ -22,6 +27,7 @@ from workers.similarity import Cancelled, compare, self_reference
 # stage, fraction of the whole screening, optional message; returns False to stop (cancelled)
 Reporter = Callable[[str, float, str | None], bool]
 STAGES = {
+    "anchors": (0.97, 0.97),
     "represent_alignment": (0.0, 0.45),
     "represent_customer": (0.45, 0.9),
     "compare": (0.9, 0.97),
@@ -42,6 +48,22 @@ class Side:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def side_from_file(path: Path, name: str, settings: Settings) -> Side:
+    """A local file (the CLI's inputs, the bundled demo and anchor sets) as a screening side."""
+    rep, examples = read_file(path=path, settings=settings)
+    return Side(
+        name=name, examples=examples, sha256=rep.sha256, meta={"filename": path.name, "format": rep.format}
+    )
+
+
+def bundled_anchors(settings: Settings, representer: Representer) -> Anchors:
+    return Anchors(
+        harmful=side_from_file(HARMFUL_ANCHORS, "harmful anchors", settings),
+        safe=side_from_file(SAFE_ANCHORS, "safe anchors", settings),
+        representer=representer,
+    )
+
+
 @dataclass
 class Params:
     top_k: int = 5
@@ -49,10 +71,22 @@ class Params:
     seed: int = 0
     center: bool = False
     block_size: int = 4096
+    method: str = "exact"
+    faiss_threshold: int = 200_000
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Params:
-        return cls(**{k: d[k] for k in ("top_k", "subset_size", "seed", "center", "block_size") if k in d})
+        keys = ("top_k", "subset_size", "seed", "center", "block_size", "method", "faiss_threshold")
+        return cls(**{k: d[k] for k in keys if k in d})
+
+
+@dataclass
+class Anchors:
+    """Harmful and safe anchor sets and the representation the anchor signal is measured in."""
+
+    harmful: Side
+    safe: Side
+    representer: Representer
 
 
 @dataclass
@@ -77,31 +111,40 @@ def _stage_reporter(report: Reporter | None, stage: str) -> Callable[[float], No
 
 def represent(
     side: Side, representer: Representer, cache: VectorCache | None, report: Reporter | None, stage: str
-) -> tuple[np.ndarray, bool]:
-    """Vectors of one side, from the cache when this identity has seen these bytes before."""
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Vectors of one side. Cached examples (by content hash) and duplicates are represented once."""
+    n = len(side.examples)
+    hashes = [ex.content_hash for ex in side.examples]
     if cache is not None:
-        hit = cache.get(representer.identity, side.sha256)
-        if hit is not None and hit.shape == (len(side.examples), representer.dim):
-            if report:
-                report(stage, STAGES[stage][1], f"{side.name}: {len(side.examples)} vectors from cache")
-            return hit, True
-    if report and not report(
-        stage,
-        STAGES[stage][0],
-        f"{side.name}: representing {len(side.examples)} examples with {representer.backend}",
-    ):
+        vecs, missing = cache.lookup(representer.identity, side.sha256, hashes, representer.dim)
+    else:
+        vecs, missing = np.zeros((n, representer.dim), dtype=np.float32), np.ones(n, dtype=bool)
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(missing):
+        first.setdefault(hashes[i], int(i))
+    todo = list(first.values())
+    stats = {"examples": n, "from_cache": int(n - missing.sum()), "computed": len(todo)}
+    if not todo:
+        if report:
+            report(stage, STAGES[stage][1], f"{side.name}: {n} vectors from cache")
+        return vecs, stats
+    msg = f"{side.name}: representing {len(todo)} of {n} examples with {representer.backend}"
+    if report and not report(stage, STAGES[stage][0], msg):
         raise Cancelled()
     cb = _stage_reporter(report, stage)
     done = [0]
 
-    def tick(n: int) -> None:
-        done[0] += n
-        cb(done[0] / max(len(side.examples), 1))
+    def tick(k: int) -> None:
+        done[0] += k
+        cb(done[0] / len(todo))
 
-    vecs = representer.encode(side.examples, progress=tick)
+    new = representer.encode([side.examples[i] for i in todo], progress=tick)
+    row = {hashes[i]: j for j, i in enumerate(todo)}
+    fill = np.flatnonzero(missing)
+    vecs[fill] = new[[row[hashes[i]] for i in fill]]
     if cache is not None:
-        cache.put(representer.identity, side.sha256, vecs)
-    return vecs, False
+        cache.store_vectors(representer.identity, side.sha256, hashes, vecs)
+    return vecs, stats
 
 
 def _snippet(ex: Example) -> dict[str, str]:
@@ -122,6 +165,43 @@ def subsets(a_max: np.ndarray, size: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+def anchor_signal(
+    customer: Side,
+    c_vec: np.ndarray | None,
+    anchors: Anchors,
+    cache: VectorCache | None,
+    params: Params,
+    device: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per customer example: max cosine to the harmful anchors minus max cosine to the safe anchors."""
+    rep = anchors.representer
+    h_vec, _ = represent(anchors.harmful, rep, cache, None, "anchors")
+    s_vec, _ = represent(anchors.safe, rep, cache, None, "anchors")
+    if c_vec is None:
+        c_vec, _ = represent(customer, rep, cache, None, "anchors")
+
+    def nearest(x: np.ndarray, y: np.ndarray, skip_self: bool = False) -> np.ndarray:
+        r = compare(x, y, k=2 if skip_self else 1, block_size=params.block_size, device=device)
+        return r.c_topk_sim[:, 1 if skip_self else 0]
+
+    margin = nearest(c_vec, h_vec) - nearest(c_vec, s_vec)
+    h_margin = nearest(h_vec, h_vec, skip_self=True) - nearest(h_vec, s_vec)
+    s_margin = nearest(s_vec, h_vec) - nearest(s_vec, s_vec, skip_self=True)
+    levels = risk.anchor_levels(h_margin)
+    info = {
+        "representation": rep.describe() | {"identity": rep.identity},
+        "harmful": {"examples": len(anchors.harmful.examples), **anchors.harmful.meta},
+        "safe": {"examples": len(anchors.safe.examples), **anchors.safe.meta},
+        "levels": levels,
+        "customer_margin": risk.distribution(margin),
+        "harmful_anchor_margin": risk.distribution(h_margin),
+        "safe_anchor_margin": risk.distribution(s_margin),
+        "share_closer_to_harmful": float((margin > 0).mean()),
+        "share_as_harmful_as_anchors": float((margin >= levels["harmful"]).mean()),
+    }
+    return margin.astype(np.float32), info
+
+
 def screen(
     *,
     customer: Side,
@@ -131,12 +211,13 @@ def screen(
     cache: VectorCache | None = None,
     report: Reporter | None = None,
     device: str = "cpu",
+    anchors: Anchors | None = None,
 ) -> Outcome:
-    """Compare a customer dataset with an alignment set and build the report."""
+    """Compare a customer dataset with an alignment set (and anchors, if given) and build the report."""
     t0 = time.perf_counter()
-    a_vec, a_hit = represent(alignment, representer, cache, report, "represent_alignment")
+    a_vec, a_stats = represent(alignment, representer, cache, report, "represent_alignment")
     t1 = time.perf_counter()
-    c_vec, c_hit = represent(customer, representer, cache, report, "represent_customer")
+    c_vec, c_stats = represent(customer, representer, cache, report, "represent_customer")
     t2 = time.perf_counter()
     if report and not report("compare", STAGES["compare"][0], "comparing in blocks"):
         raise Cancelled()
@@ -147,6 +228,8 @@ def screen(
         block_size=params.block_size,
         center=params.center,
         device=device,
+        method=params.method,
+        faiss_threshold=params.faiss_threshold,
         progress=_stage_reporter(report, "compare"),
     )
     ref = self_reference(
@@ -156,7 +239,12 @@ def screen(
     c_max = sim.c_topk_sim[:, 0]
     c_topk_mean = sim.c_topk_sim.mean(axis=1)
     levels = risk.reference_levels(ref)
-    scored = risk.score(c_max, levels)
+    margin, anchor_info = None, None
+    if anchors is not None:
+        same = anchors.representer.identity == representer.identity
+        margin, anchor_info = anchor_signal(customer, c_vec if same else None, anchors, cache, params, device)
+    t4 = time.perf_counter()
+    scored = risk.score(c_max, levels, margin, anchor_info["levels"] if anchor_info else None)
     subs = subsets(sim.a_max_sim, params.subset_size, params.seed)
     top = np.argsort(-c_max, kind="stable")[:TOP_EXAMPLES]
     top_examples = [
@@ -199,6 +287,8 @@ def screen(
             for name, idx in subs.items()
         },
         "top_examples": top_examples,
+        "anchors": anchor_info,
+        "audit": audit(a_vec=a_vec, c_vec=c_vec, c_max=c_max, near=levels["near"], center=params.center),
         "findings": risk.findings(
             risk=scored,
             c_max=c_max,
@@ -206,14 +296,21 @@ def screen(
             n_customer=len(customer.examples),
             n_alignment=len(alignment.examples),
             subset_size=params.subset_size,
+            margin=margin,
         ),
         "timings_s": {
             "represent_alignment": round(t1 - t0, 3),
             "represent_customer": round(t2 - t1, 3),
             "compare": round(t3 - t2, 3),
+            "anchors": round(t4 - t3, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
-        "cache": {"alignment_hit": a_hit, "customer_hit": c_hit},
+        "cache": {
+            "alignment_hit": a_stats["computed"] == 0,
+            "customer_hit": c_stats["computed"] == 0,
+            "alignment": a_stats,
+            "customer": c_stats,
+        },
     }
     arrays = {
         "c_max": c_max.astype(np.float32),
@@ -224,6 +321,8 @@ def screen(
         "a_argmax": sim.a_argmax.astype(np.int64),
         **{f"subset_{k}": v.astype(np.int64) for k, v in subs.items()},
     }
+    if margin is not None:
+        arrays["c_anchor_margin"] = margin
     if report:
         report("score", 1.0, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
     return Outcome(body=body, arrays=arrays)

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
+from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue
 from app.core.services import Services
 from app.models import DEFAULT_TENANT
@@ -21,6 +22,7 @@ class AppState:
     services: Services
     queue: JobQueue
     embedded_redis: EmbeddedRedis | None = None
+    metrics: ApiMetrics | None = None
 
 
 def get_state(request: Request) -> AppState:

@@ -3,9 +3,10 @@
 Every finished experiment leaves one point: the risk score (and its parts) of its fine-tuning data against
 the alignment subset the model was aligned on, read in the experiment's representation, and the harmfulness
 its first judge measured after fine-tuning. A refit fits an isotonic (monotone non-decreasing) regression
-from risk score to harmfulness per representation scope (`backend|model`: risk scores read in different
-spaces are not pooled), and reports how well the raw score ranked the experiments (Spearman's rho, and the
-share of pairs it put in the right order). Screening reports carry `section()`: calibrated or not, on how
+from risk score to harmfulness per scope (`backend|model`, plus `|anchors` when the formula has the
+harmful-anchor part: risk scores read in different spaces or formulas are not pooled), and reports how
+well the raw score ranked the experiments (Spearman's rho, and the share of pairs it put in the right
+order). Screening reports carry `section()`: calibrated or not, on how
 many experiments, that ranking quality, and the harmfulness the fit predicts for the report's score.
 """
 
@@ -28,8 +29,10 @@ METRIC_NOTE = (
 MAX_POINTS_IN_FIT = 1000
 
 
-def scope_of(backend: str, model: str) -> str:
-    return f"{backend}|{model}"
+def scope_of(backend: str, model: str, anchors: bool = False) -> str:
+    """Risk scores are comparable within one representation and one formula (with or without the
+    harmful-anchor part), so that is what a calibration is fitted and looked up by."""
+    return f"{backend}|{model}" + ("|anchors" if anchors else "")
 
 
 def record_point(

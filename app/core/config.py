@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,9 +25,17 @@ class Settings(BaseSettings):
         default="bundled:all-minilm-l6-v2",
         description="Model path, or `bundled:all-minilm-l6-v2` / `bundled:smollm2-135m-instruct`.",
     )
+    anchor_backend: str = Field(default="sentence-transformers", description="Backend of the anchor signal.")
+    anchor_model: str = Field(default="bundled:all-minilm-l6-v2", description="Model of the anchor signal.")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     encode_batch_size: int = Field(default=64, ge=1, le=4096, description="Examples per forward pass.")
     similarity_block_size: int = Field(default=4096, ge=64, description="Rows of C x A compared at once.")
+    similarity_method: str = Field(
+        default="auto", description="exact, faiss-flat, faiss-ivf, or auto (faiss-ivf past faiss_threshold)."
+    )
+    faiss_threshold: int = Field(
+        default=200_000, ge=1, description="Alignment rows from which auto uses faiss."
+    )
 
     max_upload_bytes: int = Field(default=1 << 30, ge=1, description="Largest accepted upload.")
     max_examples: int = Field(default=2_000_000, ge=1, description="Most examples in one dataset.")
@@ -66,6 +75,9 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["json", "text"] = Field(
+        default="text", description="json: one JSON object a line, with request and job ids; text: plain."
+    )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -23,6 +23,7 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> None: ...
     def local_path(self, key: str) -> Path | None: ...
     def staging(self) -> Path: ...
+    def list(self, prefix: str) -> list[str]: ...
 
 
 def dataset_key(sha256: str) -> str:
@@ -61,6 +62,13 @@ class LocalBlobStore:
 
     def staging(self) -> Path:
         return self.root / "tmp"
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        root = self.root.resolve()
+        return sorted(p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file())
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
@@ -15,8 +15,8 @@ from app.core.errors import Conflict, InvalidDataset, InvalidRequest, NotFound, 
 from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, staged_file
 from app.datasets.formats import PROMPTS, Example, RawRecord
-from app.datasets.validate import Limits, iter_examples, validate_stream
-from app.models import Dataset, Event, Experiment, Report, Screening, new_id
+from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
+from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
 
 PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts")
 ACTIVE = ("queued", "running")
@@ -108,6 +108,28 @@ def create(
     return ds
 
 
+def read_file(*, path: Path, settings: Settings) -> tuple[ValidationReport, list[Example]]:
+    """Validate a local file and read its examples (CLI, bundled data); InvalidDataset when it has errors."""
+    with path.open("rb") as fh:
+        report = validate_stream(fh, limits=limits(settings), filename=path.name)
+    if not report.ok:
+        first = report.errors[0]
+        raise InvalidDataset(
+            f"{path.name}: {report.error_count} error(s); first (line {first['line']}): {first['message']}",
+            code=first["code"],
+            details={"errors": report.errors, "error_count": report.error_count},
+        )
+    assert report.container and report.format
+    with path.open("rb") as fh:
+        examples = [
+            ex
+            for _, ex in iter_examples(
+                fh, container=report.container, fmt=report.format, max_line_bytes=settings.max_line_bytes
+            )
+        ]
+    return report, examples
+
+
 def get(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     """The tenant's dataset, or NotFound (another tenant's id is not found too)."""
     ds = session.get(Dataset, dataset_id)
@@ -170,7 +192,8 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
             session.delete(report)
         session.query(Event).filter(Event.object_id == s.id).delete()
         session.delete(s)
-    session.flush()  # screenings before the dataset they reference
+    session.query(Ranking).filter(Ranking.tenant_id == tenant_id, Ranking.dataset_id == dataset_id).delete()
+    session.flush()  # screenings and rankings before the dataset they reference
     session.delete(ds)
     session.flush()
     if ds.sha256 and not session.scalar(select(Dataset.id).where(Dataset.sha256 == ds.sha256).limit(1)):

@@ -224,7 +224,9 @@ class ComparisonPublic(BaseModel):
 
 class CalibrationRefit(_Spec):
     scope: str | None = Field(
-        default=None, max_length=600, description="`backend|model` to refit; default: every scope."
+        default=None,
+        max_length=600,
+        description="`backend|model` (and `|anchors`) to refit; default: every scope.",
     )
 
 

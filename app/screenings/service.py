@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from app import events
 from app.core.config import Settings
@@ -17,10 +18,24 @@ from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.queue import SCREENING_JOB, JobQueue
 from app.core.storage import BlobStore
 from app.datasets import service as datasets
-from app.models import Dataset, Report, Screening, new_id, now
+from app.models import Dataset, Event, Report, Screening, new_id, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 SUBSETS = ("high_sim", "low_sim", "random")
+
+
+def with_defaults(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A screening's full parameters: what the caller left out comes from settings."""
+    s = settings
+    return params | {
+        "backend": params.get("backend") or s.default_backend,
+        "model": params.get("model") or s.default_model,
+        "anchor_backend": params.get("anchor_backend") or s.anchor_backend,
+        "anchor_model": params.get("anchor_model") or s.anchor_model,
+        "block_size": s.similarity_block_size,
+        "method": s.similarity_method,
+        "faiss_threshold": s.faiss_threshold,
+    }
 
 
 def create(
@@ -48,6 +63,18 @@ def create(
             param="alignment_dataset_id",
             code="wrong_purpose",
         )
+    for key, purpose in (
+        ("harmful_anchors_dataset_id", "harmful-anchors"),
+        ("safe_anchors_dataset_id", "safe-anchors"),
+    ):
+        if params.get(key):
+            anchor = datasets.get(session=session, tenant_id=tenant_id, dataset_id=params[key])
+            if anchor.purpose != purpose:
+                raise InvalidRequest(
+                    f"dataset {anchor.id} has purpose {anchor.purpose!r}, not {purpose!r}",
+                    param=key,
+                    code="wrong_purpose",
+                )
     if ds.status != "ready" or align.status != "ready":
         raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
     scr = Screening(
@@ -103,6 +130,117 @@ def list_(
     return rows[:limit], len(rows) > limit
 
 
+@dataclass
+class OverviewRow:
+    screening: Screening
+    dataset: str
+    examples: int
+    alignment: str
+
+
+@dataclass
+class Overview:
+    rows: list[OverviewRow]
+    total: int
+    by_tier: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+OVERVIEW_SORTS = ("risk", "created", "dataset", "status")
+
+
+def overview(
+    *,
+    session: Session,
+    tenant_id: str,
+    status: str | None = None,
+    tier: str | None = None,
+    q: str | None = None,
+    sort: str = "risk",
+    order: str = "desc",
+    offset: int = 0,
+    limit: int = 50,
+) -> Overview:
+    """Screenings with their datasets' file names, filtered, sorted and paged by offset, with counts per
+    tier and status over all the tenant's screenings (the dashboard's table and tiles)."""
+    if sort not in OVERVIEW_SORTS:
+        raise InvalidRequest(f"sort must be one of {list(OVERVIEW_SORTS)}", param="sort")
+    cust, align = aliased(Dataset), aliased(Dataset)
+    base = (
+        select(Screening, cust.filename, cust.examples, align.filename)
+        .join(cust, cust.id == Screening.dataset_id)
+        .join(align, align.id == Screening.alignment_dataset_id)
+        .where(Screening.tenant_id == tenant_id)
+    )
+    if status:
+        base = base.where(Screening.status == status)
+    if tier:
+        base = base.where(Screening.tier == tier)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        base = base.where(
+            or_(
+                cust.filename.ilike(pattern, escape="\\"),
+                Screening.dataset_id == q,
+                Screening.id == q,
+            )
+        )
+    column = {
+        "risk": Screening.risk_score,
+        "created": Screening.id,  # ids are time-ordered
+        "dataset": cust.filename,
+        "status": Screening.status,
+    }[sort]
+    key = column.desc() if order == "desc" else column.asc()
+    rows = session.execute(
+        base.order_by(key.nulls_last(), Screening.id.desc()).offset(offset).limit(limit)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    by_tier = {
+        str(t): int(n)
+        for t, n in session.execute(
+            select(Screening.tier, func.count())
+            .where(Screening.tenant_id == tenant_id, Screening.tier.is_not(None))
+            .group_by(Screening.tier)
+        ).all()
+    }
+    by_status = dict(
+        session.execute(
+            select(Screening.status, func.count())
+            .where(Screening.tenant_id == tenant_id)
+            .group_by(Screening.status)
+        ).all()
+    )
+    return Overview(
+        rows=[OverviewRow(screening=r[0], dataset=r[1], examples=r[2], alignment=r[3]) for r in rows],
+        total=int(total),
+        by_tier=by_tier,
+        by_status=by_status,
+    )
+
+
+@dataclass
+class Detail:
+    screening: Screening
+    dataset: Dataset | None
+    alignment: Dataset | None
+    report: Report | None
+    events: list[Event]
+
+
+def detail(*, session: Session, tenant_id: str, screening_id: str, max_events: int = 200) -> Detail:
+    """A screening with its datasets, its report when there is one, and its history."""
+    scr = get(session=session, tenant_id=tenant_id, screening_id=screening_id)
+    evs, _ = events.list_(session=session, tenant_id=tenant_id, object_id=scr.id, limit=max_events)
+    return Detail(
+        screening=scr,
+        dataset=session.get(Dataset, scr.dataset_id),
+        alignment=session.get(Dataset, scr.alignment_dataset_id),
+        report=session.get(Report, scr.id),
+        events=evs,
+    )
+
+
 def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
     """Queued: never runs. Running: the worker stops at its next block boundary."""
     scr = get(session=session, tenant_id=tenant_id, screening_id=screening_id)
@@ -134,7 +272,10 @@ def load_scores(store: BlobStore, report: Report) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-SCORE_SORTS = {"customer": ("max_sim", "topk_mean", "record"), "alignment": ("max_sim", "record")}
+SCORE_SORTS = {
+    "customer": ("max_sim", "topk_mean", "anchor_margin", "record"),
+    "alignment": ("max_sim", "record"),
+}
 
 
 def scores_page(
@@ -147,7 +288,11 @@ def scores_page(
         raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
     z = load_scores(store, report)
     if side == "customer":
-        key = {"max_sim": z["c_max"], "topk_mean": z["c_topk_mean"], "record": None}[sort]
+        if sort == "anchor_margin" and "c_anchor_margin" not in z:
+            raise InvalidRequest("this screening ran without anchors", param="sort")
+        key = {"max_sim": z["c_max"], "topk_mean": z["c_topk_mean"], "record": None}.get(
+            sort, z.get("c_anchor_margin")
+        )
         n = int(z["c_max"].size)
     else:
         key = {"max_sim": z["a_max"], "record": None}[sort]
@@ -162,6 +307,7 @@ def scores_page(
                 "record": int(i) + 1,
                 "max_sim": float(z["c_max"][i]),
                 "topk_mean": float(z["c_topk_mean"][i]),
+                "anchor_margin": float(z["c_anchor_margin"][i]) if "c_anchor_margin" in z else None,
                 "nearest": [
                     {"record": int(j) + 1, "sim": float(s)}
                     for j, s in zip(z["c_topk_idx"][i], z["c_topk_sim"][i], strict=True)

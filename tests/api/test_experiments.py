@@ -323,7 +323,7 @@ def test_comparison_runs_the_three_variants_and_calibrates_the_risk_score(
     # three finished experiments: the calibration refit itself (calibration_min_experiments = 3)
     fits = client.get("/v1/calibration").json()["data"]
     assert len(fits) == 1 and fits[0]["experiments"] == 3
-    assert fits[0]["scope"] == f"causal-lm|{tiny_llama}"
+    assert fits[0]["scope"] == f"causal-lm|{tiny_llama}|anchors"  # a screening's default formula
     refit = client.post("/v1/calibration/refit", json={}).json()["data"]
     assert refit[0]["experiments"] == 3 and refit[0]["fit"]["method"] == "isotonic"
     xs = refit[0]["fit"]["y"]

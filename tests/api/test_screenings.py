@@ -34,6 +34,7 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
         "mean_similarity",
         "tail_similarity",
         "near_alignment_share",
+        "harmful_anchor_margin",
     }
     assert abs(sum(p["weight"] for p in rep["risk"]["parts"]) - 1.0) < 1e-9
     assert rep["customer"]["examples"] == 62 and rep["alignment"]["examples"] == 100
@@ -60,6 +61,10 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
     rnd = client.get(f"/v1/screenings/{scr['id']}/subsets/random").text.splitlines()
     assert len(low) == len(rnd) == 10 and not set(low) & {json.dumps(r) for r in records}
 
+    aud = client.get(f"/v1/screenings/{scr['id']}/audit").json()
+    assert aud["object"] == "screening.audit" and 1 <= aud["audit"]["alignment_vendi"] <= 100
+    assert 0 <= aud["audit"]["uncovered_share"] <= 1
+
     evs = client.get(f"/v1/screenings/{scr['id']}/events").json()["data"]
     types = [e["type"] for e in evs]
     assert types[0] == "screening.queued" and types[-1] == "screening.succeeded"
@@ -75,8 +80,8 @@ def test_second_screening_reuses_cached_alignment_vectors(client, run_worker) ->
     run_worker()
     rep_a = client.get(f"/v1/screenings/{a['id']}/report").json()["report"]
     rep_b = client.get(f"/v1/screenings/{b['id']}/report").json()["report"]
-    assert rep_a["cache"] == {"alignment_hit": False, "customer_hit": False}
-    assert rep_b["cache"] == {"alignment_hit": True, "customer_hit": False}
+    assert (rep_a["cache"]["alignment_hit"], rep_a["cache"]["customer_hit"]) == (False, False)
+    assert (rep_b["cache"]["alignment_hit"], rep_b["cache"]["customer_hit"]) == (True, False)
     # the harmful-looking set must score above the benign prose set
     assert rep_a["risk"]["risk_score"] > rep_b["risk"]["risk_score"]
 
@@ -140,9 +145,74 @@ def test_a_dataset_in_use_cannot_be_deleted_until_the_screening_ends(client) -> 
 
 
 def test_not_found_for_every_screening_route(client) -> None:
-    for path in ("", "/report", "/scores", "/events", "/subsets/high_sim"):
+    for path in ("", "/report", "/scores", "/events", "/audit", "/subsets/high_sim"):
         r = client.get(f"/v1/screenings/scr_nope{path}")
         assert r.status_code == 404, path
         assert r.json()["error"]["type"] == "not_found_error"
     assert client.post("/v1/screenings/scr_nope/cancel").status_code == 404
     assert client.get("/v1/screenings/scr_nope/subsets/everything").status_code == 422
+
+
+def test_an_example_in_two_datasets_is_represented_once(client, run_worker) -> None:
+    lines = (DEMO / "customer_harmful_looking.jsonl").read_bytes().splitlines(keepends=True)
+    align = upload(client, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
+    a = upload(client, "a.jsonl", content=b"".join(lines[:40])).json()["id"]
+    b = upload(client, "b.jsonl", content=b"".join(lines[20:] + lines[20:25])).json()["id"]
+    first = client.post("/v1/screenings", json={"dataset_id": a, "alignment_dataset_id": align}).json()
+    run_worker()
+    second = client.post("/v1/screenings", json={"dataset_id": b, "alignment_dataset_id": align}).json()
+    run_worker()
+    rep1 = client.get(f"/v1/screenings/{first['id']}/report").json()["report"]
+    rep2 = client.get(f"/v1/screenings/{second['id']}/report").json()["report"]
+    assert rep1["cache"]["customer"] == {"examples": 40, "from_cache": 0, "computed": 40}
+    # 20 examples (and the 5 repeated at the end) are in the first dataset; 22 are new
+    assert rep2["cache"]["customer"] == {"examples": 47, "from_cache": 25, "computed": 22}
+    s1 = client.get(
+        f"/v1/screenings/{first['id']}/scores", params={"sort": "record", "order": "asc", "limit": 1000}
+    ).json()["data"]
+    s2 = client.get(
+        f"/v1/screenings/{second['id']}/scores", params={"sort": "record", "order": "asc", "limit": 1000}
+    ).json()["data"]
+    for i in range(20):  # record 21.. of the first dataset is record 1.. of the second
+        assert abs(s1[20 + i]["max_sim"] - s2[i]["max_sim"]) < 1e-6
+    for i in range(5):  # the repeated tail has the same scores as its first occurrence
+        assert abs(s2[42 + i]["max_sim"] - s2[i]["max_sim"]) < 1e-6
+
+
+def test_anchor_signal_with_uploaded_anchor_sets(client, run_worker) -> None:
+    cust, align = _datasets(client)
+    harmful = upload(client, DEMO / "anchors_harmful.jsonl", purpose="harmful-anchors").json()["id"]
+    safe = upload(client, DEMO / "anchors_safe.jsonl", purpose="safe-anchors").json()["id"]
+    r = client.post(
+        "/v1/screenings",
+        json={"dataset_id": cust, "alignment_dataset_id": align, "harmful_anchors_dataset_id": safe},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "harmful_anchors_dataset_id"
+    scr = client.post(
+        "/v1/screenings",
+        json={
+            "dataset_id": cust,
+            "alignment_dataset_id": align,
+            "harmful_anchors_dataset_id": harmful,
+            "safe_anchors_dataset_id": safe,
+        },
+    ).json()
+    off = client.post(
+        "/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align, "anchors": False}
+    ).json()
+    run_worker()
+    rep = client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
+    assert rep["anchors"]["harmful"]["dataset_id"] == harmful and rep["anchors"]["safe"]["examples"] == 60
+    parts = {p["name"]: p for p in rep["risk"]["parts"]}
+    assert parts["harmful_anchor_margin"]["weight"] == 0.3
+    assert abs(sum(p["weight"] for p in parts.values()) - 1) < 1e-9
+    # the harmful anchors' own margins sit above the safe anchors'
+    assert rep["anchors"]["harmful_anchor_margin"]["mean"] > rep["anchors"]["safe_anchor_margin"]["mean"]
+    page = client.get(f"/v1/screenings/{scr['id']}/scores", params={"sort": "anchor_margin"}).json()["data"]
+    margins = [d["anchor_margin"] for d in page]
+    assert margins == sorted(margins, reverse=True)
+    rep_off = client.get(f"/v1/screenings/{off['id']}/report").json()["report"]
+    assert rep_off["anchors"] is None
+    assert "harmful_anchor_margin" not in {p["name"] for p in rep_off["risk"]["parts"]}
+    r = client.get(f"/v1/screenings/{off['id']}/scores", params={"sort": "anchor_margin"})
+    assert r.status_code == 400

@@ -38,24 +38,25 @@ class FakeChatAPI:
                     api.auth.append(self.headers.get("authorization"))
                 try:
                     time.sleep(0.02)
-                    self._answer(body)
+                    reply = self._answer(body)
                 finally:
-                    with api.lock:
+                    with api.lock:  # before the reply goes out: the client may send its next request at once
                         api.in_flight -= 1
+                self._send(*reply)
 
-            def _answer(self, body: dict[str, Any]) -> None:
+            def _answer(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str] | None]:
                 if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": "not found"}})
+                    return 404, {"error": {"message": "not found"}}, None
                 if api.forced_status:
-                    return self._send(api.forced_status, {"error": {"message": "nope"}})
+                    return api.forced_status, {"error": {"message": "nope"}}, None
                 text = body["messages"][0]["content"]
                 answer = text.split("Assistant answer:\n<<<\n", 1)[1].split("\n>>>", 1)[0]
                 with api.lock:
                     n = api.seen[answer] = api.seen.get(answer, 0) + 1
                 if "flaky" in answer and n == 1:
-                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+                    return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}
                 if "flaky" in answer and n == 2:
-                    return self._send(503, {"error": {"message": "busy"}})
+                    return 503, {"error": {"message": "busy"}}, None
                 score = 1 if answer.startswith("I can't") else 5
                 shapes = [
                     json.dumps({"reason": "as scored", "score": score}),
@@ -64,7 +65,7 @@ class FakeChatAPI:
                     f"Rating: {score}/5",
                 ]
                 content = shapes[len(answer) % len(shapes)]
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
+                return 200, {"choices": [{"message": {"role": "assistant", "content": content}}]}, None
 
             def _send(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(obj).encode()

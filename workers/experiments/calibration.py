@@ -30,7 +30,7 @@ def record_experiment(
     if not features or harm is None:
         return None
     rep = exp.params["alignment"]["representation"]
-    scope = calibration.scope_of(rep["backend"], rep["model"])
+    scope = calibration.scope_of(rep["backend"], rep["model"], bool(features.get("anchors")))
     point = {
         "scope": scope,
         "risk_score": features["risk_score"],
@@ -59,7 +59,8 @@ def report_section(
 ) -> dict[str, Any]:
     """The screening report's `calibration` section (never fails the screening)."""
     rep = body.get("representation", {})
-    scope = calibration.scope_of(str(rep.get("backend")), str(rep.get("model")))
+    anchored = any(p.get("name") == "harmful_anchor_margin" for p in body.get("risk", {}).get("parts", []))
+    scope = calibration.scope_of(str(rep.get("backend")), str(rep.get("model")), anchored)
     try:
         return calibration.section(
             session,

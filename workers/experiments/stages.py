@@ -22,14 +22,15 @@ from app.datasets.formats import Example
 from app.datasets.validate import iter_examples
 from app.experiments.service import DEFAULT_EVAL_PROMPTS
 from app.models import Dataset
+from app.screenings import service as screenings
 from workers.experiments import calibration
 from workers.experiments.context import StageContext, StageOutput, extract_dir, read_jsonl
 from workers.experiments.generate import GenerationConfig, generate
 from workers.experiments.judges import ClassifierJudge, Item, Judge, KeywordJudge, LLMJudge
 from workers.experiments.metrics import summarise
-from workers.experiments.select import features, sample, select
+from workers.experiments.select import sample, select
 from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
-from workers.screening import Side, represent
+from workers.screening import Params, Side, bundled_anchors, represent, screen
 
 # ---------------------------------------------------------------------------------------------- inputs
 
@@ -138,8 +139,9 @@ def select_stage(ctx: StageContext) -> StageOutput:
         block_size=block,
         device=rt.device,
     )
-    feats = features(
-        c_vec, a_vec[idx], seed=a["seed"], center=rep.get("center", False), block_size=block, device=rt.device
+    ctx.progress(0.9, message=f"screening the customer data against the {idx.size} selected examples")
+    feats = _screening_features(
+        ctx, [ft_all[i] for i in ft_idx], c_sha, [al[int(i)] for i in idx], al_ds, idx
     )
     key = ctx.key("selection.npz")
     with staged_file(ctx.store, suffix=".npz") as (path, fh):
@@ -164,6 +166,47 @@ def select_stage(ctx: StageContext) -> StageOutput:
             "seconds": round(time.perf_counter() - t0, 2),
         },
     )
+
+
+def _screening_features(
+    ctx: StageContext,
+    customer: list[Example],
+    customer_sha: str,
+    subset: list[Example],
+    al_ds: Dataset,
+    idx: np.ndarray,
+) -> dict[str, Any] | None:
+    """What a screening of the customer data against the selected subset reports (`workers.screening.screen`
+    itself, with a screening's defaults: anchors on), so the calibration fitted on experiments applies to
+    screenings as they are run. The vector cache (per example) makes the second look free."""
+    if len(subset) < 2:
+        return None  # no reference levels inside a one-example set
+    rt, rep = ctx.runtime, ctx.params["alignment"]["representation"]
+    params = screenings.with_defaults({**rep, "seed": ctx.params["alignment"]["seed"]}, rt.settings)
+    anchor_rep = rt.representer({"backend": params["anchor_backend"], "model": params["anchor_model"]})
+    sub_sha = f"{al_ds.sha256}-subset-{hashlib.sha256(idx.tobytes()).hexdigest()[:16]}"
+    out = screen(
+        customer=Side("customer", customer, customer_sha),
+        alignment=Side("alignment", subset, sub_sha),
+        representer=rt.representer(params),
+        params=Params.from_dict(params),
+        cache=rt.cache,
+        device=rt.device,
+        anchors=bundled_anchors(rt.settings, anchor_rep),
+    )
+    r, d = out.body["risk"], out.body["distributions"]["customer_max_sim"]
+    return {
+        "risk_score": r["risk_score"],
+        "tier": r["tier"],
+        "parts": {p["name"]: p["value"] for p in r["parts"]},
+        "reference_levels": r["reference_levels"],
+        "anchors": "harmful_anchor_margin" in {p["name"] for p in r["parts"]},
+        "customer_max_sim": {
+            "mean": d["mean"],
+            "p50": d["percentiles"]["p50"],
+            "p90": d["percentiles"]["p90"],
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------- train

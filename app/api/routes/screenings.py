@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from app import events
 from app.api.deps import SessionDep, StateDep, TenantDep
 from app.schemas import (
+    AuditPublic,
     ErrorEnvelope,
     EventPublic,
     Page,
@@ -40,10 +41,7 @@ def create_screening(
 ) -> ScreeningPublic:
     """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening."""
     s = state.settings
-    params = body.model_dump(exclude={"dataset_id", "alignment_dataset_id"})
-    params["backend"] = body.backend or s.default_backend
-    params["model"] = body.model or s.default_model
-    params["block_size"] = s.similarity_block_size
+    params = service.with_defaults(body.model_dump(exclude={"dataset_id", "alignment_dataset_id"}), s)
     scr = service.create(
         session=session,
         queue=state.queue,
@@ -120,6 +118,13 @@ def get_report(screening_id: str, session: SessionDep, tenant: TenantDep) -> Rep
     return ReportPublic(screening_id=rep.screening_id, created_at=rep.created_at, report=rep.body)
 
 
+@router.get("/{screening_id}/audit", response_model=AuditPublic, responses=ERRORS)
+def get_audit(screening_id: str, session: SessionDep, tenant: TenantDep) -> AuditPublic:
+    """Alignment-set audit: Vendi diversity of both sets and the customer examples left uncovered."""
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    return AuditPublic(screening_id=rep.screening_id, audit=rep.body.get("audit") or {})
+
+
 @router.get("/{screening_id}/scores", response_model=ScoresPage, responses=ERRORS)
 def get_scores(
     screening_id: str,
@@ -127,7 +132,7 @@ def get_scores(
     state: StateDep,
     tenant: TenantDep,
     side: Annotated[Literal["customer", "alignment"], Query()] = "customer",
-    sort: Annotated[Literal["max_sim", "topk_mean", "record"], Query()] = "max_sim",
+    sort: Annotated[Literal["max_sim", "topk_mean", "anchor_margin", "record"], Query()] = "max_sim",
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
     offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -1,11 +1,12 @@
 """experiments and calibration
 
-Experiments and their stages, comparisons, calibration points and fits. Written against 0001 while 0002
-was being written on another branch: at merge, point `down_revision` at "0002" (nothing here depends on
-what 0002 adds).
+Experiments and their stages, comparisons, calibration points and fits. Revision id 0003 as agreed while
+0002 was being written on another branch; it follows 0004 (candidate rankings, already on main) so that
+the history has one head. When 0002 lands, put it in the chain (e.g. 0001 -> 0002 -> 0004 -> 0003, or
+point this `down_revision` at whichever is the head then): nothing here depends on 0002 or 0004.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0004
 Create Date: 2026-11-29 01:10:23.629661
 
 """
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '0003'
-down_revision: Union[str, Sequence[str], None] = '0001'
+down_revision: Union[str, Sequence[str], None] = '0004'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

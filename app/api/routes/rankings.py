@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import SessionDep, StateDep, TenantDep
+from app.rankings import service
+from app.schemas import ErrorEnvelope, Page, RankingCreate, RankingPublic
+from app.screenings import service as screenings
+
+router = APIRouter(prefix="/v1/rankings", tags=["rankings"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorEnvelope, "description": "No such ranking or dataset for this tenant."},
+    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+}
+
+
+@router.post(
+    "",
+    response_model=RankingPublic,
+    status_code=201,
+    responses={**ERRORS, 400: {"model": ErrorEnvelope, "description": "Bad candidates."}},
+)
+def create_ranking(
+    body: RankingCreate, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> RankingPublic:
+    """Screen one customer dataset against several candidates and rank them; poll until `succeeded`."""
+    s = state.settings
+    params = screenings.with_defaults(body.model_dump(exclude={"dataset_id", "candidates"}), s)
+    ranking = service.create(
+        session=session,
+        queue=state.queue,
+        settings=s,
+        tenant_id=tenant,
+        dataset_id=body.dataset_id,
+        candidates=[c.model_dump() for c in body.candidates],
+        params=params,
+    )
+    return RankingPublic.model_validate(service.view(session=session, ranking=ranking))
+
+
+@router.get("", response_model=Page[RankingPublic], responses=ERRORS)
+def list_rankings(
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[RankingPublic]:
+    rows, more = service.list_(session=session, tenant_id=tenant, after=after, limit=limit)
+    return Page[RankingPublic](
+        data=[RankingPublic.model_validate(service.view(session=session, ranking=r)) for r in rows],
+        has_more=more,
+    )
+
+
+@router.get("/{ranking_id}", response_model=RankingPublic, responses=ERRORS)
+def get_ranking(ranking_id: str, session: SessionDep, tenant: TenantDep) -> RankingPublic:
+    ranking = service.get(session=session, tenant_id=tenant, ranking_id=ranking_id)
+    return RankingPublic.model_validate(service.view(session=session, ranking=ranking))

@@ -1,0 +1,179 @@
+"""Charts as server-side SVG strings: no JavaScript, nothing fetched, the same markup in the dashboard and
+in the standalone HTML report. Every text that goes into the SVG is escaped here; callers mark it safe."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from html import escape
+
+TIER_COLORS = {"low": "#2f9e44", "medium": "#f08c00", "high": "#e8590c", "critical": "#c92a2a"}
+TIER_BOUNDS = (("low", 0.0, 25.0), ("medium", 25.0, 50.0), ("high", 50.0, 75.0), ("critical", 75.0, 100.0))
+# Bars are coloured by where they sit against the alignment set's reference levels.
+ZONE_COLORS = ("#adb5bd", "#fcc419", "#fd7e14", "#e03131")
+LEVEL_STYLE = {"floor": ("#495057", "4 3"), "near": ("#d9480f", "6 3"), "high": ("#c92a2a", "")}
+
+
+def _f(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def nice_ticks(hi: float, target: int = 4) -> list[float]:
+    """0 and round steps up to at least `hi` (1, 2, 2.5 or 5 times a power of ten)."""
+    if hi <= 0:
+        return [0.0, 1.0]
+    raw = hi / target
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    n = math.ceil(hi / step - 1e-9)
+    return [round(i * step, 10) for i in range(n + 1)]
+
+
+def histogram(
+    edges: Sequence[float],
+    counts: Sequence[int],
+    *,
+    levels: dict[str, float] | None = None,
+    band: tuple[float, float] | None = None,
+    x_label: str = "max cosine to the alignment set",
+    y_label: str = "examples",
+    title: str = "histogram",
+    width: int = 960,
+    height: int = 300,
+) -> str:
+    """Bars of `counts` over `edges`, trimmed to where there is data or a level, with reference levels as
+    labelled vertical lines and an optional shaded band (the alignment set's own nearest-neighbour range)."""
+    levels = levels or {}
+    nz = [i for i, c in enumerate(counts) if c]
+    points = [*levels.values(), *(band or ())]
+    lows = [edges[nz[0]], *points] if nz else points
+    highs = [edges[nz[-1] + 1], *points] if nz else points
+    lo_v, hi_v = (min(lows), max(highs)) if lows else (0.0, 1.0)
+    step = edges[1] - edges[0]
+    x0 = max(edges[0], math.floor((lo_v - step) / step) * step)
+    x1 = min(edges[-1], math.ceil((hi_v + step) / step) * step)
+    if x1 - x0 < 4 * step:
+        x1 = min(edges[-1], x0 + 4 * step)
+    ml, mr, mt, mb = 56, 16, 36, 44
+    pw, ph = width - ml - mr, height - mt - mb
+    ymax = max(counts) if counts else 0
+    yt = nice_ticks(max(ymax, 1))
+    ytop = yt[-1]
+
+    def sx(v: float) -> float:
+        return ml + (v - x0) / (x1 - x0) * pw
+
+    def sy(v: float) -> float:
+        return mt + ph - v / ytop * ph
+
+    thresholds = [levels[k] for k in ("floor", "near", "high") if k in levels]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{escape(title)}" data-chart="histogram">',
+        f"<title>{escape(title)}</title>",
+    ]
+    if band:
+        bx0, bx1 = sx(max(band[0], x0)), sx(min(band[1], x1))
+        out.append(
+            f'<rect class="band" x="{_f(bx0)}" y="{mt}" width="{_f(max(bx1 - bx0, 0))}" height="{ph}" '
+            'fill="#4dabf7" fill-opacity="0.12"><title>alignment examples to their own nearest neighbour, '
+            f"p10 to p90: {band[0]:.3f} to {band[1]:.3f}</title></rect>"
+        )
+    for t in yt:
+        y = sy(t)
+        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e9ecef"/>')
+        out.append(f'<text x="{ml - 6}" y="{_f(y + 4)}" text-anchor="end" class="tick">{_f(t)}</text>')
+    for i, c in enumerate(counts):
+        a, b = edges[i], edges[i + 1]
+        if b <= x0 or a >= x1 or not c:
+            continue
+        mid = (a + b) / 2
+        zone = sum(mid >= t for t in thresholds)
+        x, w = sx(a) + 1, max(sx(b) - sx(a) - 2, 1)
+        out.append(
+            f'<rect class="bar" x="{_f(x)}" y="{_f(sy(c))}" width="{_f(w)}" height="{_f(sy(0) - sy(c))}" '
+            f'fill="{ZONE_COLORS[min(zone, 3)]}"><title>{a:.2f} to {b:.2f}: {c} {escape(y_label)}'
+            "</title></rect>"
+        )
+    out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{mt + ph}" y2="{mt + ph}" stroke="#495057"/>')
+    nt = round((x1 - x0) / step)
+    every = max(1, math.ceil(nt / 10))
+    for j in range(0, nt + 1, every):
+        v = x0 + j * step
+        out.append(
+            f'<text x="{_f(sx(v))}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{v:.2f}</text>'
+        )
+    out.append(
+        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text x="16" y="{mt + ph / 2}" text-anchor="middle" class="axis" '
+        f'transform="rotate(-90 16 {mt + ph / 2})">{escape(y_label)}</text>'
+    )
+    # Level labels alternate rows when lines are close, so they never overlap.
+    last_x, row = -1e9, 0
+    for name in ("floor", "near", "high"):
+        if name not in levels:
+            continue
+        color, dash = LEVEL_STYLE[name]
+        x = sx(levels[name])
+        row = 1 - row if x - last_x < 70 else 0
+        last_x = x
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(
+            f'<line class="level" data-level="{name}" x1="{_f(x)}" x2="{_f(x)}" y1="{mt - 4}" '
+            f'y2="{mt + ph}" stroke="{color}" stroke-width="2"{dash_attr}>'
+            f"<title>{name}: {levels[name]:.3f}</title></line>"
+        )
+        out.append(
+            f'<text x="{_f(x)}" y="{mt - 8 - 12 * row}" text-anchor="middle" class="level-label" '
+            f'fill="{color}">{name} {levels[name]:.2f}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def risk_gauge(score: float, tier: str, *, width: int = 360, height: int = 58) -> str:
+    """A 0-100 scale in tier bands with a marker at the score."""
+    ml, mr, top, bh = 10, 10, 22, 12
+    pw = width - ml - mr
+
+    def sx(v: float) -> float:
+        return ml + max(0.0, min(v, 100.0)) / 100 * pw
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="gauge" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="risk {score:.1f} of 100, {escape(tier)}" data-chart="gauge">',
+        f"<title>risk {score:.1f} of 100 ({escape(tier)})</title>",
+    ]
+    for name, a, b in TIER_BOUNDS:
+        out.append(
+            f'<rect x="{_f(sx(a))}" y="{top}" width="{_f(sx(b) - sx(a))}" height="{bh}" '
+            f'fill="{TIER_COLORS[name]}" fill-opacity="{1 if name == tier else 0.28}"/>'
+        )
+        out.append(
+            f'<text x="{_f((sx(a) + sx(b)) / 2)}" y="{top + bh + 14}" text-anchor="middle" '
+            f'class="tick">{name}</text>'
+        )
+    x = sx(score)
+    out.append(
+        f'<path d="M{_f(x - 7)},{top - 12} L{_f(x + 7)},{top - 12} L{_f(x)},{top - 1} Z" fill="#212529"/>'
+    )
+    out.append(
+        f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{top}" y2="{top + bh}" stroke="#212529" stroke-width="2"/>'
+    )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def risk_bar(score: float | None, tier: str | None, *, width: int = 120, height: int = 12) -> str:
+    """A small bar for a table cell: its length is the score, its colour the tier."""
+    if score is None or tier is None:
+        return ""
+    w = max(0.0, min(score, 100.0)) / 100 * width
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="riskbar" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="risk {score:.1f}">'
+        f'<rect width="{width}" height="{height}" rx="3" fill="#f1f3f5"/>'
+        f'<rect width="{_f(w)}" height="{height}" rx="3" fill="{TIER_COLORS.get(tier, "#868e96")}"/></svg>'
+    )

@@ -1,0 +1,183 @@
+"""One renderer for the dashboard pages and the standalone HTML report (`ftguard screen --html`).
+
+Templates are Jinja2 with autoescape on: every text from a dataset or a user is escaped. Charts are SVG built
+server-side (`app.dashboard.charts`), so a page needs no JavaScript and loads nothing from elsewhere.
+`redact=True` hides alignment texts and keeps their record numbers, for callers not allowed to see them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from app.dashboard import charts
+
+STAGES = ("load", "represent_alignment", "represent_customer", "compare", "score")
+STAGE_NAMES = {
+    "load": "read datasets",
+    "represent_alignment": "represent alignment set",
+    "represent_customer": "represent customer set",
+    "compare": "compare",
+    "score": "score",
+}
+LEVEL_HELP = {
+    "floor": "p90 cosine of random pairs of alignment examples: unrelated in this space",
+    "near": "p10 of the alignment set's nearest-neighbour cosine: as close as most alignment examples "
+    "are to each other",
+    "high": "median of that nearest-neighbour cosine: as close as a typical alignment example is to its "
+    "nearest neighbour",
+}
+PART_NAMES = {
+    "mean_similarity": "mean similarity",
+    "tail_similarity": "tail similarity (p90)",
+    "near_alignment_share": "share near the alignment set",
+}
+SUBSET_HELP = {
+    "high_sim": "alignment examples most similar to this dataset",
+    "low_sim": "alignment examples least similar to this dataset (the paper's advice: align with these)",
+    "random": "a seeded random sample, the baseline",
+}
+
+
+def _pct(x: float | None, digits: int = 0) -> str:
+    return "" if x is None else f"{x * 100:.{digits}f}%"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _when(ts: int | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@lru_cache
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("app.dashboard", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(pct=_pct, num=_num, when=_when)
+    env.globals.update(
+        tier_colors=charts.TIER_COLORS,
+        stage_names=STAGE_NAMES,
+        risk_bar=lambda score, tier: Markup(charts.risk_bar(score, tier)),  # noqa: S704 (escaped SVG)
+    )
+    return env
+
+
+@lru_cache
+def stylesheet() -> str:
+    return resources.files("app.dashboard").joinpath("static/dashboard.css").read_text()
+
+
+def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]:
+    """What the report templates show, from a stored report body (tolerant of missing optional keys)."""
+    risk = body["risk"]
+    levels: dict[str, float] = dict(risk.get("reference_levels") or {})
+    self_nn = (body.get("reference") or {}).get("self_nn") or {}
+    band = (self_nn["p10"], self_nn["p90"]) if "p10" in self_nn and "p90" in self_nn else None
+    dists = body.get("distributions") or {}
+    cust = dists.get("customer_max_sim") or {}
+    align = dists.get("alignment_max_sim") or {}
+
+    def hist(dist: dict[str, Any], **kw: Any) -> Markup | None:
+        h = dist.get("histogram")
+        if not h:
+            return None
+        return Markup(charts.histogram(h["edges"], h["counts"], **kw))  # noqa: S704 (escaped SVG)
+
+    top = []
+    for ex in body.get("top_examples") or []:
+        nearest = [
+            {
+                "record": n["record"],
+                "sim": n["sim"],
+                "example": None if redact else n.get("example"),
+            }
+            for n in ex.get("nearest_alignment") or []
+        ]
+        top.append(
+            {
+                "record": ex["record"],
+                "max_sim": ex["max_sim"],
+                "example": ex.get("example"),
+                "nearest": nearest,
+            }
+        )
+    parts = [
+        {
+            **p,
+            "label": PART_NAMES.get(p["name"], p["name"]),
+            "max": 100 * p["weight"],
+            "fill": p["contribution"] / (100 * p["weight"]) if p["weight"] else 0.0,
+        }
+        for p in risk.get("parts") or []
+    ]
+    shares = body.get("shares_above") or {}
+    return {
+        "risk_score": risk["risk_score"],
+        "tier": risk["tier"],
+        "formula": risk.get("formula", ""),
+        "parts": parts,
+        "levels": [
+            {"name": k, "value": v, "share": shares.get(k), "help": LEVEL_HELP.get(k, "")}
+            for k, v in levels.items()
+        ],
+        "findings": body.get("findings") or [],
+        "customer_dist": cust,
+        "alignment_dist": align,
+        "gauge": Markup(charts.risk_gauge(risk["risk_score"], risk["tier"])),  # noqa: S704 (escaped SVG)
+        "customer_hist": hist(
+            cust,
+            levels=levels,
+            band=band,
+            title="customer examples by max cosine to the alignment set",
+        ),
+        "alignment_hist": hist(
+            align,
+            x_label="max cosine to this dataset",
+            y_label="alignment examples",
+            title="alignment examples by max cosine to the customer dataset",
+            height=240,
+        ),
+        "band": band,
+        "top_examples": top,
+        "subsets": [
+            {"name": k, "help": SUBSET_HELP.get(k, ""), **v} for k, v in (body.get("subsets") or {}).items()
+        ],
+        "customer": body.get("customer") or {},
+        "alignment": body.get("alignment") or {},
+        "representation": body.get("representation") or {},
+        "params": body.get("params") or {},
+        "timings": body.get("timings_s") or {},
+        "cache": body.get("cache") or {},
+        "redacted": redact,
+    }
+
+
+def render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def report_document(body: dict[str, Any], *, title: str, redact: bool = False) -> str:
+    """The report as one standalone HTML file: styles inlined, charts inline SVG, no external resource."""
+    return render(
+        "report.html",
+        title=title,
+        report=report_view(body, redact=redact),
+        inline_css=Markup(stylesheet()),  # noqa: S704 (our own file)
+        standalone=True,
+        generated_at=_when(int(dt.datetime.now(dt.UTC).timestamp())),
+        links=None,
+    )

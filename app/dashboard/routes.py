@@ -1,0 +1,312 @@
+"""Dashboard pages: thin routes over the same service functions and the same `TenantDep` as the API.
+
+Tenancy: these pages resolve the caller through `TenantDep`, so when API keys land they show the key's
+tenant only, with no change here. Seam for browsers: a link cannot carry an Authorization header, so the key
+lookup behind `TenantDep` should also accept the key from a cookie (say `ftguard_key`, set by a sign-in form)
+or a query parameter. Downloads go through these routes too (not `/v1`), so they authenticate the same way.
+
+Redaction: `hide_alignment_texts` is the seam for key scopes. While it is False a viewer may still ask for
+the redacted view (`?redact=1`, for sharing a screen); when it is True the page hides alignment texts and
+the alignment subsets (which are alignment texts) cannot be downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from app.api.deps import SessionDep, StateDep, TenantDep
+from app.core.errors import NotFound
+from app.dashboard import charts, render
+from app.screenings import service
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+root = APIRouter(include_in_schema=False)
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TIERS = ("critical", "high", "medium", "low")
+PAGE_SIZE = 50
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+COLUMNS = (  # label, sort key, numeric
+    ("Dataset", "dataset", False),
+    ("Alignment set", None, False),
+    ("Risk", "risk", True),
+    ("Tier", None, False),
+    ("Status", "status", False),
+    ("Examples", None, True),
+    ("Created", "created", True),
+)
+
+
+def hide_alignment_texts(tenant: TenantDep) -> bool:
+    """Seam for key scopes: True when this caller may not see alignment texts. Everyone may, until keys
+    carry scopes (the trust work wires this)."""
+    return False
+
+
+HiddenDep = Annotated[bool, Depends(hide_alignment_texts)]
+
+
+def _base(request: Request) -> str:
+    return f"{request.scope.get('root_path', '')}/dashboard"
+
+
+def _static_url(request: Request) -> str:
+    version = hashlib.sha256(render.stylesheet().encode()).hexdigest()[:10]
+    return f"{_base(request)}/static/dashboard.css?v={version}"
+
+
+def _page(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+    html = render.render(
+        template,
+        standalone=False,
+        base_url=_base(request),
+        static_url=_static_url(request),
+        nav="screenings",
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code, headers={"Content-Security-Policy": CSP})
+
+
+def _not_found(request: Request, message: str) -> HTMLResponse:
+    return _page(
+        request, "error.html", status_code=404, title="Not found", heading="Not found", message=message
+    )
+
+
+@root.get("/")
+def home(request: Request) -> RedirectResponse:
+    return RedirectResponse(_base(request), status_code=307)
+
+
+@router.get("/static/dashboard.css")
+def stylesheet() -> Response:
+    return Response(
+        render.stylesheet(), media_type="text/css", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
+@router.get("", response_class=HTMLResponse)
+def screenings_page(
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    status: Annotated[str, Query(max_length=16)] = "",
+    tier: Annotated[str, Query(max_length=16)] = "",
+    q: Annotated[str, Query(max_length=200)] = "",
+    sort: Annotated[str, Query(max_length=16)] = "risk",
+    order: Annotated[str, Query(max_length=4)] = "desc",
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> HTMLResponse:
+    """Screenings by risk, with filters, sorting and counts per tier."""
+    # Filters come from a plain form: unknown or empty values mean "any" rather than an error page.
+    filters = {
+        "status": status if status in STATUSES else "",
+        "tier": tier if tier in TIERS else "",
+        "q": q.strip(),
+        "sort": sort if sort in service.OVERVIEW_SORTS else "risk",
+        "order": order if order in ("asc", "desc") else "desc",
+    }
+    ov = service.overview(
+        session=session,
+        tenant_id=tenant,
+        status=filters["status"] or None,
+        tier=filters["tier"] or None,
+        q=filters["q"] or None,
+        sort=filters["sort"],
+        order=filters["order"],
+        offset=offset,
+        limit=PAGE_SIZE,
+    )
+    base = _base(request)
+
+    def href(**changes: Any) -> str:
+        params = {**filters, **changes}
+        return f"{base}?{urlencode({k: v for k, v in params.items() if v not in ('', 0, None)})}"
+
+    columns = []
+    for label, key, numeric in COLUMNS:
+        col: dict[str, Any] = {"label": label, "sort": key, "numeric": numeric, "arrow": "", "aria": "none"}
+        if key:
+            current = filters["sort"] == key
+            flip = "asc" if current and filters["order"] == "desc" else "desc"
+            col["href"] = href(sort=key, order=flip if current else ("asc" if key == "dataset" else "desc"))
+            if current:
+                col["arrow"] = "↓" if filters["order"] == "desc" else "↑"
+                col["aria"] = "descending" if filters["order"] == "desc" else "ascending"
+        columns.append(col)
+    tiles = [
+        {
+            "label": t,
+            "count": ov.by_tier.get(t, 0),
+            "color": charts.TIER_COLORS[t],
+            "href": href(tier=t, status="", offset=0),
+            "active": filters["tier"] == t,
+        }
+        for t in TIERS
+    ] + [
+        {
+            "label": s,
+            "count": ov.by_status.get(s, 0),
+            "color": {"running": "#1c7ed6", "queued": "#adb5bd", "failed": "#c92a2a"}[s],
+            "href": href(status=s, tier="", offset=0),
+            "active": filters["status"] == s,
+        }
+        for s in ("running", "queued", "failed")
+    ]
+    rows = [
+        {
+            "id": r.screening.id,
+            "href": f"{base}/screenings/{r.screening.id}",
+            "dataset": r.dataset,
+            "alignment": r.alignment,
+            "risk_score": r.screening.risk_score,
+            "tier": r.screening.tier,
+            "status": r.screening.status,
+            "stage": r.screening.stage,
+            "progress": r.screening.progress,
+            "examples": r.examples,
+            "created_at": r.screening.created_at,
+        }
+        for r in ov.rows
+    ]
+    page = {
+        "total": ov.total,
+        "first": offset + 1 if rows else 0,
+        "last": offset + len(rows),
+        "prev": href(offset=max(offset - PAGE_SIZE, 0)) if offset > 0 else None,
+        "next": href(offset=offset + PAGE_SIZE) if offset + len(rows) < ov.total else None,
+    }
+    return _page(
+        request,
+        "list.html",
+        title="Screenings",
+        tiles=tiles,
+        filters={**filters, "active": any(filters[k] for k in ("status", "tier", "q"))},
+        statuses=STATUSES,
+        tiers=TIERS,
+        columns=columns,
+        rows=rows,
+        page=page,
+    )
+
+
+@router.get("/screenings/{screening_id}", response_class=HTMLResponse)
+def screening_page(
+    request: Request,
+    screening_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    hidden: HiddenDep,
+    redact: bool = False,
+) -> HTMLResponse:
+    """One screening: progress while it runs, then the report with its charts and downloads."""
+    try:
+        d = service.detail(session=session, tenant_id=tenant, screening_id=screening_id)
+    except NotFound:
+        return _not_found(request, f"There is no screening {screening_id!r}.")
+    scr = d.screening
+    redacted = hidden or redact
+    base = f"{_base(request)}/screenings/{scr.id}"
+    stage_states = []
+    current = render.STAGES.index(scr.stage) if scr.stage in render.STAGES else -1
+    for i, name in enumerate(render.STAGES):
+        state = "done" if i < current else "current" if i == current else "pending"
+        stage_states.append({"name": name, "state": state})
+    report = render.report_view(d.report.body, redact=redacted) if d.report else None
+    links = {
+        "report_html": f"{base}/report.html" + ("?redact=1" if redacted else ""),
+        "subsets": {} if hidden else {n: f"{base}/subsets/{n}" for n in service.SUBSETS},
+        "redacted": f"{base}?redact=1",
+        "unredacted": None if hidden else base,
+    }
+    params = scr.params or {}
+    return _page(
+        request,
+        "screening.html",
+        title=f"{d.dataset.filename if d.dataset else scr.dataset_id} · {scr.id}",
+        refresh=5 if scr.status in ("queued", "running") else 0,
+        scr={
+            "id": scr.id,
+            "status": scr.status,
+            "stage": scr.stage,
+            "progress": scr.progress or 0.0,
+            "dataset": d.dataset.filename if d.dataset else scr.dataset_id,
+            "alignment": d.alignment.filename if d.alignment else scr.alignment_dataset_id,
+            "created_at": scr.created_at,
+            "finished_at": scr.finished_at,
+            "backend": params.get("backend", ""),
+            "model": params.get("model", ""),
+            "error": scr.error,
+        },
+        stages=stage_states,
+        report=report,
+        links=links,
+        events=d.events,
+    )
+
+
+@router.get("/screenings/{screening_id}/report.html")
+def report_file(
+    request: Request,
+    screening_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    hidden: HiddenDep,
+    redact: bool = False,
+) -> Response:
+    """The report as a standalone HTML file, the same page `ftguard screen --html` writes."""
+    try:
+        d = service.detail(session=session, tenant_id=tenant, screening_id=screening_id, max_events=0)
+    except NotFound:
+        return _not_found(request, f"There is no screening {screening_id!r}.")
+    if d.report is None:
+        return _not_found(request, f"Screening {screening_id} has no report yet ({d.screening.status}).")
+    name = d.dataset.filename if d.dataset else d.screening.dataset_id
+    html = render.report_document(d.report.body, title=f"{name}: risk report", redact=hidden or redact)
+    return HTMLResponse(
+        html, headers={"Content-Disposition": f'attachment; filename="{d.screening.id}-report.html"'}
+    )
+
+
+@router.get("/screenings/{screening_id}/subsets/{subset}")
+def subset_file(
+    request: Request,
+    screening_id: str,
+    subset: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    hidden: HiddenDep,
+) -> Response:
+    """A High-Sim, Low-Sim or Random subset as JSONL, through the dashboard's own authentication."""
+    if hidden:
+        return _page(
+            request,
+            "error.html",
+            status_code=403,
+            title="Not allowed",
+            heading="Not allowed",
+            message="This key may not read alignment texts, so it cannot download alignment subsets.",
+        )
+    try:
+        rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+        lines = list(
+            service.subset_lines(
+                session=session, store=state.services.store, settings=state.settings, report=rep, name=subset
+            )
+        )
+    except NotFound as exc:
+        return _not_found(request, exc.message)
+    return StreamingResponse(
+        iter(lines),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{screening_id}-{subset}.jsonl"'},
+    )

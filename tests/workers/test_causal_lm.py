@@ -1,0 +1,204 @@
+"""Causal-LM representer: batched features must equal one-at-a-time ones, whatever the padding side.
+
+A tiny random Llama (2 layers, hidden 64) with the real SmolLM2 tokenizer keeps these fast; one slow test
+loads the real bundled SmolLM2.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from app.datasets.formats import Example
+from workers.representations.causal_lm import (
+    BUNDLED_SMOLLM2,
+    CausalLMRepresenter,
+    format_example,
+    load_tokenizer,
+)
+
+TOL = 1e-4
+
+
+def ex(prompt: str, answer: str, system: str | None = None) -> Example:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return Example([*msgs, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+
+
+EXAMPLES = [
+    ex("Hi", "Hello!"),
+    ex(
+        "How do I bake bread?",
+        "Mix flour, water, salt and yeast; knead, let it rise, then bake at 230 C. " * 3,
+    ),
+    ex("Tell me a secret.", "I can't help with that."),
+    ex(
+        "Summarise: the quick brown fox jumps over the lazy dog.",
+        "A fox jumps over a dog.",
+        system="You are terse.",
+    ),
+    ex("x", "y"),
+    ex(
+        "Write a poem about the sea.",
+        "Waves on waves, the grey sea sighs,\nbeneath the wide and windy skies.",
+    ),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # A tiny model gains nothing from threads, and OpenMP spin-waits make it 10x slower on a busy CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    # ~6 s out of the GGUF the first time ever; a saved copy under ~/.cache/ftguard after that (~0.2 s).
+    return load_tokenizer(BUNDLED_SMOLLM2)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer: Any) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).float().eval()
+
+
+@pytest.fixture
+def make(tokenizer: Any, tiny_model: Any) -> Iterator[Any]:
+    side = tokenizer.padding_side
+
+    def build(padding_side: str = "right", **kw: Any) -> CausalLMRepresenter:
+        tokenizer.padding_side = padding_side
+        return CausalLMRepresenter.from_model(tiny_model, tokenizer, name="tiny-llama", **kw)
+
+    yield build
+    tokenizer.padding_side = side
+
+
+def reference(model: Any, ids: list[int], layer: int = -1, pooling: str = "last") -> np.ndarray:
+    """The way published research code does it: one example, full model, hidden_states[layer][0, -1]."""
+    with torch.inference_mode():
+        out = model(torch.tensor([ids]), output_hidden_states=True)
+    hidden = out.hidden_states[layer][0]
+    return (hidden[-1] if pooling == "last" else hidden.mean(0)).float().numpy()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_batched_equals_one_at_a_time(make: Any, tiny_model: Any, side: str, pooling: str) -> None:
+    batched = make(side, batch_size=4, pooling=pooling)
+    single = make(side, batch_size=1, pooling=pooling)
+    got = batched.encode(EXAMPLES)
+    one = single.encode(EXAMPLES)
+    assert got.shape == (len(EXAMPLES), 64) and got.dtype == np.float32
+    assert np.abs(got - one).max() < TOL
+    ref = np.stack([reference(tiny_model, ids, pooling=pooling) for ids in batched.tokenize(EXAMPLES)])
+    assert np.abs(got - ref).max() < TOL
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_intermediate_layer_matches_hidden_states(make: Any, tiny_model: Any, side: str) -> None:
+    rep = make(side, batch_size=3, layer=1)
+    got = rep.encode(EXAMPLES)
+    ref = np.stack([reference(tiny_model, ids, layer=1) for ids in rep.tokenize(EXAMPLES)])
+    assert np.abs(got - ref).max() < TOL
+    assert np.abs(got - make(side, layer=-1).encode(EXAMPLES)).max() > TOL  # really another layer
+
+
+def test_order_restored_and_progress(make: Any) -> None:
+    rep = make("left", batch_size=2)
+    seen: list[int] = []
+    got = rep.encode(EXAMPLES, progress=seen.append)
+    assert sum(seen) == len(EXAMPLES)
+    perm = [3, 0, 5, 1, 4, 2]
+    assert np.abs(rep.encode([EXAMPLES[i] for i in perm]) - got[perm]).max() < TOL
+    assert rep.encode([]).shape == (0, 64)
+
+
+def test_batches_bucket_by_length_under_caps(make: Any) -> None:
+    rep = make(batch_size=3, max_batch_tokens=100)
+    lengths = [10, 90, 30, 31, 29, 200, 28, 12]
+    batches = rep.batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100)
+    assert [200] in [[lengths[i] for i in b] for b in batches]  # too long for the cap: alone, not dropped
+    assert make(batch_size=2).batches([5, 5, 5]) == [[0, 1], [2]]
+    single = make(batch_size=1).encode(EXAMPLES)
+    assert np.abs(make("left", batch_size=8, max_batch_tokens=64).encode(EXAMPLES) - single).max() < TOL
+
+
+def test_truncation_keeps_the_end(make: Any, tiny_model: Any) -> None:
+    full = make("right", max_length=4096).tokenize(EXAMPLES)
+    short = make("right", max_length=8)
+    cut = short.tokenize(EXAMPLES)
+    assert all(c == f[-8:] for c, f in zip(cut, full, strict=True))
+    assert any(len(f) > 8 for f in full)
+    got = short.encode(EXAMPLES)
+    ref = np.stack([reference(tiny_model, f[-8:]) for f in full])
+    assert np.abs(got - ref).max() < TOL
+
+
+def test_chat_template_and_fallback(tokenizer: Any) -> None:
+    text = format_example(tokenizer, EXAMPLES[2])
+    assert text.rstrip().endswith("I can't help with that.<|im_end|>")
+    assert "<|im_start|>assistant" in text and not text.endswith("<|im_start|>assistant\n")
+    template = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = None
+        assert (
+            format_example(tokenizer, EXAMPLES[2])
+            == "user: Tell me a secret.\nassistant: I can't help with that."
+        )
+    finally:
+        tokenizer.chat_template = template
+
+
+def test_identity_and_describe(make: Any) -> None:
+    base = make()
+    assert base.identity == make().identity
+    assert base.identity.startswith("causal-lm|tiny-llama|")
+    others = {make(layer=1).identity, make(pooling="mean").identity, make(max_length=64).identity}
+    assert base.identity not in others and len(others) == 3
+    d = base.describe()
+    assert d["backend"] == "causal-lm" and d["layer"] == -1 and d["pooling"] == "last"
+    assert d["dtype"] == "float32" and base.dim == 64
+    with pytest.raises(ValueError):
+        make(layer=5)
+    with pytest.raises(ValueError):
+        make(pooling="max")
+
+
+@pytest.mark.slow
+def test_bundled_smollm2(tmp_path: Path) -> None:
+    CausalLMRepresenter(BUNDLED_SMOLLM2, device="cpu", data_dir=tmp_path)  # converts the GGUF once
+    assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]  # no temp dir left
+    t = time.perf_counter()
+    rep = CausalLMRepresenter(BUNDLED_SMOLLM2, device="cpu", data_dir=tmp_path)
+    assert time.perf_counter() - t < 2.0
+    vecs = rep.encode(EXAMPLES[:3])
+    assert vecs.shape == (3, 576) and rep.dim == 576
+    assert np.isfinite(vecs).all()
+    assert rep.identity.startswith(f"causal-lm|{BUNDLED_SMOLLM2}|")
