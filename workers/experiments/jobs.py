@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
+from app.core import logs
 from app.experiments import service
 from workers.experiments.context import Cancelled, Heartbeat, Lost, StageContext
 from workers.experiments.stages import STAGE_FUNCTIONS
@@ -30,6 +32,25 @@ def _worker_name() -> str:
 
 
 def run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
+    from rq import get_current_job
+
+    job = get_current_job()
+    with logs.job_context(job.id if job else f"exp-{experiment_id}-{stage}"):
+        t0 = time.perf_counter()
+        out = _run_stage(experiment_id, stage)
+        status = out.get("status")
+        if status in ("next", "succeeded", "failed", "retrying", "cancelled"):
+            metrics = get_runtime().metrics
+            if metrics is not None:
+                metrics.record_job(
+                    kind="experiment",
+                    status={"next": "succeeded", "retrying": "retried"}.get(status, status),
+                    stages={stage: time.perf_counter() - t0},
+                )
+        return out
+
+
+def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
     rt = get_runtime()
     if stage not in STAGE_FUNCTIONS:
         return {"experiment_id": experiment_id, "stage": stage, "skipped": "unknown stage"}
