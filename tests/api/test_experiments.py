@@ -127,6 +127,9 @@ def test_the_whole_chain_through_a_real_worker(client, run_worker, tiny_llama) -
     assert evs[0] == "experiment.queued" and evs[-1] == "experiment.succeeded"
     for name in ("select", "align", "finetune", "generate", "judge", "summarise"):
         assert f"stage.{name}.started" in evs and f"stage.{name}.succeeded" in evs
+    metrics = client.get("/metrics").text
+    assert 'ftguard_jobs_total{kind="experiment",status="succeeded"} 6.0' in metrics
+    assert 'ftguard_job_duration_seconds_count{kind="experiment",stage="finetune"} 1.0' in metrics
     print(f"whole chain through a real worker: {elapsed:.1f} s")
     assert elapsed < 60
 
