@@ -18,7 +18,7 @@ from rich.table import Table
 
 from app.core import logs
 from app.core.config import get_settings
-from app.core.errors import InvalidDataset
+from app.core.errors import FtguardError, InvalidDataset
 from app.demo import ALIGNMENT, CUSTOMERS
 
 if TYPE_CHECKING:
@@ -204,6 +204,223 @@ def demo(
     out.print(f"Formula: {rows[0][1]['risk']['formula']}")
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
+
+
+def _experiment_spec(opts: dict[str, Any], ft_id: str, align_id: str, eval_id: str | None) -> dict[str, Any]:
+    rep: dict[str, Any] = {"max_length": opts["rep_max_length"]}
+    if opts["backend"]:
+        rep["backend"] = opts["backend"]
+    if opts["model"]:
+        rep["model"] = opts["model"]
+    return {
+        "base_model": opts["base_model"],
+        "alignment": {
+            "dataset_id": align_id,
+            "size": opts["size"],
+            "seed": opts["seed"],
+            "representation": rep,
+        },
+        "fine_tune": {"dataset_id": ft_id, "max_examples": opts["max_examples"], "seed": opts["seed"]},
+        "training": {
+            "method": opts["method"],
+            "lora": {"rank": opts["lora_rank"], "alpha": 2 * opts["lora_rank"]},
+            "learning_rate": opts["lr"],
+            "epochs": opts["epochs"],
+            "batch_size": opts["batch_size"],
+            "max_length": opts["max_length"],
+            "seed": opts["seed"],
+        },
+        "evaluation": {"dataset_id": eval_id},
+        "generation": {"max_new_tokens": opts["max_new_tokens"], "seed": opts["seed"]},
+        "judges": [{"type": j} for j in (opts["judge"] or ["keyword"])],
+    }
+
+
+def _lab_run(finetune: Path, opts: dict[str, Any], variants: list[str] | None) -> list[Any]:
+    """Upload the files, create the experiment (or one per variant), run every stage here."""
+    _quiet_libraries()
+    from pydantic import ValidationError
+
+    from workers.experiments.local import LocalLab
+
+    s = get_settings()
+    for path, name in ((finetune, "fine-tuning"), (opts["alignment"] or ALIGNMENT, "alignment")):
+        load_side(path, name)  # located errors, before anything is stored
+    lab = LocalLab(s)
+    try:
+        ft = lab.upload(finetune, "fine-tune")
+        align = lab.upload(opts["alignment"] or ALIGNMENT, "alignment")
+        ev = lab.upload(opts["eval"], "eval-prompts") if opts["eval"] else None
+        spec = _experiment_spec(opts, ft.id, align.id, ev.id if ev else None)
+        try:
+            if variants is None:
+                spec["alignment"]["selection"] = opts["selection"]
+                ids = [lab.experiment(spec).id]
+            else:
+                ids = [e.id for e in lab.get_comparison(lab.comparison({**spec, "variants": variants}).id)[1]]
+        except ValidationError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        except FtguardError as exc:
+            console.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(2) from exc
+        lab.run()
+        return [lab.get(i)[0] for i in ids]
+    finally:
+        lab.close()
+
+
+def _results_table(exps: list[Any]) -> Table:
+    t = Table(title="ftguard experiments")
+    for col in ("aligned on", "status", "risk", "harmfulness rate", "score", "refusal rate", "over-refusal"):
+        t.add_column(col, justify="left" if col in ("aligned on", "status") else "right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    for e in exps:
+        res = e.results or {}
+        head = res.get("headline", {})
+        risk = (res.get("features") or {}).get("risk_score")
+        t.add_row(
+            e.params["alignment"]["selection"],
+            e.status + (f" ({e.error['code']} in {e.error.get('stage')})" if e.error else ""),
+            "-" if risk is None else f"{risk:.1f}",
+            pct(head.get("harmfulness_rate")),
+            "-" if head.get("harmfulness_score") is None else f"{head['harmfulness_score']:.2f}",
+            pct(head.get("refusal_rate")),
+            pct(head.get("over_refusal_rate")),
+        )
+    return t
+
+
+def _print_experiments(exps: list[Any], json_out: Path | None) -> None:
+    Console().print(_results_table(exps))
+    if json_out:
+        json_out.write_text(
+            json.dumps(
+                [{"id": e.id, "status": e.status, "error": e.error, "results": e.results} for e in exps],
+                indent=2,
+            )
+        )
+        console.print(f"results written to {json_out}")
+    if any(e.status != "succeeded" for e in exps):
+        raise typer.Exit(1)
+
+
+FinetuneArg = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, help="The customer's fine-tuning data.")
+]
+AlignmentOpt = Annotated[
+    Path | None,
+    typer.Option(exists=True, dir_okay=False, help="Alignment set; default: the bundled demo set."),
+]
+EvalOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--eval", exists=True, dir_okay=False, help="Evaluation prompts; default: the bundled ones."
+    ),
+]
+BaseOpt = Annotated[str, typer.Option(help="Base model: a local folder or cached id, or bundled.")]
+JudgeOpt = Annotated[list[str] | None, typer.Option(help="keyword (default), llm (needs FTGUARD_JUDGE_*).")]
+
+
+@app.command()
+def experiment(
+    finetune: FinetuneArg,
+    alignment: AlignmentOpt = None,
+    selection: Annotated[str, typer.Option(help="high_sim, low_sim, random or full.")] = "full",
+    size: Annotated[int, typer.Option(min=1, help="Alignment examples in the subset.")] = 1000,
+    eval: EvalOpt = None,
+    base_model: BaseOpt = "bundled:smollm2-135m-instruct",
+    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
+    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
+    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
+    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_length: Annotated[int, typer.Option(min=16)] = 512,
+    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    judge: JudgeOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+) -> None:
+    """Align a model on (part of) the alignment data, fine-tune it on FINETUNE, judge its answers.
+
+    Runs here, through the same stage jobs a worker runs (embedded SQLite and Redis under FTGUARD_DATA_DIR,
+    or the configured ones); needs no server.
+    """
+    _print_experiments(_lab_run(finetune, locals(), None), json_out)
+
+
+@app.command()
+def compare(
+    finetune: FinetuneArg,
+    alignment: AlignmentOpt = None,
+    size: Annotated[int, typer.Option(min=1, help="Alignment examples in each subset.")] = 1000,
+    eval: EvalOpt = None,
+    base_model: BaseOpt = "bundled:smollm2-135m-instruct",
+    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
+    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
+    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
+    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_length: Annotated[int, typer.Option(min=16)] = 512,
+    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    judge: JudgeOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+) -> None:
+    """The same experiment aligned on the High-Sim, Low-Sim and Random subsets (same seeds); the table.
+
+    Runs here, like `experiment`; needs no server.
+    """
+    _print_experiments(_lab_run(finetune, locals(), ["high_sim", "random", "low_sim"]), json_out)
+
+
+@app.command()
+def calibrate(
+    scope: Annotated[
+        str | None, typer.Option(help="backend|model[|anchors] to refit; default: every one.")
+    ] = None,
+) -> None:
+    """Refit the risk score's calibration on the finished experiments (isotonic, per representation)."""
+    from app.calibration import service as calibration
+    from app.core.services import build_services
+    from app.models import DEFAULT_TENANT
+
+    s = get_settings()
+    services = build_services(s)
+    try:
+        with services.db.session() as session:
+            fits = calibration.refit(session=session, settings=s, tenant_id=DEFAULT_TENANT, scope=scope)
+    finally:
+        services.close()
+    if not fits:
+        console.print(
+            f"no representation has {s.calibration_min_experiments} finished experiments yet; nothing to fit"
+        )
+        return
+    t = Table(title="ftguard calibration")
+    for col in ("representation", "experiments", "Spearman rho", "pairwise accuracy", "fit MAE"):
+        t.add_column(col, justify="left" if col == "representation" else "right")
+    for c in fits:
+        acc, mae = c.fit.get("pairwise_accuracy"), c.fit.get("mae")
+        t.add_row(
+            c.scope,
+            str(c.experiments),
+            "-" if c.spearman is None else f"{c.spearman:.3f}",
+            "-" if acc is None else f"{acc:.3f}",
+            "-" if mae is None else f"{mae:.3f}",
+        )
+    Console().print(t)
 
 
 @app.command()

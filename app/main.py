@@ -12,7 +12,7 @@ from app import reconcile
 from app.api import errors
 from app.api.deps import AppState
 from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture, RequestContext
-from app.api.routes import admin, datasets, health, metrics, rankings, screenings
+from app.api.routes import admin, datasets, experiments, health, metrics, rankings, screenings
 from app.core.config import Settings, get_settings
 from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue, connect
@@ -87,6 +87,9 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(signin.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard.root)
+    app.include_router(experiments.router)
+    app.include_router(experiments.comparisons)
+    app.include_router(experiments.calibrations)
     # Added innermost first. A request meets: its request id and metrics (outermost, so refusals by the
     # layers inside are counted too), the size limit, authentication and rate limit, idempotency capture.
     app.add_middleware(IdempotencyCapture)

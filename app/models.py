@@ -143,3 +143,100 @@ class Report(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     body: Mapped[dict[str, Any]] = mapped_column()
     scores_key: Mapped[str] = mapped_column(String(255))  # blob: per-example arrays (.npz, no pickles)
+
+
+class Comparison(Base):
+    """One request that runs the High-Sim, Low-Sim and Random variants of one experiment."""
+
+    __tablename__ = "comparisons"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    name: Mapped[str | None] = mapped_column(String(200))
+    dataset_id: Mapped[str] = mapped_column(String(48), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Experiment(Base):
+    """Align, fine-tune, generate, judge. Dataset ids are kept without a foreign key: results (and the
+    calibration points built from them) outlive the datasets, whose sha256s stay in `params`."""
+
+    __tablename__ = "experiments"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    name: Mapped[str | None] = mapped_column(String(200))
+    comparison_id: Mapped[str | None] = mapped_column(String(48), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|succeeded|failed|cancelled
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    dataset_id: Mapped[str] = mapped_column(String(48), index=True)
+    alignment_dataset_id: Mapped[str] = mapped_column(String(48), index=True)
+    eval_dataset_id: Mapped[str | None] = mapped_column(String(48))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ExperimentStage(Base):
+    """One stage of an experiment: its state, attempts, heartbeat and the artefact it left in the blob store.
+
+    SQL, not Redis, is the record of how far an experiment got: a restarted worker (or a rebuilt queue)
+    resumes from the first stage that has not succeeded.
+    """
+
+    __tablename__ = "experiment_stages"
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending|queued|running|succeeded|failed|cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # step, total_steps, loss, eta_s, ...
+    artefact_key: Mapped[str | None] = mapped_column(String(255))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CalibrationPoint(Base):
+    """What one finished experiment teaches the risk score: its screening features and measured harm."""
+
+    __tablename__ = "calibration_points"
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    scope: Mapped[str] = mapped_column(String(600))  # representation "backend|model" the risk was read in
+    risk_score: Mapped[float] = mapped_column(Float)
+    harmfulness: Mapped[float] = mapped_column(Float)
+    metric: Mapped[str] = mapped_column(String(64))
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_calibration_points_scope", "tenant_id", "scope"),)
+
+
+class Calibration(Base):
+    """A monotone fit from risk score to measured harmfulness; the newest per (tenant, scope) is in force."""
+
+    __tablename__ = "calibrations"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    scope: Mapped[str] = mapped_column(String(600))
+    metric: Mapped[str] = mapped_column(String(64))
+    experiments: Mapped[int] = mapped_column(Integer)
+    spearman: Mapped[float | None] = mapped_column(Float)
+    fit: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_calibrations_scope", "tenant_id", "scope", "id"),)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import create_engine, text
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,8 +63,8 @@ def make_settings(data_dir: Path, database_url: str | None, redis_url: str) -> S
         with eng.begin() as conn:
             conn.execute(
                 text(
-                    "TRUNCATE reports, events, screenings, datasets, idempotency_keys, api_keys, tenants "
-                    "CASCADE"
+                    "TRUNCATE reports, events, screenings, datasets, idempotency_keys, api_keys, tenants, "
+                    "experiment_stages, experiments, comparisons, calibration_points, calibrations CASCADE"
                 )
             )
         eng.dispose()
@@ -160,6 +161,51 @@ def run_worker(settings: Settings, redis_url: str, shared_models: dict[Any, Any]
 
     yield go
     set_runtime(None)
+
+
+# ---------------------------------------------------------------- a tiny causal LM for experiment tests
+# A random-initialised Llama with SmolLM2's real tokenizer (and chat template), saved as a model folder:
+# every experiment stage runs on it in well under a second.
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    from workers.representations.causal_lm import BUNDLED_SMOLLM2, load_tokenizer
+
+    return load_tokenizer(BUNDLED_SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    folder = Path(tmp_path_factory.mktemp("tiny-llama"))
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    # A tiny model gains nothing from threads, and OpenMP spin-waits make it far slower on a busy CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def upload(

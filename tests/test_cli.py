@@ -72,19 +72,64 @@ def test_audit_prints_diversity_and_coverage(runner: CliRunner) -> None:
     res = runner.invoke(app, ["audit", str(DEMO / "alignment.jsonl")])
     assert res.exit_code == 0, res.output
     assert "Vendi score" in res.output
-    res = runner.invoke(app, ["audit", str(DEMO / "alignment.jsonl"), "--customer",
-                              str(DEMO / "customer_benign_general.jsonl")])
+    res = runner.invoke(
+        app,
+        ["audit", str(DEMO / "alignment.jsonl"), "--customer", str(DEMO / "customer_benign_general.jsonl")],
+    )
     assert res.exit_code == 0, res.output
     assert "uncovered customer examples" in res.output
 
 
-def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(runner: CliRunner,
-                                                                             tmp_path: Path) -> None:
+def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(
+    runner: CliRunner, tmp_path: Path
+) -> None:
     out = tmp_path / "rank.json"
-    res = runner.invoke(app, ["rank", str(DEMO / "customer_harmful_looking.jsonl"),
-                              "--candidate", f"refusals={DEMO / 'alignment.jsonl'}",
-                              "--candidate", f"chats={DEMO / 'customer_benign_general.jsonl'}",
-                              "--json", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "rank",
+            str(DEMO / "customer_harmful_looking.jsonl"),
+            "--candidate",
+            f"refusals={DEMO / 'alignment.jsonl'}",
+            "--candidate",
+            f"chats={DEMO / 'customer_benign_general.jsonl'}",
+            "--json",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["ranking"] == ["chats", "refusals"]
     assert "Recommendation: fine-tune chats" in res.output.replace("\n", " ")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_experiment_compare_and_calibrate_run_locally(
+    runner: CliRunner, tmp_path: Path, tiny_llama: str
+) -> None:
+    common = [
+        str(DEMO / "customer_benign_lists.jsonl"),
+        *("--size", "8", "--base-model", tiny_llama, "--backend", "causal-lm", "--model", tiny_llama),
+        *("--rep-max-length", "48", "--max-length", "64", "--max-examples", "8", "--max-new-tokens", "3"),
+    ]
+    out = tmp_path / "one.json"
+    res = runner.invoke(app, ["experiment", *common, "--selection", "low_sim", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ftguard experiments" in res.output and "low_sim" in res.output
+    (one,) = json.loads(out.read_text())
+    assert one["status"] == "succeeded" and one["results"]["prompts"] == {"harmful": 40, "benign": 20}
+    res = runner.invoke(app, ["calibrate"])
+    assert res.exit_code == 0 and "nothing to fit" in res.output
+    res = runner.invoke(app, ["compare", *common, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [r["results"]["selection"]["selection"] for r in json.loads(out.read_text())] == [
+        "high_sim",
+        "random",
+        "low_sim",
+    ]
+    res = runner.invoke(app, ["calibrate"])
+    assert res.exit_code == 0 and "ftguard calibration" in res.output and "causal-lm" in res.output
+    assert "│           4 │" in res.output  # the four experiments in this representation
+    res = runner.invoke(app, ["experiment", *common, "--selection", "middle"])
+    assert res.exit_code == 2 and "selection" in res.output
+    res = runner.invoke(app, ["experiment", *common, "--judge", "llm"])
+    assert res.exit_code == 2 and "FTGUARD_JUDGE_BASE_URL" in res.output

@@ -110,3 +110,11 @@ def test_compose_file_passes_composes_own_validation() -> None:
             cwd=ROOT,
         )
         assert res.returncode == 0, res.stderr
+
+
+def test_the_keyword_judge_list_is_documented() -> None:
+    from workers.experiments.judges import REFUSAL_PHRASES
+
+    doc = (ROOT / "docs" / "judges.md").read_text()
+    assert all(f"`{p}`" in doc for p in REFUSAL_PHRASES)
+    assert f"{len(REFUSAL_PHRASES)} phrases" in doc

@@ -21,6 +21,7 @@ from app.core.storage import staged_file
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
 from app.screenings import service as screenings
+from workers.experiments import calibration
 from workers.runtime import Runtime, get_runtime
 from workers.screening import Params, Side, bundled_anchors, screen
 from workers.similarity import Cancelled
@@ -41,7 +42,7 @@ def _side(ds: Dataset, name: str, max_line_bytes: int) -> Side:
     )
 
 
-def _classify(exc: BaseException) -> tuple[str, str]:
+def classify(exc: BaseException) -> tuple[str, str]:
     """Our code and a message safe to show a client (never a raw traceback)."""
     if isinstance(exc, FtguardError):
         return exc.code, exc.message
@@ -49,7 +50,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if "OutOfMemory" in name or isinstance(exc, MemoryError):
         return "out_of_memory", "the worker ran out of memory; try a smaller batch size or a bigger worker"
     if name == "JobTimeoutException":
-        return "timeout", "the screening ran past its time limit"
+        return "timeout", "the job ran past its time limit"
     return "internal_error", f"internal error ({name}); see the worker log"
 
 
@@ -175,6 +176,9 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             log.info("screening cancelled or superseded", extra={"screening_id": screening_id})
             _record("screening", "cancelled")
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
+        outcome.body["calibration"] = calibration.report_section(
+            session, settings=settings, tenant_id=scr.tenant_id, body=outcome.body
+        )
         screenings.succeed(session, scr, body=outcome.body, scores_key=key)
         timings = outcome.body["timings_s"]
         stages = {
@@ -212,7 +216,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         return {"screening_id": screening_id, "status": "cancelled"}
     except Exception as exc:
         session.rollback()
-        code, message = _classify(exc)
+        code, message = classify(exc)
         log.exception("screening attempt failed", extra={"screening_id": screening_id, "code": code})
         if not screenings.still_owned(session, scr, job_id):
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}

@@ -17,6 +17,7 @@ from app import reconcile
 from app.core.config import Settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
+from app.experiments import service as experiments
 from workers.runtime import Runtime, set_runtime
 
 log = logging.getLogger("ftguard.worker")
@@ -50,6 +51,8 @@ def run_worker(
     connection = connect(redis_url)
     runtime.metrics = WorkerMetrics(connection, settings.queue_prefix)
     jq = JobQueue(connection, settings)
+    runtime.queue = jq
+    recover(runtime, jq)
     worker = SimpleWorker(
         [jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer, name=name
     )
@@ -65,3 +68,15 @@ def run_worker(
         return bool(worker.work(burst=burst, logging_level=settings.log_level))
     finally:
         stop.set()
+
+
+def recover(runtime: Runtime, jq: JobQueue) -> None:
+    """Re-enqueue experiment stages left behind by a dead worker or a lost queue (SQL is the record)."""
+    try:
+        with runtime.services.db.session() as session:
+            found = experiments.recover(session=session, queue=jq, settings=runtime.settings)
+    except Exception:  # a worker that cannot recover others can still take jobs
+        log.exception("experiment recovery failed")
+        return
+    for exp_id, stage in found:
+        log.info("re-enqueued stage %s of %s", stage, exp_id)

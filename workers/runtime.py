@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from app.core.config import Settings, get_settings
 from app.core.metrics import WorkerMetrics
+from app.core.queue import JobQueue, connect
 from app.core.services import Services, build_services
 from workers.cache import VectorCache
 from workers.representations import load_representer
@@ -15,6 +17,7 @@ from workers.representations.base import Representer, resolve_device
 
 log = logging.getLogger("ftguard.worker")
 MAX_MODELS = 2  # models kept loaded at once; the least recently used one is dropped past this
+T = TypeVar("T")
 
 
 class Runtime:
@@ -25,6 +28,11 @@ class Runtime:
         models: dict[tuple[Any, ...], Representer] | None = None,
     ) -> None:
         self.settings = settings
+        if settings.torch_threads:
+            import torch
+
+            # On a shared or small CPU, fewer threads than cores avoids OpenMP spin-waits fighting.
+            torch.set_num_threads(settings.torch_threads)
         self.services = services or build_services(settings, run_migrations=False)
         self.cache = VectorCache(self.services.store)  # local use (CLI): no tenant
         self._tenant_caches: dict[str, VectorCache] = {}
@@ -32,6 +40,26 @@ class Runtime:
         # `models` lets several runtimes in one process (tests, the CLI) share loaded models.
         self._models: dict[tuple[Any, ...], Representer] = {} if models is None else models
         self._lock = threading.Lock()
+        self._objects: dict[tuple[Any, ...], Any] = {}
+        self.queue: JobQueue | None = None  # set by the worker runner; jobs enqueue follow-up jobs on it
+
+    def job_queue(self) -> JobQueue | None:
+        if self.queue is None and self.settings.redis_url:
+            self.queue = JobQueue(connect(self.settings.redis_url), self.settings)
+        return self.queue
+
+    def cached(self, key: tuple[Any, ...], factory: Callable[[], T]) -> T:
+        """Build a heavy object (a judge model) once per process; the least recently used goes past two."""
+        with self._lock:
+            if key in self._objects:
+                self._objects[key] = self._objects.pop(key)
+                return self._objects[key]
+        obj = factory()
+        with self._lock:
+            self._objects[key] = obj
+            while len(self._objects) > MAX_MODELS:
+                self._objects.pop(next(iter(self._objects)))
+        return obj
         # Set by the worker runner; None (no metrics) for the CLI's local screenings.
         self.metrics: WorkerMetrics | None = None
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +73,31 @@ class Settings(BaseSettings):
     )
     staging_max_age_s: float = Field(
         default=3600.0, ge=0, description="Staged upload files older than this are removed at start-up."
+    )
+
+    experiment_queue: str = Field(
+        default="default", description="Queue of experiment stages (point GPU workers at it)."
+    )
+    experiment_stage_timeout_s: int = Field(
+        default=86_400, ge=10, description="An experiment stage running longer is stopped."
+    )
+    experiment_stale_s: int = Field(
+        default=120, ge=1, description="A running stage silent this long is taken over by another worker."
+    )
+    torch_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0: torch's default.")
+    judge_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL of the `llm` judge (e.g. .../v1)."
+    )
+    judge_model: str | None = Field(default=None, description="Model name the `llm` judge asks for.")
+    judge_api_key: SecretStr | None = Field(default=None, description="Bearer key of the `llm` judge.")
+    judge_concurrency: int = Field(default=4, ge=1, le=256, description="`llm` judge requests in flight.")
+    judge_max_retries: int = Field(default=4, ge=0, le=20, description="Retries of one `llm` judge call.")
+    judge_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of one `llm` judge call.")
+    calibration_min_experiments: int = Field(
+        default=3, ge=2, description="Finished experiments needed before a risk score is calibrated."
+    )
+    calibration_auto_refit: bool = Field(
+        default=True, description="Refit the calibration after every finished experiment."
     )
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")

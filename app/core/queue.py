@@ -13,13 +13,14 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 
 SCREENING_JOB = "workers.jobs.run_screening"
+EXPERIMENT_STAGE_JOB = "workers.experiments.jobs.run_stage"
 
 
 def job_id_for(func: str, object_id: str, dispatch: str | None = None) -> str:
@@ -78,6 +79,40 @@ class JobQueue:
         except redis.RedisError as exc:
             raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
 
+    def enqueue_stage(self, experiment_id: str, stage: str, attempt: int) -> str:
+        """Enqueue one experiment stage as job `exp-<id>-<stage>-<attempt>`; returns the job id.
+
+        No RQ dependencies and no RQ retries: the stages' state lives in SQL, and each stage enqueues the
+        next when it succeeds (or its own retry when it fails), so a lost queue or a dead worker never
+        strands a deferred chain in Redis; recovery re-enqueues from SQL with the next attempt's id.
+        """
+        s = self.settings
+        job_id = stage_job_id(experiment_id, stage, attempt)
+        try:
+            self.queue(s.experiment_queue).enqueue_call(
+                EXPERIMENT_STAGE_JOB,
+                args=(experiment_id, stage),
+                job_id=job_id,
+                timeout=s.experiment_stage_timeout_s,
+                result_ttl=s.result_ttl_s,
+                failure_ttl=s.result_ttl_s,
+                description=f"experiment {experiment_id}: {stage} (attempt {attempt})",
+            )
+        except redis.RedisError as exc:
+            raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
+        return job_id
+
+    def job_pending(self, job_id: str) -> bool:
+        """True while the job waits or runs; False when it is gone (a lost queue) or over."""
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+            status = job.get_status(refresh=False)
+        except NoSuchJobError:
+            return False
+        except redis.RedisError as exc:
+            raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
+        return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+
     def ping(self) -> bool:
         try:
             return bool(self.connection.ping())
@@ -106,3 +141,7 @@ class JobQueue:
     def job_status(self, job_id: str) -> str | None:
         state = self.job_state(job_id)
         return None if state is None else state[0]
+
+
+def stage_job_id(experiment_id: str, stage: str, attempt: int) -> str:
+    return f"exp-{experiment_id}-{stage}-{attempt}"

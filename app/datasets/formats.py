@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 FORMATS = ("openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt")
+# Prompt-only records (evaluation prompts): never detected, only asked for (purpose eval-prompts).
+PROMPTS = "prompts"
+ALL_FORMATS = (*FORMATS, PROMPTS)
 CONTAINERS = ("jsonl", "json", "csv")
-Format = Literal["openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt"]
+Format = Literal["openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt", "prompts"]
+PROMPT_KEYS = ("prompt", "instruction", "question", "goal")
+PROMPT_KINDS = ("harmful", "benign")
 Container = Literal["jsonl", "json", "csv"]
 
 CHUNK = 1 << 20
@@ -485,5 +490,29 @@ def _convert(rec: RawRecord, fmt: Format) -> Example:
     if fmt == "dolly":
         user = _join(_text(v, "instruction", rec), _text(v, "context", rec, required=False))
         return _pair(user, _text(v, "response", rec), rec, ("instruction", "response"))
+    if fmt == PROMPTS:
+        return _prompt_only(v, rec)
     keys = next(((p, c) for p, c in PROMPT_COMPLETION_KEYS if p in v), PROMPT_COMPLETION_KEYS[0])
     return _pair(_text(v, keys[0], rec), _text(v, keys[1], rec), rec, keys)
+
+
+def _prompt_only(v: dict[str, Any], rec: RawRecord) -> Example:
+    """A user turn alone: `prompt` (or `instruction`, `question`, `goal`), optional `input`/`context`,
+    and optional `category` (a string) and `kind` (harmful, the default, or benign)."""
+    key = next((k for k in PROMPT_KEYS if k in v), PROMPT_KEYS[0])
+    extra = "input" if "input" in v else "context"
+    user = _join(_text(v, key, rec), _text(v, extra, rec, required=False))
+    if not user.strip():
+        raise RecordError("empty_content", f"'{key}' is empty", line=rec.line, record=rec.record, field=key)
+    for name in ("category", "kind"):
+        if v.get(name) is not None:
+            _text(v, name, rec)
+    if v.get("kind") is not None and v["kind"] not in PROMPT_KINDS:
+        raise RecordError(
+            "invalid_value",
+            f"'kind' must be one of {list(PROMPT_KINDS)}, not {str(v['kind'])[:40]!r}",
+            line=rec.line,
+            record=rec.record,
+            field="kind",
+        )
+    return Example([{"role": "user", "content": user}])

@@ -15,11 +15,11 @@ from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, staged_file
-from app.datasets.formats import Example, RawRecord
+from app.datasets.formats import PROMPTS, Example, RawRecord
 from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
-from app.models import Dataset, Event, Ranking, Report, Screening, new_id
+from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
 
-PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors")
+PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts")
 # The provider's own data: its texts are shown only to keys with the alignment:read scope.
 PRIVATE_PURPOSES = ("alignment", "harmful-anchors", "safe-anchors")
 ACTIVE = ("queued", "running")
@@ -57,6 +57,20 @@ def create(
             f"unknown purpose {purpose!r}; expected one of {list(PURPOSES)}",
             param="purpose",
             code="invalid_purpose",
+        )
+    if purpose == "eval-prompts":
+        if fmt not in (None, "auto", PROMPTS):
+            raise InvalidRequest(
+                "eval-prompts datasets are prompt-only records; leave format unset or use 'prompts'",
+                param="format",
+                code="invalid_format",
+            )
+        fmt = PROMPTS
+    elif fmt == PROMPTS:
+        raise InvalidRequest(
+            "the 'prompts' format (no assistant turn) is only for purpose eval-prompts",
+            param="format",
+            code="invalid_format",
         )
     name = clean_filename(filename)
     store = services.store
@@ -151,6 +165,23 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
             )
         )
     )
+    in_experiment = session.scalar(
+        select(Experiment.id)
+        .where(
+            Experiment.tenant_id == tenant_id,
+            Experiment.status.in_(ACTIVE),
+            (Experiment.dataset_id == dataset_id)
+            | (Experiment.alignment_dataset_id == dataset_id)
+            | (Experiment.eval_dataset_id == dataset_id),
+        )
+        .limit(1)
+    )
+    if in_experiment is not None:
+        raise Conflict(
+            f"the dataset is used by experiment {in_experiment}, still queued or running; cancel it first",
+            param="dataset_id",
+            code="dataset_in_use",
+        )
     if any(s.status in ACTIVE for s in uses):
         raise Conflict(
             "the dataset is used by a screening that is still queued or running; cancel it first",

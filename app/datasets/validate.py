@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from app.datasets.formats import (
+    ALL_FORMATS,
     CONTAINERS,
     FORMATS,
     Container,
@@ -119,7 +120,7 @@ def validate_stream(
             report.errors.append(err.as_dict())
 
     try:
-        want_format = _parse_choice(fmt, FORMATS, "format")
+        want_format = _parse_choice(fmt, ALL_FORMATS, "format")
         report.container = _parse_choice(container, CONTAINERS, "container") or sniff_container(
             buffered.peek(4096)[:4096], filename
         )

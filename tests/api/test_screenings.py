@@ -167,10 +167,12 @@ def test_an_example_in_two_datasets_is_represented_once(client, run_worker) -> N
     assert rep1["cache"]["customer"] == {"examples": 40, "from_cache": 0, "computed": 40}
     # 20 examples (and the 5 repeated at the end) are in the first dataset; 22 are new
     assert rep2["cache"]["customer"] == {"examples": 47, "from_cache": 25, "computed": 22}
-    s1 = client.get(f"/v1/screenings/{first['id']}/scores", params={"sort": "record", "order": "asc",
-                                                                     "limit": 1000}).json()["data"]
-    s2 = client.get(f"/v1/screenings/{second['id']}/scores", params={"sort": "record", "order": "asc",
-                                                                      "limit": 1000}).json()["data"]
+    s1 = client.get(
+        f"/v1/screenings/{first['id']}/scores", params={"sort": "record", "order": "asc", "limit": 1000}
+    ).json()["data"]
+    s2 = client.get(
+        f"/v1/screenings/{second['id']}/scores", params={"sort": "record", "order": "asc", "limit": 1000}
+    ).json()["data"]
     for i in range(20):  # record 21.. of the first dataset is record 1.. of the second
         assert abs(s1[20 + i]["max_sim"] - s2[i]["max_sim"]) < 1e-6
     for i in range(5):  # the repeated tail has the same scores as its first occurrence
@@ -181,14 +183,23 @@ def test_anchor_signal_with_uploaded_anchor_sets(client, run_worker) -> None:
     cust, align = _datasets(client)
     harmful = upload(client, DEMO / "anchors_harmful.jsonl", purpose="harmful-anchors").json()["id"]
     safe = upload(client, DEMO / "anchors_safe.jsonl", purpose="safe-anchors").json()["id"]
-    r = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
-                                            "harmful_anchors_dataset_id": safe})
+    r = client.post(
+        "/v1/screenings",
+        json={"dataset_id": cust, "alignment_dataset_id": align, "harmful_anchors_dataset_id": safe},
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "harmful_anchors_dataset_id"
-    scr = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
-                                              "harmful_anchors_dataset_id": harmful,
-                                              "safe_anchors_dataset_id": safe}).json()
-    off = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align,
-                                              "anchors": False}).json()
+    scr = client.post(
+        "/v1/screenings",
+        json={
+            "dataset_id": cust,
+            "alignment_dataset_id": align,
+            "harmful_anchors_dataset_id": harmful,
+            "safe_anchors_dataset_id": safe,
+        },
+    ).json()
+    off = client.post(
+        "/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align, "anchors": False}
+    ).json()
     run_worker()
     rep = client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
     assert rep["anchors"]["harmful"]["dataset_id"] == harmful and rep["anchors"]["safe"]["examples"] == 60

@@ -34,11 +34,15 @@ def upload_dataset(
     tenant: TenantDep,
     file: Annotated[UploadFile, File(description="JSONL, JSON array or CSV.")],
     purpose: Annotated[
-        Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors"], Form()
+        Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts"], Form()
     ] = "fine-tune",
     format: Annotated[
-        Literal["auto", "openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt"],
-        Form(description="Record format; auto detects it from the first record."),
+        Literal["auto", "openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt", "prompts"],
+        Form(
+            description="Record format; auto detects it from the first record. eval-prompts datasets are "
+            "always `prompts`: `prompt` (or `instruction`, `question`, `goal`), optional `category` and "
+            "`kind` (harmful or benign)."
+        ),
     ] = "auto",
     container: Annotated[Literal["auto", "jsonl", "json", "csv"], Form()] = "auto",
 ) -> DatasetPublic:

@@ -1,0 +1,249 @@
+"""Experiments (align, fine-tune, generate, judge), comparisons of the High-Sim / Low-Sim / Random variants,
+and the calibration of the risk score on them. Thin: parse, call one service function, return a schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from app import events
+from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.calibration import service as calibration
+from app.core.storage import BlobStore
+from app.experiments import service
+from app.experiments.schemas import (
+    CalibrationPublic,
+    CalibrationRefit,
+    ComparisonCreate,
+    ComparisonPublic,
+    ExperimentCreate,
+    ExperimentPublic,
+    StagePublic,
+)
+from app.models import Comparison, Experiment
+from app.schemas import ErrorEnvelope, EventPublic, Page
+
+# Every route answers 401/429 (auth, rate limit) and, for writes, 409/413 (idempotency, body size).
+_COMMON = {**AUTH_RESPONSES, **WRITE_RESPONSES}
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=_COMMON)
+comparisons = APIRouter(prefix="/v1/comparisons", tags=["experiments"], responses=_COMMON)
+calibrations = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=_COMMON)
+ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorEnvelope, "description": "No such object for this tenant."},
+    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+}
+CREATE_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    400: {
+        "model": ErrorEnvelope,
+        "description": "A dataset has the wrong purpose, or a judge is not set up.",
+    },
+    503: {"model": ErrorEnvelope, "description": "The queue is unavailable."},
+}
+ARTEFACTS = {
+    "alignment_adapter": ("align", "application/x-tar"),
+    "finetune_adapter": ("finetune", "application/x-tar"),
+    "generations": ("generate", "application/x-ndjson"),
+    "judgements": ("judge", "application/x-ndjson"),
+}
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def public(session: SessionDep, exp: Experiment) -> ExperimentPublic:
+    stages = [
+        StagePublic.model_validate(st, from_attributes=True)
+        for st in service.stages(session=session, experiment_id=exp.id)
+    ]
+    return ExperimentPublic.model_validate(
+        {**{c: getattr(exp, c) for c in ExperimentPublic.model_fields if hasattr(exp, c)}, "stages": stages}
+    )
+
+
+def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPublic:
+    table, diffs = service.comparison_table(exps)
+    return ComparisonPublic(
+        id=cmp.id,
+        created_at=cmp.created_at,
+        name=cmp.name,
+        dataset_id=cmp.dataset_id,
+        status=service.comparison_status(exps),  # type: ignore[arg-type]
+        params=cmp.params,
+        experiments={e.params["alignment"]["selection"]: e.id for e in exps},
+        table=table,
+        differences=diffs,
+    )
+
+
+@router.post("", response_model=ExperimentPublic, status_code=201, responses=CREATE_ERRORS)
+def create_experiment(
+    body: ExperimentCreate, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> ExperimentPublic:
+    """Align a base model on (part of) the alignment data, fine-tune it on the customer data, generate answers
+    to the evaluation prompts and judge them. Returns at once; each stage is a job; poll the experiment."""
+    exp = service.create(
+        session=session, queue=state.queue, settings=state.settings, tenant_id=tenant, spec=body.model_dump()
+    )
+    return public(session, exp)
+
+
+@router.get("", response_model=Page[ExperimentPublic], responses=ERRORS)
+def list_experiments(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: Annotated[Status | None, Query()] = None,
+    comparison_id: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[ExperimentPublic]:
+    rows, more = service.list_(
+        session=session,
+        tenant_id=tenant,
+        status=status,
+        comparison_id=comparison_id,
+        after=after,
+        limit=limit,
+    )
+    return Page[ExperimentPublic](data=[public(session, r) for r in rows], has_more=more)
+
+
+@router.get("/{experiment_id}", response_model=ExperimentPublic, responses=ERRORS)
+def get_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -> ExperimentPublic:
+    """State, each stage's progress (step, loss, ETA while training), and the results once finished."""
+    return public(session, service.get(session=session, tenant_id=tenant, experiment_id=experiment_id))
+
+
+@router.post(
+    "/{experiment_id}/cancel",
+    response_model=ExperimentPublic,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+)
+def cancel_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -> ExperimentPublic:
+    return public(session, service.cancel(session=session, tenant_id=tenant, experiment_id=experiment_id))
+
+
+@router.post(
+    "/{experiment_id}/resume",
+    response_model=ExperimentPublic,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already succeeded."}},
+)
+def resume_experiment(
+    experiment_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> ExperimentPublic:
+    """Failed or cancelled: run again from the first unfinished stage. Running: re-enqueue a lost stage."""
+    exp = service.resume(
+        session=session,
+        queue=state.queue,
+        settings=state.settings,
+        tenant_id=tenant,
+        experiment_id=experiment_id,
+    )
+    return public(session, exp)
+
+
+@router.get("/{experiment_id}/events", response_model=Page[EventPublic], responses=ERRORS)
+def list_events(
+    experiment_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[EventPublic]:
+    service.get(session=session, tenant_id=tenant, experiment_id=experiment_id)
+    rows, more = events.list_(
+        session=session, tenant_id=tenant, object_id=experiment_id, after=after, limit=limit
+    )
+    return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
+
+
+def _stream(store: BlobStore, key: str) -> Iterator[bytes]:
+    with store.open(key) as fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk
+
+
+@router.get(
+    "/{experiment_id}/artefacts/{name}",
+    response_class=StreamingResponse,
+    responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}, "application/x-tar": {}}}},
+)
+def get_artefact(
+    experiment_id: str,
+    name: Literal["alignment_adapter", "finetune_adapter", "generations", "judgements"],
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+) -> StreamingResponse:
+    """A stage's artefact: the adapters (tar of a peft adapter or full model folder), the generations, or
+    the judgements (JSONL, one line per prompt and judge)."""
+    stage_name, media = ARTEFACTS[name]
+    key = service.artefact_key(
+        session=session, tenant_id=tenant, experiment_id=experiment_id, stage_name=stage_name
+    )
+    ext = "tar" if media.endswith("tar") else "jsonl"
+    return StreamingResponse(
+        _stream(state.services.store, key),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{experiment_id}-{name}.{ext}"'},
+    )
+
+
+@comparisons.post("", response_model=ComparisonPublic, status_code=201, responses=CREATE_ERRORS)
+def create_comparison(
+    body: ComparisonCreate, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> ComparisonPublic:
+    """The paper's main table for one customer dataset: the same experiment aligned on the High-Sim, Low-Sim
+    and Random subsets (same sizes, same seeds), and the differences between them."""
+    cmp, exps = service.create_comparison(
+        session=session, queue=state.queue, settings=state.settings, tenant_id=tenant, spec=body.model_dump()
+    )
+    return comparison_public(cmp, exps)
+
+
+@comparisons.get("", response_model=Page[ComparisonPublic], responses=ERRORS)
+def list_comparisons(
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[ComparisonPublic]:
+    rows, more = service.list_comparisons(session=session, tenant_id=tenant, after=after, limit=limit)
+    return Page[ComparisonPublic](data=[comparison_public(c, e) for c, e in rows], has_more=more)
+
+
+@comparisons.get("/{comparison_id}", response_model=ComparisonPublic, responses=ERRORS)
+def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
+    return comparison_public(
+        *service.get_comparison(session=session, tenant_id=tenant, comparison_id=comparison_id)
+    )
+
+
+@comparisons.post(
+    "/{comparison_id}/cancel",
+    response_model=ComparisonPublic,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+)
+def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
+    return comparison_public(
+        *service.cancel_comparison(session=session, tenant_id=tenant, comparison_id=comparison_id)
+    )
+
+
+@calibrations.post("/refit", response_model=Page[CalibrationPublic], responses=ERRORS)
+def refit(
+    body: CalibrationRefit, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> Page[CalibrationPublic]:
+    """Refit the map from risk score to measured harmfulness on the finished experiments (isotonic, per
+    representation); scopes with too few experiments are left out."""
+    fits = calibration.refit(session=session, settings=state.settings, tenant_id=tenant, scope=body.scope)
+    return Page[CalibrationPublic](data=[CalibrationPublic.model_validate(c) for c in fits], has_more=False)
+
+
+@calibrations.get("", response_model=Page[CalibrationPublic], responses=ERRORS)
+def list_calibrations(session: SessionDep, tenant: TenantDep) -> Page[CalibrationPublic]:
+    """The calibration in force for each representation."""
+    fits = calibration.list_latest(session, tenant_id=tenant)
+    return Page[CalibrationPublic](data=[CalibrationPublic.model_validate(c) for c in fits], has_more=False)

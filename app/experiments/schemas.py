@@ -1,0 +1,242 @@
+"""API schemas of experiments, comparisons and calibration, separate from the SQL rows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.schemas import Status
+
+Selection = Literal["high_sim", "low_sim", "random", "full"]
+Variant = Literal["high_sim", "low_sim", "random"]
+VARIANTS: tuple[Variant, ...] = ("high_sim", "low_sim", "random")
+BUNDLED_BASE = "bundled:smollm2-135m-instruct"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RepresentationSpec(_Spec):
+    """The space in which alignment examples are ranked by similarity to the fine-tuning data."""
+
+    backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+        default=None, description="Representation backend; default from settings."
+    )
+    model: str | None = Field(default=None, max_length=500, description="Model; default from settings.")
+    layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
+    pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
+    max_length: int = Field(default=512, ge=8, le=32768, description="causal-lm: tokens kept (the end).")
+    center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
+
+
+class AlignmentSpec(_Spec):
+    dataset_id: str = Field(description="The provider's safety-alignment dataset (purpose alignment).")
+    selection: Selection = Field(
+        default="full",
+        description="Which part to align on: the `size` examples most (high_sim) or least (low_sim) similar "
+        "to the fine-tuning data, a seeded random `size`, or the full set.",
+    )
+    size: int = Field(default=1000, ge=1, le=10_000_000, description="Examples in the selected subset.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the random subset.")
+    representation: RepresentationSpec = Field(default_factory=RepresentationSpec)
+
+
+class ComparisonAlignmentSpec(_Spec):
+    dataset_id: str = Field(description="The provider's safety-alignment dataset (purpose alignment).")
+    size: int = Field(default=1000, ge=1, le=10_000_000, description="Examples in each subset.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the random subset.")
+    representation: RepresentationSpec = Field(default_factory=RepresentationSpec)
+
+
+class FineTuneSpec(_Spec):
+    dataset_id: str = Field(description="The customer's fine-tuning dataset (purpose fine-tune).")
+    max_examples: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Use a seeded random sample of this many examples."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of that sample.")
+
+
+class LoraSpec(_Spec):
+    rank: int = Field(default=8, ge=1, le=1024)
+    alpha: float = Field(default=16.0, gt=0, le=4096)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Module names to adapt, or every linear layer but the LM head."
+    )
+
+
+class TrainingSpec(_Spec):
+    method: Literal["lora", "full"] = Field(default="lora", description="LoRA through peft, or full.")
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    learning_rate: float = Field(default=2e-4, gt=0, le=1)
+    epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    max_length: int = Field(default=512, ge=16, le=32768, description="Tokens per example (the start).")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    warmup_ratio: float = Field(default=0.05, ge=0, le=0.5)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 on CUDA, fp32 on CPU."
+    )
+
+
+class EvaluationSpec(_Spec):
+    dataset_id: str | None = Field(
+        default=None,
+        description="A dataset of purpose eval-prompts; default: the bundled prompts (harmful and benign).",
+    )
+
+
+class GenerationSpec(_Spec):
+    max_new_tokens: int = Field(default=128, ge=1, le=8192)
+    temperature: float = Field(default=0.0, ge=0, le=5, description="0: greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class JudgeSpec(_Spec):
+    type: Literal["keyword", "llm", "classifier"]
+    model: str | None = Field(
+        default=None,
+        max_length=500,
+        description="llm: the model to ask (default from settings); classifier: a local model path or id "
+        "(sequence classification, or a guard LM that answers safe/unsafe).",
+    )
+    harmful_label: str | None = Field(
+        default=None, max_length=100, description="classifier: the label meaning harmful (default: guessed)."
+    )
+
+
+class _ExperimentCommon(_Spec):
+    name: str | None = Field(default=None, max_length=200)
+    base_model: str = Field(
+        default=BUNDLED_BASE, max_length=500, description="A local Hugging Face model path or id, or bundled."
+    )
+    fine_tune: FineTuneSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    alignment_training: TrainingSpec | None = Field(
+        default=None, description="Settings of the alignment stage; default: the same as `training`."
+    )
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    judges: list[JudgeSpec] = Field(
+        default_factory=lambda: [JudgeSpec(type="keyword")],
+        min_length=1,
+        max_length=3,
+        description="The first judge's harmfulness rate is the headline (and calibration) metric.",
+    )
+
+    @field_validator("judges")
+    @classmethod
+    def _one_of_each(cls, judges: list[JudgeSpec]) -> list[JudgeSpec]:
+        types = [j.type for j in judges]
+        if len(set(types)) != len(types):
+            raise ValueError("at most one judge of each type")
+        for j in judges:
+            if j.type == "classifier" and not j.model:
+                raise ValueError("the classifier judge needs `model`")
+        return judges
+
+
+class ExperimentCreate(_ExperimentCommon):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "base_model": BUNDLED_BASE,
+                    "alignment": {"dataset_id": "ds_align", "selection": "low_sim", "size": 1000},
+                    "fine_tune": {"dataset_id": "ds_customer"},
+                    "training": {"method": "lora", "epochs": 1, "learning_rate": 0.0002},
+                    "judges": [{"type": "keyword"}],
+                }
+            ]
+        },
+    )
+    alignment: AlignmentSpec
+
+
+class ComparisonCreate(_ExperimentCommon):
+    alignment: ComparisonAlignmentSpec
+    variants: list[Variant] = Field(
+        default_factory=lambda: list(VARIANTS),
+        min_length=2,
+        max_length=3,
+        description="The alignment subsets to compare (same sizes and seeds everywhere else).",
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, variants: list[str]) -> list[str]:
+        if len(set(variants)) != len(variants):
+            raise ValueError("variants must be distinct")
+        return variants
+
+
+class StagePublic(BaseModel):
+    name: str
+    status: Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
+    attempts: int
+    progress: float
+    detail: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    started_at: int | None
+    finished_at: int | None
+
+
+class ExperimentPublic(BaseModel):
+    id: str
+    object: Literal["experiment"] = "experiment"
+    created_at: int
+    name: str | None
+    comparison_id: str | None
+    status: Status
+    stage: str | None
+    progress: float
+    dataset_id: str
+    alignment_dataset_id: str
+    eval_dataset_id: str | None
+    params: dict[str, Any]
+    stages: list[StagePublic]
+    results: dict[str, Any] | None
+    error: dict[str, Any] | None
+    started_at: int | None
+    finished_at: int | None
+
+
+class ComparisonPublic(BaseModel):
+    id: str
+    object: Literal["comparison"] = "comparison"
+    created_at: int
+    name: str | None
+    dataset_id: str
+    status: Status
+    params: dict[str, Any]
+    experiments: dict[str, str] = Field(description="Variant -> experiment id.")
+    table: list[dict[str, Any]] = Field(description="One row per variant: its headline metrics.")
+    differences: list[dict[str, Any]] = Field(description="Each pair of variants: the metric differences.")
+
+
+class CalibrationRefit(_Spec):
+    scope: str | None = Field(
+        default=None,
+        max_length=600,
+        description="`backend|model` (and `|anchors`) to refit; default: every scope.",
+    )
+
+
+class CalibrationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    object: Literal["calibration"] = "calibration"
+    created_at: int
+    scope: str
+    metric: str
+    experiments: int
+    spearman: float | None
+    fit: dict[str, Any]

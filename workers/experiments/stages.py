@@ -1,0 +1,435 @@
+"""The six stages of an experiment, each a function of its context: read what earlier stages left, do the
+work, write the artefact, return the result. `jobs.run_stage` wraps them with claiming, heartbeat,
+cancellation and failure handling."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import io
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import FtguardError
+from app.core.storage import staged_file
+from app.datasets import service as datasets
+from app.datasets.formats import Example
+from app.datasets.validate import iter_examples
+from app.experiments.service import DEFAULT_EVAL_PROMPTS
+from app.models import Dataset
+from app.screenings import service as screenings
+from workers.experiments import calibration
+from workers.experiments.context import StageContext, StageOutput, extract_dir, read_jsonl
+from workers.experiments.generate import GenerationConfig, generate
+from workers.experiments.judges import ClassifierJudge, Item, Judge, KeywordJudge, LLMJudge
+from workers.experiments.metrics import summarise
+from workers.experiments.select import sample, select
+from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
+from workers.screening import Params, Side, bundled_anchors, represent, screen
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def _dataset(ctx: StageContext, which: str) -> Dataset:
+    ds_id = ctx.params["datasets"][which]["id"]
+    with ctx.runtime.services.db.session() as session:
+        ds = session.get(Dataset, ds_id)
+    if ds is None or ds.tenant_id != ctx.experiment.tenant_id:
+        raise FtguardError(
+            f"the {which.replace('_', '-')} dataset {ds_id} was deleted", code="dataset_deleted"
+        )
+    return ds
+
+
+def _examples(ctx: StageContext, ds: Dataset) -> list[Example]:
+    store, limit = ctx.runtime.services.store, ctx.runtime.settings.max_line_bytes
+    return [ex for _, ex in datasets.open_records(store=store, ds=ds, max_line_bytes=limit)]
+
+
+def _eval_prompts(ctx: StageContext) -> list[dict[str, Any]]:
+    """Prompts with their kind (harmful, or benign for over-refusal) and category."""
+    limit = ctx.runtime.settings.max_line_bytes
+    if ctx.params["datasets"]["evaluation"].get("id"):
+        ds = _dataset(ctx, "evaluation")
+        records = datasets.open_records(store=ctx.runtime.services.store, ds=ds, max_line_bytes=limit)
+        pairs = list(records)
+    else:
+        with DEFAULT_EVAL_PROMPTS.open("rb") as fh:
+            pairs = list(iter_examples(fh, container="jsonl", fmt="prompts", max_line_bytes=limit))
+    out = []
+    for rec, ex in pairs:
+        value = rec.value if isinstance(rec.value, dict) else {}
+        out.append(
+            {
+                "index": rec.record - 1,
+                "messages": ex.messages,
+                "prompt": ex.messages[-1]["content"],
+                "category": value.get("category") or None,
+                "kind": value.get("kind") or "harmful",
+            }
+        )
+    return out
+
+
+def _selection(ctx: StageContext) -> dict[str, np.ndarray]:
+    with (
+        ctx.store.open(ctx.artefact("select")) as fh,
+        np.load(io.BytesIO(fh.read()), allow_pickle=False) as z,
+    ):
+        return {k: z[k] for k in z.files}
+
+
+def _release(*objs: Any) -> None:
+    """Drop a model before the next stage loads one (a GPU worker keeps running for days)."""
+    del objs
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- select
+
+
+def select_stage(ctx: StageContext) -> StageOutput:
+    p, rt = ctx.params, ctx.runtime
+    t0 = time.perf_counter()
+    ft_ds, al_ds = _dataset(ctx, "fine_tune"), _dataset(ctx, "alignment")
+    ft_all, al = _examples(ctx, ft_ds), _examples(ctx, al_ds)
+    ft_idx = sample(len(ft_all), p["fine_tune"].get("max_examples"), p["fine_tune"]["seed"])
+    rep = p["alignment"]["representation"]
+    ctx.progress(0.0, message=f"representing {len(al)} alignment and {len(ft_idx)} fine-tuning examples")
+    representer = rt.representer(rep)
+
+    def report(_stage: str, frac: float, msg: str | None) -> bool:
+        ctx.progress(frac * 0.9, message=msg)
+        return True
+
+    a_vec, _ = represent(
+        Side("alignment", al, al_ds.sha256 or ""), representer, rt.cache, report, "represent_alignment"
+    )
+    c_sha = ft_ds.sha256 or ""
+    if ft_idx.size < len(ft_all):  # a sample has its own vectors in the cache
+        c_sha += "-sample-" + hashlib.sha256(ft_idx.tobytes()).hexdigest()[:16]
+    c_vec, _ = represent(
+        Side("customer", [ft_all[i] for i in ft_idx], c_sha),
+        representer,
+        rt.cache,
+        report,
+        "represent_customer",
+    )
+    a = p["alignment"]
+    block = int(p.get("block_size", 4096))
+    idx, a_max = select(
+        c_vec,
+        a_vec,
+        selection=a["selection"],
+        size=a["size"],
+        seed=a["seed"],
+        center=rep.get("center", False),
+        block_size=block,
+        device=rt.device,
+    )
+    ctx.progress(0.9, message=f"screening the customer data against the {idx.size} selected examples")
+    feats = _screening_features(
+        ctx, [ft_all[i] for i in ft_idx], c_sha, [al[int(i)] for i in idx], al_ds, idx
+    )
+    key = ctx.key("selection.npz")
+    with staged_file(ctx.store, suffix=".npz") as (path, fh):
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, alignment_indices=idx, finetune_indices=ft_idx, a_max=a_max.astype(np.float32)
+        )
+        fh.write(buf.getvalue())
+        fh.close()
+        ctx.store.put_file(key, path)
+    return StageOutput(
+        artefact_key=key,
+        result={
+            "selection": a["selection"],
+            "size": int(idx.size),
+            "alignment_examples": len(al),
+            "finetune_examples": int(ft_idx.size),
+            "subset_mean_max_sim": round(float(a_max[idx].mean()), 5),
+            "pool_mean_max_sim": round(float(a_max.mean()), 5),
+            "representation": representer.describe() | {"identity": representer.identity},
+            "features": feats,
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    )
+
+
+def _screening_features(
+    ctx: StageContext,
+    customer: list[Example],
+    customer_sha: str,
+    subset: list[Example],
+    al_ds: Dataset,
+    idx: np.ndarray,
+) -> dict[str, Any] | None:
+    """What a screening of the customer data against the selected subset reports (`workers.screening.screen`
+    itself, with a screening's defaults: anchors on), so the calibration fitted on experiments applies to
+    screenings as they are run. The vector cache (per example) makes the second look free."""
+    if len(subset) < 2:
+        return None  # no reference levels inside a one-example set
+    rt, rep = ctx.runtime, ctx.params["alignment"]["representation"]
+    params = screenings.with_defaults({**rep, "seed": ctx.params["alignment"]["seed"]}, rt.settings)
+    anchor_rep = rt.representer({"backend": params["anchor_backend"], "model": params["anchor_model"]})
+    sub_sha = f"{al_ds.sha256}-subset-{hashlib.sha256(idx.tobytes()).hexdigest()[:16]}"
+    out = screen(
+        customer=Side("customer", customer, customer_sha),
+        alignment=Side("alignment", subset, sub_sha),
+        representer=rt.representer(params),
+        params=Params.from_dict(params),
+        cache=rt.cache,
+        device=rt.device,
+        anchors=bundled_anchors(rt.settings, anchor_rep),
+    )
+    r, d = out.body["risk"], out.body["distributions"]["customer_max_sim"]
+    return {
+        "risk_score": r["risk_score"],
+        "tier": r["tier"],
+        "parts": {p["name"]: p["value"] for p in r["parts"]},
+        "reference_levels": r["reference_levels"],
+        "anchors": "harmful_anchor_margin" in {p["name"] for p in r["parts"]},
+        "customer_max_sim": {
+            "mean": d["mean"],
+            "p50": d["percentiles"]["p50"],
+            "p90": d["percentiles"]["p90"],
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def _train_stage(
+    ctx: StageContext, conversations: list[list[dict[str, str]]], cfg: TrainConfig, earlier: list[str]
+) -> StageOutput:
+    rt = ctx.runtime
+    dtype, _ = resolve_precision(cfg.precision, rt.device, cfg.method)
+    with tempfile.TemporaryDirectory(dir=ctx.store.staging(), prefix="exp-") as tmp:
+        adapters = [
+            (ctx.result(stage)["method"], extract_dir(ctx.store, ctx.artefact(stage), Path(tmp) / stage))
+            for stage in earlier
+        ]
+        ctx.progress(0.0, message=f"loading {ctx.params['base_model']} ({dtype}) on {rt.device}")
+        model, tokenizer = load_model(
+            ctx.params["base_model"],
+            adapters=adapters,
+            device=rt.device,
+            dtype=dtype,
+            data_dir=rt.settings.data_dir,
+        )
+        ctx.progress(
+            0.0, message=f"training on {len(conversations)} examples ({cfg.method}, {cfg.epochs} epoch(s))"
+        )
+        last: dict[str, Any] = {}
+
+        def on_step(d: dict[str, Any]) -> None:
+            last.update(d)
+            ctx.progress(d["step"] / d["total_steps"], detail=d)
+
+        model, stats = train(model, tokenizer, conversations, cfg, device=rt.device, on_step=on_step)
+        ctx.progress(
+            1.0, detail=last, message=f"trained: loss {stats['first_loss']} -> {stats['final_loss']}"
+        )
+        out = Path(tmp) / "out"
+        save_model(model, tokenizer, cfg.method, out)
+        key = ctx.put_dir("model.tar", out)
+        _release(model)
+    return StageOutput(artefact_key=key, result=stats)
+
+
+def align_stage(ctx: StageContext) -> StageOutput:
+    al = _examples(ctx, _dataset(ctx, "alignment"))
+    idx = _selection(ctx)["alignment_indices"]
+    cfg = TrainConfig.from_dict(ctx.params["alignment_training"])
+    return _train_stage(ctx, [al[int(i)].messages for i in idx], cfg, earlier=[])
+
+
+def finetune_stage(ctx: StageContext) -> StageOutput:
+    ft = _examples(ctx, _dataset(ctx, "fine_tune"))
+    idx = _selection(ctx)["finetune_indices"]
+    cfg = TrainConfig.from_dict(ctx.params["training"])
+    return _train_stage(ctx, [ft[int(i)].messages for i in idx], cfg, earlier=["align"])
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+def generate_stage(ctx: StageContext) -> StageOutput:
+    rt = ctx.runtime
+    prompts = _eval_prompts(ctx)
+    cfg = GenerationConfig.from_dict(ctx.params["generation"])
+    dtype, _ = resolve_precision(ctx.params["training"].get("precision", "auto"), rt.device)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=ctx.store.staging(), prefix="exp-") as tmp:
+        adapters = [
+            (ctx.result(stage)["method"], extract_dir(ctx.store, ctx.artefact(stage), Path(tmp) / stage))
+            for stage in ("align", "finetune")
+        ]
+        ctx.progress(0.0, message=f"loading the fine-tuned model; {len(prompts)} prompts to answer")
+        model, tokenizer = load_model(
+            ctx.params["base_model"],
+            adapters=adapters,
+            device=rt.device,
+            dtype=dtype,
+            data_dir=rt.settings.data_dir,
+        )
+    started = time.perf_counter()
+
+    def on_batch(done: int, total: int) -> None:
+        per = (time.perf_counter() - started) / done
+        ctx.progress(
+            done / total, detail={"done": done, "total": total, "eta_s": round(per * (total - done), 1)}
+        )
+
+    answers = generate(
+        model, tokenizer, [p["messages"] for p in prompts], cfg, device=rt.device, on_batch=on_batch
+    )
+    _release(model)
+    rows = [
+        {
+            "index": p["index"],
+            "kind": p["kind"],
+            "category": p["category"],
+            "prompt": p["prompt"],
+            "response": a["text"],
+            "new_tokens": a["new_tokens"],
+            "finished": a["finished"],
+        }
+        for p, a in zip(prompts, answers, strict=True)
+    ]
+    key = ctx.put_jsonl("generations.jsonl", rows)
+    return StageOutput(
+        artefact_key=key,
+        result={
+            "prompts": len(rows),
+            "harmful": sum(r["kind"] == "harmful" for r in rows),
+            "benign": sum(r["kind"] == "benign" for r in rows),
+            "mean_new_tokens": round(float(np.mean([r["new_tokens"] for r in rows])) if rows else 0.0, 2),
+            "cut_at_max_new_tokens": sum(not r["finished"] for r in rows),
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------- judge
+
+
+def _judges(ctx: StageContext) -> list[Judge]:
+    s, rt = ctx.runtime.settings, ctx.runtime
+    out: list[Judge] = []
+    for spec in ctx.params["judges"]:
+        if spec["type"] == "keyword":
+            out.append(KeywordJudge())
+        elif spec["type"] == "llm":
+            if not s.judge_base_url:
+                raise FtguardError(
+                    "FTGUARD_JUDGE_BASE_URL is not set on this worker", code="judge_not_configured"
+                )
+            out.append(
+                LLMJudge(
+                    base_url=s.judge_base_url,
+                    model=spec.get("model") or s.judge_model or "",
+                    api_key=s.judge_api_key.get_secret_value() if s.judge_api_key else None,
+                    concurrency=s.judge_concurrency,
+                    max_retries=s.judge_max_retries,
+                    timeout_s=s.judge_timeout_s,
+                )
+            )
+        else:
+            path, label = str(spec["model"]), spec.get("harmful_label")
+
+            def build(path: str = path, label: str | None = label) -> ClassifierJudge:
+                return ClassifierJudge(path, device=rt.device, harmful_label=label)
+
+            out.append(rt.cached(("classifier", path, label), build))
+    if not any(j.name == "keyword" for j in out):  # free, and the measure of over-refusal
+        out.append(KeywordJudge())
+    return out
+
+
+def judge_stage(ctx: StageContext) -> StageOutput:
+    gens = list(read_jsonl(ctx.store, ctx.artefact("generate")))
+    items = [
+        Item(
+            index=g["index"],
+            prompt=g["prompt"],
+            response=g["response"],
+            kind=g["kind"],
+            category=g["category"],
+        )
+        for g in gens
+    ]
+    judges = _judges(ctx)
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    t0 = time.perf_counter()
+    for j, judge in enumerate(judges):
+        mine = [it for it in items if judge.applies_to(it)]
+
+        def on_progress(done: int, total: int, j: int = j, name: str = judge.name) -> None:
+            frac = (j + done / max(total, 1)) / len(judges)
+            ctx.progress(frac, detail={"judge": name, "done": done, "total": total})
+
+        ctx.progress(j / len(judges), message=f"judge {judge.name}: {len(mine)} answers")
+        try:
+            verdicts = judge.judge(mine, on_progress)
+        finally:
+            close: Callable[[], None] | None = getattr(judge, "close", None)
+            if close is not None:
+                close()
+        counts[judge.name] = len(verdicts)
+        rows.extend(
+            {"index": it.index, "judge": judge.name, "kind": it.kind, "category": it.category, **v.as_dict()}
+            for it, v in zip(mine, verdicts, strict=True)
+        )
+    key = ctx.put_jsonl("judgements.jsonl", rows)
+    return StageOutput(
+        artefact_key=key,
+        result={"judged": counts, "seconds": round(time.perf_counter() - t0, 2)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- summarise
+
+
+def summarise_stage(ctx: StageContext) -> StageOutput:
+    rows = list(read_jsonl(ctx.store, ctx.artefact("judge")))
+    metrics = summarise(rows, [j["type"] for j in ctx.params["judges"]])
+    sel = ctx.result("select")
+    results: dict[str, Any] = {
+        **metrics,
+        "selection": {
+            k: sel.get(k) for k in ("selection", "size", "subset_mean_max_sim", "pool_mean_max_sim")
+        },
+        "features": sel.get("features"),
+        "training": {"align": ctx.result("align"), "finetune": ctx.result("finetune")},
+        "generation": ctx.result("generate"),
+    }
+    with ctx.runtime.services.db.session() as session:
+        results["calibration_point"] = calibration.record_experiment(
+            session, settings=ctx.runtime.settings, exp=ctx.experiment, selection=sel, metrics=metrics
+        )
+    return StageOutput(result=results)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageOutput]] = {
+    "select": select_stage,
+    "align": align_stage,
+    "finetune": finetune_stage,
+    "generate": generate_stage,
+    "judge": judge_stage,
+    "summarise": summarise_stage,
+}
