@@ -35,6 +35,11 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
         "subset": ["high_sim"],
         "key_id": ["key_anything"],
         "ranking_id": [a["ranking"]],
+        # experiments of tenant A are exercised in tests/api/test_experiments.py; here B probes ids and
+        # sends A's datasets in the bodies, which must answer 404
+        "experiment_id": ["exp_0000000000000000abcdef0123"],
+        "comparison_id": ["cmp_0000000000000000abcdef0123"],
+        "name": ["generations"],
     }
     bodies = {
         ("POST", "/v1/screenings"): {"dataset_id": a["cust"], "alignment_dataset_id": a["align"]},
@@ -42,6 +47,15 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
             "dataset_id": a["cust"],
             "candidates": [{"name": n, "alignment_dataset_id": a["align"]} for n in "ab"],
         },
+        ("POST", "/v1/experiments"): {
+            "fine_tune": {"dataset_id": a["cust"]},
+            "alignment": {"dataset_id": a["align"]},
+        },
+        ("POST", "/v1/comparisons"): {
+            "fine_tune": {"dataset_id": a["cust"]},
+            "alignment": {"dataset_id": a["align"]},
+        },
+        ("POST", "/v1/calibration/refit"): {},
         ("POST", "/v1/admin/tenants"): {"id": "stolen"},
         ("POST", "/v1/admin/keys"): {"tenant_id": "test", "role": "admin"},
     }
