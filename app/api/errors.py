@@ -35,6 +35,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
     },
 }
 WRITE_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorEnvelope, "description": "The request body could not be parsed."},
     409: {"model": ErrorEnvelope, "description": "Conflict, or the Idempotency-Key is in use."},
     413: {"model": ErrorEnvelope, "description": "Request body over the limit."},
 }
