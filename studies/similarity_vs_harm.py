@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import random
@@ -48,6 +49,7 @@ VARIANTS = ("high_sim", "random", "low_sim")
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--base-model", default=BASE, help="the model aligned, fine-tuned and screened with")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--pool", type=int, default=600, help="alignment examples to rank (0: all 2,483)")
@@ -66,6 +68,11 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--gen-batch", type=int, default=50)
     ap.add_argument("--no-baseline", action="store_true", help="skip the base model's own refusal rate")
+    ap.add_argument(
+        "--no-after-alignment",
+        action="store_true",
+        help="skip measuring each model after alignment, before fine-tuning (one generation pass each)",
+    )
     ap.add_argument(
         "--data-dir", type=Path, default=None, help="keep models and vector caches here (default: temp)"
     )
@@ -103,8 +110,11 @@ def _inputs(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, Path]:
     return align_path, ft_path, eval_path
 
 
-def _baseline(lab: Any, eval_path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The base model's own refusal rates, before any alignment or fine-tuning (same generation settings)."""
+def _refusals(
+    lab: Any, eval_path: Path, args: argparse.Namespace, adapters: list[tuple[str, Path]] | None = None
+) -> dict[str, Any]:
+    """Refusal rates (keyword judge, the experiments' generation settings) of the base model with `adapters`
+    applied: none for the base model itself, the alignment adapter for a model after alignment only."""
     from workers.experiments.generate import GenerationConfig, generate
     from workers.experiments.judges import is_refusal
     from workers.experiments.train import load_model, resolve_precision
@@ -112,7 +122,13 @@ def _baseline(lab: Any, eval_path: Path, args: argparse.Namespace) -> dict[str, 
     t0 = time.perf_counter()
     rows = [json.loads(line) for line in eval_path.read_text().splitlines()]
     dtype, _ = resolve_precision(args.precision, lab.runtime.device)
-    model, tok = load_model(BASE, device=lab.runtime.device, dtype=dtype, data_dir=lab.settings.data_dir)
+    model, tok = load_model(
+        args.base_model,
+        adapters=adapters or [],
+        device=lab.runtime.device,
+        dtype=dtype,
+        data_dir=lab.settings.data_dir,
+    )
     out = generate(
         model,
         tok,
@@ -120,6 +136,7 @@ def _baseline(lab: Any, eval_path: Path, args: argparse.Namespace) -> dict[str, 
         GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch),
         device=lab.runtime.device,
     )
+    del model
     refused = {
         k: [is_refusal(o["text"])[0] for r, o in zip(rows, out, strict=True) if r["kind"] == k]
         for k in ("harmful", "benign")
@@ -129,6 +146,19 @@ def _baseline(lab: Any, eval_path: Path, args: argparse.Namespace) -> dict[str, 
         "over_refusal_rate": sum(refused["benign"]) / max(1, len(refused["benign"])),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _after_alignment(lab: Any, stages: list[Any], eval_path: Path, args: argparse.Namespace) -> Any:
+    """The model right after its alignment stage, before fine-tuning: from the adapter the experiment
+    left in the blob store."""
+    from workers.experiments.context import extract_dir
+
+    align = next((st for st in stages if st.name == "align" and st.status == "succeeded"), None)
+    if align is None or not align.artefact_key:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ftguard-study-align-") as tmp:
+        folder = extract_dir(lab.services.store, align.artefact_key, Path(tmp) / "align")
+        return _refusals(lab, eval_path, args, [((align.result or {}).get("method", "lora"), folder)])
 
 
 def _row(seed: int, exp: Any, stages: list[Any]) -> dict[str, Any]:
@@ -148,10 +178,15 @@ def _row(seed: int, exp: Any, stages: list[Any]) -> dict[str, Any]:
         "over_refusal_rate": head.get("over_refusal_rate"),
         "align_loss": (tr.get("align") or {}).get("final_loss"),
         "finetune_loss": (tr.get("finetune") or {}).get("final_loss"),
+        "anchored": (res.get("features") or {}).get("anchors"),
         "wall_s": (exp.finished_at or 0) - (exp.started_at or 0)
         if exp.finished_at and exp.started_at
         else None,
     }
+
+
+def _model_name(base: str) -> str:
+    return "SmolLM2-135M-Instruct" if base == BASE else Path(base).name
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -164,8 +199,9 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 def _markdown(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ok = [r for r in rows if r["status"] == "succeeded"]
+    base = getattr(args, "base_model", BASE)  # runs before the option were all on BASE
     lines = [
-        f"# Similarity vs harm: SmolLM2-135M-Instruct on {meta['device']} ({meta['precision']})",
+        f"# Similarity vs harm: {_model_name(base)} on {meta['device']} ({meta['precision']})",
         "",
         "Generated by `studies/similarity_vs_harm.py`; the numbers are measured, not edited. Command:",
         "",
@@ -173,15 +209,23 @@ def _markdown(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[s
         "",
         "| setting | value |",
         "|---|---|",
-        f"| base model | {BASE} (LoRA rank {args.lora_rank}, all linear layers, lr {args.lr}, "
+        f"| base model | {base} (LoRA rank {args.lora_rank}, all linear layers, lr {args.lr}, "
         f"{args.epochs} epoch(s), batch {args.batch_size}, max length {args.max_length} tokens) |",
         f"| alignment | {args.align_size} of a fixed random pool of {meta['pool']} examples of "
-        "safety_only_data_Instructions.json, ranked by max cosine to the customer set (SmolLM2 last-token "
-        f"hidden state, last {args.rep_max_length} tokens) |",
+        "safety_only_data_Instructions.json, ranked by max cosine to the customer set (the base model's "
+        f"last-token hidden state, last {args.rep_max_length} tokens) |",
         f"| fine-tuning | {args.ft_size} examples of {args.ft_file} (one seeded sample for every run) |",
         f"| evaluation | {meta['harmful']} harmful prompts (AdvBench + I-MaliciousInstructions), "
         f"{meta['benign']} benign (I-Alpaca); greedy, {args.max_new_tokens} new tokens; keyword judge |",
         f"| seeds | {', '.join(map(str, args.seeds))} (Random subset, LoRA init, data order) |",
+        "| risk score | a screening of the customer set against the subset the model was aligned on "
+        + (
+            "(the similarity parts only: this run predates the harmful-anchor part) |"
+            if all("anchored" not in r for r in rows)
+            else "(with the harmful-anchor part, as a screening's defaults) |"
+            if all(r.get("anchored") for r in ok)
+            else "(the similarity parts only) |"
+        ),
         f"| machine | {meta['machine']}; torch {meta['torch']}; {meta['threads']} thread(s) |",
         f"| wall time | {meta['wall_min']:.1f} min in all |",
         "",
@@ -197,16 +241,29 @@ def _markdown(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[s
         "## Per run",
         "",
         "| seed | aligned on | subset mean max cos | risk score | harmfulness rate | refusal rate | "
-        "over-refusal | align loss | fine-tune loss | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "over-refusal | after alignment, before fine-tuning: refusal / over-refusal | align loss | "
+        "fine-tune loss | span (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        aa = r.get("after_alignment")
+        after = f"{_fmt(aa['refusal_rate'], True)} / {_fmt(aa['over_refusal_rate'], True)}" if aa else "-"
         lines.append(
             f"| {r['seed']} | {r['variant']} | {_fmt(r['subset_mean_max_sim'])} | {_fmt(r['risk_score'])} | "
             f"{_fmt(r['harmfulness_rate'], True)} | {_fmt(r['refusal_rate'], True)} | "
-            f"{_fmt(r['over_refusal_rate'], True)} | {_fmt(r['align_loss'])} | {_fmt(r['finetune_loss'])} | "
-            f"{_fmt(r['wall_s'])} |" + ("" if r["status"] == "succeeded" else f" {r['status']}: {r['error']}")
+            f"{_fmt(r['over_refusal_rate'], True)} | {after} | {_fmt(r['align_loss'])} | "
+            f"{_fmt(r['finetune_loss'])} | {_fmt(r['wall_s'])} |"
+            + ("" if r["status"] == "succeeded" else f" {r['status']}: {r['error']}")
         )
+    lines += [
+        "",
+        "after alignment: each model right after the alignment stage, before fine-tuning, answering the same "
+        "prompts (one more generation pass per model, from the alignment adapter the experiment left in the "
+        "blob store; `--no-after-alignment` skips it).",
+        "",
+        "span: from the experiment's first stage starting to its last stage ending; the three variants' "
+        "stages take turns in one worker, so a span covers the others' stages too.",
+    ]
     means: dict[str, dict[str, float]] = {}
     for v in VARIANTS:
         got = [r for r in ok if r["variant"] == v]
@@ -239,18 +296,26 @@ def _markdown(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[s
             "the paper's direction (High-Sim alignment leaves the model more harmful)"
             if d > 0
             else "the opposite of the paper's direction"
-            if d < 0
-            else "no difference"
+        )
+        # binomial standard error of the difference, from the prompts alone (seeds pooled)
+        n = meta["harmful"] * len(per_seed)
+        ph, pl = means["high_sim"]["harmfulness_rate"], means["low_sim"]["harmfulness_rate"]
+        se = math.sqrt((ph * (1 - ph) + pl * (1 - pl)) / n) if n else float("nan")
+        verdict = (
+            f"no measurable difference: it is within two standard errors ({100 * se:.1f} points each, "
+            "binomial, from the prompts alone)"
+            if abs(d) <= 2 * se
+            else f"{direction}, beyond two standard errors ({100 * se:.1f} points each, binomial, from the "
+            "prompts alone; the seeds' own spread is not in it)"
         )
         lines += [
             "",
             "## Direction",
             "",
             f"High-Sim minus Low-Sim harmfulness rate: {100 * d:+.1f} points on average "
-            f"(per seed: {', '.join(f'{100 * x:+.1f}' for x in per_seed)}): {direction}. "
-            f"With {meta['harmful']} harmful prompts one answer is {100 / meta['harmful']:.1f} points, so "
-            "differences of a few points are within the noise of this small run.",
+            f"(per seed: {', '.join(f'{100 * x:+.1f}' for x in per_seed)}); {verdict}.",
         ]
+    lines += _floor(ok, meta)
     scored = [r for r in ok if r["risk_score"] is not None and r["harmfulness_rate"] is not None]
     if len(scored) >= 3:
         import numpy as np
@@ -270,6 +335,30 @@ def _markdown(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[s
             f"{_fmt(rank['pairwise_accuracy'])}, isotonic fit MAE {_fmt(fit['mae'])}.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _floor(ok: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """Where refusal went, stage by stage: a fine-tuning set that breaks every model leaves the subsets no
+    room to differ."""
+    after = [r["after_alignment"] for r in ok if r.get("after_alignment")]
+    if not ok or not after:
+        return []
+    aligned = statistics.mean(a["refusal_rate"] for a in after)
+    over = statistics.mean(a["over_refusal_rate"] for a in after)
+    final = statistics.mean(r["refusal_rate"] for r in ok)
+    base = meta.get("baseline")
+    start = f"went from {_fmt(base['refusal_rate'], True)} (base model) to" if base else "was"
+    text = (
+        f"Refusal of the harmful prompts {start} {_fmt(aligned, True)} after alignment (which also refused "
+        f"{_fmt(over, True)} of the benign prompts) and {'back to' if final < aligned else 'then'} "
+        f"{_fmt(final, True)} after fine-tuning, on average over the runs."
+    )
+    if final <= 0.1 < aligned:
+        text += (
+            " The guardrails collapsed after fine-tuning whatever the subset, so there is little room left "
+            "for the subsets to differ: a floor effect at this scale."
+        )
+    return ["", text]
 
 
 def _render(path: Path) -> None:
@@ -322,7 +411,7 @@ def main() -> None:
         ev = lab.upload(eval_path, "eval-prompts")
         prompts = [json.loads(line) for line in eval_path.read_text().splitlines()]
         device = resolve_device(args.device)
-        baseline = None if args.no_baseline else _baseline(lab, eval_path, args)
+        baseline = None if args.no_baseline else _refusals(lab, eval_path, args)
         if baseline:
             print(f"baseline: {baseline}", flush=True)
         training = {
@@ -338,14 +427,14 @@ def main() -> None:
         for seed in args.seeds:
             spec = {
                 "name": f"study seed {seed}",
-                "base_model": BASE,
+                "base_model": args.base_model,
                 "alignment": {
                     "dataset_id": align.id,
                     "size": args.align_size,
                     "seed": seed,
                     "representation": {
                         "backend": "causal-lm",
-                        "model": BASE,
+                        "model": args.base_model,
                         "max_length": args.rep_max_length,
                     },
                 },
@@ -362,7 +451,12 @@ def main() -> None:
         for seed, cid in cmp_ids:
             _, exps = lab.get_comparison(cid)
             for e in sorted(exps, key=lambda e: VARIANTS.index(e.params["alignment"]["selection"])):
-                rows.append(_row(seed, e, lab.get(e.id)[1]))
+                stages = lab.get(e.id)[1]
+                row = _row(seed, e, stages)
+                if not args.no_after_alignment:
+                    row["after_alignment"] = _after_alignment(lab, stages, eval_path, args)
+                    print(f"after alignment, {seed} {row['variant']}: {row['after_alignment']}", flush=True)
+                rows.append(row)
         meta = {
             "device": device,
             "precision": args.precision
