@@ -18,8 +18,8 @@ from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.ratelimit import RateLimiter
 from app.core.services import build_services
+from app.dashboard import experiment_pages, signin
 from app.dashboard import routes as dashboard
-from app.dashboard import signin
 
 log = logging.getLogger("ftguard.api")
 
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(admin.router)
     app.include_router(signin.router)
     app.include_router(dashboard.router)
+    app.include_router(experiment_pages.router)
     app.include_router(dashboard.root)
     app.include_router(experiments.router)
     app.include_router(experiments.comparisons)

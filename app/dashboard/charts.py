@@ -29,6 +29,21 @@ def nice_ticks(hi: float, target: int = 4) -> list[float]:
     return [round(i * step, 10) for i in range(n + 1)]
 
 
+def nice_range(lo: float, hi: float, target: int = 4, *, integer: bool = False) -> list[float]:
+    """Round ticks covering [lo, hi]: from 0 when lo is near 0 (under 40% of hi), else from a round value
+    just under lo, so a curve that moves little is not drawn flat; whole steps only when `integer`."""
+    lo = 0.0 if lo < 0.4 * hi else lo
+    span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
+    raw = span / target
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1.0, math.ceil(step))
+    start = math.floor(lo / step + 1e-9) * step
+    n = max(1, math.ceil((hi - start) / step - 1e-9))
+    return [round(start + i * step, 10) for i in range(n + 1)]
+
+
 def histogram(
     edges: Sequence[float],
     counts: Sequence[int],
@@ -177,3 +192,68 @@ def risk_bar(score: float | None, tier: str | None, *, width: int = 120, height:
         f'<rect width="{width}" height="{height}" rx="3" fill="#f1f3f5"/>'
         f'<rect width="{_f(w)}" height="{height}" rx="3" fill="{TIER_COLORS.get(tier, "#868e96")}"/></svg>'
     )
+
+
+def line_chart(
+    series: Sequence[tuple[str, str, Sequence[Sequence[float]]]],
+    *,
+    x_label: str = "step",
+    y_label: str = "loss",
+    title: str = "line chart",
+    width: int = 960,
+    height: int = 260,
+) -> str:
+    """Lines of (x, y) points, one per (name, colour, points) in `series`: x from 0 in whole steps, y over
+    the points' range (`nice_range`); each line's last point marked with its value."""
+    drawn = [(n, c, [(float(x), float(y)) for x, y in pts]) for n, c, pts in series if pts]
+    xs = [x for _, _, pts in drawn for x, _ in pts] or [1.0]
+    ys = [y for _, _, pts in drawn for _, y in pts] or [1.0]
+    ml, mr, mt, mb = 56, 96, 16, 44
+    pw, ph = width - ml - mr, height - mt - mb
+    xt = nice_range(0.0, max(max(xs), 1.0), 6, integer=True)
+    yt = nice_range(min(ys), max(ys))
+
+    def sx(v: float) -> float:
+        return ml + (v - xt[0]) / (xt[-1] - xt[0]) * pw
+
+    def sy(v: float) -> float:
+        return mt + ph - (v - yt[0]) / (yt[-1] - yt[0]) * ph
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{escape(title)}" data-chart="line">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for t in yt:
+        y = sy(t)
+        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e9ecef"/>')
+        out.append(f'<text x="{ml - 6}" y="{_f(y + 4)}" text-anchor="end" class="tick">{t:g}</text>')
+    out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{mt + ph}" y2="{mt + ph}" stroke="#495057"/>')
+    for t in xt:
+        out.append(f'<text x="{_f(sx(t))}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{t:g}</text>')
+    out.append(
+        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text x="16" y="{mt + ph / 2}" text-anchor="middle" class="axis" '
+        f'transform="rotate(-90 16 {mt + ph / 2})">{escape(y_label)}</text>'
+    )
+    for i, (name, color, pts) in enumerate(drawn):
+        path = " ".join(f"{_f(sx(x))},{_f(sy(y))}" for x, y in pts)
+        lx, ly = pts[-1]
+        out.append(
+            f'<polyline class="line" data-series="{escape(name)}" points="{path}" fill="none" '
+            f'stroke="{color}" stroke-width="2" stroke-linejoin="round">'
+            f"<title>{escape(name)}</title></polyline>"
+        )
+        out.append(
+            f'<circle cx="{_f(sx(lx))}" cy="{_f(sy(ly))}" r="3.5" fill="{color}">'
+            f"<title>{escape(name)}: {ly:.4g} at {x_label} {lx:g}</title></circle>"
+        )
+        label = f"{name} {ly:.4g}" if len(drawn) > 1 else f"{ly:.4g}"
+        out.append(
+            f'<text x="{ml + pw + 8}" y="{mt + 12 + 16 * i}" class="level-label" fill="{color}">'
+            f"{escape(label)}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)

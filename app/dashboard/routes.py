@@ -54,36 +54,44 @@ def hide_alignment_texts(principal: PrincipalDep) -> bool:
 HiddenDep = Annotated[bool, Depends(hide_alignment_texts)]
 
 
-def _base(request: Request) -> str:
+def dashboard_base(request: Request) -> str:
     return f"{request.scope.get('root_path', '')}/dashboard"
 
 
 def _static_url(request: Request) -> str:
     version = hashlib.sha256(render.stylesheet().encode()).hexdigest()[:10]
-    return f"{_base(request)}/static/dashboard.css?v={version}"
+    return f"{dashboard_base(request)}/static/dashboard.css?v={version}"
 
 
-def _page(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+def page(
+    request: Request, template: str, *, status_code: int = 200, nav: str = "screenings", **context: Any
+) -> HTMLResponse:
     html = render.render(
         template,
         standalone=False,
-        base_url=_base(request),
+        base_url=dashboard_base(request),
         static_url=_static_url(request),
-        nav="screenings",
+        nav=nav,
         **context,
     )
     return HTMLResponse(html, status_code=status_code, headers={"Content-Security-Policy": CSP})
 
 
-def _not_found(request: Request, message: str) -> HTMLResponse:
-    return _page(
-        request, "error.html", status_code=404, title="Not found", heading="Not found", message=message
+def not_found(request: Request, message: str, nav: str = "screenings") -> HTMLResponse:
+    return page(
+        request,
+        "error.html",
+        status_code=404,
+        nav=nav,
+        title="Not found",
+        heading="Not found",
+        message=message,
     )
 
 
 @root.get("/")
 def home(request: Request) -> RedirectResponse:
-    return RedirectResponse(_base(request), status_code=307)
+    return RedirectResponse(dashboard_base(request), status_code=307)
 
 
 @router.get("/static/dashboard.css")
@@ -125,7 +133,7 @@ def screenings_page(
         offset=offset,
         limit=PAGE_SIZE,
     )
-    base = _base(request)
+    base = dashboard_base(request)
 
     def href(**changes: Any) -> str:
         params = {**filters, **changes}
@@ -177,14 +185,14 @@ def screenings_page(
         }
         for r in ov.rows
     ]
-    page = {
+    pager = {
         "total": ov.total,
         "first": offset + 1 if rows else 0,
         "last": offset + len(rows),
         "prev": href(offset=max(offset - PAGE_SIZE, 0)) if offset > 0 else None,
         "next": href(offset=offset + PAGE_SIZE) if offset + len(rows) < ov.total else None,
     }
-    return _page(
+    return page(
         request,
         "list.html",
         title="Screenings",
@@ -194,7 +202,7 @@ def screenings_page(
         tiers=TIERS,
         columns=columns,
         rows=rows,
-        page=page,
+        page=pager,
     )
 
 
@@ -211,10 +219,10 @@ def screening_page(
     try:
         d = service.detail(session=session, tenant_id=tenant, screening_id=screening_id)
     except NotFound:
-        return _not_found(request, f"There is no screening {screening_id!r}.")
+        return not_found(request, f"There is no screening {screening_id!r}.")
     scr = d.screening
     redacted = hidden or redact
-    base = f"{_base(request)}/screenings/{scr.id}"
+    base = f"{dashboard_base(request)}/screenings/{scr.id}"
     stage_states = []
     current = render.STAGES.index(scr.stage) if scr.stage in render.STAGES else -1
     for i, name in enumerate(render.STAGES):
@@ -228,7 +236,7 @@ def screening_page(
         "unredacted": None if hidden else base,
     }
     params = scr.params or {}
-    return _page(
+    return page(
         request,
         "screening.html",
         title=f"{d.dataset.filename if d.dataset else scr.dataset_id} · {scr.id}",
@@ -266,9 +274,9 @@ def report_file(
     try:
         d = service.detail(session=session, tenant_id=tenant, screening_id=screening_id, max_events=0)
     except NotFound:
-        return _not_found(request, f"There is no screening {screening_id!r}.")
+        return not_found(request, f"There is no screening {screening_id!r}.")
     if d.report is None:
-        return _not_found(request, f"Screening {screening_id} has no report yet ({d.screening.status}).")
+        return not_found(request, f"Screening {screening_id} has no report yet ({d.screening.status}).")
     name = d.dataset.filename if d.dataset else d.screening.dataset_id
     html = render.report_document(d.report.body, title=f"{name}: risk report", redact=hidden or redact)
     return HTMLResponse(
@@ -288,7 +296,7 @@ def subset_file(
 ) -> Response:
     """A High-Sim, Low-Sim or Random subset as JSONL, through the dashboard's own authentication."""
     if hidden:
-        return _page(
+        return page(
             request,
             "error.html",
             status_code=403,
@@ -304,7 +312,7 @@ def subset_file(
             )
         )
     except NotFound as exc:
-        return _not_found(request, exc.message)
+        return not_found(request, exc.message)
     return StreamingResponse(
         iter(lines),
         media_type="application/x-ndjson",

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import StateDep
 from app.api.middleware import KEY_COOKIE, SIGN_IN
-from app.dashboard.routes import _base, _page
+from app.dashboard.routes import dashboard_base, page
 from app.tenants import service as tenants
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -25,7 +25,7 @@ def _safe_next(value: str) -> str:
 
 
 def _form(request: Request, *, next_: str, message: str = "", status_code: int = 200) -> HTMLResponse:
-    return _page(
+    return page(
         request,
         "sign_in.html",
         status_code=status_code,
@@ -59,7 +59,7 @@ async def sign_in(
     resp.set_cookie(
         KEY_COOKIE,
         key.strip(),
-        path=_base(request),
+        path=dashboard_base(request),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -70,5 +70,5 @@ async def sign_in(
 @router.post("/sign-out", response_model=None)
 def sign_out(request: Request) -> Response:
     resp = RedirectResponse(f"{request.scope.get('root_path', '')}{SIGN_IN}", status_code=303)
-    resp.delete_cookie(KEY_COOKIE, path=_base(request), httponly=True, samesite="strict")
+    resp.delete_cookie(KEY_COOKIE, path=dashboard_base(request), httponly=True, samesite="strict")
     return resp

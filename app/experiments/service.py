@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from app import events
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.queue import JobQueue, stage_job_id
+from app.core.storage import BlobStore
 from app.datasets import service as datasets
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
@@ -34,6 +35,13 @@ WEIGHTS = {"select": 0.05, "align": 0.3, "finetune": 0.3, "generate": 0.25, "jud
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 DEFAULT_EVAL_PROMPTS = Path(__file__).resolve().parent.parent / "demo" / "eval_prompts.jsonl"
+# Downloadable artefacts: name -> (the stage that writes it, media type).
+ARTEFACTS = {
+    "alignment_adapter": ("align", "application/x-tar"),
+    "finetune_adapter": ("finetune", "application/x-tar"),
+    "generations": ("generate", "application/x-ndjson"),
+    "judgements": ("judge", "application/x-ndjson"),
+}
 
 
 # ---------------------------------------------------------------- create and read
@@ -232,6 +240,26 @@ def artefact_key(*, session: Session, tenant_id: str, experiment_id: str, stage_
             f"stage {stage_name} of {exp.id} has no artefact (status {st.status})", code="artefact_not_ready"
         )
     return st.artefact_key
+
+
+def artefact(
+    *, session: Session, store: BlobStore, tenant_id: str, experiment_id: str, name: str
+) -> tuple[Iterator[bytes], str, str]:
+    """A finished stage's artefact by its public name: (its bytes in chunks, media type, file name)."""
+    if name not in ARTEFACTS:
+        raise NotFound(f"no artefact {name!r}", param="name")
+    stage_name, media = ARTEFACTS[name]
+    key = artefact_key(
+        session=session, tenant_id=tenant_id, experiment_id=experiment_id, stage_name=stage_name
+    )
+
+    def chunks() -> Iterator[bytes]:
+        with store.open(key) as fh:
+            while chunk := fh.read(1 << 20):
+                yield chunk
+
+    ext = "tar" if media.endswith("tar") else "jsonl"
+    return chunks(), media, f"{experiment_id}-{name}.{ext}"
 
 
 def cancel(*, session: Session, tenant_id: str, experiment_id: str) -> Experiment:

@@ -48,3 +48,27 @@ def dash(
         client.headers.update(bearer(key))
         ids = populate(client, work)
         yield SimpleNamespace(client=client, settings=settings, ids=ids, work=work, key=key)
+
+
+def run_experiment(dash: SimpleNamespace, tiny_llama: str, *, name: str, work: bool = True) -> str:
+    """An experiment on the tiny random Llama (High-Sim alignment, keyword judge, the bundled prompts), run
+    to the end by a real worker unless `work` is False; returns its id."""
+    cust = upload(dash.client, DEMO / "customer_harmful_looking.jsonl").json()["id"]
+    body = {
+        "name": name,
+        "base_model": tiny_llama,
+        "alignment": {
+            "dataset_id": dash.ids["alignment"],
+            "selection": "high_sim",
+            "size": 12,
+            "representation": {"backend": "causal-lm", "model": tiny_llama, "max_length": 48},
+        },
+        "fine_tune": {"dataset_id": cust, "max_examples": 24},
+        "training": {"batch_size": 4, "max_length": 96, "learning_rate": 1e-3},
+        "generation": {"max_new_tokens": 4, "batch_size": 32},
+    }
+    r = dash.client.post("/v1/experiments", json=body)
+    assert r.status_code == 201, r.text
+    if work:
+        dash.work()
+    return str(r.json()["id"])

@@ -16,8 +16,9 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import DEMO, upload
+from tests.dashboard.conftest import run_experiment
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("one_thread")]
 CHROMIUM = os.environ.get("FTGUARD_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -45,8 +46,9 @@ def _need_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def live(dash: SimpleNamespace) -> Iterator[SimpleNamespace]:
-    """A real uvicorn server on a free loopback port, over the module's finished screenings."""
+def live(dash: SimpleNamespace, tiny_llama: str) -> Iterator[SimpleNamespace]:
+    """A real uvicorn server on a free loopback port, over the module's finished screenings and one finished
+    experiment."""
     import uvicorn
 
     from app.main import create_app
@@ -57,6 +59,7 @@ def live(dash: SimpleNamespace) -> Iterator[SimpleNamespace]:
         "/v1/screenings", json={"dataset_id": lists, "alignment_dataset_id": dash.ids["alignment"]}
     )
     dash.work()  # also finishes the queued one; the browser sees four finished screenings
+    experiment = run_experiment(dash, tiny_llama, name="harmful-looking, High-Sim alignment")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -68,7 +71,7 @@ def live(dash: SimpleNamespace) -> Iterator[SimpleNamespace]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "the server did not start"
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", ids=dash.ids, key=dash.key)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", ids=dash.ids, key=dash.key, experiment=experiment)
     server.should_exit = True
     thread.join(timeout=15)
     sock.close()
@@ -114,13 +117,28 @@ def test_list_chart_and_click_through_in_chromium(live: SimpleNamespace, tmp_pat
             page.set_viewport_size({"width": 1280, "height": 1240})  # the score and the whole histogram
             page.screenshot(path=str(shots / "detail.png"))
             page.screenshot(path=str(shots / "detail-full.png"), full_page=True)
+
+            page.get_by_role("link", name="Experiments").click()
+            page.wait_for_url("**/dashboard/experiments")
+            row = page.locator(f'tr[data-experiment="{live.experiment}"]')
+            assert "succeeded" in row.inner_text()
+            row.locator("a.row-link").click()
+            page.wait_for_url(f"**/dashboard/experiments/{live.experiment}")
+            assert page.locator("tr[data-stage]").count() == 6
+            for stage in ("align", "finetune"):
+                curve = page.locator(f'[data-loss="{stage}"] svg[data-chart="line"]')
+                box = curve.bounding_box()
+                assert box and box["width"] > 600 and box["height"] > 120, stage
+                assert curve.locator("polyline.line").count() == 1
+            page.screenshot(path=str(shots / "experiment.png"), full_page=True)
         finally:
             browser.close()
     # every request went to the app itself: no CDN, no fonts, nothing external
     assert requested and all(u.startswith(live.url) or u.startswith("data:") for u in requested), requested
-    for name in ("list.png", "detail.png"):
+    for name in ("list.png", "detail.png", "experiment.png"):
         assert (shots / name).stat().st_size > 10_000
     if os.environ.get("FTGUARD_UPDATE_SCREENSHOTS"):
         DOCS.mkdir(exist_ok=True)
         shutil.copy(shots / "detail.png", DOCS / "dashboard.png")
         shutil.copy(shots / "list.png", DOCS / "dashboard-list.png")
+        shutil.copy(shots / "experiment.png", DOCS / "dashboard-experiment.png")

@@ -3,6 +3,7 @@ saved adapters."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from app.core.errors import FtguardError
 from workers.experiments.generate import GenerationConfig, generate
 from workers.experiments.train import (
     IGNORE,
+    LossCurve,
     TrainConfig,
     encode_chat,
     load_model,
@@ -70,6 +72,10 @@ def test_lora_training_lowers_the_loss_and_the_saved_adapter_rebuilds_the_model(
     assert stats["steps"] == 16 and len(steps) == 16 and steps[-1]["eta_s"] == 0
     assert stats["final_loss"] < stats["first_loss"]
     assert stats["trainable_parameters"] < 100_000  # the adapter only
+    # the loss curve, live in every step's detail and whole in the result
+    assert [p[0] for p in stats["loss_curve"]] == list(range(1, 17))
+    assert [p[1] for p in stats["loss_curve"]] == [d["loss"] for d in steps]
+    assert steps[4]["loss_curve"] == stats["loss_curve"][:5]
     save_model(trained, tok, "lora", tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     merged = trained.merge_and_unload()
@@ -124,3 +130,16 @@ def test_generation_is_deterministic_greedy_and_batch_independent(tiny_llama: st
     assert generate(model, tok, prompts, sampled, device="cpu") == generate(
         model, tok, prompts, sampled, device="cpu"
     )
+
+
+def test_a_loss_curve_stays_bounded_and_evenly_spaced() -> None:
+    curve = LossCurve(max_points=10)
+    for step in range(1, 1001):
+        curve.add(step, 1000.0 / step)
+    steps = [int(p[0]) for p in curve.points]
+    assert 5 <= len(steps) <= 10 and steps[0] == 1
+    assert len({b - a for a, b in itertools.pairwise(steps)}) == 1  # one stride
+    assert curve.with_last(1000, 1.0)[-1] == [1000, 1.0]  # a chart of the run so far ends at its last step
+    assert curve.with_last(steps[-1], 0.5)[-1][0] == steps[-1] and len(
+        curve.with_last(steps[-1], 0.5)
+    ) == len(steps)

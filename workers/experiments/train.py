@@ -27,6 +27,30 @@ if TYPE_CHECKING:
     import torch
 
 IGNORE = -100
+CURVE_POINTS = 200  # a loss curve keeps at most this many (step, loss) points, evenly spaced
+
+
+class LossCurve:
+    """(step, loss) points for a chart, bounded: when full, every other point goes and the stride doubles,
+    so a run of any length keeps evenly spaced points from its first step to its latest."""
+
+    def __init__(self, max_points: int = CURVE_POINTS) -> None:
+        self.max_points, self.stride = max_points, 1
+        self.points: list[list[float]] = []
+
+    def add(self, step: int, loss: float) -> None:
+        if (step - 1) % self.stride:
+            return
+        self.points.append([step, round(loss, 5)])
+        if len(self.points) > self.max_points:
+            self.points, self.stride = self.points[::2], self.stride * 2
+
+    def with_last(self, step: int, loss: float) -> list[list[float]]:
+        """The points, ending at `step` even between strides (what a chart of the run so far shows)."""
+        tail = [] if self.points and self.points[-1][0] == step else [[step, round(loss, 5)]]
+        return [*self.points, *tail]
+
+
 OnStep = Callable[[dict[str, Any]], None]  # called after every optimiser step; may raise to stop
 
 
@@ -265,6 +289,7 @@ def train(
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     model.train()
     losses: list[float] = []
+    curve = LossCurve()
     step = 0
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -284,6 +309,7 @@ def train(
             optimiser.zero_grad(set_to_none=True)
             step += 1
             losses.append(float(loss.detach().float()))
+            curve.add(step, losses[-1])
             if on_step is not None:
                 per_step = (time.perf_counter() - started) / step
                 on_step(
@@ -294,6 +320,7 @@ def train(
                         "loss": round(losses[-1], 5),
                         "learning_rate": float(scheduler.get_last_lr()[0]),
                         "eta_s": round(per_step * (total - step), 1),
+                        "loss_curve": curve.with_last(step, losses[-1]),
                     }
                 )
     model.eval()
@@ -309,6 +336,7 @@ def train(
         "first_loss": round(losses[0], 5),
         "final_loss": round(float(np.mean(tail)), 5),
         "mean_loss": round(float(np.mean(losses)), 5),
+        "loss_curve": curve.with_last(step, losses[-1]),
         "trainable_parameters": int(sum(p.numel() for p in params)),
         "seconds": round(time.perf_counter() - t0, 2),
     }

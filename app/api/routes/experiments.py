@@ -3,7 +3,6 @@ and the calibration of the risk score on them. Thin: parse, call one service fun
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -13,7 +12,6 @@ from app import events
 from app.api.deps import SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.calibration import service as calibration
-from app.core.storage import BlobStore
 from app.experiments import service
 from app.experiments.schemas import (
     CalibrationPublic,
@@ -43,12 +41,6 @@ CREATE_ERRORS: dict[int | str, dict[str, object]] = {
         "description": "A dataset has the wrong purpose, or a judge is not set up.",
     },
     503: {"model": ErrorEnvelope, "description": "The queue is unavailable."},
-}
-ARTEFACTS = {
-    "alignment_adapter": ("align", "application/x-tar"),
-    "finetune_adapter": ("finetune", "application/x-tar"),
-    "generations": ("generate", "application/x-ndjson"),
-    "judgements": ("judge", "application/x-ndjson"),
 }
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -159,12 +151,6 @@ def list_events(
     return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
 
 
-def _stream(store: BlobStore, key: str) -> Iterator[bytes]:
-    with store.open(key) as fh:
-        while chunk := fh.read(1 << 20):
-            yield chunk
-
-
 @router.get(
     "/{experiment_id}/artefacts/{name}",
     response_class=StreamingResponse,
@@ -179,15 +165,15 @@ def get_artefact(
 ) -> StreamingResponse:
     """A stage's artefact: the adapters (tar of a peft adapter or full model folder), the generations, or
     the judgements (JSONL, one line per prompt and judge)."""
-    stage_name, media = ARTEFACTS[name]
-    key = service.artefact_key(
-        session=session, tenant_id=tenant, experiment_id=experiment_id, stage_name=stage_name
+    chunks, media, filename = service.artefact(
+        session=session,
+        store=state.services.store,
+        tenant_id=tenant,
+        experiment_id=experiment_id,
+        name=name,
     )
-    ext = "tar" if media.endswith("tar") else "jsonl"
     return StreamingResponse(
-        _stream(state.services.store, key),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="{experiment_id}-{name}.{ext}"'},
+        chunks, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )
 
 
