@@ -140,7 +140,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
                     "model": params.get("anchor_model", settings.anchor_model),
                 }
             )
-            anchors = bundled_anchors(settings, anchor_rep)
+            anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache())
             for key, attr in (
                 ("harmful_anchors_dataset_id", "harmful"),
                 ("safe_anchors_dataset_id", "safe"),

@@ -16,6 +16,7 @@ from workers.representations import load_representer
 from workers.representations.base import Representer, resolve_device
 
 log = logging.getLogger("ftguard.worker")
+SHARED_NAMESPACE = "_bundled"  # the vector cache of what ships with ftguard; not a valid tenant id
 MAX_MODELS = 2  # models kept loaded at once; the least recently used one is dropped past this
 T = TypeVar("T")
 
@@ -62,6 +63,11 @@ class Runtime:
         return obj
         # Set by the worker runner; None (no metrics) for the CLI's local screenings.
         self.metrics: WorkerMetrics | None = None
+
+    def shared_cache(self) -> VectorCache:
+        """Vectors of what ships with ftguard (the bundled anchors), shared by every tenant. Its namespace
+        cannot be a tenant id (those start with a letter or digit)."""
+        return self.cache_for(SHARED_NAMESPACE)
 
     def cache_for(self, tenant_id: str) -> VectorCache:
         """The tenant's own vector cache (kept per process, so its shard index is built once)."""

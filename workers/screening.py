@@ -56,12 +56,18 @@ def side_from_file(path: Path, name: str, settings: Settings) -> Side:
     )
 
 
-def bundled_anchors(settings: Settings, representer: Representer) -> Anchors:
-    return Anchors(
-        harmful=side_from_file(HARMFUL_ANCHORS, "harmful anchors", settings),
-        safe=side_from_file(SAFE_ANCHORS, "safe anchors", settings),
-        representer=representer,
-    )
+def bundled_anchors(
+    settings: Settings, representer: Representer, shared_cache: VectorCache | None = None
+) -> Anchors:
+    """The anchor sets that ship with ftguard. They hold no tenant's data, so their vectors may live in a
+    cache shared by every tenant (`shared_cache`): each worker represents them once, not once per tenant."""
+    sides = [
+        side_from_file(path, name, settings)
+        for path, name in ((HARMFUL_ANCHORS, "harmful anchors"), (SAFE_ANCHORS, "safe anchors"))
+    ]
+    for side in sides:
+        side.meta["bundled"] = True
+    return Anchors(harmful=sides[0], safe=sides[1], representer=representer, shared_cache=shared_cache)
 
 
 @dataclass
@@ -87,6 +93,12 @@ class Anchors:
     harmful: Side
     safe: Side
     representer: Representer
+    shared_cache: VectorCache | None = None  # for the bundled sides only (never a tenant's own anchors)
+
+    def cache_for(self, side: Side, tenant_cache: VectorCache | None) -> VectorCache | None:
+        if side.meta.get("bundled") and self.shared_cache is not None:
+            return self.shared_cache
+        return tenant_cache
 
 
 @dataclass
@@ -175,8 +187,10 @@ def anchor_signal(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per customer example: max cosine to the harmful anchors minus max cosine to the safe anchors."""
     rep = anchors.representer
-    h_vec, _ = represent(anchors.harmful, rep, cache, None, "anchors")
-    s_vec, _ = represent(anchors.safe, rep, cache, None, "anchors")
+    h_vec, h_stats = represent(
+        anchors.harmful, rep, anchors.cache_for(anchors.harmful, cache), None, "anchors"
+    )
+    s_vec, s_stats = represent(anchors.safe, rep, anchors.cache_for(anchors.safe, cache), None, "anchors")
     if c_vec is None:
         c_vec, _ = represent(customer, rep, cache, None, "anchors")
     if params.center:  # one centre for all three sets (the anchors' mean), so the two distances compare
@@ -195,6 +209,7 @@ def anchor_signal(
         "representation": rep.describe() | {"identity": rep.identity},
         "harmful": {"examples": len(anchors.harmful.examples), **anchors.harmful.meta},
         "safe": {"examples": len(anchors.safe.examples), **anchors.safe.meta},
+        "cache": {"harmful": h_stats, "safe": s_stats},
         "levels": levels,
         "customer_margin": risk.distribution(margin),
         "harmful_anchor_margin": risk.distribution(h_margin),

@@ -203,6 +203,8 @@ def test_anchor_signal_with_uploaded_anchor_sets(client, run_worker) -> None:
     run_worker()
     rep = client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
     assert rep["anchors"]["harmful"]["dataset_id"] == harmful and rep["anchors"]["safe"]["examples"] == 60
+    # a tenant's own anchors are never taken for the bundled ones (whose vectors all tenants share)
+    assert "bundled" not in rep["anchors"]["harmful"] and "bundled" not in rep["anchors"]["safe"]
     parts = {p["name"]: p for p in rep["risk"]["parts"]}
     assert parts["harmful_anchor_margin"]["weight"] == 0.3
     assert abs(sum(p["weight"] for p in parts.values()) - 1) < 1e-9

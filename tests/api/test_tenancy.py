@@ -144,6 +144,9 @@ def test_vector_cache_is_not_shared_across_tenants(client, other_client, run_wor
     run_worker()
     rep = other_client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
     assert rep["cache"]["alignment"]["from_cache"] == 0 and rep["cache"]["customer"]["from_cache"] == 0
+    # the bundled anchors hold no tenant's data: their vectors are shared, computed once for all tenants
+    assert rep["anchors"]["harmful"]["bundled"] is True
+    assert rep["anchors"]["cache"]["harmful"] == {"examples": 60, "from_cache": 60, "computed": 0}
     # while within one tenant the cache works
     again = other_client.post(
         "/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}

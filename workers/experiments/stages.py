@@ -192,7 +192,7 @@ def _screening_features(
         params=Params.from_dict(params),
         cache=rt.cache,
         device=rt.device,
-        anchors=bundled_anchors(rt.settings, anchor_rep),
+        anchors=bundled_anchors(rt.settings, anchor_rep, rt.shared_cache()),
     )
     r, d = out.body["risk"], out.body["distributions"]["customer_max_sim"]
     return {
