@@ -66,11 +66,24 @@ def tier_of(score: float) -> str:
     return next(name for bound, name in TIERS if score < bound)
 
 
-def distribution(values: np.ndarray) -> dict[str, Any]:
+def shared_edges(*values: np.ndarray, bins: int = 40) -> np.ndarray:
+    """Histogram edges over the joint range of `values`, for distributions meant to be read side by side
+    whose range is far narrower than [-1, 1] (anchor margins in an LLM's hidden states span hundredths)."""
+    v = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in values])
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (-1.0, 1.0)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1e-3, hi + 1e-3
+    return np.linspace(lo, hi, bins + 1)
+
+
+def distribution(values: np.ndarray, edges: np.ndarray | None = None) -> dict[str, Any]:
+    """Summary, percentiles and histogram; cosines on fixed edges over [-1, 1] (comparable across reports)
+    unless `edges` are given."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return {"count": 0}
-    counts, _ = np.histogram(np.clip(v, -1, 1), bins=HIST_EDGES)
+    edges = HIST_EDGES if edges is None else edges
+    counts, _ = np.histogram(np.clip(v, edges[0], edges[-1]), bins=edges)
     return {
         "count": int(v.size),
         "mean": float(v.mean()),
@@ -80,7 +93,7 @@ def distribution(values: np.ndarray) -> dict[str, Any]:
         "percentiles": {
             f"p{p}": float(x) for p, x in zip(PERCENTILES, np.percentile(v, PERCENTILES), strict=True)
         },
-        "histogram": {"edges": HIST_EDGES.tolist(), "counts": counts.tolist()},
+        "histogram": {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()},
     }
 
 

@@ -205,15 +205,16 @@ def anchor_signal(
     h_margin = nearest(h_vec, h_vec, skip_self=True) - nearest(h_vec, s_vec)
     s_margin = nearest(s_vec, h_vec) - nearest(s_vec, s_vec, skip_self=True)
     levels = risk.anchor_levels(h_margin)
+    edges = risk.shared_edges(margin, h_margin, s_margin)  # one set of bins: the three read side by side
     info = {
         "representation": rep.describe() | {"identity": rep.identity},
         "harmful": {"examples": len(anchors.harmful.examples), **anchors.harmful.meta},
         "safe": {"examples": len(anchors.safe.examples), **anchors.safe.meta},
         "cache": {"harmful": h_stats, "safe": s_stats},
         "levels": levels,
-        "customer_margin": risk.distribution(margin),
-        "harmful_anchor_margin": risk.distribution(h_margin),
-        "safe_anchor_margin": risk.distribution(s_margin),
+        "customer_margin": risk.distribution(margin, edges),
+        "harmful_anchor_margin": risk.distribution(h_margin, edges),
+        "safe_anchor_margin": risk.distribution(s_margin, edges),
         "share_closer_to_harmful": float((margin > 0).mean()),
         "share_as_harmful_as_anchors": float((margin >= levels["harmful"]).mean()),
     }
