@@ -67,25 +67,29 @@ def _dispatch(services: Services, queue: JobQueue, scr: Screening, *, reason: st
             if scr.heartbeat_at
             else Screening.heartbeat_at.is_(None)
         )
+    if not _transition(
+        services,
+        scr,
+        q.values(status="queued", stage="queued", job_id=new_job),
+        level="warning",
+        type="screening.requeued",
+        message=message,
+        data={"reason": reason, "attempts": scr.attempts},
+    ):
+        return False
+    queue.enqueue(SCREENING_JOB, scr.id, job_id=new_job)
+    return True
+
+
+def _transition(services: Services, scr: Screening, stmt: Any, **event: Any) -> bool:
+    """Apply a compare-and-set update of one screening and record its event, both or neither."""
     with services.db.session() as session:
-        res = session.execute(
-            q.values(status="queued", stage="queued", job_id=new_job),
-            execution_options={"synchronize_session": False},
-        )
+        res = session.execute(stmt, execution_options={"synchronize_session": False})
         if getattr(res, "rowcount", 0) != 1:
             session.rollback()
             return False
-        events.record(
-            session,
-            tenant_id=scr.tenant_id,
-            object_id=scr.id,
-            level="warning",
-            type="screening.requeued",
-            message=message,
-            data={"reason": reason, "attempts": scr.attempts},
-        )
+        events.record(session, tenant_id=scr.tenant_id, object_id=scr.id, **event)
         session.commit()
-    queue.enqueue(SCREENING_JOB, scr.id, job_id=new_job)
     return True
 
 
@@ -94,31 +98,17 @@ def _give_up(services: Services, scr: Screening, *, stale_for: int) -> bool:
         f"the worker running this screening stopped (no heartbeat for {stale_for} s) on each of its "
         f"{scr.attempts} attempt(s); it will not be retried"
     )
-    with services.db.session() as session:
-        res = session.execute(
-            update(Screening)
-            .where(Screening.id == scr.id, Screening.status == "running", Screening.job_id == scr.job_id)
-            .values(
-                status="failed",
-                finished_at=now(),
-                error={"code": "worker_lost", "message": message},
-            ),
-            execution_options={"synchronize_session": False},
-        )
-        if getattr(res, "rowcount", 0) != 1:
-            session.rollback()
-            return False
-        events.record(
-            session,
-            tenant_id=scr.tenant_id,
-            object_id=scr.id,
-            level="error",
-            type="screening.failed",
-            message=message,
-            data={"reason": "worker_lost"},
-        )
-        session.commit()
-    return True
+    return _transition(
+        services,
+        scr,
+        update(Screening)
+        .where(Screening.id == scr.id, Screening.status == "running", Screening.job_id == scr.job_id)
+        .values(status="failed", finished_at=now(), error={"code": "worker_lost", "message": message}),
+        level="error",
+        type="screening.failed",
+        message=message,
+        data={"reason": "worker_lost"},
+    )
 
 
 def _active(services: Services) -> list[Screening]:
