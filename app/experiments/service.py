@@ -518,7 +518,8 @@ def progress(
             object_id=experiment_id,
             type=f"stage.{stage_name}.progress",
             message=message,
-            data={"stage": stage_name, **(detail or {})},
+            # the curve stays on the stage row: an event every few seconds need not copy it again
+            data={"stage": stage_name, **{k: v for k, v in (detail or {}).items() if k != "loss_curve"}},
         )
     session.commit()
     return "ok"

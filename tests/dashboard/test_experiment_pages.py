@@ -55,6 +55,8 @@ def test_detail_shows_stages_loss_curves_results_and_artefacts(exps: SimpleNames
         assert points
         curve = next(s for s in exp["stages"] if s["name"] == stage)["result"]["loss_curve"]
         assert len(points.group(1).split()) == len(curve) == exp["results"]["training"][stage]["steps"]
+    events = exps.client.get(f"/v1/experiments/{exps.done}/events", params={"limit": 500}).json()["data"]
+    assert not any("loss_curve" in (e.get("data") or {}) for e in events)  # kept on the stage row only
     assert "harmfulness rate (keyword judge, 40 harmful prompts)" in html
     assert '<table class="categories">' in html  # the bundled prompts carry categories
     assert "refreshes" not in html  # finished: no auto-refresh
