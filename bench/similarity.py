@@ -3,9 +3,11 @@
     python bench/similarity.py [--n 20000] [--dim 384] [--k 5] [--block-size 4096] [--threads N] [--repeat 1]
 
 Data: n x n random unit vectors (float32, seeded) for C and A.  Methods:
-  ours   workers.similarity.compare(method="exact"): C->A top-k AND A->C max/argmax, in one pass
-  st     sentence_transformers.util.semantic_search(C, A, top_k=k), default chunk sizes (C->A only)
-  faiss  faiss.IndexFlatIP: index A, search C with k (C->A only)
+  ours       workers.similarity.compare(method="exact"): C->A top-k AND A->C max/argmax, in one pass, as a
+             screening runs it (on a CPU with AVX512-BF16: bf16 screen, fp32 re-score; exact either way)
+  ours-fp32  the same with screen=False: every tile in fp32
+  st         sentence_transformers.util.semantic_search(C, A, top_k=k), default chunk sizes (C->A only)
+  faiss      faiss.IndexFlatIP: index A, search C with k (C->A only)
 
 Each method runs in a fresh subprocess, so its peak memory is its own: the child builds the data in chunks
 (so building it leaves no peak above the data itself), warms the method up on a tiny input, resets the
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("ours", "st", "faiss")
+METHODS = ("ours", "ours-fp32", "st", "faiss")
 
 
 def _rss_mib() -> float:
@@ -65,12 +67,17 @@ def _data(n: int, dim: int, seed: int) -> np.ndarray:
     return X
 
 
-def _runner(method: str, k: int, block_size: int):
-    """A callable computing the method's top-k indices (C->A) for (C, A)."""
-    if method == "ours":
+def _runner(method: str, k: int, block_size: int, meta: dict):
+    """A callable computing the method's top-k indices (C->A) for (C, A); ours also fill `meta`."""
+    if method.startswith("ours"):
         from workers.similarity import compare
 
-        return lambda C, A: compare(C, A, k=k, block_size=block_size).c_topk_idx
+        def ours(C: np.ndarray, A: np.ndarray) -> np.ndarray:
+            res = compare(C, A, k=k, block_size=block_size, screen=False if method == "ours-fp32" else None)
+            meta.update(res.meta)
+            return res.c_topk_idx
+
+        return ours
     if method == "st":
         import torch
         from sentence_transformers.util import semantic_search
@@ -99,7 +106,8 @@ def worker(args: argparse.Namespace) -> None:
 
         faiss.omp_set_num_threads(args.threads)
     C, A = _data(args.n, args.dim, 1), _data(args.n, args.dim, 2)
-    run = _runner(args.worker, args.k, args.block_size)
+    meta: dict = {}
+    run = _runner(args.worker, args.k, args.block_size, meta)
     run(C[:64], A[:64])  # warm-up: library initialisation, thread pools
     hwm = _reset_peak()
     before = _rss_mib()
@@ -121,6 +129,8 @@ def worker(args: argparse.Namespace) -> None:
                 "peak_delta_mib": peak - before,
                 "peak_source": "VmHWM (reset)" if hwm else "ru_maxrss",
                 "threads": torch.get_num_threads(),
+                "precision": meta.get("precision"),
+                "fp32_fallback": meta.get("fp32_fallback"),
             }
         )
     )
@@ -158,16 +168,21 @@ def main() -> None:
             results[m] = json.loads(proc.stdout.strip().splitlines()[-1])
             idx[m] = np.load(out)
 
-    print(f"{'method':8s} {'directions':10s} {'wall s':>8s} {'peak +MiB':>10s} {'rss MiB':>8s}  top-1 = ours")
+    head = f"{'method':10s} {'directions':10s} {'wall s':>8s} {'peak +MiB':>10s} {'rss MiB':>8s}"
+    print(f"{head}  top-1 = ours")
     for m, r in results.items():
         agree = f"{np.mean(idx[m][:, 0] == idx['ours'][:, 0]):.4f}" if "ours" in idx else "-"
-        dirs = "both" if m == "ours" else "C->A"
+        dirs = "both" if m.startswith("ours") else "C->A"
         wall, extra, peak = min(r["times"]), r["peak_delta_mib"], r["peak_mib"]
-        print(f"{m:8s} {dirs:10s} {wall:8.2f} {extra:10.0f} {peak:8.0f}  {agree}")
+        print(f"{m:10s} {dirs:10s} {wall:8.2f} {extra:10.0f} {peak:8.0f}  {agree}")
     base = [min(results[m]["times"]) for m in ("st", "faiss") if m in results]
     if "ours" in results and base:
         ratio = min(results["ours"]["times"]) / min(base)
         print(f"ours / fastest one-direction baseline = {ratio:.2f} (target <= 1.0)")
+        print(f"ours: {results['ours']['precision']}, fp32 fallback {results['ours']['fp32_fallback']}")
+    if "ours" in results and "ours-fp32" in results:
+        gain = min(results["ours-fp32"]["times"]) / min(results["ours"]["times"])
+        print(f"ours-fp32 / ours = {gain:.2f} (what the bf16 screen buys)")
     if results:
         r0 = next(iter(results.values()))
         print(f"peak memory: {r0['peak_source']} in a fresh subprocess per method, minus RSS before the runs")

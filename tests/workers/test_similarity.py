@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from workers import similarity
 from workers.similarity import Cancelled, compare, self_reference
 
 GAP = 1e-6  # neighbours closer than this count as tied: their order is not checked against brute force
@@ -86,30 +87,34 @@ def _check(res, C, A, k, center=False):
         (40, 700, 16, 5, 300),  # tiles wide enough for the chunked top-k, with a ragged tail
     ],
 )
-def test_exact_matches_brute_force(n_c, n_a, d, k, bs):
+@pytest.mark.parametrize("screen", [False, True])
+def test_exact_matches_brute_force(n_c, n_a, d, k, bs, screen):
     C, A = _data(n_c, n_a, d, seed=n_c + n_a)
-    res = compare(C, A, k=k, block_size=bs)
+    res = compare(C, A, k=k, block_size=bs, screen=screen)
     _check(res, C, A, k)
+    assert res.meta["precision"] == ("bf16 screen, fp32 re-score" if screen else "fp32")
     assert res.meta["method"] == "exact" and res.meta["k"] == min(k, n_a)
     assert res.meta["block_size"] == bs and res.meta["device"] == "cpu" and res.meta["recall_at_k"] is None
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("bs", [5, 4096])
-def test_centering_matches_brute_force_with_mean_removed(bs):
+def test_centering_matches_brute_force_with_mean_removed(bs, screen):
     C, A = _data(60, 50, 16, seed=3)
-    res = compare(C, A, k=4, block_size=bs, center=True)
+    res = compare(C, A, k=4, block_size=bs, center=True, screen=screen)
     assert res.meta["centered"] is True
     _check(res, C, A, 4, center=True)
     plain = compare(C, A, k=4, block_size=bs)
     assert not np.allclose(plain.a_max_sim, res.a_max_sim, atol=1e-3)  # centring really changed the scores
 
 
-def test_zero_vectors_give_zero_not_nan():
+@pytest.mark.parametrize("screen", [False, True])
+def test_zero_vectors_give_zero_not_nan(screen):
     C, A = _data(20, 15, 8)
     C[3] = 0
     A[[2, 7]] = 0
     for center in (False, True):
-        res = compare(C, A, k=3, block_size=4, center=center)
+        res = compare(C, A, k=3, block_size=4, center=center, screen=screen)
         for arr in (res.c_topk_sim, res.a_max_sim):
             assert np.isfinite(arr).all()
         if not center:
@@ -118,16 +123,17 @@ def test_zero_vectors_give_zero_not_nan():
             _check(res, C, A, 3)
     # A customer row equal to A's mean has no direction once centred.
     C[5] = A.astype(np.float64).mean(axis=0)
-    res = compare(C, A, k=3, center=True)
+    res = compare(C, A, k=3, center=True, screen=screen)
     np.testing.assert_allclose(res.c_topk_sim[5], 0, atol=1e-5)
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("bs", [1, 2, 3, 7, 40, 4096])
-def test_ties_go_to_the_lower_index(bs):
+def test_ties_go_to_the_lower_index(bs, screen):
     eye = np.eye(6, dtype=np.float32)
     A = eye[[0, 1, 0, 0, 2, 1, 3]]  # duplicates: cosines are exactly 1 or 0
     C = np.tile(eye[[0, 1, 0, 4]], (12, 1))  # 48 rows: enough for the chunked argmax path
-    res = compare(C, A, k=3, block_size=bs)
+    res = compare(C, A, k=3, block_size=bs, screen=screen)
     np.testing.assert_array_equal(res.c_topk_idx[0], [0, 2, 3])
     np.testing.assert_array_equal(res.c_topk_idx[1], [1, 5, 0])
     np.testing.assert_array_equal(res.c_topk_idx[3], [0, 1, 2])  # e4 matches nothing: all zero, lowest first
@@ -136,12 +142,13 @@ def test_ties_go_to_the_lower_index(bs):
     np.testing.assert_array_equal(res.a_max_sim, [1, 1, 1, 1, 0, 1, 0])
 
 
+@pytest.mark.parametrize("screen", [False, True])
 @pytest.mark.parametrize("bs", [100, 4096])
-def test_ties_go_to_the_lower_index_in_wide_tiles(bs):
+def test_ties_go_to_the_lower_index_in_wide_tiles(bs, screen):
     eye = np.eye(8, dtype=np.float32)
     A = eye[np.arange(450) % 7]  # each basis vector ~64 times, spread over the chunks
     C = eye[[0, 3, 7, 6]]
-    res = compare(C, A, k=4, block_size=bs)
+    res = compare(C, A, k=4, block_size=bs, screen=screen)
     np.testing.assert_array_equal(res.c_topk_idx[0], [0, 7, 14, 21])
     np.testing.assert_array_equal(res.c_topk_idx[1], [3, 10, 17, 24])
     np.testing.assert_array_equal(res.c_topk_idx[2], [0, 1, 2, 3])
@@ -251,3 +258,86 @@ def test_self_reference_counts_duplicates_and_is_seeded():
     assert a != self_reference(A, sample=50, seed=2)
     with pytest.raises(ValueError):
         self_reference(A[:1])
+
+
+# -------------------------------------------------------------------------------------------- bf16 screening
+
+
+def test_bf16_error_bound_holds_for_every_pair():
+    """The bound the screen relies on, against float64 on fp32 inputs: random, sparse, near-constant rows."""
+    rng = np.random.default_rng(4)
+    d = 96
+    X = rng.standard_normal((300, d)).astype(np.float32)
+    X[:50, 8:] = 0  # sparse
+    X[50:60] = 1.0 + rng.standard_normal((10, d)).astype(np.float32) * 1e-3  # near-constant
+    X[60:70] *= 1e3  # large, same direction once normalised
+    with torch.inference_mode():
+        x = torch.nn.functional.normalize(torch.from_numpy(X), dim=1)
+        xb, err = similarity._bf16_split(x)
+        got = torch.mm(xb, xb.T).double()
+        true = x.double() @ x.double().T
+        bound = similarity._pair_bound(err.double()[:, None], err.double()[None, :], d)
+        bound = bound + similarity._BF16_ROUND * got.abs()
+        assert bool(((got - true).abs() <= bound).all())
+        assert float((bound / (got - true).abs().clamp(min=1e-12)).min()) < 20  # not vacuous either
+
+
+def _crowded(n: int, d: int, copies: int, seed: int) -> np.ndarray:
+    """n rows in groups of `copies` near-duplicates: closer than bf16 can tell apart, not than fp32 can."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n // copies, d)).astype(np.float32)
+    return np.repeat(centres, copies, axis=0) + rng.standard_normal((n, d)).astype(np.float32) * 2e-3
+
+
+def test_screen_falls_back_to_fp32_where_near_duplicates_crowd_the_band():
+    k = 3
+    copies = similarity._SCREEN_EXTRA + k + 8  # more near-ties per customer row than it keeps
+    A = _crowded(10 * copies, 24, copies, seed=1)
+    rows = (similarity._SCREEN_CHUNKS + 2) * similarity._SCREEN_ROWS  # more than its chunks per column hold
+    C = _crowded(2 * rows, 24, rows, seed=2)
+    res = compare(C, A, k=k, block_size=1024, screen=True)  # one block: no hand-over to fp32 before the end
+    assert res.meta["fp32_fallback"]["rows"] > 0 and res.meta["fp32_fallback"]["columns"] > 0
+    fp32 = compare(C, A, k=k, block_size=1024, screen=False)
+    np.testing.assert_allclose(res.c_topk_sim, fp32.c_topk_sim, atol=1e-6)
+    np.testing.assert_allclose(res.a_max_sim, fp32.a_max_sim, atol=1e-6)
+    _check(res, C, A, k)
+
+
+def test_screen_on_spread_data_rescores_instead_of_falling_back():
+    rng = np.random.default_rng(9)
+    C, A = (rng.standard_normal((n, 32)).astype(np.float32) for n in (700, 900))
+    res = compare(C, A, k=5, block_size=256, screen=True)
+    assert res.meta["fp32_fallback"]["rows"] < 700 * 0.05
+    assert res.meta["fp32_fallback"]["columns"] < 900 * 0.05
+    assert res.meta["fp32_fallback"]["unscreened_rows"] == 0
+    _check(res, C, A, 5)
+
+
+def test_screen_hands_bunched_data_to_fp32_after_one_block():
+    """Anisotropic vectors (a shared offset, like uncentred hidden states) bunch the top scores within bf16's
+    error: after a block where most rows fall back, the rest skips the screen; progress still ends at 1."""
+    C, A = _data(700, 900, 32, seed=9)
+    seen: list[float] = []
+    res = compare(C, A, k=5, block_size=256, screen=True, progress=seen.append)
+    fb = res.meta["fp32_fallback"]
+    assert fb["unscreened_rows"] == 700 - 256 and fb["rows"] > 256 * similarity._SCREEN_GIVE_UP
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 3 * 4
+    _check(res, C, A, 5)
+    centred = compare(C, A, k=5, block_size=256, screen=True, center=True)  # centring spreads them again
+    assert centred.meta["fp32_fallback"]["unscreened_rows"] == 0
+
+
+def test_screen_is_chosen_by_capability_and_cpu_only(monkeypatch):
+    C, A = _data(20, 30, 8)
+    probe = similarity._cpu_bf16_sound.__wrapped__  # uncached
+    monkeypatch.setattr(similarity, "_cpu_bf16_sound", lambda: True)
+    assert compare(C, A).meta["precision"] == "fp32"  # too small to pay
+    monkeypatch.setattr(similarity, "_SCREEN_MIN_PAIRS", 600)
+    assert compare(C, A).meta["precision"] == "bf16 screen, fp32 re-score"
+    monkeypatch.setattr(similarity, "_cpu_bf16_sound", lambda: False)
+    assert compare(C, A).meta["precision"] == "fp32"
+    with pytest.raises(ValueError, match="CPU only"):
+        compare(C, A, device="cuda", screen=True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert probe() is False
