@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from app import events
@@ -471,6 +471,21 @@ def _overall(stage_name: str, fraction: float) -> float:
     return round(min(done + WEIGHTS[stage_name] * min(max(fraction, 0.0), 1.0), 1.0), 4)
 
 
+def _my_stage(experiment_id: str, stage_name: str, attempt: int) -> Update:
+    """UPDATE of the stage row this attempt owns; it matches no row once another run has taken the stage."""
+    return update(ExperimentStage).where(
+        ExperimentStage.experiment_id == experiment_id,
+        ExperimentStage.name == stage_name,
+        ExperimentStage.status == "running",
+        ExperimentStage.attempts == attempt,
+    )
+
+
+def _running(experiment_id: str) -> Update:
+    """UPDATE of the experiment while it is running; it matches no row once it was cancelled or ended."""
+    return update(Experiment).where(Experiment.id == experiment_id, Experiment.status == "running")
+
+
 def progress(
     session: Session,
     *,
@@ -485,14 +500,7 @@ def progress(
     the stage now)."""
     ts = now()
     mine = session.execute(
-        update(ExperimentStage)
-        .where(
-            ExperimentStage.experiment_id == experiment_id,
-            ExperimentStage.name == stage_name,
-            ExperimentStage.status == "running",
-            ExperimentStage.attempts == attempt,
-        )
-        .values(
+        _my_stage(experiment_id, stage_name, attempt).values(
             progress=round(min(max(fraction, 0.0), 1.0), 4),
             heartbeat_at=ts,
             **({"detail": detail} if detail is not None else {}),
@@ -502,9 +510,7 @@ def progress(
         session.rollback()
         return "lost"
     alive = session.execute(
-        update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == "running")
-        .values(progress=_overall(stage_name, fraction), heartbeat_at=ts)
+        _running(experiment_id).values(progress=_overall(stage_name, fraction), heartbeat_at=ts)
     )
     if alive.rowcount != 1:  # type: ignore[attr-defined]
         session.commit()
@@ -527,21 +533,8 @@ def progress(
 
 def heartbeat(session: Session, *, experiment_id: str, stage_name: str, attempt: int) -> None:
     ts = now()
-    session.execute(
-        update(ExperimentStage)
-        .where(
-            ExperimentStage.experiment_id == experiment_id,
-            ExperimentStage.name == stage_name,
-            ExperimentStage.status == "running",
-            ExperimentStage.attempts == attempt,
-        )
-        .values(heartbeat_at=ts)
-    )
-    session.execute(
-        update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == "running")
-        .values(heartbeat_at=ts)
-    )
+    session.execute(_my_stage(experiment_id, stage_name, attempt).values(heartbeat_at=ts))
+    session.execute(_running(experiment_id).values(heartbeat_at=ts))
     session.commit()
 
 
@@ -558,14 +551,7 @@ def complete(
     """Record a finished stage and enqueue the next (or finish the experiment). Returns what happened."""
     ts = now()
     mine = session.execute(
-        update(ExperimentStage)
-        .where(
-            ExperimentStage.experiment_id == experiment_id,
-            ExperimentStage.name == stage_name,
-            ExperimentStage.status == "running",
-            ExperimentStage.attempts == attempt,
-        )
-        .values(
+        _my_stage(experiment_id, stage_name, attempt).values(
             status="succeeded",
             progress=1.0,
             finished_at=ts,
@@ -594,9 +580,7 @@ def complete(
     i = STAGES.index(stage_name)
     if i + 1 == len(STAGES):
         finished = session.execute(
-            update(Experiment)
-            .where(Experiment.id == exp.id, Experiment.status == "running")
-            .values(
+            _running(exp.id).values(
                 status="succeeded", stage="done", progress=1.0, finished_at=ts, results=result, error=None
             )
         )
@@ -691,14 +675,7 @@ def fail(
 def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: int) -> None:
     """The running stage saw the cancellation and stopped."""
     done = session.execute(
-        update(ExperimentStage)
-        .where(
-            ExperimentStage.experiment_id == experiment_id,
-            ExperimentStage.name == stage_name,
-            ExperimentStage.status == "running",
-            ExperimentStage.attempts == attempt,
-        )
-        .values(status="cancelled", finished_at=now())
+        _my_stage(experiment_id, stage_name, attempt).values(status="cancelled", finished_at=now())
     )
     if done.rowcount == 1:  # type: ignore[attr-defined]
         exp = session.get(Experiment, experiment_id)
