@@ -197,10 +197,14 @@ class _Ticker:
         if self.should_stop is not None and self.should_stop():
             raise Cancelled("similarity computation cancelled")
 
+    def redo(self, steps: int) -> None:
+        """`steps` already taken will be taken again: the total grows; the reported fraction never falls."""
+        self.total += steps
+
     def step(self) -> None:
         self.done += 1
         if self.progress is not None:
-            self.reported = min(1.0, self.done / self.total)
+            self.reported = max(self.reported, min(1.0, self.done / self.total))
             self.progress(self.reported)
 
     def finish(self) -> None:
@@ -463,6 +467,7 @@ def _screened(
     buf = torch.empty(min(bs, n_c) * min(bs, n_a), dtype=torch.bfloat16, device=dev)
     tick.plan(math.ceil(n_c / bs) * math.ceil(n_a / bs))
     for i0 in range(0, n_c, bs):
+        col_kept = col_v.clone(), col_q.clone()  # to forget this block if it hands over to fp32
         cb = _normalise_(_to_tensor(C[i0 : i0 + bs], dev), mu_d)
         cb_b, dc = _bf16_split(cb)
         dc_max = max(dc_max, float(dc.max()))
@@ -497,6 +502,11 @@ def _screened(
         # Left out: whatever a tile did not nominate (<= cut) or the merges dropped (<= v[:, -1]).
         out = torch.maximum(cut, v[:, -1]) if m_r < n_a else cut
         ok = _separated(out, v[:, k - 1], _pair_bound(dc, da_max, d))
+        if int((~ok).sum()) > _SCREEN_GIVE_UP * rows:  # bunched scores (uncentred hidden states, say)
+            col_v, col_q = col_kept  # this block and the rest go to fp32, rows and columns in one pass
+            tick.redo(math.ceil(n_a / bs))
+            stop = i0
+            break
         live[~ok] = k  # _exact redoes these rows
         exact = torch.full((rows, m_r), ninf, device=dev)
         for r0 in range(0, rows, 256):
@@ -508,11 +518,11 @@ def _screened(
         c_sim[i0 : i0 + rows] = v[:, :k].cpu().numpy()
         c_idx[i0 : i0 + rows] = i[:, :k].cpu().numpy()
         redo_rows.append((~ok).nonzero().squeeze(1).cpu().numpy() + i0)
-        if redo_rows[-1].size > _SCREEN_GIVE_UP * rows:  # bunched scores (uncentred hidden states, say)
-            stop = i0 + rows
-            break
     else:
         stop = n_c
+    if stop == 0:
+        c_sim, c_idx, a_max, a_arg = _exact(C, a_t, mu, k, bs, tick)
+        return c_sim, c_idx, a_max, a_arg, {"rows": 0, "columns": 0, "unscreened_rows": n_c}
 
     redo = np.concatenate(redo_rows) if redo_rows else np.empty(0, dtype=np.int64)
     if redo.size:

@@ -282,22 +282,24 @@ def test_bf16_error_bound_holds_for_every_pair():
         assert float((bound / (got - true).abs().clamp(min=1e-12)).min()) < 20  # not vacuous either
 
 
-def _crowded(n: int, d: int, copies: int, seed: int) -> np.ndarray:
-    """n rows in groups of `copies` near-duplicates: closer than bf16 can tell apart, not than fp32 can."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n // copies, d)).astype(np.float32)
-    return np.repeat(centres, copies, axis=0) + rng.standard_normal((n, d)).astype(np.float32) * 2e-3
-
-
 def test_screen_falls_back_to_fp32_where_near_duplicates_crowd_the_band():
-    k = 3
-    copies = similarity._SCREEN_EXTRA + k + 8  # more near-ties per customer row than it keeps
-    A = _crowded(10 * copies, 24, copies, seed=1)
-    rows = (similarity._SCREEN_CHUNKS + 2) * similarity._SCREEN_ROWS  # more than its chunks per column hold
-    C = _crowded(2 * rows, 24, rows, seed=2)
-    res = compare(C, A, k=k, block_size=1024, screen=True)  # one block: no hand-over to fp32 before the end
-    assert res.meta["fp32_fallback"]["rows"] > 0 and res.meta["fp32_fallback"]["columns"] > 0
-    fp32 = compare(C, A, k=k, block_size=1024, screen=False)
+    """Near-duplicates closer than bf16 can tell apart (not fp32) crowd some rows' and columns' tops."""
+    rng = np.random.default_rng(1)
+    d, k = 24, 3
+
+    def near(centre: np.ndarray, n: int, noise: float) -> np.ndarray:
+        return (centre + rng.standard_normal((n, d)) * noise).astype(np.float32)
+
+    g_a, g_c = rng.standard_normal((2, d)) * 3
+    crowd = similarity._SCREEN_EXTRA + k + 8  # more near-ties per customer row than the screen keeps
+    A = np.concatenate([near(g_a, crowd, 2e-3), near(g_c, 5, 0.3), rng.standard_normal((600, d))])
+    rows = (similarity._SCREEN_CHUNKS + 2) * similarity._SCREEN_ROWS  # more than a column's chunks hold
+    C = np.concatenate([rng.standard_normal((700, d)), near(g_a, 20, 0.3), near(g_c, rows, 2e-3)])
+    C, A = C.astype(np.float32), A.astype(np.float32)
+    res = compare(C, A, k=k, block_size=256, screen=True)
+    fb = res.meta["fp32_fallback"]
+    assert fb["rows"] > 0 and fb["columns"] > 0 and fb["unscreened_rows"] == 0
+    fp32 = compare(C, A, k=k, block_size=256, screen=False)
     np.testing.assert_allclose(res.c_topk_sim, fp32.c_topk_sim, atol=1e-6)
     np.testing.assert_allclose(res.a_max_sim, fp32.a_max_sim, atol=1e-6)
     _check(res, C, A, k)
@@ -315,14 +317,22 @@ def test_screen_on_spread_data_rescores_instead_of_falling_back():
 
 def test_screen_hands_bunched_data_to_fp32_after_one_block():
     """Anisotropic vectors (a shared offset, like uncentred hidden states) bunch the top scores within bf16's
-    error: after a block where most rows fall back, the rest skips the screen; progress still ends at 1."""
+    error: a block where most rows would fall back goes to fp32 with the rest; progress never goes back."""
     C, A = _data(700, 900, 32, seed=9)
     seen: list[float] = []
     res = compare(C, A, k=5, block_size=256, screen=True, progress=seen.append)
-    fb = res.meta["fp32_fallback"]
-    assert fb["unscreened_rows"] == 700 - 256 and fb["rows"] > 256 * similarity._SCREEN_GIVE_UP
-    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 3 * 4
+    assert res.meta["fp32_fallback"] == {"rows": 0, "columns": 0, "unscreened_rows": 700}
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 4 + 3 * 4  # one block, then all
     _check(res, C, A, 5)
+    # Spread rows first, bunched ones after: the screened block stays, the rest is handed over.
+    rng = np.random.default_rng(1)
+    spread = rng.standard_normal((256, 32)).astype(np.float32) * 10 - A.mean(axis=0)
+    mixed = np.concatenate([spread, C])
+    res = compare(mixed, A, k=5, block_size=256, screen=True)
+    assert res.meta["fp32_fallback"]["unscreened_rows"] == 700
+    _check(res, mixed, A, 5)
+    exact = compare(mixed, A, k=5, block_size=256, screen=False)
+    np.testing.assert_array_equal(res.a_argmax, exact.a_argmax)
     centred = compare(C, A, k=5, block_size=256, screen=True, center=True)  # centring spreads them again
     assert centred.meta["fp32_fallback"]["unscreened_rows"] == 0
 
