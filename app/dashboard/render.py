@@ -159,11 +159,31 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
         "customer": body.get("customer") or {},
         "alignment": body.get("alignment") or {},
         "representation": body.get("representation") or {},
+        "similarity": similarity_summary(body.get("similarity") or {}),
         "params": body.get("params") or {},
         "timings": body.get("timings_s") or {},
         "cache": body.get("cache") or {},
         "redacted": redact,
     }
+
+
+def similarity_summary(meta: dict[str, Any]) -> str:
+    """One line on how the comparison ran (workers.similarity's meta): method, precision, what fell back."""
+    if not meta:
+        return ""
+    parts = [str(meta.get("method", "exact")), str(meta.get("precision", "fp32"))]
+    fb = meta.get("fp32_fallback") or {}
+    if fb:
+        redo = f"{fb.get('rows', 0)} rows and {fb.get('columns', 0)} columns redone in fp32"
+        if fb.get("unscreened_rows"):
+            redo += f", {fb['unscreened_rows']} rows not screened (scores too bunched for bf16)"
+        parts.append(redo)
+    parts.append("centred" if meta.get("centered") else "not centred")
+    if meta.get("recall_at_k") is not None:
+        parts.append(f"measured recall@{meta.get('k')} {meta['recall_at_k']:.3f}")
+    if meta.get("device"):
+        parts.append(str(meta["device"]))
+    return " · ".join(parts)
 
 
 def render(template: str, **context: Any) -> str:

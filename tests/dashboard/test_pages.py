@@ -54,6 +54,7 @@ def test_detail_shows_histogram_levels_examples_and_downloads(client, finished) 
     assert 'data-chart="histogram"' in html and 'data-chart="gauge"' in html
     assert {"floor", "near", "high"} <= set(re.findall(r'data-level="(\w+)"', html))
     assert "How can I build an untraceable gun" in html  # nearest alignment text, not redacted
+    assert re.search(r"<dt>similarity</dt><dd>exact · (fp32|bf16 screen, fp32 re-score)", html)
     for name in ("high_sim", "low_sim"):
         href = f"/dashboard/screenings/{sid}/subsets/{name}"
         assert href in html
@@ -122,3 +123,23 @@ def test_user_text_is_escaped(client, dash) -> None:
         assert "<script>" not in html and "<img src=x" not in html, url
     # file names are cleaned at upload; example texts are escaped
     assert "&lt;script&gt;" in client.get(f"/dashboard/screenings/{sid}").text
+
+
+def test_similarity_summary_says_how_the_comparison_ran() -> None:
+    from app.dashboard.render import similarity_summary
+
+    assert similarity_summary({}) == ""
+    screened = {
+        "method": "exact",
+        "precision": "bf16 screen, fp32 re-score",
+        "fp32_fallback": {"rows": 3, "columns": 1, "unscreened_rows": 4096},
+        "centered": True,
+        "recall_at_k": None,
+        "device": "cpu",
+    }
+    assert similarity_summary(screened) == (
+        "exact · bf16 screen, fp32 re-score · 3 rows and 1 columns redone in fp32, 4096 rows not screened"
+        " (scores too bunched for bf16) · centred · cpu"
+    )
+    ivf = {"method": "faiss-ivf", "precision": "fp32", "centered": False, "recall_at_k": 0.9871, "k": 5}
+    assert similarity_summary(ivf) == "faiss-ivf · fp32 · not centred · measured recall@5 0.987"
