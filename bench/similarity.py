@@ -1,10 +1,12 @@
 """Benchmark: ftguard's exact both-direction top-k against one-direction baselines.
 
     python bench/similarity.py [--n 20000] [--dim 384] [--k 5] [--block-size 4096] [--threads N] [--repeat 1]
+                               [--screen auto|on|off]
 
 Data: n x n random unit vectors (float32, seeded) for C and A.  Methods:
   ours       workers.similarity.compare(method="exact"): C->A top-k AND A->C max/argmax, in one pass, as a
-             screening runs it (on a CPU with AVX512-BF16: bf16 screen, fp32 re-score; exact either way)
+             screening runs it (on a CPU with AVX512-BF16: bf16 screen, fp32 re-score; exact either way;
+             --screen on/off forces it, e.g. at sizes too small for the automatic choice)
   ours-fp32  the same with screen=False: every tile in fp32
   st         sentence_transformers.util.semantic_search(C, A, top_k=k), default chunk sizes (C->A only)
   faiss      faiss.IndexFlatIP: index A, search C with k (C->A only)
@@ -67,13 +69,14 @@ def _data(n: int, dim: int, seed: int) -> np.ndarray:
     return X
 
 
-def _runner(method: str, k: int, block_size: int, meta: dict):
+def _runner(method: str, k: int, block_size: int, screen: str, meta: dict):
     """A callable computing the method's top-k indices (C->A) for (C, A); ours also fill `meta`."""
     if method.startswith("ours"):
         from workers.similarity import compare
 
         def ours(C: np.ndarray, A: np.ndarray) -> np.ndarray:
-            res = compare(C, A, k=k, block_size=block_size, screen=False if method == "ours-fp32" else None)
+            forced = {"auto": None, "on": True, "off": False}[screen]
+            res = compare(C, A, k=k, block_size=block_size, screen=False if method == "ours-fp32" else forced)
             meta.update(res.meta)
             return res.c_topk_idx
 
@@ -107,7 +110,7 @@ def worker(args: argparse.Namespace) -> None:
         faiss.omp_set_num_threads(args.threads)
     C, A = _data(args.n, args.dim, 1), _data(args.n, args.dim, 2)
     meta: dict = {}
-    run = _runner(args.worker, args.k, args.block_size, meta)
+    run = _runner(args.worker, args.k, args.block_size, args.screen, meta)
     run(C[:64], A[:64])  # warm-up: library initialisation, thread pools
     hwm = _reset_peak()
     before = _rss_mib()
@@ -145,6 +148,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch and faiss threads (0: library default)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--screen", choices=("auto", "on", "off"), default="auto", help="bf16 screen for ours")
     p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -158,7 +162,7 @@ def main() -> None:
         for m in args.methods.split(","):
             out = Path(tmp) / f"{m}.npy"
             cmd = [sys.executable, __file__, "--worker", m, "--out", str(out)]
-            for flag in ("n", "dim", "k", "block_size", "threads", "repeat"):
+            for flag in ("n", "dim", "k", "block_size", "threads", "repeat", "screen"):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
