@@ -69,3 +69,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def attachment(filename: str) -> dict[str, str]:
+    """Response headers that make a browser save the body as `filename` (an id-derived, quote-free name)."""
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}

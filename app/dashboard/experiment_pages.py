@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from markupsafe import Markup
 
 from app import events
-from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.deps import SessionDep, StateDep, TenantDep, attachment
 from app.core.errors import NotFound
 from app.dashboard import charts
 from app.dashboard.routes import STATUSES, dashboard_base, not_found, page
@@ -224,6 +224,4 @@ def artefact_file(
         )
     except NotFound as exc:
         return not_found(request, exc.message, nav="experiments")
-    return StreamingResponse(
-        chunks, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+    return StreamingResponse(chunks, media_type=media, headers=attachment(filename))

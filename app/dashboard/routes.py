@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.core.errors import NotFound
 from app.dashboard import charts, render
 from app.screenings import service
@@ -279,9 +279,7 @@ def report_file(
         return not_found(request, f"Screening {screening_id} has no report yet ({d.screening.status}).")
     name = d.dataset.filename if d.dataset else d.screening.dataset_id
     html = render.report_document(d.report.body, title=f"{name}: risk report", redact=hidden or redact)
-    return HTMLResponse(
-        html, headers={"Content-Disposition": f'attachment; filename="{d.screening.id}-report.html"'}
-    )
+    return HTMLResponse(html, headers=attachment(f"{d.screening.id}-report.html"))
 
 
 @router.get("/screenings/{screening_id}/subsets/{subset}")
@@ -316,5 +314,5 @@ def subset_file(
     return StreamingResponse(
         iter(lines),
         media_type="application/x-ndjson",
-        headers={"Content-Disposition": f'attachment; filename="{screening_id}-{subset}.jsonl"'},
+        headers=attachment(f"{screening_id}-{subset}.jsonl"),
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from app import events
-from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.deps import SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.calibration import service as calibration
 from app.experiments import service
@@ -172,9 +172,7 @@ def get_artefact(
         experiment_id=experiment_id,
         name=name,
     )
-    return StreamingResponse(
-        chunks, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+    return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
 
 
 @comparisons.post("", response_model=ComparisonPublic, status_code=201, responses=CREATE_ERRORS)

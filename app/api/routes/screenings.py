@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from app import events
-from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.schemas import (
@@ -204,5 +204,5 @@ def get_subset(
     return StreamingResponse(
         iter(lines),
         media_type="application/x-ndjson",
-        headers={"Content-Disposition": f'attachment; filename="{screening_id}-{subset}.jsonl"'},
+        headers=attachment(f"{screening_id}-{subset}.jsonl"),
     )
