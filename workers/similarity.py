@@ -497,11 +497,12 @@ def _screened(
             tick.step()
         v, o = torch.sort(row_v[0], dim=1, descending=True)
         i = row_i[0].gather(1, o)
+        bound = _pair_bound(dc, da_max, d)
         # Candidates that could still tie or beat the k-th form a prefix of each row; the rest are out.
-        live = (~_separated(v, v[:, k - 1 : k], _pair_bound(dc, da_max, d).unsqueeze(1))).sum(dim=1)
+        live = (~_separated(v, v[:, k - 1 : k], bound.unsqueeze(1))).sum(dim=1)
         # Left out: whatever a tile did not nominate (<= cut) or the merges dropped (<= v[:, -1]).
         out = torch.maximum(cut, v[:, -1]) if m_r < n_a else cut
-        ok = _separated(out, v[:, k - 1], _pair_bound(dc, da_max, d))
+        ok = _separated(out, v[:, k - 1], bound)
         if int((~ok).sum()) > _SCREEN_GIVE_UP * rows:  # bunched scores (uncentred hidden states, say)
             col_v, col_q = col_kept  # this block and the rest go to fp32, rows and columns in one pass
             tick.redo(math.ceil(n_a / bs))
