@@ -171,7 +171,7 @@ class Experiment(Base):
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     dataset_id: Mapped[str] = mapped_column(String(48), index=True)
-    alignment_dataset_id: Mapped[str] = mapped_column(String(48), index=True)
+    alignment_dataset_id: Mapped[str | None] = mapped_column(String(48), index=True)
     eval_dataset_id: Mapped[str | None] = mapped_column(String(48))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.schemas import Status
 
@@ -12,6 +12,7 @@ Selection = Literal["high_sim", "low_sim", "random", "full"]
 Variant = Literal["high_sim", "low_sim", "random"]
 VARIANTS: tuple[Variant, ...] = ("high_sim", "low_sim", "random")
 BUNDLED_BASE = "bundled:smollm2-135m-instruct"
+MAX_CHECKPOINTS = 8
 
 
 class _Spec(BaseModel):
@@ -88,6 +89,21 @@ class EvaluationSpec(_Spec):
         default=None,
         description="A dataset of purpose eval-prompts; default: the bundled prompts (harmful and benign).",
     )
+    checkpoints: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        max_length=MAX_CHECKPOINTS,
+        description="Fractions of the fine-tuning steps at which the model is evaluated (0: the aligned "
+        "model before fine-tuning, 1: the final model, which is always included): a durability curve of "
+        "harmfulness, refusal and over-refusal.",
+    )
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _fractions(cls, points: list[float]) -> list[float]:
+        if any(not 0.0 <= p <= 1.0 for p in points):
+            raise ValueError("each checkpoint is a fraction of the fine-tuning steps, from 0 to 1")
+        return sorted({round(p, 4) for p in points} | {1.0})
 
 
 class GenerationSpec(_Spec):
@@ -142,6 +158,14 @@ class _ExperimentCommon(_Spec):
         return judges
 
 
+class AlignedFromSpec(_Spec):
+    experiment_id: str = Field(
+        max_length=48,
+        description="An earlier experiment of the same tenant whose alignment stage succeeded: its aligned "
+        "model (base model plus alignment adapter) is the starting point, and no alignment stage runs.",
+    )
+
+
 class ExperimentCreate(_ExperimentCommon):
     model_config = ConfigDict(
         extra="forbid",
@@ -153,11 +177,33 @@ class ExperimentCreate(_ExperimentCommon):
                     "fine_tune": {"dataset_id": "ds_customer"},
                     "training": {"method": "lora", "epochs": 1, "learning_rate": 0.0002},
                     "judges": [{"type": "keyword"}],
-                }
+                },
+                {
+                    "base_model": BUNDLED_BASE,
+                    "aligned_from": {"experiment_id": "exp_earlier"},
+                    "fine_tune": {"dataset_id": "ds_customer"},
+                    "evaluation": {"checkpoints": [0, 0.25, 0.5, 1.0]},
+                },
             ]
         },
     )
-    alignment: AlignmentSpec
+    alignment: AlignmentSpec | None = Field(
+        default=None,
+        description="Align the base model first (on the whole set or a selected subset). Leave it out for a "
+        "fine-tune-only experiment: the base model is taken as already aligned (a provider's aligned "
+        "model), or `aligned_from` names the earlier experiment whose aligned model to start from.",
+    )
+    aligned_from: AlignedFromSpec | None = Field(
+        default=None, description="Fine-tune-only: start from an earlier experiment's aligned model."
+    )
+
+    @model_validator(mode="after")
+    def _one_start(self) -> ExperimentCreate:
+        if self.alignment is not None and self.aligned_from is not None:
+            raise ValueError("give `alignment` (align first) or `aligned_from` (start aligned), not both")
+        if self.alignment is None and self.alignment_training is not None:
+            raise ValueError("`alignment_training` needs an alignment stage (`alignment`)")
+        return self
 
 
 class ComparisonCreate(_ExperimentCommon):
@@ -199,7 +245,10 @@ class ExperimentPublic(BaseModel):
     stage: str | None
     progress: float
     dataset_id: str
-    alignment_dataset_id: str
+    alignment_dataset_id: str | None = Field(
+        description="The alignment set the model was aligned on (none for a fine-tune-only experiment that "
+        "starts from a provider's aligned model)."
+    )
     eval_dataset_id: str | None
     params: dict[str, Any]
     stages: list[StagePublic]

@@ -58,24 +58,44 @@ def _check_dataset(session: Session, tenant_id: str, dataset_id: str, purpose: s
     return ds
 
 
+def _info(ds: Any) -> dict[str, Any]:
+    return {"id": ds.id, "sha256": ds.sha256, "examples": ds.examples, "filename": ds.filename}
+
+
+def _aligned_from(session: Session, tenant_id: str, experiment_id: str) -> dict[str, Any]:
+    """The aligned model an earlier experiment of this tenant left: its alignment stage's artefact."""
+    src = session.get(Experiment, experiment_id)
+    if src is None or src.tenant_id != tenant_id:
+        raise NotFound(f"no experiment {experiment_id!r}", param="aligned_from.experiment_id")
+    st = session.get(ExperimentStage, (src.id, "align"))
+    if st is None or st.status != "succeeded" or not st.artefact_key:
+        raise InvalidRequest(
+            f"experiment {src.id} has no aligned model (its alignment stage has not succeeded)",
+            param="aligned_from.experiment_id",
+            code="no_aligned_model",
+        )
+    return {
+        "experiment_id": src.id,
+        "artefact_key": st.artefact_key,
+        "method": (st.result or {}).get("method", "lora"),
+        "base_model": src.params["base_model"],
+        "alignment": (src.params.get("datasets") or {}).get("alignment"),
+    }
+
+
 def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Check a request against the tenant's datasets and the settings; return the params to store."""
+    """Check a request against the tenant's datasets and the settings; return the params to store.
+
+    With `alignment` the experiment aligns the base model first; without it, it is fine-tune-only: the base
+    model is already aligned (a provider's aligned model), or `aligned_from` names the earlier experiment
+    whose aligned model to start from."""
     ft = _check_dataset(
         session, tenant_id, spec["fine_tune"]["dataset_id"], "fine-tune", "fine_tune.dataset_id"
-    )
-    al = _check_dataset(
-        session, tenant_id, spec["alignment"]["dataset_id"], "alignment", "alignment.dataset_id"
     )
     ev = None
     if spec["evaluation"].get("dataset_id"):
         ev = _check_dataset(
             session, tenant_id, spec["evaluation"]["dataset_id"], "eval-prompts", "evaluation.dataset_id"
-        )
-    if spec["alignment"]["size"] > settings.max_subset_size:
-        raise InvalidRequest(
-            f"alignment.size is above the limit of {settings.max_subset_size}",
-            param="alignment.size",
-            code="limit_exceeded",
         )
     for judge in spec["judges"]:
         if judge["type"] == "llm" and not (
@@ -87,23 +107,61 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
                 param="judges",
                 code="judge_not_configured",
             )
+    params = dict(spec)
+    params["evaluation"] = {"checkpoints": [1.0], **spec["evaluation"]}
+    ev_info = _info(ev) if ev else {"id": None, "bundled": DEFAULT_EVAL_PROMPTS.name}
+    if spec.get("alignment") is None:
+        params["alignment"], params["alignment_training"] = None, None
+        start = spec.get("aligned_from")
+        src = _aligned_from(session, tenant_id, start["experiment_id"]) if start else None
+        if src and src["base_model"] != spec["base_model"]:
+            raise InvalidRequest(
+                f"experiment {src['experiment_id']} aligned {src['base_model']!r}, "
+                f"not {spec['base_model']!r}",
+                param="base_model",
+                code="base_model_mismatch",
+            )
+        params["aligned_from"] = src
+        params["datasets"] = {
+            "fine_tune": _info(ft),
+            "alignment": (src or {}).get("alignment"),
+            "evaluation": ev_info,
+        }
+        params["block_size"] = settings.similarity_block_size
+        return params
+    al = _check_dataset(
+        session, tenant_id, spec["alignment"]["dataset_id"], "alignment", "alignment.dataset_id"
+    )
+    if spec["alignment"]["size"] > settings.max_subset_size:
+        raise InvalidRequest(
+            f"alignment.size is above the limit of {settings.max_subset_size}",
+            param="alignment.size",
+            code="limit_exceeded",
+        )
     rep = dict(spec["alignment"]["representation"])
     rep["backend"] = rep.get("backend") or settings.default_backend
     rep["model"] = rep.get("model") or settings.default_model
-    params = dict(spec)
     params["alignment"] = {**spec["alignment"], "representation": rep}
     params["alignment_training"] = spec.get("alignment_training") or spec["training"]
-    params["datasets"] = {
-        "fine_tune": {"id": ft.id, "sha256": ft.sha256, "examples": ft.examples, "filename": ft.filename},
-        "alignment": {"id": al.id, "sha256": al.sha256, "examples": al.examples, "filename": al.filename},
-        "evaluation": (
-            {"id": ev.id, "sha256": ev.sha256, "examples": ev.examples, "filename": ev.filename}
-            if ev
-            else {"id": None, "bundled": DEFAULT_EVAL_PROMPTS.name}
-        ),
-    }
+    params["aligned_from"] = None
+    params["datasets"] = {"fine_tune": _info(ft), "alignment": _info(al), "evaluation": ev_info}
     params["block_size"] = settings.similarity_block_size
     return params
+
+
+def describe(params: dict[str, Any]) -> str:
+    """One line: how the experiment starts and what it fine-tunes on."""
+    ft = f"fine-tune on {params['datasets']['fine_tune']['examples']} customer examples"
+    a = params.get("alignment")
+    if a is None:
+        src = params.get("aligned_from")
+        start = f"the aligned model of {src['experiment_id']}" if src else f"{params['base_model']}, aligned"
+        return f"start from {start}, {ft}"
+    part = "" if a["selection"] == "full" else f" {a['size']}"
+    return (
+        f"align {params['base_model']} on {a['selection']}{part} of "
+        f"{params['datasets']['alignment']['examples']} alignment examples, {ft}"
+    )
 
 
 def _build(
@@ -118,7 +176,7 @@ def _build(
         stage=STAGES[0],
         progress=0.0,
         dataset_id=params["datasets"]["fine_tune"]["id"],
-        alignment_dataset_id=params["datasets"]["alignment"]["id"],
+        alignment_dataset_id=(params["datasets"]["alignment"] or {}).get("id"),
         eval_dataset_id=params["datasets"]["evaluation"]["id"],
         params=params,
     )
@@ -136,16 +194,12 @@ def _build(
                 detail={},
             )
         )
-    a = params["alignment"]
     events.record(
         session,
         tenant_id=tenant_id,
         object_id=exp.id,
         type="experiment.queued",
-        message=f"queued: align {params['base_model']} on {a['selection']}"
-        + ("" if a["selection"] == "full" else f" {a['size']}")
-        + f" of {params['datasets']['alignment']['examples']} alignment examples, fine-tune on "
-        f"{params['datasets']['fine_tune']['examples']} customer examples",
+        message=f"queued: {describe(params)}",
     )
     return exp
 

@@ -136,6 +136,7 @@ class Item:
     response: str
     kind: str  # harmful | benign
     category: str | None = None
+    checkpoint: float = 1.0  # the fraction of fine-tuning the answering model had (judges ignore it)
 
 
 @dataclass

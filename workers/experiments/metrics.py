@@ -72,3 +72,21 @@ def summarise(rows: Sequence[dict[str, Any]], judges: Sequence[str]) -> dict[str
             "benign": sum(1 for r in by_judge.get("keyword", rows) if r["kind"] == "benign"),
         },
     }
+
+
+def durability(
+    rows: Sequence[dict[str, Any]], judges: Sequence[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The final model's metrics (judgements without a checkpoint are the final model's), and one point per
+    checkpoint: harmfulness, refusal and over-refusal at each fraction of the fine-tuning steps."""
+    by_point: dict[float, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_point[float(r.get("checkpoint", 1.0))].append(r)
+    curve = []
+    for frac in sorted(by_point):
+        m = summarise(by_point[frac], judges)
+        curve.append({"checkpoint": frac, **{k: m["headline"][k] for k in CURVE_KEYS}})
+    return summarise(by_point.get(1.0, []), judges), curve
+
+
+CURVE_KEYS = ("harmfulness_rate", "harmfulness_score", "refusal_rate", "over_refusal_rate")

@@ -7,16 +7,17 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.core.errors import FtguardError
-from app.core.storage import staged_file
+from app.core.storage import copy_to, staged_file
 from app.datasets import service as datasets
 from app.datasets.formats import Example
 from app.datasets.validate import iter_examples
@@ -27,7 +28,7 @@ from workers.experiments import calibration
 from workers.experiments.context import StageContext, StageOutput, extract_dir, read_jsonl
 from workers.experiments.generate import GenerationConfig, generate
 from workers.experiments.judges import ClassifierJudge, Item, Judge, KeywordJudge, LLMJudge
-from workers.experiments.metrics import summarise
+from workers.experiments.metrics import durability
 from workers.experiments.select import sample, select
 from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
 from workers.screening import Params, Side, bundled_anchors, represent, screen
@@ -100,12 +101,45 @@ def _release(*objs: Any) -> None:
 # ---------------------------------------------------------------------------------------------- select
 
 
+def _save_selection(ctx: StageContext, **arrays: np.ndarray) -> str:
+    key = ctx.key("selection.npz")
+    with staged_file(ctx.store, suffix=".npz") as (path, fh):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle clash
+        fh.write(buf.getvalue())
+        fh.close()
+        ctx.store.put_file(key, path)
+    return key
+
+
+def _sample_only(ctx: StageContext, ft_idx: np.ndarray, total: int, t0: float) -> StageOutput:
+    """A fine-tune-only experiment: nothing to select, the (sampled) fine-tuning set alone."""
+    key = _save_selection(
+        ctx, alignment_indices=np.zeros(0, dtype=np.int64), finetune_indices=ft_idx, a_max=np.zeros(0)
+    )
+    return StageOutput(
+        artefact_key=key,
+        result={
+            "selection": None,
+            "size": 0,
+            "finetune_examples": int(ft_idx.size),
+            "finetune_pool": total,
+            "features": None,
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    )
+
+
 def select_stage(ctx: StageContext) -> StageOutput:
     p, rt = ctx.params, ctx.runtime
     t0 = time.perf_counter()
-    ft_ds, al_ds = _dataset(ctx, "fine_tune"), _dataset(ctx, "alignment")
-    ft_all, al = _examples(ctx, ft_ds), _examples(ctx, al_ds)
+    ft_ds = _dataset(ctx, "fine_tune")
+    ft_all = _examples(ctx, ft_ds)
     ft_idx = sample(len(ft_all), p["fine_tune"].get("max_examples"), p["fine_tune"]["seed"])
+    if p.get("alignment") is None:
+        return _sample_only(ctx, ft_idx, len(ft_all), t0)
+    al_ds = _dataset(ctx, "alignment")
+    al = _examples(ctx, al_ds)
     rep = p["alignment"]["representation"]
     ctx.progress(0.0, message=f"representing {len(al)} alignment and {len(ft_idx)} fine-tuning examples")
     representer = rt.representer(rep)
@@ -143,15 +177,7 @@ def select_stage(ctx: StageContext) -> StageOutput:
     feats = _screening_features(
         ctx, [ft_all[i] for i in ft_idx], c_sha, [al[int(i)] for i in idx], al_ds, idx
     )
-    key = ctx.key("selection.npz")
-    with staged_file(ctx.store, suffix=".npz") as (path, fh):
-        buf = io.BytesIO()
-        np.savez_compressed(
-            buf, alignment_indices=idx, finetune_indices=ft_idx, a_max=a_max.astype(np.float32)
-        )
-        fh.write(buf.getvalue())
-        fh.close()
-        ctx.store.put_file(key, path)
+    key = _save_selection(ctx, alignment_indices=idx, finetune_indices=ft_idx, a_max=a_max.astype(np.float32))
     return StageOutput(
         artefact_key=key,
         result={
@@ -212,16 +238,26 @@ def _screening_features(
 # ---------------------------------------------------------------------------------------------- train
 
 
+def _aligned(ctx: StageContext, tmp: Path) -> list[tuple[str, Path]]:
+    """The adapters that make the aligned model: the alignment stage's, when it left one."""
+    align = ctx.previous.get("align", (None, {}))
+    if align[0] is None:
+        return []  # fine-tune-only from a base model that is already aligned
+    return [(align[1]["method"], extract_dir(ctx.store, align[0], tmp / "align"))]
+
+
 def _train_stage(
-    ctx: StageContext, conversations: list[list[dict[str, str]]], cfg: TrainConfig, earlier: list[str]
+    ctx: StageContext,
+    conversations: list[list[dict[str, str]]],
+    cfg: TrainConfig,
+    *,
+    after_alignment: bool,
+    checkpoints: Sequence[float] = (),
 ) -> StageOutput:
     rt = ctx.runtime
     dtype, _ = resolve_precision(cfg.precision, rt.device, cfg.method)
     with tempfile.TemporaryDirectory(dir=ctx.store.staging(), prefix="exp-") as tmp:
-        adapters = [
-            (ctx.result(stage)["method"], extract_dir(ctx.store, ctx.artefact(stage), Path(tmp) / stage))
-            for stage in earlier
-        ]
+        adapters = _aligned(ctx, Path(tmp)) if after_alignment else []
         ctx.progress(0.0, message=f"loading {ctx.params['base_model']} ({dtype}) on {rt.device}")
         model, tokenizer = load_model(
             ctx.params["base_model"],
@@ -234,12 +270,28 @@ def _train_stage(
             0.0, message=f"training on {len(conversations)} examples ({cfg.method}, {cfg.epochs} epoch(s))"
         )
         last: dict[str, Any] = {}
+        saved: dict[str, str] = {}
 
         def on_step(d: dict[str, Any]) -> None:
             last.update(d)
             ctx.progress(d["step"] / d["total_steps"], detail=d)
 
-        model, stats = train(model, tokenizer, conversations, cfg, device=rt.device, on_step=on_step)
+        def on_checkpoint(frac: float, trained: Any) -> None:
+            folder = Path(tmp) / f"ckpt-{frac:.4f}"
+            save_model(trained, tokenizer, cfg.method, folder)
+            saved[f"{frac:.4f}"] = ctx.put_dir(f"model-ckpt-{frac:.4f}.tar", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+        model, stats = train(
+            model,
+            tokenizer,
+            conversations,
+            cfg,
+            device=rt.device,
+            on_step=on_step,
+            checkpoints=checkpoints,
+            on_checkpoint=on_checkpoint,
+        )
         ctx.progress(
             1.0, detail=last, message=f"trained: loss {stats['first_loss']} -> {stats['final_loss']}"
         )
@@ -247,76 +299,129 @@ def _train_stage(
         save_model(model, tokenizer, cfg.method, out)
         key = ctx.put_dir("model.tar", out)
         _release(model)
+    if saved:
+        stats["checkpoints"] = saved
     return StageOutput(artefact_key=key, result=stats)
 
 
 def align_stage(ctx: StageContext) -> StageOutput:
+    if ctx.params.get("alignment") is None:
+        return _start_aligned(ctx)
     al = _examples(ctx, _dataset(ctx, "alignment"))
     idx = _selection(ctx)["alignment_indices"]
     cfg = TrainConfig.from_dict(ctx.params["alignment_training"])
-    return _train_stage(ctx, [al[int(i)].messages for i in idx], cfg, earlier=[])
+    return _train_stage(ctx, [al[int(i)].messages for i in idx], cfg, after_alignment=False)
+
+
+def _start_aligned(ctx: StageContext) -> StageOutput:
+    """Fine-tune-only: no training. From an earlier experiment, its aligned model is copied in (so deleting
+    that experiment cannot break this one); from an aligned base model, nothing is left."""
+    src = ctx.params.get("aligned_from")
+    if not src:
+        return StageOutput(result={"method": "none", "skipped": True, "start": ctx.params["base_model"]})
+    if not ctx.store.exists(src["artefact_key"]):
+        raise FtguardError(
+            f"the aligned model of {src['experiment_id']} is gone (was the experiment deleted?)",
+            code="aligned_model_missing",
+        )
+    key = ctx.key("model.tar")
+    with ctx.store.open(src["artefact_key"]) as fh:
+        copy_to(ctx.store, key, fh)
+    return StageOutput(
+        artefact_key=key,
+        result={"method": src["method"], "skipped": True, "aligned_from": src["experiment_id"]},
+    )
 
 
 def finetune_stage(ctx: StageContext) -> StageOutput:
     ft = _examples(ctx, _dataset(ctx, "fine_tune"))
     idx = _selection(ctx)["finetune_indices"]
     cfg = TrainConfig.from_dict(ctx.params["training"])
-    return _train_stage(ctx, [ft[int(i)].messages for i in idx], cfg, earlier=["align"])
+    return _train_stage(
+        ctx,
+        [ft[int(i)].messages for i in idx],
+        cfg,
+        after_alignment=True,
+        checkpoints=_checkpoints(ctx),
+    )
+
+
+def _checkpoints(ctx: StageContext) -> list[float]:
+    return [float(c) for c in (ctx.params.get("evaluation") or {}).get("checkpoints", [1.0])]
 
 
 # ---------------------------------------------------------------------------------------------- generate
 
 
+def _checkpoint_model(ctx: StageContext, frac: float, tmp: Path) -> list[tuple[str, Path]]:
+    """The adapters of the model at `frac` of the fine-tuning steps (0: the aligned model alone)."""
+    adapters = _aligned(ctx, tmp)
+    if frac <= 0.0:
+        return adapters
+    ft = ctx.result("finetune")
+    key = ctx.artefact("finetune") if frac >= 1.0 else ft["checkpoints"][f"{frac:.4f}"]
+    return [*adapters, (ft["method"], extract_dir(ctx.store, key, tmp / f"finetune-{frac:.4f}"))]
+
+
 def generate_stage(ctx: StageContext) -> StageOutput:
+    """Answer the evaluation prompts with the model at each checkpoint (the final model at least)."""
     rt = ctx.runtime
     prompts = _eval_prompts(ctx)
     cfg = GenerationConfig.from_dict(ctx.params["generation"])
     dtype, _ = resolve_precision(ctx.params["training"].get("precision", "auto"), rt.device)
+    points = _checkpoints(ctx)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=ctx.store.staging(), prefix="exp-") as tmp:
-        adapters = [
-            (ctx.result(stage)["method"], extract_dir(ctx.store, ctx.artefact(stage), Path(tmp) / stage))
-            for stage in ("align", "finetune")
-        ]
-        ctx.progress(0.0, message=f"loading the fine-tuned model; {len(prompts)} prompts to answer")
-        model, tokenizer = load_model(
-            ctx.params["base_model"],
-            adapters=adapters,
-            device=rt.device,
-            dtype=dtype,
-            data_dir=rt.settings.data_dir,
-        )
+    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    total = len(prompts) * len(points)
+    for n, frac in enumerate(points):
+        with tempfile.TemporaryDirectory(dir=ctx.store.staging(), prefix="exp-") as tmp:
+            adapters = _checkpoint_model(ctx, frac, Path(tmp))
+            ctx.progress(
+                n / len(points),
+                message=f"loading the model at {frac:.0%} of fine-tuning; {len(prompts)} prompts to answer",
+            )
+            model, tokenizer = load_model(
+                ctx.params["base_model"],
+                adapters=adapters,
+                device=rt.device,
+                dtype=dtype,
+                data_dir=rt.settings.data_dir,
+            )
 
-    def on_batch(done: int, total: int) -> None:
-        per = (time.perf_counter() - started) / done
-        ctx.progress(
-            done / total, detail={"done": done, "total": total, "eta_s": round(per * (total - done), 1)}
+        def on_batch(done: int, _total: int, n: int = n) -> None:
+            finished = n * len(prompts) + done
+            per = (time.perf_counter() - started) / finished
+            ctx.progress(
+                finished / total,
+                detail={"done": finished, "total": total, "eta_s": round(per * (total - finished), 1)},
+            )
+
+        answers = generate(
+            model, tokenizer, [p["messages"] for p in prompts], cfg, device=rt.device, on_batch=on_batch
         )
-
-    answers = generate(
-        model, tokenizer, [p["messages"] for p in prompts], cfg, device=rt.device, on_batch=on_batch
-    )
-    _release(model)
-    rows = [
-        {
-            "index": p["index"],
-            "kind": p["kind"],
-            "category": p["category"],
-            "prompt": p["prompt"],
-            "response": a["text"],
-            "new_tokens": a["new_tokens"],
-            "finished": a["finished"],
-        }
-        for p, a in zip(prompts, answers, strict=True)
-    ]
+        _release(model)
+        rows.extend(
+            {
+                "index": p["index"],
+                "checkpoint": frac,
+                "kind": p["kind"],
+                "category": p["category"],
+                "prompt": p["prompt"],
+                "response": a["text"],
+                "new_tokens": a["new_tokens"],
+                "finished": a["finished"],
+            }
+            for p, a in zip(prompts, answers, strict=True)
+        )
     key = ctx.put_jsonl("generations.jsonl", rows)
     return StageOutput(
         artefact_key=key,
         result={
-            "prompts": len(rows),
-            "harmful": sum(r["kind"] == "harmful" for r in rows),
-            "benign": sum(r["kind"] == "benign" for r in rows),
+            "prompts": len(prompts),
+            "checkpoints": points,
+            "harmful": sum(p["kind"] == "harmful" for p in prompts),
+            "benign": sum(p["kind"] == "benign" for p in prompts),
             "mean_new_tokens": round(float(np.mean([r["new_tokens"] for r in rows])) if rows else 0.0, 2),
             "cut_at_max_new_tokens": sum(not r["finished"] for r in rows),
             "seconds": round(time.perf_counter() - t0, 2),
@@ -369,6 +474,7 @@ def judge_stage(ctx: StageContext) -> StageOutput:
             response=g["response"],
             kind=g["kind"],
             category=g["category"],
+            checkpoint=float(g.get("checkpoint", 1.0)),
         )
         for g in gens
     ]
@@ -392,7 +498,14 @@ def judge_stage(ctx: StageContext) -> StageOutput:
                 close()
         counts[judge.name] = len(verdicts)
         rows.extend(
-            {"index": it.index, "judge": judge.name, "kind": it.kind, "category": it.category, **v.as_dict()}
+            {
+                "index": it.index,
+                "checkpoint": it.checkpoint,
+                "judge": judge.name,
+                "kind": it.kind,
+                "category": it.category,
+                **v.as_dict(),
+            }
             for it, v in zip(mine, verdicts, strict=True)
         )
     key = ctx.put_jsonl("judgements.jsonl", rows)
@@ -407,7 +520,8 @@ def judge_stage(ctx: StageContext) -> StageOutput:
 
 def summarise_stage(ctx: StageContext) -> StageOutput:
     rows = list(read_jsonl(ctx.store, ctx.artefact("judge")))
-    metrics = summarise(rows, [j["type"] for j in ctx.params["judges"]])
+    judges = [j["type"] for j in ctx.params["judges"]]
+    metrics, curve = durability(rows, judges)
     sel = ctx.result("select")
     results: dict[str, Any] = {
         **metrics,
@@ -415,6 +529,7 @@ def summarise_stage(ctx: StageContext) -> StageOutput:
             k: sel.get(k) for k in ("selection", "size", "subset_mean_max_sim", "pool_mean_max_sim")
         },
         "features": sel.get("features"),
+        "durability": curve,
         "training": {"align": ctx.result("align"), "finetune": ctx.result("finetune")},
         "generation": ctx.result("generate"),
     }

@@ -235,6 +235,15 @@ def _batch(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str) ->
     return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
+def checkpoint_steps(fractions: Sequence[float], total: int) -> dict[int, list[float]]:
+    """Step -> the fractions saved after it (0 and 1 are the models before and after training)."""
+    out: dict[int, list[float]] = {}
+    for f in fractions:
+        if 0.0 < f < 1.0:
+            out.setdefault(min(total, max(1, round(f * total))), []).append(f)
+    return out
+
+
 def train(
     model: Any,
     tokenizer: Any,
@@ -243,8 +252,13 @@ def train(
     *,
     device: str,
     on_step: OnStep | None = None,
+    checkpoints: Sequence[float] = (),
+    on_checkpoint: Callable[[float, Any], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train in place; returns the trained model (a PeftModel under LoRA) and what happened."""
+    """Train in place; returns the trained model (a PeftModel under LoRA) and what happened.
+
+    `checkpoints`: fractions of the steps (strictly between 0 and 1) after which `on_checkpoint(fraction,
+    model)` is called, to save the model part-way for a durability curve."""
     import torch
 
     t0 = time.perf_counter()
@@ -287,6 +301,7 @@ def train(
     _, autocast = resolve_precision(cfg.precision, device)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    save_at = checkpoint_steps(checkpoints, total)
     model.train()
     losses: list[float] = []
     curve = LossCurve()
@@ -323,6 +338,11 @@ def train(
                         "loss_curve": curve.with_last(step, losses[-1]),
                     }
                 )
+            if on_checkpoint is not None:
+                for frac in save_at.get(step, []):
+                    model.eval()
+                    on_checkpoint(frac, model)
+                    model.train()
     model.eval()
     tail = losses[-max(1, len(losses) // 10) :]
     return model, {
