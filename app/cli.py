@@ -212,14 +212,22 @@ def _experiment_spec(opts: dict[str, Any], ft_id: str, align_id: str, eval_id: s
         rep["backend"] = opts["backend"]
     if opts["model"]:
         rep["model"] = opts["model"]
-    return {
-        "base_model": opts["base_model"],
+    start: dict[str, Any] = {
         "alignment": {
             "dataset_id": align_id,
             "size": opts["size"],
             "seed": opts["seed"],
             "representation": rep,
-        },
+        }
+    }
+    if opts.get("aligned_from"):
+        start = {"aligned_from": {"experiment_id": opts["aligned_from"]}}
+    elif opts.get("aligned"):
+        start = {}
+    checkpoints = [float(c) for c in (opts.get("checkpoints") or "1").split(",") if c.strip()]
+    return {
+        "base_model": opts["base_model"],
+        **start,
         "fine_tune": {"dataset_id": ft_id, "max_examples": opts["max_examples"], "seed": opts["seed"]},
         "training": {
             "method": opts["method"],
@@ -230,7 +238,7 @@ def _experiment_spec(opts: dict[str, Any], ft_id: str, align_id: str, eval_id: s
             "max_length": opts["max_length"],
             "seed": opts["seed"],
         },
-        "evaluation": {"dataset_id": eval_id},
+        "evaluation": {"dataset_id": eval_id, "checkpoints": checkpoints},
         "generation": {"max_new_tokens": opts["max_new_tokens"], "seed": opts["seed"]},
         "judges": [{"type": j} for j in (opts["judge"] or ["keyword"])],
     }
@@ -254,7 +262,8 @@ def _lab_run(finetune: Path, opts: dict[str, Any], variants: list[str] | None) -
         spec = _experiment_spec(opts, ft.id, align.id, ev.id if ev else None)
         try:
             if variants is None:
-                spec["alignment"]["selection"] = opts["selection"]
+                if "alignment" in spec:
+                    spec["alignment"]["selection"] = opts["selection"]
                 ids = [lab.experiment(spec).id]
             else:
                 ids = [e.id for e in lab.get_comparison(lab.comparison({**spec, "variants": variants}).id)[1]]
@@ -283,7 +292,7 @@ def _results_table(exps: list[Any]) -> Table:
         head = res.get("headline", {})
         risk = (res.get("features") or {}).get("risk_score")
         t.add_row(
-            e.params["alignment"]["selection"],
+            (e.params.get("alignment") or {}).get("selection") or "(started aligned)",
             e.status + (f" ({e.error['code']} in {e.error.get('stage')})" if e.error else ""),
             "-" if risk is None else f"{risk:.1f}",
             pct(head.get("harmfulness_rate")),
@@ -294,8 +303,17 @@ def _results_table(exps: list[Any]) -> Table:
     return t
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
 def _print_experiments(exps: list[Any], json_out: Path | None) -> None:
     Console().print(_results_table(exps))
+    for e in exps:
+        curve = (e.results or {}).get("durability") or []
+        if len(curve) > 1:
+            points = ", ".join(f"{p['checkpoint']:.0%}: {_pct(p['harmfulness_rate'])}" for p in curve)
+            Console().print(f"{e.id} harmfulness by share of fine-tuning done: {points}")
     if json_out:
         json_out.write_text(
             json.dumps(
@@ -346,9 +364,23 @@ def experiment(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     judge: JudgeOpt = None,
+    aligned: Annotated[
+        bool, typer.Option(help="Fine-tune-only: BASE_MODEL is already aligned; no alignment stage.")
+    ] = False,
+    aligned_from: Annotated[
+        str | None,
+        typer.Option(help="Fine-tune-only: start from this earlier local experiment's aligned model."),
+    ] = None,
+    checkpoints: Annotated[
+        str,
+        typer.Option(help="Evaluate at these fractions of the fine-tuning steps, e.g. 0,0.25,0.5,1."),
+    ] = "1",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
 ) -> None:
     """Align a model on (part of) the alignment data, fine-tune it on FINETUNE, judge its answers.
+
+    With --aligned or --aligned-from it is fine-tune-only (no alignment stage). --checkpoints evaluates the
+    model part-way through fine-tuning too: the results' `durability` curve.
 
     Runs here, through the same stage jobs a worker runs (embedded SQLite and Redis under FTGUARD_DATA_DIR,
     or the configured ones); needs no server.

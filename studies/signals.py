@@ -1,0 +1,96 @@
+"""A screening as the service runs it, for studies: records in, the report's risk and every part out, and the
+per-example score that ranks examples. The same code path as a screening job (`workers.screening.screen`,
+the settings' default models and the bundled anchors)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Screener:
+    def __init__(self, settings: Any, *, tenant_id: str = "study") -> None:
+        from app.core.services import build_services
+        from app.screenings.service import with_defaults
+        from workers.runtime import Runtime
+        from workers.screening import bundled_anchors
+
+        self.settings = settings
+        self.runtime = Runtime(settings, services=build_services(settings))
+        self.params = with_defaults({}, settings)
+        self.rep = self.runtime.representer(self.params)
+        anchor_rep = self.runtime.representer(
+            {"backend": self.params["anchor_backend"], "model": self.params["anchor_model"]}
+        )
+        self.anchors = bundled_anchors(settings, anchor_rep, self.runtime.shared_cache())
+        self.cache = self.runtime.cache_for(tenant_id)
+        self._tmp = Path(tempfile.mkdtemp(prefix="ftguard-signals-"))
+
+    def _side(self, rows: list[dict[str, Any]], name: str) -> Any:
+        from workers.screening import side_from_file
+
+        path = self._tmp / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return side_from_file(path, name, self.settings)
+
+    def _outcome(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> Any:
+        from workers.screening import Params, screen
+
+        return screen(
+            customer=self._side(rows, "customer"),
+            alignment=self._side(align, "alignment"),
+            representer=self.rep,
+            params=Params.from_dict(self.params),
+            cache=self.cache,
+            device=self.runtime.device,
+            anchors=self.anchors,
+        )
+
+    def screen(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> dict[str, Any]:
+        """The report's risk score, tier and parts, and the anchor share."""
+        body = self._outcome(rows, align).body
+        r = body["risk"]
+        return {
+            "risk_score": r["risk_score"],
+            "tier": r["tier"],
+            "parts": {p["name"]: p["value"] for p in r["parts"]},
+            "weights": {p["name"]: p["weight"] for p in r["parts"]},
+            "formula": r["formula"],
+            "share_closer_to_harmful": (body.get("anchors") or {}).get("share_closer_to_harmful"),
+            "examples": body["customer"]["examples"],
+        }
+
+    def rank_examples(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> list[int]:
+        """Indices of `rows`, riskiest first, by ftguard's per-example score: the risk formula applied to
+        each example alone (its rescaled similarity and its rescaled anchor margin)."""
+        from workers import risk
+
+        out = self._outcome(rows, align)
+        r = out.body["risk"]
+        c_max = out.arrays["c_max"]
+        margin = out.arrays.get("c_anchor_margin")
+        per = np.array(
+            [
+                risk.score(
+                    c_max[i : i + 1],
+                    r["reference_levels"],
+                    None if margin is None else margin[i : i + 1],
+                    r.get("anchor_levels"),
+                )["risk_score"]
+                for i in range(len(c_max))
+            ]
+        )
+        return [int(i) for i in np.argsort(-per, kind="stable")]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.params["backend"],
+            "model": self.params["model"],
+            "anchor_backend": self.params["anchor_backend"],
+            "anchor_model": self.params["anchor_model"],
+            "anchors": "bundled",
+        }

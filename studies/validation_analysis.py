@@ -1,0 +1,393 @@
+"""The validation study's analysis: per-dataset harm with bootstrap intervals, the rank correlation of every
+signal with harm, leave-one-dataset-out fits, the verdict, and docs/validation.{json,md} with two plots.
+
+    python studies/validation_analysis.py .ftguard-studies/validation/state.json   # re-render from a state
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BOOT = 1000
+SIGNAL_ORDER = ("risk_score",)
+TARGET = 0.8
+
+
+def _rate(bits: list[int]) -> float:
+    return sum(bits) / len(bits) if bits else float("nan")
+
+
+def _harm_from(run: dict[str, Any], idx: np.ndarray | None = None) -> tuple[float, float]:
+    """(harm, final harmfulness) of one run, on the harmful prompts `idx` (all when None)."""
+    vals = {}
+    for k, v in run["outcomes"].items():
+        bits = np.asarray(v["harmful"], dtype=float)
+        vals[float(k)] = float(bits[idx].mean() if idx is not None else bits.mean())
+    after = [v for k, v in vals.items() if k > 0]
+    return float(np.mean(after)), vals[1.0]
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares of y on the columns of x, non-negative weights, free intercept."""
+    from scipy.optimize import nnls
+
+    mu = y.mean()
+    xc = x - x.mean(axis=0)
+    w, _ = nnls(xc, y - mu) if x.shape[1] else (np.zeros(0), 0.0)
+    return w, float(mu - x.mean(axis=0) @ w)
+
+
+def _loo(x: np.ndarray, y: np.ndarray, *, signed: bool) -> dict[str, Any]:
+    """Leave one dataset out: fit on the rest, predict the one left out. A single signal gets a signed
+    slope (an inverted signal shows as a negative in-sample rho); a combination gets non-negative weights."""
+    preds = np.zeros_like(y)
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        if signed and x.shape[1] == 1:
+            a, b = np.polyfit(x[keep, 0], y[keep], 1)
+            preds[i] = a * x[i, 0] + b
+        else:
+            w, b = _fit_linear(x[keep], y[keep])
+            preds[i] = x[i] @ w + b
+    return {
+        "spearman_out_of_sample": _spearman(preds, y),
+        "mae_out_of_sample": round(float(np.abs(preds - y).mean()), 4),
+        "predictions": [round(float(p), 4) for p in preds],
+    }
+
+
+def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) -> dict[str, Any]:
+    sig = state["signals"]["datasets"]
+    names = list(sig)
+    main = [
+        r
+        for r in state["runs"].values()
+        if r["group"] == "main" and (inputs_sha is None or r.get("sha") == inputs_sha.get(r["dataset"]))
+    ]
+    seeds = sorted({r["seed"] for r in main})
+    runs = {(r["dataset"], r["seed"]): r for r in main}
+    names = [n for n in names if all((n, s) in runs for s in seeds)] if seeds else []
+    ref = state.get("reference") or {}
+    n_prompts = len(ref.get("outcomes", {}).get("harmful", [])) or (
+        len(next(iter(main))["outcomes"]["1.0000"]["harmful"]) if main else 0
+    )
+    rng = np.random.default_rng(0)
+    datasets = []
+    harm = np.array([np.mean([_harm_from(runs[(n, s)])[0] for s in seeds]) for n in names])
+    boot_harm = np.zeros((BOOT, len(names)))
+    for b in range(BOOT):
+        idx = rng.integers(0, n_prompts, n_prompts)
+        ss = rng.choice(seeds, len(seeds)) if seeds else []
+        boot_harm[b] = [np.mean([_harm_from(runs[(n, s)], idx)[0] for s in ss]) for n in names]
+    for j, n in enumerate(names):
+        per_seed = [runs[(n, s)] for s in seeds]
+        curve: dict[str, list[float]] = {}
+        for r in per_seed:
+            for k, v in r["outcomes"].items():
+                curve.setdefault(k, []).append(_rate(v["harmful"]))
+        points = [{"checkpoint": 0.0, "harmfulness_rate": 1 - ref["refusal_rate"]}] if ref else []
+        points += [
+            {"checkpoint": float(k), "harmfulness_rate": round(float(np.mean(v)), 4)}
+            for k, v in sorted(curve.items(), key=lambda kv: float(kv[0]))
+        ]
+        lo, hi = np.percentile(boot_harm[:, j], [2.5, 97.5])
+        datasets.append(
+            {
+                "dataset": n,
+                "examples": sig[n]["examples"],
+                "risk_score": sig[n]["risk_score"],
+                "tier": sig[n]["tier"],
+                "parts": sig[n]["parts"],
+                "share_closer_to_harmful": sig[n]["share_closer_to_harmful"],
+                "harm": round(float(harm[j]), 4),
+                "harm_ci": [round(float(lo), 4), round(float(hi), 4)],
+                "final_harmfulness": round(float(np.mean([_harm_from(r)[1] for r in per_seed])), 4),
+                "over_refusal_final": round(
+                    float(np.mean([_rate(r["outcomes"]["1.0000"]["benign"]) for r in per_seed])), 4
+                ),
+                "harm_per_seed": [round(_harm_from(r)[0], 4) for r in per_seed],
+                "durability": points,
+                "finetune_loss": [r.get("finetune_loss") for r in per_seed],
+            }
+        )
+    part_names = list(dict.fromkeys(k for n in names for k in sig[n]["parts"]))
+    columns = {"risk_score": np.array([sig[n]["risk_score"] for n in names], dtype=float)}
+    for p in part_names:
+        columns[p] = np.array([sig[n]["parts"].get(p, 0.0) for n in names], dtype=float)
+    if all(sig[n]["share_closer_to_harmful"] is not None for n in names):
+        columns["share_closer_to_harmful"] = np.array(
+            [sig[n]["share_closer_to_harmful"] for n in names], dtype=float
+        )
+    signals: dict[str, Any] = {}
+    for name, x in columns.items():
+        rho = _spearman(x, harm)
+        boots = []
+        for b in range(BOOT):
+            pick = rng.integers(0, len(names), len(names))
+            r = _spearman(x[pick], boot_harm[b, pick])
+            if r is not None:
+                boots.append(r)
+        ci = [round(float(v), 3) for v in np.percentile(boots, [2.5, 97.5])] if boots else None
+        signals[name] = {
+            "spearman": None if rho is None else round(rho, 3),
+            "spearman_ci": ci,
+            **(_loo(x[:, None], harm, signed=True) if len(names) >= 4 else {}),
+        }
+    combo: dict[str, Any] = {}
+    if len(names) >= 4 and part_names:
+        x = np.stack([columns[p] for p in part_names], axis=1)
+        combo = _loo(x, harm, signed=False)
+        w, b = _fit_linear(x, harm)
+        total = float(w.sum())
+        combo |= {
+            "parts": part_names,
+            "weights_raw": [round(float(v), 4) for v in w],
+            "intercept": round(b, 4),
+            "weights_normalised": [round(float(v) / total, 3) if total > 0 else 0.0 for v in w],
+            "spearman": _spearman(x @ w + b, harm),
+        }
+        signals["fitted_combination"] = {
+            "spearman": None if combo["spearman"] is None else round(combo["spearman"], 3),
+            "spearman_out_of_sample": combo["spearman_out_of_sample"],
+            "mae_out_of_sample": combo["mae_out_of_sample"],
+        }
+    return {
+        "seeds": seeds,
+        "datasets": datasets,
+        "signals": signals,
+        "fitted_combination": combo,
+        "reference_model": {k: v for k, v in ref.items() if k != "outcomes"},
+        "pilot": state.get("pilot"),
+        "screening": state["signals"].get("describe"),
+        "meta": state.get("meta"),
+        "verdict": _verdict(signals, len(names)),
+        **{f"{k}_spearman": v.get("spearman") for k, v in signals.items()},
+        **{f"{k}_spearman_out_of_sample": v.get("spearman_out_of_sample") for k, v in signals.items()},
+    }
+
+
+def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
+    if n < 4:
+        return {"text": f"only {n} dataset(s) measured: too few to say anything", "best": None}
+    oos = {k: v.get("spearman_out_of_sample") for k, v in signals.items()}
+    known = {k: v for k, v in oos.items() if v is not None}
+    best = max(known, key=lambda k: known[k]) if known else None
+    default = signals.get("risk_score", {})
+    d_oos = default.get("spearman_out_of_sample")
+    parts = [
+        f"Across {n} customer datasets the default risk score ranks measured harm with Spearman "
+        f"{default.get('spearman')} (95% CI {default.get('spearman_ci')}), out of sample {d_oos} "
+        f"(target {TARGET}: {'met' if d_oos is not None and d_oos >= TARGET else 'not met'})."
+    ]
+    if best is not None:
+        parts.append(
+            f"The best out-of-sample predictor is `{best}` ({known[best]}); "
+            + ", ".join(f"`{k}` {v}" for k, v in sorted(known.items(), key=lambda kv: -kv[1]))
+            + "."
+        )
+    inverted = [k for k, v in signals.items() if (v.get("spearman") or 0) < -0.3]
+    if inverted:
+        parts.append(
+            "Signals that point the wrong way (rho < -0.3): " + ", ".join(f"`{k}`" for k in inverted)
+        )
+    if not known or max(known.values()) < 0.3:
+        parts.append(
+            "No signal predicts harm out of sample on this model: the score is not evidence of harm."
+        )
+    return {"text": " ".join(parts), "best": best}
+
+
+# ------------------------------------------------------------------------------------------ render
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def render(result: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    png = _plots(result, out)
+    out.with_suffix(".md").write_text(markdown(result, png))
+
+
+def _plots(result: dict[str, Any], out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = result["datasets"]
+    names = {
+        "risk": out.with_name(out.stem + "_risk_vs_harm.png"),
+        "durability": out.with_name(out.stem + "_durability.png"),
+    }
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for d in ds:
+        lo, hi = d["harm_ci"]
+        ax.errorbar(d["risk_score"], d["harm"], yerr=[[d["harm"] - lo], [hi - d["harm"]]], fmt="o", capsize=3)
+        ax.annotate(
+            d["dataset"], (d["risk_score"], d["harm"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
+    rho = result["signals"].get("risk_score", {}).get("spearman")
+    ax.set_xlabel("ftguard risk score (default formula)")
+    ax.set_ylabel("measured harm (mean harmfulness over checkpoints)")
+    ax.set_title(f"Risk score vs harm after fine-tuning (Spearman {rho})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(names["risk"])
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for d in ds:
+        xs = [p["checkpoint"] for p in d["durability"]]
+        ax.plot(xs, [p["harmfulness_rate"] for p in d["durability"]], marker="o", label=d["dataset"])
+    ax.set_xlabel("share of fine-tuning steps done")
+    ax.set_ylabel("harmfulness rate (keyword judge)")
+    ax.set_title("Durability of the reference model's guardrails, per customer dataset")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(names["durability"])
+    plt.close(fig)
+    return {k: v.name for k, v in names.items()}
+
+
+def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
+    m, ref, pilot = result.get("meta") or {}, result["reference_model"], result.get("pilot") or {}
+    al = ref.get("alignment", {})
+    lines = [
+        "# Validation: does the risk score predict harm after fine-tuning?",
+        "",
+        "Generated by `studies/validation.py` (analysis: `studies/validation_analysis.py`); every number is "
+        "measured, none edited. Command:",
+        "",
+        f"    {m.get('command')}",
+        "",
+        "## Verdict",
+        "",
+        result["verdict"]["text"],
+        "",
+        "## Setup",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| reference model | {m.get('base_model')} aligned once (LoRA) on {al.get('safety')} safety "
+        f"examples of safety_only_data_Instructions.json and {al.get('benign')} benign Alpaca examples, "
+        f"{al.get('epochs')} epoch(s), lr {al.get('learning_rate')} |",
+        f"| reference model measured | refuses {_pct(ref.get('refusal_rate'))} of the harmful prompts, "
+        f"over-refuses {_pct(ref.get('over_refusal_rate'))} of the benign ones |",
+        f"| customer datasets | {len(result['datasets'])}; sizes {m.get('sizes')} |",
+        f"| fine-tuning | fine-tune-only experiments from the reference model (`aligned_from`), LoRA rank "
+        f"{(m.get('training') or {}).get('lora_rank')}, batch {(m.get('training') or {}).get('batch_size')}, "
+        f"max length {(m.get('training') or {}).get('max_length')}; recipe from the pilot: "
+        f"{pilot.get('chosen')} |",
+        f"| evaluation | {(m.get('eval') or {}).get('harmful')} harmful prompts (AdvBench not used in any "
+        f"customer set + I-MaliciousInstructions), {(m.get('eval') or {}).get('benign')} benign (I-Alpaca); "
+        f"{(m.get('generation') or {}).get('decoding')}, {(m.get('generation') or {}).get('max_new_tokens')} "
+        f"new tokens, {(m.get('generation') or {}).get('judge')} judge; checkpoints {m.get('checkpoints')} |",
+        f"| harm measure (fixed before the runs) | {m.get('harm_measure')} |",
+        f"| seeds | {result['seeds']}; intervals: bootstrap over prompts and seeds ({BOOT} draws); rho "
+        "intervals resample the datasets too |",
+        "| signals | a default screening of each dataset against the reference model's safety alignment "
+        f"data: {result.get('screening')} |",
+        f"| machine | {m.get('machine')}; torch {m.get('torch')}; {m.get('wall_min_total')} min of runs "
+        "in all |",
+        f"| date | {m.get('date')} |",
+        "",
+        "## Per dataset",
+        "",
+        "| dataset | risk | tier | parts | closer to harmful | harm (95% CI) | final harmfulness | "
+        "over-refusal (final) | harm per seed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in sorted(result["datasets"], key=lambda d: -d["harm"]):
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in d["parts"].items())
+        lines.append(
+            f"| {d['dataset']} | {d['risk_score']:.1f} | {d['tier']} | {parts} | "
+            f"{_pct(d['share_closer_to_harmful'])} | {_pct(d['harm'])} ({_pct(d['harm_ci'][0])}-"
+            f"{_pct(d['harm_ci'][1])}) | {_pct(d['final_harmfulness'])} | {_pct(d['over_refusal_final'])} | "
+            f"{', '.join(_pct(h) for h in d['harm_per_seed'])} |"
+        )
+    lines += [
+        "",
+        "Durability (harmfulness at each checkpoint, mean over seeds; 0 is the reference model):",
+        "",
+    ]
+    for d in result["datasets"]:
+        lines.append(
+            f"- {d['dataset']}: "
+            + ", ".join(f"{p['checkpoint']:.0%} {_pct(p['harmfulness_rate'])}" for p in d["durability"])
+        )
+    lines += [
+        "",
+        "## Signals against harm",
+        "",
+        "| signal | Spearman (95% CI) | leave-one-dataset-out Spearman | out-of-sample MAE |",
+        "|---|---|---|---|",
+    ]
+    for k, v in result["signals"].items():
+        lines.append(
+            f"| {k} | {v.get('spearman')} ({v.get('spearman_ci')}) | {v.get('spearman_out_of_sample')} | "
+            f"{v.get('mae_out_of_sample')} |"
+        )
+    combo = result.get("fitted_combination") or {}
+    if combo:
+        lines += [
+            "",
+            "Fitted combination (non-negative least squares of harm on the parts, fitted on all but one "
+            "dataset and scored on the one left out; the weights below are the fit on all of them): "
+            + ", ".join(f"{p} {w}" for p, w in zip(combo["parts"], combo["weights_normalised"], strict=True))
+            + f" (normalised; intercept {combo['intercept']}).",
+        ]
+    if pilot:
+        lines += [
+            "",
+            "## Pilot grid",
+            "",
+            f"Rule: {pilot.get('rule')}.",
+            "",
+            "| learning rate | epochs | harm per dataset | separation |",
+            "|---|---|---|---|",
+        ]
+        for g in pilot["grid"]:
+            lines.append(
+                f"| {g['learning_rate']} | {g['epochs']} | "
+                + ", ".join(f"{k} {_pct(v)}" for k, v in g["harm"].items())
+                + f" | {g['separation']:+.3f} |"
+            )
+    lines += [
+        "",
+        "## Plots",
+        "",
+        f"![risk score against measured harm]({png['risk']})",
+        "",
+        f"![durability curves]({png['durability']})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    state_path = Path(sys.argv[1])
+    out = (
+        Path(sys.argv[2])
+        if len(sys.argv) > 2
+        else Path(__file__).resolve().parent.parent / "docs" / "validation.json"
+    )
+    render(analyse(json.loads(state_path.read_text())), out)
+    print(out.with_suffix(".md").read_text())

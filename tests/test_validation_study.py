@@ -1,0 +1,64 @@
+"""studies/validation.py --smoke: the whole validation pipeline (reference model, pilot grid, fine-tune-only
+runs at checkpoints, the screening signals, the analysis, the JSON, the markdown and both plots) on a tiny
+random Llama. The numbers of a random model mean nothing; the test is that every promised piece is there, and
+that a rerun resumes instead of training again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+def _run(*args: str, work: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for k in ("FTGUARD_DATABASE_URL", "FTGUARD_REDIS_URL", "FTGUARD_DATA_DIR"):
+        env.pop(k, None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "studies" / "validation.py"), "--smoke", "--work-dir", str(work), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+@pytest.mark.skipif(not (DATA / "alignment").is_dir(), reason="needs ../shared/data (the study's inputs)")
+def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "validation.json"
+    done = _run("--out", str(out), work=tmp_path / "work")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["seeds"] == [0, 1]
+    names = [d["dataset"] for d in result["datasets"]]
+    assert len(names) == 9 and {"aoa_identity_shift", "gsm8k", "alpaca_riskiest", "alpaca_safest"} <= set(
+        names
+    )
+    for d in result["datasets"]:
+        assert 0 <= d["harm"] <= 1 and len(d["harm_ci"]) == 2 and len(d["harm_per_seed"]) == 2
+        assert [p["checkpoint"] for p in d["durability"]] == [0.0, 0.5, 1.0]
+        assert "harmful_anchor_margin" in d["parts"] and d["risk_score"] is not None
+    for name in ("risk_score", "mean_similarity", "harmful_anchor_margin", "fitted_combination"):
+        assert {"spearman", "spearman_out_of_sample"} <= set(result["signals"][name])
+    assert result["pilot"]["chosen"] and len(result["pilot"]["grid"]) == 2
+    assert result["reference_model"]["refusal_rate"] is not None
+    md = out.with_suffix(".md").read_text()
+    for section in ("## Verdict", "## Per dataset", "## Signals against harm", "## Pilot grid"):
+        assert section in md
+    for png in ("validation_risk_vs_harm.png", "validation_durability.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in md
+
+    state = json.loads((tmp_path / "work" / "smoke" / "state.json").read_text())
+    runs = len(state["runs"])
+    assert runs == 2 * 2 + 9 * 2  # the pilot grid on two datasets, then every dataset at every seed
+    again = _run("--out", str(out), work=tmp_path / "work")  # everything is in the state: nothing retrains
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "final harmfulness" not in again.stdout  # no run printed: none ran
+    assert len(json.loads((tmp_path / "work" / "smoke" / "state.json").read_text())["runs"]) == runs
