@@ -60,14 +60,19 @@ class DatasetPublic(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
     created_at: int
-    filename: str
+    filename: str | None = Field(
+        description="null for an alignment or anchor set when the key lacks the alignment:read scope."
+    )
     purpose: str
     status: Literal["validating", "ready", "invalid"]
     container: str | None
     format: str | None
     bytes: int
     examples: int
-    sha256: str | None
+    sha256: str | None = Field(
+        description="SHA-256 of the bytes; null for an alignment or anchor set when the key lacks the "
+        "alignment:read scope."
+    )
     stats: dict[str, Any]
 
 

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.access import PRIVATE_PURPOSES
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.services import Services
@@ -20,8 +21,6 @@ from app.datasets.validate import Limits, ValidationReport, iter_examples, valid
 from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
 
 PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts")
-# The provider's own data: its texts are shown only to keys with the alignment:read scope.
-PRIVATE_PURPOSES = ("alignment", "harmful-anchors", "safe-anchors")
 ACTIVE = ("queued", "running")
 
 

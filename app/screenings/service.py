@@ -15,10 +15,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app import events
+from app.access import ALIGNMENT_READ
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.storage import BlobStore
+from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
 
@@ -26,7 +28,6 @@ log = logging.getLogger("ftguard.api")
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 SUBSETS = ("high_sim", "low_sim", "random")
-ALIGNMENT_READ = "alignment:read"
 ACTIVE_LIMIT_RETRY_AFTER_S = 10
 
 
@@ -84,26 +85,22 @@ def create(
             param="subset_size",
             code="limit_exceeded",
         )
-    ds = datasets.get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
-    align = datasets.get(session=session, tenant_id=tenant_id, dataset_id=alignment_dataset_id)
-    if align.purpose != "alignment":
-        raise InvalidRequest(
-            f"dataset {align.id} has purpose {align.purpose!r}, not 'alignment'",
-            param="alignment_dataset_id",
-            code="wrong_purpose",
-        )
-    for key, purpose in (
-        ("harmful_anchors_dataset_id", "harmful-anchors"),
-        ("safe_anchors_dataset_id", "safe-anchors"),
+    ds = roles.for_role(
+        session=session, tenant_id=tenant_id, dataset_id=dataset_id, role="customer", param="dataset_id"
+    )
+    align = roles.for_role(
+        session=session,
+        tenant_id=tenant_id,
+        dataset_id=alignment_dataset_id,
+        role="alignment",
+        param="alignment_dataset_id",
+    )
+    for key, role in (
+        ("harmful_anchors_dataset_id", "harmful_anchors"),
+        ("safe_anchors_dataset_id", "safe_anchors"),
     ):
         if params.get(key):
-            anchor = datasets.get(session=session, tenant_id=tenant_id, dataset_id=params[key])
-            if anchor.purpose != purpose:
-                raise InvalidRequest(
-                    f"dataset {anchor.id} has purpose {anchor.purpose!r}, not {purpose!r}",
-                    param=key,
-                    code="wrong_purpose",
-                )
+            roles.for_role(session=session, tenant_id=tenant_id, dataset_id=params[key], role=role, param=key)
     if ds.status != "ready" or align.status != "ready":
         raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
     check_capacity(session=session, settings=settings, tenant_id=tenant_id)
