@@ -25,6 +25,7 @@ from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
 from app.datasets import roles
+from app.experiments import allowed
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
 log = logging.getLogger("ftguard.experiments")
@@ -56,6 +57,7 @@ def _check_dataset(session: Session, tenant_id: str, dataset_id: str, role: str,
 
 def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Check a request against the tenant's datasets and the settings; return the params to store."""
+    allowed.check(settings=settings, spec=spec)
     ft = _check_dataset(
         session, tenant_id, spec["fine_tune"]["dataset_id"], "customer", "fine_tune.dataset_id"
     )

@@ -40,6 +40,8 @@ def create(
         session=session, tenant_id=tenant_id, dataset_id=dataset_id, role="customer", param="dataset_id"
     )
     for i, cand in enumerate(candidates):
+        own = {k: v for k, v in cand.items() if k in ("backend", "model") and v is not None}
+        screenings.check_params({**params, **own}, settings)
         roles.for_role(
             session=session,
             tenant_id=tenant_id,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app import events
 from app.access import ALIGNMENT_READ
+from app.core import registry
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
@@ -46,6 +47,20 @@ def with_defaults(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "method": s.similarity_method,
         "faiss_threshold": s.faiss_threshold,
     }
+
+
+def check_params(params: dict[str, Any], settings: Settings) -> None:
+    """A screening's full parameters against the provider's limits and model registry."""
+    if params.get("subset_size", 0) > settings.max_subset_size:
+        raise InvalidRequest(
+            f"subset_size is above the limit of {settings.max_subset_size}",
+            param="subset_size",
+            code="limit_exceeded",
+        )
+    for key in ("model", "anchor_model"):
+        if params.get(key):
+            registry.check(settings, params[key], param=key)
+    registry.check_max_length(settings, int(params.get("max_length", 0)), param="max_length")
 
 
 def check_capacity(*, session: Session, settings: Settings, tenant_id: str, adding: int = 1) -> None:
@@ -79,12 +94,7 @@ def create(
     params: dict[str, Any],
 ) -> Screening:
     """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
-    if params.get("subset_size", 0) > settings.max_subset_size:
-        raise InvalidRequest(
-            f"subset_size is above the limit of {settings.max_subset_size}",
-            param="subset_size",
-            code="limit_exceeded",
-        )
+    check_params(params, settings)
     ds = roles.for_role(
         session=session, tenant_id=tenant_id, dataset_id=dataset_id, role="customer", param="dataset_id"
     )
