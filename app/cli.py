@@ -558,6 +558,8 @@ def serve(
             create_app(s, redis_url=url),
             host=host,
             port=port,
+            # X-Forwarded-* (scheme, client address) are believed from the operator's proxies only
+            forwarded_allow_ips=",".join(s.trusted_proxies) or None,
             log_level=s.log_level.lower(),
             log_config=None,
             access_log=False,

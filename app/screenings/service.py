@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from app.core import registry
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
-from app.core.storage import BlobStore
+from app.core.storage import SCORES_PREFIX, BlobStore
 from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
@@ -435,6 +436,33 @@ def subset_lines(
         if i is not None:
             rows[i] = json.dumps(rec.value, ensure_ascii=False).encode() + b"\n"
     return (r for r in rows if r is not None)
+
+
+def remove_orphan_scores(*, store: BlobStore, session: Session, min_age_s: float) -> int:
+    """Delete scores files no report refers to and no queued or running screening may still write (a
+    cancelled run's, or one left by a screening deleted since), once older than `min_age_s`."""
+    removed, cutoff = 0, time.time() - min_age_s
+    keys = store.list(SCORES_PREFIX)
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        ids = {k: k.split("/")[2].split(".")[0] for k in chunk if k.count("/") >= 2}
+        kept = set(session.scalars(select(Report.scores_key).where(Report.scores_key.in_(chunk))))
+        active = set(
+            session.scalars(
+                select(Screening.id).where(Screening.id.in_(set(ids.values())), Screening.status.in_(ACTIVE))
+            )
+        )
+        for key, scr_id in ids.items():
+            path = store.local_path(key)
+            if key in kept or scr_id in active or path is None:
+                continue
+            try:
+                if path.stat().st_mtime <= cutoff:
+                    store.delete(key)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 # ---------------------------------------------------------------- transitions made by the worker
