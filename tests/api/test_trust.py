@@ -279,3 +279,18 @@ def test_a_cancelled_then_deleted_screening_leaves_no_scores_file(client, settin
     young = _scores_file(state.services.store, "test", "scr_0000000000000000deadbeef01")
     out = reconcile(services=state.services, queue=state.queue, storage=True)
     assert not stray.exists() and young.exists() and out.blobs_removed >= 1
+
+
+def test_a_replay_never_shows_a_key_what_it_may_not_see(client) -> None:
+    """A scope-less key with the provider's Idempotency-Key and upload would get the first answer: the
+    alignment set's name and hash."""
+    headers = {"Idempotency-Key": "upload-alignment-1"}
+    files = {"file": ("provider-secret.jsonl", (DEMO / "alignment.jsonl").read_bytes())}
+    first = client.post("/v1/datasets", files=files, data={"purpose": "alignment"}, headers=headers)
+    assert first.status_code == 201 and first.json()["filename"] == "provider-secret.jsonl"
+    viewer = client_as(client, "test", scopes=[])
+    r = viewer.post("/v1/datasets", files=files, data={"purpose": "alignment"}, headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_key_reused", r.text
+    assert "provider-secret" not in r.text
+    again = client.post("/v1/datasets", files=files, data={"purpose": "alignment"}, headers=headers)
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["id"] == first.json()["id"]
