@@ -116,7 +116,7 @@ class _Screener:
                 alignment=alignment,
                 representer=self.rep,
                 params=Params.from_dict(with_defaults(self.params | params, self.runtime.settings)),
-                cache=self.runtime.cache,
+                cache=self.runtime.local_cache(),
                 report=report,
                 device=self.runtime.device,
                 anchors=self.anchors,
@@ -508,7 +508,7 @@ def audit(
     t.add_column("measure")
     t.add_column("value", justify="right")
     if customer is None:
-        vecs, _ = represent(align, screener.rep, screener.runtime.cache, None, "represent_alignment")
+        vecs, _ = represent(align, screener.rep, screener.runtime.local_cache(), None, "represent_alignment")
         v = vendi_score(vecs, center=center)
         t.add_row("examples", str(len(align.examples)))
         t.add_row("Vendi score (effective distinct examples)", f"{v:.1f}")
@@ -590,6 +590,8 @@ def serve(
             create_app(s, redis_url=url),
             host=host,
             port=port,
+            # X-Forwarded-* (scheme, client address) are believed from the operator's proxies only
+            forwarded_allow_ips=",".join(s.trusted_proxies) or None,
             log_level=s.log_level.lower(),
             log_config=None,
             access_log=False,

@@ -12,7 +12,7 @@ from app import reconcile
 from app.api import errors
 from app.api.deps import AppState
 from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture, RequestContext
-from app.api.routes import admin, datasets, experiments, health, metrics, rankings, screenings
+from app.api.routes import admin, datasets, experiments, health, metrics, models, rankings, screenings
 from app.core.config import Settings, get_settings
 from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue, connect
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(datasets.router)
     app.include_router(screenings.router)
     app.include_router(rankings.router)
+    app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(signin.router)
     app.include_router(dashboard.router)

@@ -31,6 +31,7 @@ from app.core.services import Services
 from app.core.storage import clean_staging
 from app.datasets import service as datasets
 from app.models import Screening, now
+from app.screenings import service as screenings
 
 log = logging.getLogger("ftguard.reconcile")
 DEAD_JOB_STATES = ("failed", "stopped", "canceled", "finished")
@@ -190,4 +191,8 @@ def reconcile(*, services: Services, queue: JobQueue, storage: bool = False) -> 
     if storage:
         clean_staging(services.store, max_age_s=s.staging_max_age_s)
         outcome.blobs_removed = datasets.remove_orphan_blobs(services=services, min_age_s=s.staging_max_age_s)
+        with services.db.session() as session:
+            outcome.blobs_removed += screenings.remove_orphan_scores(
+                store=services.store, session=session, min_age_s=s.staging_max_age_s
+            )
     return outcome

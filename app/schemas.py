@@ -60,14 +60,19 @@ class DatasetPublic(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
     created_at: int
-    filename: str
+    filename: str | None = Field(
+        description="null for an alignment or anchor set when the key lacks the alignment:read scope."
+    )
     purpose: str
     status: Literal["validating", "ready", "invalid"]
     container: str | None
     format: str | None
     bytes: int
     examples: int
-    sha256: str | None
+    sha256: str | None = Field(
+        description="SHA-256 of the bytes; null for an alignment or anchor set when the key lacks the "
+        "alignment:read scope."
+    )
     stats: dict[str, Any]
 
 
@@ -99,7 +104,9 @@ class ScreeningCreate(BaseModel):
         default=None, description="Representation backend; default from settings."
     )
     model: str | None = Field(
-        default=None, max_length=500, description="Model path or Hugging Face id; default from settings."
+        default=None,
+        max_length=500,
+        description="A model of the provider's registry (GET /v1/models); default from settings.",
     )
     layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
     pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
@@ -124,7 +131,9 @@ class ScreeningCreate(BaseModel):
     anchor_backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
         default=None, description="Backend of the anchor signal; default from settings."
     )
-    anchor_model: str | None = Field(default=None, max_length=500, description="Model of the anchor signal.")
+    anchor_model: str | None = Field(
+        default=None, max_length=500, description="Model of the anchor signal (a registry name)."
+    )
 
 
 class CandidateIn(BaseModel):
@@ -132,7 +141,9 @@ class CandidateIn(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="A label for the candidate model.")
     alignment_dataset_id: str = Field(description="The candidate's safety-alignment set.")
     backend: Literal["sentence-transformers", "causal-lm"] | None = None
-    model: str | None = Field(default=None, max_length=500, description="The candidate's own model, if any.")
+    model: str | None = Field(
+        default=None, max_length=500, description="The candidate's own model (a registry name), if any."
+    )
 
 
 class RankingCreate(BaseModel):
@@ -304,3 +315,10 @@ class ApiKeyCreated(ApiKeyPublic):
         description="The secret. Shown in this response only: it is stored hashed. null when this is an "
         "Idempotency-Key replay of the creating request."
     )
+
+
+class ModelPublic(BaseModel):
+    id: str = Field(description="The name to use in requests.")
+    object: Literal["model"] = "model"
+    bundled: bool = Field(description="Ships with ftguard.")
+    default_for: list[str] = Field(description="The settings it is the default of, if any.")

@@ -49,7 +49,11 @@ def _load(store: BlobStore, key: str) -> np.ndarray:
 
 
 class VectorCache:
-    def __init__(self, store: BlobStore, namespace: str = "") -> None:
+    def __init__(self, store: BlobStore, namespace: str) -> None:
+        if not namespace:
+            raise ValueError(
+                "a vector cache needs a namespace (the tenant): vectors never mix across tenants"
+            )
         self.store = store
         self.namespace = namespace
         self.hits = 0  # examples served from the cache
@@ -59,7 +63,7 @@ class VectorCache:
         self._lock = threading.Lock()
 
     def _scoped(self, identity: str) -> str:
-        return f"tenant={self.namespace}\n{identity}" if self.namespace else identity
+        return f"tenant={self.namespace}\n{identity}"
 
     def _refresh(self, identity: str) -> dict[bytes, tuple[str, int]]:
         """Index of every shard of this identity; new shards (from other workers) are added on each call."""

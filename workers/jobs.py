@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.core import logs
 from app.core.db import Database
 from app.core.errors import FtguardError
-from app.core.storage import staged_file
+from app.core.storage import scores_key, staged_file
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
 from app.screenings import service as screenings
@@ -165,7 +165,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             anchors=anchors,
         )
         t_save = time.perf_counter()
-        key = f"scores/{scr.tenant_id}/{scr.id}.npz"
+        key = scores_key(scr.tenant_id, scr.id)
         with staged_file(rt.services.store, suffix=".npz") as (path, fh):
             buf = io.BytesIO()
             np.savez_compressed(buf, allow_pickle=False, **outcome.arrays)
@@ -174,6 +174,8 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             rt.services.store.put_file(key, path)
         if not screenings.still_owned(session, scr, job_id):
             log.info("screening cancelled or superseded", extra={"screening_id": screening_id})
+            if scr.status == "cancelled":  # nothing will read it (a superseding run rewrites the same key)
+                rt.services.store.delete(key)
             _record("screening", "cancelled")
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
         outcome.body["calibration"] = calibration.report_section(

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from app.core import registry
 from app.core.config import Settings, get_settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
@@ -17,6 +18,7 @@ from workers.representations.base import Representer, resolve_device
 
 log = logging.getLogger("ftguard.worker")
 SHARED_NAMESPACE = "_bundled"  # the vector cache of what ships with ftguard; not a valid tenant id
+LOCAL_NAMESPACE = "_local"  # the operator's CLI screenings; not a valid tenant id either
 MAX_MODELS = 2  # models kept loaded at once; the least recently used one is dropped past this
 T = TypeVar("T")
 
@@ -35,7 +37,6 @@ class Runtime:
             # On a shared or small CPU, fewer threads than cores avoids OpenMP spin-waits fighting.
             torch.set_num_threads(settings.torch_threads)
         self.services = services or build_services(settings, run_migrations=False)
-        self.cache = VectorCache(self.services.store)  # local use (CLI): no tenant
         self._tenant_caches: dict[str, VectorCache] = {}
         self.device = resolve_device(settings.device)
         # `models` lets several runtimes in one process (tests, the CLI) share loaded models.
@@ -69,6 +70,10 @@ class Runtime:
         cannot be a tenant id (those start with a letter or digit)."""
         return self.cache_for(SHARED_NAMESPACE)
 
+    def local_cache(self) -> VectorCache:
+        """The operator CLI's own cache (`ftguard screen`): never read by a tenant's job."""
+        return self.cache_for(LOCAL_NAMESPACE)
+
     def cache_for(self, tenant_id: str) -> VectorCache:
         """The tenant's own vector cache (kept per process, so its shard index is built once)."""
         with self._lock:
@@ -77,34 +82,43 @@ class Runtime:
             return self._tenant_caches[tenant_id]
 
     def representer(self, params: dict[str, Any]) -> Representer:
-        """Load a backend once and keep it; jobs with the same settings reuse it."""
+        """Load a model once and keep it; jobs with the same model reuse its weights. A model is keyed by
+        backend and name only: another layer, pooling or `max_length` is a view on the same weights, so
+        no request can make a worker load a model twice or evict another tenant's."""
         s = self.settings
-        key = (
-            params.get("backend", s.default_backend),
-            params.get("model", s.default_model),
-            params.get("layer", -1),
-            params.get("pooling", "last"),
-            params.get("max_length", 512),
-        )
+        backend = params.get("backend", s.default_backend)
+        name = params.get("model", s.default_model)
+        layer, pooling = params.get("layer", -1), params.get("pooling", "last")
+        max_length = min(int(params.get("max_length", 512)), s.max_length_limit)
+        key = (backend, name)
         with self._lock:
             if key in self._models:
                 self._models[key] = self._models.pop(key)  # most recently used last
-                return self._models[key]
-            log.info("loading representation model", extra={"backend": key[0], "model": key[1]})
-            rep = load_representer(
-                backend=key[0],
-                model=key[1],
-                device=self.device,
-                batch_size=s.encode_batch_size,
-                layer=key[2],
-                pooling=key[3],
-                max_length=key[4],
-                data_dir=s.data_dir,
-            )
-            self._models[key] = rep
-            while len(self._models) > MAX_MODELS:
-                self._models.pop(next(iter(self._models)))
+                rep = self._models[key]
+            else:
+                log.info("loading representation model", extra={"backend": backend, "model": name})
+                rep = load_representer(
+                    backend=backend,
+                    model=registry.path(s, name),
+                    name=name,
+                    device=self.device,
+                    batch_size=s.encode_batch_size,
+                    layer=layer,
+                    pooling=pooling,
+                    max_length=max_length,
+                    data_dir=s.data_dir,
+                    max_batch_tokens=None if self.device == "cpu" else s.gpu_max_batch_tokens,
+                )
+                self._models[key] = rep
+                while len(self._models) > MAX_MODELS:
+                    self._models.pop(next(iter(self._models)))
+        view = getattr(rep, "view", None)
+        if view is None:  # sentence-transformers: the model's own length and pooling
             return rep
+        if (rep.layer, rep.pooling, rep.max_length) == (layer, pooling, max_length):  # type: ignore[attr-defined]
+            return rep
+        out: Representer = view(layer=layer, pooling=pooling, max_length=max_length)
+        return out
 
 
 _runtime: Runtime | None = None

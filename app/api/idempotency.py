@@ -70,7 +70,10 @@ async def idempotent(
 ) -> None:
     if key is None:
         return
-    fp = await fingerprint(request)
+    # The caller's privileges are part of "the same request": a replay must never show a key what it may
+    # not see itself (a scoped key's dataset names, an admin's results).
+    who = f"{principal.role}|{','.join(sorted(principal.scopes))}"
+    fp = hashlib.sha256(f"{await fingerprint(request)}|{who}".encode()).hexdigest()
     result = await run_in_threadpool(
         idempotency.claim,
         db=state.services.db,

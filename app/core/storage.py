@@ -31,6 +31,14 @@ def dataset_key(sha256: str) -> str:
     return f"datasets/{sha256[:2]}/{sha256}"
 
 
+SCORES_PREFIX = "scores"
+
+
+def scores_key(tenant_id: str, screening_id: str) -> str:
+    """Where a screening's per-example scores go (one name per screening, whatever run wrote them)."""
+    return f"{SCORES_PREFIX}/{tenant_id}/{screening_id}.npz"
+
+
 class LocalBlobStore:
     """Files under `root`; writes land in a temporary file and are renamed into place (atomic)."""
 

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from markupsafe import Markup
 
-from app import events
+from app import access, events
 from app.api.deps import SessionDep, StateDep, TenantDep, attachment
 from app.core.errors import NotFound
 from app.dashboard import charts
-from app.dashboard.routes import STATUSES, dashboard_base, not_found, page
+from app.dashboard.routes import STATUSES, HiddenDep, dashboard_base, forbidden, not_found, page
 from app.experiments import service
 from app.models import Experiment, ExperimentStage
 
@@ -32,8 +32,8 @@ STAGE_HELP = {
 }
 
 
-def _row(exp: Experiment, base: str) -> dict[str, Any]:
-    p = exp.params or {}
+def _row(exp: Experiment, base: str, hidden: bool) -> dict[str, Any]:
+    p = access.experiment_params(exp.params or {}, allowed=not hidden)
     al = p.get("alignment", {})
     head = (exp.results or {}).get("headline", {})
     return {
@@ -61,6 +61,7 @@ def experiments_page(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
+    hidden: HiddenDep,
     status: Annotated[str, Query(max_length=16)] = "",
     after: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
@@ -70,7 +71,7 @@ def experiments_page(
         session=session, tenant_id=tenant, status=status or None, after=after or None, limit=PAGE_SIZE
     )
     base = f"{dashboard_base(request)}/experiments"
-    data = [_row(e, base) for e in rows]
+    data = [_row(e, base, hidden) for e in rows]
     query = {"status": status} if status else {}
     return page(
         request,
@@ -162,7 +163,7 @@ def _results_view(exp: Experiment) -> dict[str, Any] | None:
 
 @router.get("/{experiment_id}", response_class=HTMLResponse)
 def experiment_page(
-    request: Request, experiment_id: str, session: SessionDep, tenant: TenantDep
+    request: Request, experiment_id: str, session: SessionDep, tenant: TenantDep, hidden: HiddenDep
 ) -> HTMLResponse:
     """One experiment: its stages with progress and ETA, loss curves, results, artefacts and history."""
     try:
@@ -174,7 +175,7 @@ def experiment_page(
     siblings = []
     if exp.comparison_id:
         rows, _ = service.list_(session=session, tenant_id=tenant, comparison_id=exp.comparison_id, limit=10)
-        siblings = [_row(e, base) for e in sorted(rows, key=lambda e: e.id)]
+        siblings = [_row(e, base, hidden) for e in sorted(rows, key=lambda e: e.id)]
     done = {st.name for st in stages if st.status == "succeeded"}
     evs, _ = events.list_(session=session, tenant_id=tenant, object_id=exp.id, limit=200)
     p = exp.params or {}
@@ -185,7 +186,7 @@ def experiment_page(
         title=f"{exp.name or exp.id} · experiment",
         refresh=5 if exp.status in ("queued", "running") else 0,
         exp={
-            **_row(exp, base),
+            **_row(exp, base, hidden),
             "started_at": exp.started_at,
             "finished_at": exp.finished_at,
             "error": exp.error,
@@ -201,7 +202,7 @@ def experiment_page(
         artefacts=[
             {"name": name, "href": f"{base}/{exp.id}/artefacts/{name}"}
             for name, (stage, _) in service.ARTEFACTS.items()
-            if stage in done
+            if stage in done and not hidden
         ],
         siblings=siblings,
         events=evs,
@@ -211,9 +212,17 @@ def experiment_page(
 
 @router.get("/{experiment_id}/artefacts/{name}")
 def artefact_file(
-    request: Request, experiment_id: str, name: str, session: SessionDep, state: StateDep, tenant: TenantDep
+    request: Request,
+    experiment_id: str,
+    name: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    hidden: HiddenDep,
 ) -> Response:
     """An artefact (adapters, generations, judgements), through the dashboard's own authentication."""
+    if hidden:
+        return forbidden(request, "This key may not read alignment texts, nor what was trained on them.")
     try:
         chunks, media, filename = service.artefact(
             session=session,
@@ -221,6 +230,7 @@ def artefact_file(
             tenant_id=tenant,
             experiment_id=experiment_id,
             name=name,
+            alignment_access=True,
         )
     except NotFound as exc:
         return not_found(request, exc.message, nav="experiments")

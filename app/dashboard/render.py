@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from app.dashboard import charts
+from app.screenings.service import redact as redact_report
 
 STAGES = ("load", "represent_alignment", "represent_customer", "compare", "score")
 STAGE_NAMES = {
@@ -82,7 +83,10 @@ def stylesheet() -> str:
 
 
 def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]:
-    """What the report templates show, from a stored report body (tolerant of missing optional keys)."""
+    """What the report templates show, from a stored report body (tolerant of missing optional keys).
+    Redacted: the body as the API's redacted report has it (no alignment texts, file name or hash)."""
+    if redact:
+        body = redact_report(body)
     risk = body["risk"]
     levels: dict[str, float] = dict(risk.get("reference_levels") or {})
     self_nn = (body.get("reference") or {}).get("self_nn") or {}

@@ -89,6 +89,12 @@ def not_found(request: Request, message: str, nav: str = "screenings") -> HTMLRe
     )
 
 
+def forbidden(request: Request, message: str) -> HTMLResponse:
+    return page(
+        request, "error.html", status_code=403, title="Not allowed", heading="Not allowed", message=message
+    )
+
+
 @root.get("/")
 def home(request: Request) -> RedirectResponse:
     return RedirectResponse(dashboard_base(request), status_code=307)
@@ -106,6 +112,7 @@ def screenings_page(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
+    hidden: HiddenDep,
     status: Annotated[str, Query(max_length=16)] = "",
     tier: Annotated[str, Query(max_length=16)] = "",
     q: Annotated[str, Query(max_length=200)] = "",
@@ -174,7 +181,7 @@ def screenings_page(
             "id": r.screening.id,
             "href": f"{base}/screenings/{r.screening.id}",
             "dataset": r.dataset,
-            "alignment": r.alignment,
+            "alignment": r.screening.alignment_dataset_id if hidden else r.alignment,
             "risk_score": r.screening.risk_score,
             "tier": r.screening.tier,
             "status": r.screening.status,
@@ -247,7 +254,7 @@ def screening_page(
             "stage": scr.stage,
             "progress": scr.progress or 0.0,
             "dataset": d.dataset.filename if d.dataset else scr.dataset_id,
-            "alignment": d.alignment.filename if d.alignment else scr.alignment_dataset_id,
+            "alignment": d.alignment.filename if d.alignment and not redacted else scr.alignment_dataset_id,
             "created_at": scr.created_at,
             "finished_at": scr.finished_at,
             "backend": params.get("backend", ""),
@@ -294,13 +301,8 @@ def subset_file(
 ) -> Response:
     """A High-Sim, Low-Sim or Random subset as JSONL, through the dashboard's own authentication."""
     if hidden:
-        return page(
-            request,
-            "error.html",
-            status_code=403,
-            title="Not allowed",
-            heading="Not allowed",
-            message="This key may not read alignment texts, so it cannot download alignment subsets.",
+        return forbidden(
+            request, "This key may not read alignment texts, so it cannot download alignment subsets."
         )
     try:
         rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)

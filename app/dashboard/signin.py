@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import StateDep
 from app.api.middleware import KEY_COOKIE, SIGN_IN
+from app.core import proxy
 from app.dashboard.routes import dashboard_base, page
 from app.tenants import service as tenants
 
@@ -62,13 +63,19 @@ async def sign_in(
         path=dashboard_base(request),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=proxy.cookie_secure(request, state.settings),
     )
     return resp
 
 
 @router.post("/sign-out", response_model=None)
-def sign_out(request: Request) -> Response:
+def sign_out(request: Request, state: StateDep) -> Response:
     resp = RedirectResponse(f"{request.scope.get('root_path', '')}{SIGN_IN}", status_code=303)
-    resp.delete_cookie(KEY_COOKIE, path=dashboard_base(request), httponly=True, samesite="strict")
+    resp.delete_cookie(
+        KEY_COOKIE,
+        path=dashboard_base(request),
+        httponly=True,
+        samesite="strict",
+        secure=proxy.cookie_secure(request, state.settings),
+    )
     return resp

@@ -11,17 +11,16 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.access import PRIVATE_PURPOSES
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.services import Services
-from app.core.storage import BlobStore, dataset_key, staged_file
+from app.core.storage import BlobStore, dataset_key, scores_key, staged_file
 from app.datasets.formats import PROMPTS, Example, RawRecord
 from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
 from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
 
 PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts")
-# The provider's own data: its texts are shown only to keys with the alignment:read scope.
-PRIVATE_PURPOSES = ("alignment", "harmful-anchors", "safe-anchors")
 ACTIVE = ("queued", "running")
 
 
@@ -154,6 +153,18 @@ def list_(
     return rows[:limit], len(rows) > limit
 
 
+ANCHOR_PARAMS = ("harmful_anchors_dataset_id", "safe_anchors_dataset_id")
+
+
+def _anchors_in_use(session: Session, tenant_id: str, dataset_id: str) -> bool:
+    """Whether a queued or running screening reads this dataset as its anchors (ids kept in its params; the
+    tenant's active screenings are few, `max_active_screenings`, so they are read, not queried by JSON)."""
+    active = session.scalars(
+        select(Screening).where(Screening.tenant_id == tenant_id, Screening.status.in_(ACTIVE))
+    )
+    return any(dataset_id in (s.params.get(k) for k in ANCHOR_PARAMS) for s in active)
+
+
 def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: str) -> None:
     """Delete a dataset, the finished screenings that used it, and its bytes when no other row shares them."""
     ds = get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
@@ -182,7 +193,7 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
             param="dataset_id",
             code="dataset_in_use",
         )
-    if any(s.status in ACTIVE for s in uses):
+    if any(s.status in ACTIVE for s in uses) or _anchors_in_use(session, tenant_id, dataset_id):
         raise Conflict(
             "the dataset is used by a screening that is still queued or running; cancel it first",
             param="dataset_id",
@@ -193,6 +204,7 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
         if report is not None:
             store.delete(report.scores_key)
             session.delete(report)
+        store.delete(scores_key(tenant_id, s.id))  # a cancelled run may have written one, with no report
         session.query(Event).filter(Event.object_id == s.id).delete()
         session.delete(s)
     session.query(Ranking).filter(Ranking.tenant_id == tenant_id, Ranking.dataset_id == dataset_id).delete()

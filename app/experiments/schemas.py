@@ -25,7 +25,11 @@ class RepresentationSpec(_Spec):
     backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
         default=None, description="Representation backend; default from settings."
     )
-    model: str | None = Field(default=None, max_length=500, description="Model; default from settings.")
+    model: str | None = Field(
+        default=None,
+        max_length=500,
+        description="A model of the provider's registry (GET /v1/models); default from settings.",
+    )
     layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
     pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
     max_length: int = Field(default=512, ge=8, le=32768, description="causal-lm: tokens kept (the end).")
@@ -119,8 +123,9 @@ class JudgeSpec(_Spec):
     model: str | None = Field(
         default=None,
         max_length=500,
-        description="llm: the model to ask (default from settings); classifier: a local model path or id "
-        "(sequence classification, or a guard LM that answers safe/unsafe).",
+        description="llm: the model to ask, one the provider allows (default from settings); classifier: "
+        "a model of the provider's registry (GET /v1/models): a sequence classifier, or a guard LM that "
+        "answers safe/unsafe.",
     )
     harmful_label: str | None = Field(
         default=None, max_length=100, description="classifier: the label meaning harmful (default: guessed)."
@@ -130,7 +135,9 @@ class JudgeSpec(_Spec):
 class _ExperimentCommon(_Spec):
     name: str | None = Field(default=None, max_length=200)
     base_model: str = Field(
-        default=BUNDLED_BASE, max_length=500, description="A local Hugging Face model path or id, or bundled."
+        default=BUNDLED_BASE,
+        max_length=500,
+        description="A causal LM of the provider's registry (GET /v1/models).",
     )
     fine_tune: FineTuneSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)

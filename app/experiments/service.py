@@ -19,12 +19,13 @@ from typing import Any
 from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
-from app import events
+from app import access, events
 from app.core.config import Settings
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
-from app.datasets import service as datasets
+from app.datasets import roles
+from app.experiments import allowed
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
 log = logging.getLogger("ftguard.experiments")
@@ -47,12 +48,8 @@ ARTEFACTS = {
 # ---------------------------------------------------------------- create and read
 
 
-def _check_dataset(session: Session, tenant_id: str, dataset_id: str, purpose: str, param: str) -> Any:
-    ds = datasets.get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
-    if ds.purpose != purpose:
-        raise InvalidRequest(
-            f"dataset {ds.id} has purpose {ds.purpose!r}, not {purpose!r}", param=param, code="wrong_purpose"
-        )
+def _check_dataset(session: Session, tenant_id: str, dataset_id: str, role: str, param: str) -> Any:
+    ds = roles.for_role(session=session, tenant_id=tenant_id, dataset_id=dataset_id, role=role, param=param)
     if ds.status != "ready":
         raise InvalidRequest(f"dataset {ds.id} is not ready", param=param, code="dataset_not_ready")
     return ds
@@ -89,13 +86,14 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
     With `alignment` the experiment aligns the base model first; without it, it is fine-tune-only: the base
     model is already aligned (a provider's aligned model), or `aligned_from` names the earlier experiment
     whose aligned model to start from."""
+    allowed.check(settings=settings, spec=spec)
     ft = _check_dataset(
-        session, tenant_id, spec["fine_tune"]["dataset_id"], "fine-tune", "fine_tune.dataset_id"
+        session, tenant_id, spec["fine_tune"]["dataset_id"], "customer", "fine_tune.dataset_id"
     )
     ev = None
     if spec["evaluation"].get("dataset_id"):
         ev = _check_dataset(
-            session, tenant_id, spec["evaluation"]["dataset_id"], "eval-prompts", "evaluation.dataset_id"
+            session, tenant_id, spec["evaluation"]["dataset_id"], "eval_prompts", "evaluation.dataset_id"
         )
     for judge in spec["judges"]:
         if judge["type"] == "llm" and not (
@@ -297,9 +295,18 @@ def artefact_key(*, session: Session, tenant_id: str, experiment_id: str, stage_
 
 
 def artefact(
-    *, session: Session, store: BlobStore, tenant_id: str, experiment_id: str, name: str
+    *,
+    session: Session,
+    store: BlobStore,
+    tenant_id: str,
+    experiment_id: str,
+    name: str,
+    alignment_access: bool,
 ) -> tuple[Iterator[bytes], str, str]:
-    """A finished stage's artefact by its public name: (its bytes in chunks, media type, file name)."""
+    """A finished stage's artefact by its public name: (its bytes in chunks, media type, file name). Each
+    one holds what the alignment texts taught a model (`size=1` and many epochs memorise them), so each
+    needs `alignment:read`."""
+    access.require_alignment_read(alignment_access, f"the {name} artefact is built on the alignment texts")
     if name not in ARTEFACTS:
         raise NotFound(f"no artefact {name!r}", param="name")
     stage_name, media = ARTEFACTS[name]

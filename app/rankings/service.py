@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.core.errors import InvalidRequest, NotFound
 from app.core.queue import JobQueue
-from app.datasets import service as datasets
+from app.datasets import roles
 from app.models import Ranking, Screening, new_id
 from app.screenings import service as screenings
 
@@ -35,14 +35,20 @@ def create(
         raise InvalidRequest(f"give 2 to {MAX_CANDIDATES} candidates", param="candidates")
     if len(set(names)) != len(names):
         raise InvalidRequest("candidate names must be unique", param="candidates")
-    for cand in candidates:  # check every candidate before anything is queued
-        align = datasets.get(session=session, tenant_id=tenant_id, dataset_id=cand["alignment_dataset_id"])
-        if align.purpose != "alignment":
-            raise InvalidRequest(
-                f"candidate {cand['name']!r}: dataset {align.id} is not an alignment set",
-                param="candidates",
-                code="wrong_purpose",
-            )
+    # every id before anything is queued
+    roles.for_role(
+        session=session, tenant_id=tenant_id, dataset_id=dataset_id, role="customer", param="dataset_id"
+    )
+    for i, cand in enumerate(candidates):
+        own = {k: v for k, v in cand.items() if k in ("backend", "model") and v is not None}
+        screenings.check_params({**params, **own}, settings)
+        roles.for_role(
+            session=session,
+            tenant_id=tenant_id,
+            dataset_id=cand["alignment_dataset_id"],
+            role="alignment",
+            param=f"candidates[{i}].alignment_dataset_id",
+        )
     # all candidates or none: a ranking cut short by the tenant's active-screening limit would mislead
     screenings.check_capacity(session=session, settings=settings, tenant_id=tenant_id, adding=len(candidates))
     members = []

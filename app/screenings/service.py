@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +16,13 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app import events
+from app.access import ALIGNMENT_READ
+from app.core import registry
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
-from app.core.storage import BlobStore
+from app.core.storage import SCORES_PREFIX, BlobStore
+from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
 
@@ -26,7 +30,6 @@ log = logging.getLogger("ftguard.api")
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 SUBSETS = ("high_sim", "low_sim", "random")
-ALIGNMENT_READ = "alignment:read"
 ACTIVE_LIMIT_RETRY_AFTER_S = 10
 
 
@@ -45,6 +48,20 @@ def with_defaults(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "method": s.similarity_method,
         "faiss_threshold": s.faiss_threshold,
     }
+
+
+def check_params(params: dict[str, Any], settings: Settings) -> None:
+    """A screening's full parameters against the provider's limits and model registry."""
+    if params.get("subset_size", 0) > settings.max_subset_size:
+        raise InvalidRequest(
+            f"subset_size is above the limit of {settings.max_subset_size}",
+            param="subset_size",
+            code="limit_exceeded",
+        )
+    for key in ("model", "anchor_model"):
+        if params.get(key):
+            registry.check(settings, params[key], param=key)
+    registry.check_max_length(settings, int(params.get("max_length", 0)), param="max_length")
 
 
 def check_capacity(*, session: Session, settings: Settings, tenant_id: str, adding: int = 1) -> None:
@@ -78,32 +95,23 @@ def create(
     params: dict[str, Any],
 ) -> Screening:
     """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
-    if params.get("subset_size", 0) > settings.max_subset_size:
-        raise InvalidRequest(
-            f"subset_size is above the limit of {settings.max_subset_size}",
-            param="subset_size",
-            code="limit_exceeded",
-        )
-    ds = datasets.get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
-    align = datasets.get(session=session, tenant_id=tenant_id, dataset_id=alignment_dataset_id)
-    if align.purpose != "alignment":
-        raise InvalidRequest(
-            f"dataset {align.id} has purpose {align.purpose!r}, not 'alignment'",
-            param="alignment_dataset_id",
-            code="wrong_purpose",
-        )
-    for key, purpose in (
-        ("harmful_anchors_dataset_id", "harmful-anchors"),
-        ("safe_anchors_dataset_id", "safe-anchors"),
+    check_params(params, settings)
+    ds = roles.for_role(
+        session=session, tenant_id=tenant_id, dataset_id=dataset_id, role="customer", param="dataset_id"
+    )
+    align = roles.for_role(
+        session=session,
+        tenant_id=tenant_id,
+        dataset_id=alignment_dataset_id,
+        role="alignment",
+        param="alignment_dataset_id",
+    )
+    for key, role in (
+        ("harmful_anchors_dataset_id", "harmful_anchors"),
+        ("safe_anchors_dataset_id", "safe_anchors"),
     ):
         if params.get(key):
-            anchor = datasets.get(session=session, tenant_id=tenant_id, dataset_id=params[key])
-            if anchor.purpose != purpose:
-                raise InvalidRequest(
-                    f"dataset {anchor.id} has purpose {anchor.purpose!r}, not {purpose!r}",
-                    param=key,
-                    code="wrong_purpose",
-                )
+            roles.for_role(session=session, tenant_id=tenant_id, dataset_id=params[key], role=role, param=key)
     if ds.status != "ready" or align.status != "ready":
         raise InvalidRequest("both datasets must be ready", param="dataset_id", code="dataset_not_ready")
     check_capacity(session=session, settings=settings, tenant_id=tenant_id)
@@ -428,6 +436,33 @@ def subset_lines(
         if i is not None:
             rows[i] = json.dumps(rec.value, ensure_ascii=False).encode() + b"\n"
     return (r for r in rows if r is not None)
+
+
+def remove_orphan_scores(*, store: BlobStore, session: Session, min_age_s: float) -> int:
+    """Delete scores files no report refers to and no queued or running screening may still write (a
+    cancelled run's, or one left by a screening deleted since), once older than `min_age_s`."""
+    removed, cutoff = 0, time.time() - min_age_s
+    keys = store.list(SCORES_PREFIX)
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        ids = {k: k.split("/")[2].split(".")[0] for k in chunk if k.count("/") >= 2}
+        kept = set(session.scalars(select(Report.scores_key).where(Report.scores_key.in_(chunk))))
+        active = set(
+            session.scalars(
+                select(Screening.id).where(Screening.id.in_(set(ids.values())), Screening.status.in_(ACTIVE))
+            )
+        )
+        for key, scr_id in ids.items():
+            path = store.local_path(key)
+            if key in kept or scr_id in active or path is None:
+                continue
+            try:
+                if path.stat().st_mtime <= cutoff:
+                    store.delete(key)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 # ---------------------------------------------------------------- transitions made by the worker

@@ -29,6 +29,13 @@ EVAL_JSONL = (
 )
 
 
+@pytest.fixture
+def tiny_llama(tiny_llama: str, settings: Settings) -> str:
+    """The tiny model under a registry name: requests name models, never paths."""
+    settings.models["tiny-llama"] = tiny_llama
+    return "tiny-llama"
+
+
 def _datasets(client: Any) -> tuple[str, str]:
     cust = upload(client, DEMO / "customer_harmful_looking.jsonl").json()["id"]
     align = upload(client, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
@@ -134,11 +141,12 @@ def test_the_whole_chain_through_a_real_worker(client, run_worker, tiny_llama) -
     assert elapsed < 60
 
 
-def test_a_failing_stage_fails_the_experiment_with_a_clear_error(client, run_worker, tiny_llama) -> None:
+def test_a_failing_stage_fails_the_experiment_with_a_clear_error(
+    client, run_worker, settings, tiny_llama
+) -> None:
     cust, align = _datasets(client)
-    exp = client.post(
-        "/v1/experiments", json=_body(cust, align, tiny_llama, base_model="/no/such/model")
-    ).json()
+    settings.models["gone"] = "/no/such/model"  # registered, but its folder is missing
+    exp = client.post("/v1/experiments", json=_body(cust, align, tiny_llama, base_model="gone")).json()
     run_worker()
     got = client.get(f"/v1/experiments/{exp['id']}").json()
     assert got["status"] == "failed"
@@ -211,6 +219,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "FTGUARD_REDIS_URL": str(settings.redis_url),
         "FTGUARD_QUEUE_PREFIX": settings.queue_prefix,
         "FTGUARD_EXPERIMENT_STALE_S": str(settings.experiment_stale_s),
+        "FTGUARD_MODELS": json.dumps(settings.models),
         "FTGUARD_TORCH_THREADS": "1",
         "FTGUARD_LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",

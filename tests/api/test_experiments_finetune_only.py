@@ -8,10 +8,17 @@ from typing import Any
 
 import pytest
 
+from app.core.config import Settings
 from tests.api.test_experiments import _body, _datasets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CHECKPOINTS = [0, 0.5, 1]
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama: str, settings: Settings) -> str:
+    settings.models["tiny-llama"] = tiny_llama  # requests name registered models, never paths
+    return "tiny-llama"
 
 
 def _finetune_only(cust: str, tiny: str, **over: Any) -> dict[str, Any]:
@@ -74,7 +81,7 @@ def test_checkpoints_give_a_durability_curve_and_a_later_experiment_starts_from_
     assert len(c["results"]["durability"]) == 3
 
 
-def test_fine_tune_only_requests_are_checked(client, other_client, run_worker, tiny_llama) -> None:
+def test_fine_tune_only_requests_are_checked(client, other_client, run_worker, settings, tiny_llama) -> None:
     cust, align = _datasets(client)
     queued = client.post("/v1/experiments", json=_body(cust, align, tiny_llama)).json()
     r = client.post(
@@ -95,8 +102,9 @@ def test_fine_tune_only_requests_are_checked(client, other_client, run_worker, t
     )
     assert r.status_code == 404  # another tenant's experiment does not exist for this one
     run_worker()
+    settings.models["tiny-llama-2"] = settings.models[tiny_llama]  # another registered model
     r = client.post(
         "/v1/experiments",
-        json=_finetune_only(cust, "/another/model", aligned_from={"experiment_id": queued["id"]}),
+        json=_finetune_only(cust, "tiny-llama-2", aligned_from={"experiment_id": queued["id"]}),
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "base_model_mismatch", r.text

@@ -21,7 +21,18 @@ def _tenant_a(client, run_worker) -> dict[str, str]:
         "/v1/rankings",
         json={"dataset_id": cust, "candidates": [{"name": n, "alignment_dataset_id": align} for n in "ab"]},
     ).json()["id"]
-    return {"cust": cust, "align": align, "done": done, "queued": queued, "ranking": ranking}
+    spec = {"alignment": {"dataset_id": align}, "fine_tune": {"dataset_id": cust}}
+    exp = client.post("/v1/experiments", json=spec).json()["id"]  # queued: B probes real ids
+    cmp = client.post("/v1/comparisons", json=spec).json()["id"]
+    return {
+        "cust": cust,
+        "align": align,
+        "done": done,
+        "queued": queued,
+        "ranking": ranking,
+        "exp": exp,
+        "cmp": cmp,
+    }
 
 
 def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_client, run_worker) -> None:
@@ -35,11 +46,10 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
         "subset": ["high_sim"],
         "key_id": ["key_anything"],
         "ranking_id": [a["ranking"]],
-        # experiments of tenant A are exercised in tests/api/test_experiments.py; here B probes ids and
-        # sends A's datasets in the bodies, which must answer 404
-        "experiment_id": ["exp_0000000000000000abcdef0123"],
-        "comparison_id": ["cmp_0000000000000000abcdef0123"],
-        "name": ["generations"],
+        # tenant A's queued experiment and comparison (their runs are in tests/api/test_experiments.py)
+        "experiment_id": [a["exp"], "exp_0000000000000000abcdef0123"],
+        "comparison_id": [a["cmp"], "cmp_0000000000000000abcdef0123"],
+        "name": ["generations", "alignment_adapter"],
     }
     bodies = {
         ("POST", "/v1/screenings"): {"dataset_id": a["cust"], "alignment_dataset_id": a["align"]},
@@ -93,6 +103,7 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
     # and A's things are untouched by B's attempts
     assert client.get(f"/v1/screenings/{a['queued']}").json()["status"] == "queued"
     assert client.get(f"/v1/datasets/{a['align']}").status_code == 200
+    assert client.get(f"/v1/experiments/{a['exp']}").json()["status"] == "queued"
     assert a_key.startswith("Bearer ")
 
 
@@ -154,3 +165,34 @@ def test_vector_cache_is_not_shared_across_tenants(client, other_client, run_wor
     run_worker()
     rep = other_client.get(f"/v1/screenings/{again['id']}/report").json()["report"]
     assert rep["cache"]["alignment_hit"] is True
+
+
+def test_every_dashboard_page_with_a_second_tenants_key_shows_nothing_of_the_first(
+    client, other_client, run_worker
+) -> None:
+    """The dashboard's routes, walked from its routers (it is not in the OpenAPI schema)."""
+    from tests.api.test_scope import _dashboard_routes
+
+    a = _tenant_a(client, run_worker)
+    secrets = set(a.values())
+    values = {
+        "screening_id": [a["done"], a["queued"]],
+        "experiment_id": [a["exp"]],
+        "subset": ["high_sim"],
+        "name": ["generations"],
+    }
+    walked = 0
+    for route in _dashboard_routes():
+        combos: list[dict[str, str]] = [{}]
+        for n in re.findall(r"{(\w+)}", route.path):
+            combos = [{**c, n: v} for c in combos for v in values[n]]
+        for combo in combos:
+            path = route.path.format(**combo)
+            r = other_client.get(path, follow_redirects=False)
+            walked += 1
+            assert r.status_code < 500, (path, r.status_code)
+            if combo:
+                assert r.status_code == 404, (path, r.status_code)
+            leaked = [s for s in secrets if s in r.text and s not in path]
+            assert not leaked, (path, leaked)
+    assert walked >= 10

@@ -54,6 +54,8 @@ def run_experiment(dash: SimpleNamespace, tiny_llama: str, *, name: str, work: b
     """An experiment on the tiny random Llama (High-Sim alignment, keyword judge, the bundled prompts), run
     to the end by a real worker unless `work` is False; returns its id."""
     cust = upload(dash.client, DEMO / "customer_harmful_looking.jsonl").json()["id"]
+    dash.settings.models["tiny-llama"] = tiny_llama  # requests name models by registry name
+    tiny_llama = "tiny-llama"
     body = {
         "name": name,
         "base_model": tiny_llama,

@@ -8,10 +8,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from app.core import registry
 from app.core.config import Settings
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.services import build_services
 from app.datasets import service as datasets
+from app.experiments import allowed
 from app.experiments import service as experiments
 from app.experiments.schemas import ComparisonCreate, ExperimentCreate
 from app.models import DEFAULT_TENANT, Comparison, Dataset, Experiment
@@ -36,18 +38,30 @@ class LocalLab:
                 services=self.services, tenant_id=self.tenant_id, src=fh, filename=path.name, purpose=purpose
             )
 
+    def _operator(self, body: dict[str, Any]) -> Settings:
+        """The operator may name models by path (the API may not): each path joins the registry here."""
+        return registry.allow_paths(self.settings, [name for _, name in allowed.local_models(body)])
+
     def experiment(self, spec: dict[str, Any]) -> Experiment:
         body = ExperimentCreate.model_validate(spec).model_dump()
         with self.services.db.session() as session:
             return experiments.create(
-                session=session, queue=self.queue, settings=self.settings, tenant_id=self.tenant_id, spec=body
+                session=session,
+                queue=self.queue,
+                settings=self._operator(body),
+                tenant_id=self.tenant_id,
+                spec=body,
             )
 
     def comparison(self, spec: dict[str, Any]) -> Comparison:
         body = ComparisonCreate.model_validate(spec).model_dump()
         with self.services.db.session() as session:
             cmp, _ = experiments.create_comparison(
-                session=session, queue=self.queue, settings=self.settings, tenant_id=self.tenant_id, spec=body
+                session=session,
+                queue=self.queue,
+                settings=self._operator(body),
+                tenant_id=self.tenant_id,
+                spec=body,
             )
             return cmp
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core import registry
 from app.core.errors import FtguardError
 from app.core.storage import copy_to, staged_file
 from app.datasets import service as datasets
@@ -143,13 +144,14 @@ def select_stage(ctx: StageContext) -> StageOutput:
     rep = p["alignment"]["representation"]
     ctx.progress(0.0, message=f"representing {len(al)} alignment and {len(ft_idx)} fine-tuning examples")
     representer = rt.representer(rep)
+    cache = rt.cache_for(ctx.experiment.tenant_id)
 
     def report(_stage: str, frac: float, msg: str | None) -> bool:
         ctx.progress(frac * 0.9, message=msg)
         return True
 
     a_vec, _ = represent(
-        Side("alignment", al, al_ds.sha256 or ""), representer, rt.cache, report, "represent_alignment"
+        Side("alignment", al, al_ds.sha256 or ""), representer, cache, report, "represent_alignment"
     )
     c_sha = ft_ds.sha256 or ""
     if ft_idx.size < len(ft_all):  # a sample has its own vectors in the cache
@@ -157,7 +159,7 @@ def select_stage(ctx: StageContext) -> StageOutput:
     c_vec, _ = represent(
         Side("customer", [ft_all[i] for i in ft_idx], c_sha),
         representer,
-        rt.cache,
+        cache,
         report,
         "represent_customer",
     )
@@ -216,7 +218,7 @@ def _screening_features(
         alignment=Side("alignment", subset, sub_sha),
         representer=rt.representer(params),
         params=Params.from_dict(params),
-        cache=rt.cache,
+        cache=rt.cache_for(ctx.experiment.tenant_id),
         device=rt.device,
         anchors=bundled_anchors(rt.settings, anchor_rep, rt.shared_cache()),
     )
@@ -260,7 +262,7 @@ def _train_stage(
         adapters = _aligned(ctx, Path(tmp)) if after_alignment else []
         ctx.progress(0.0, message=f"loading {ctx.params['base_model']} ({dtype}) on {rt.device}")
         model, tokenizer = load_model(
-            ctx.params["base_model"],
+            registry.path(rt.settings, ctx.params["base_model"]),
             adapters=adapters,
             device=rt.device,
             dtype=dtype,
@@ -382,7 +384,7 @@ def generate_stage(ctx: StageContext) -> StageOutput:
                 message=f"loading the model at {frac:.0%} of fine-tuning; {len(prompts)} prompts to answer",
             )
             model, tokenizer = load_model(
-                ctx.params["base_model"],
+                registry.path(rt.settings, ctx.params["base_model"]),
                 adapters=adapters,
                 device=rt.device,
                 dtype=dtype,
@@ -454,7 +456,7 @@ def _judges(ctx: StageContext) -> list[Judge]:
                 )
             )
         else:
-            path, label = str(spec["model"]), spec.get("harmful_label")
+            path, label = registry.path(s, str(spec["model"])), spec.get("harmful_label")
 
             def build(path: str = path, label: str | None = label) -> ClassifierJudge:
                 return ClassifierJudge(path, device=rt.device, harmful_label=label)

@@ -19,12 +19,15 @@ def load_representer(
     pooling: str = "last",
     max_length: int = 512,
     data_dir: Path | None = None,
+    max_batch_tokens: int | None = None,
+    name: str | None = None,
 ) -> Representer:
-    """Build a backend once; callers keep it for the life of the process."""
+    """Build a backend once; callers keep it for the life of the process. `model` is where the weights
+    are, `name` what reports call them (the registry name)."""
     if backend == "sentence-transformers":
         from workers.representations.sentence import SentenceTransformerRepresenter
 
-        return SentenceTransformerRepresenter(model, device=device, batch_size=batch_size)
+        return SentenceTransformerRepresenter(model, device=device, batch_size=batch_size, name=name)
     if backend == "causal-lm":
         from workers.representations.causal_lm import CausalLMRepresenter
 
@@ -36,5 +39,7 @@ def load_representer(
             pooling=pooling,
             max_length=max_length,
             data_dir=data_dir,
+            max_batch_tokens=max_batch_tokens,
+            name=name,
         )
     raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")

@@ -197,13 +197,14 @@ class CausalLMRepresenter:
         data_dir: Path | None = None,
         dtype: str | None = None,
         max_batch_tokens: int | None = None,
+        name: str | None = None,
     ) -> None:
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, data_dir=data_dir)
         fingerprint = weights_fingerprint(resolve_causal_lm_path(model, data_dir))
         self._setup(
             lm,
             tokenizer,
-            name=model,
+            name=name or model,  # the registry name: reports never show the provider's paths
             fingerprint=fingerprint,
             batch_size=batch_size,
             layer=layer,
@@ -278,8 +279,11 @@ class CausalLMRepresenter:
         self.batch_size = batch_size
         self.layer = layer
         self.pooling: Pooling = "mean" if pooling == "mean" else "last"
-        self.max_length = max_length
+        # A model reads no further than its context: past it a request only costs memory (and pads).
+        context = getattr(config, "max_position_embeddings", None)
+        self.max_length = min(max_length, int(context)) if context else max_length
         self.n_layers = n_layers
+        self.fingerprint = fingerprint
         self.dim = int(config.hidden_size)
         first = next(model.parameters())
         self.device = str(first.device)
@@ -287,8 +291,25 @@ class CausalLMRepresenter:
         # Padded tokens per batch (on top of batch_size); None: CPU_BATCH_TOKENS on CPU, no cap on GPU.
         self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else None)
         self.identity = (
-            f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}|max_len={max_length}"
+            f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}|max_len={self.max_length}"
         )
+
+    def view(self, *, layer: int, pooling: str, max_length: int) -> CausalLMRepresenter:
+        """The same loaded weights read at another layer, pooling or length: no second copy of the model,
+        so a request with a new `max_length` costs no load and evicts nobody's model."""
+        out = type(self).__new__(type(self))
+        out._setup(
+            self.model,
+            self.tokenizer,
+            name=self.model_name,
+            fingerprint=self.fingerprint,
+            batch_size=self.batch_size,
+            layer=layer,
+            pooling=pooling,
+            max_length=max_length,
+            max_batch_tokens=self.max_batch_tokens,
+        )
+        return out
 
     def describe(self) -> dict[str, object]:
         return {

@@ -46,10 +46,11 @@ class SentenceTransformerRepresenter:
         device: str = "auto",
         batch_size: int = 64,
         max_length: int | None = None,
+        name: str | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self.model_name = model
+        self.model_name = name or model  # the registry name: reports never show the provider's paths
         self.path = resolve_model_path(model)
         self.device = resolve_device(device)
         self.batch_size = batch_size
@@ -65,7 +66,8 @@ class SentenceTransformerRepresenter:
             else int(self.model.get_sentence_embedding_dimension() or 0)
         )
         self.identity = (
-            f"{self.backend}|{model}|{weights_fingerprint(self.path)}|pool=model|max_len={self.max_length}"
+            f"{self.backend}|{self.model_name}|{weights_fingerprint(self.path)}|pool=model|"
+            f"max_len={self.max_length}"
         )
 
     def describe(self) -> dict[str, object]:

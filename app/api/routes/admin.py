@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.deps import AdminDep, SessionDep
+from app.api.deps import AdminDep, SessionDep, require_admin
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.schemas import (
@@ -20,9 +20,12 @@ from app.schemas import (
 )
 from app.tenants import service
 
+# The admin check is on the router, so it runs before every route's own dependencies: an Idempotency-Key
+# replay (a route dependency) must never answer a key that is not an admin's.
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
+    dependencies=[Depends(require_admin)],
     responses={
         **AUTH_RESPONSES,
         403: {"model": ErrorEnvelope, "description": "The key is not an admin key."},

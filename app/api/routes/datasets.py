@@ -4,11 +4,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
+from app import access
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.datasets import service
 from app.schemas import DatasetPreview, DatasetPublic, ErrorEnvelope, Page
+from app.tenants.service import Principal
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -31,7 +33,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 )
 def upload_dataset(
     state: StateDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     file: Annotated[UploadFile, File(description="JSONL, JSON array or CSV.")],
     purpose: Annotated[
         Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts"], Form()
@@ -51,31 +53,42 @@ def upload_dataset(
     kept."""
     ds = service.create(
         services=state.services,
-        tenant_id=tenant,
+        tenant_id=principal.tenant_id,
         src=file.file,
         filename=file.filename,
         purpose=purpose,
         fmt=format,
         container=container,
     )
-    return DatasetPublic.model_validate(ds)
+    return public(ds, principal)
+
+
+def public(ds: object, principal: Principal) -> DatasetPublic:
+    """The dataset object; a private set's name and hash only for keys with `alignment:read`."""
+    fields = DatasetPublic.model_validate(ds).model_dump()
+    allowed = principal.can(access.ALIGNMENT_READ)
+    return DatasetPublic.model_validate(access.dataset_fields(fields, allowed=allowed))
 
 
 @router.get("", response_model=Page[DatasetPublic], responses=ERRORS)
 def list_datasets(
     session: SessionDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
     after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Page[DatasetPublic]:
-    rows, more = service.list_(session=session, tenant_id=tenant, purpose=purpose, after=after, limit=limit)
-    return Page[DatasetPublic](data=[DatasetPublic.model_validate(r) for r in rows], has_more=more)
+    rows, more = service.list_(
+        session=session, tenant_id=principal.tenant_id, purpose=purpose, after=after, limit=limit
+    )
+    return Page[DatasetPublic](data=[public(r, principal) for r in rows], has_more=more)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=ERRORS)
-def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> DatasetPublic:
-    return DatasetPublic.model_validate(service.get(session=session, tenant_id=tenant, dataset_id=dataset_id))
+def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> DatasetPublic:
+    return public(
+        service.get(session=session, tenant_id=principal.tenant_id, dataset_id=dataset_id), principal
+    )
 
 
 @router.get(
@@ -103,7 +116,7 @@ def preview_dataset(
         ds=ds,
         max_line_bytes=state.settings.max_line_bytes,
         limit=limit,
-        alignment_access=principal.can("alignment:read"),
+        alignment_access=principal.can(access.ALIGNMENT_READ),
     )
     return DatasetPreview(dataset_id=ds.id, data=rows)
 

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from app import events
-from app.api.deps import SessionDep, StateDep, TenantDep, attachment
+from app import access, events
+from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.calibration import service as calibration
 from app.experiments import service
@@ -24,6 +24,7 @@ from app.experiments.schemas import (
 )
 from app.models import Comparison, Experiment
 from app.schemas import ErrorEnvelope, EventPublic, Page
+from app.tenants.service import Principal
 
 # Every route answers 401/429 (auth, rate limit) and, for writes, 409/413 (idempotency, body size).
 _COMMON = {**AUTH_RESPONSES, **WRITE_RESPONSES}
@@ -45,14 +46,15 @@ CREATE_ERRORS: dict[int | str, dict[str, object]] = {
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-def public(session: SessionDep, exp: Experiment) -> ExperimentPublic:
+def public(session: SessionDep, exp: Experiment, principal: Principal) -> ExperimentPublic:
+    """The experiment object; the alignment set's file name and hash only for keys with the scope."""
     stages = [
         StagePublic.model_validate(st, from_attributes=True)
         for st in service.stages(session=session, experiment_id=exp.id)
     ]
-    return ExperimentPublic.model_validate(
-        {**{c: getattr(exp, c) for c in ExperimentPublic.model_fields if hasattr(exp, c)}, "stages": stages}
-    )
+    fields = {c: getattr(exp, c) for c in ExperimentPublic.model_fields if hasattr(exp, c)}
+    fields["params"] = access.experiment_params(exp.params, allowed=principal.can(access.ALIGNMENT_READ))
+    return ExperimentPublic.model_validate({**fields, "stages": stages})
 
 
 def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPublic:
@@ -72,20 +74,24 @@ def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPubl
 
 @router.post("", response_model=ExperimentPublic, status_code=201, responses=CREATE_ERRORS)
 def create_experiment(
-    body: ExperimentCreate, session: SessionDep, state: StateDep, tenant: TenantDep
+    body: ExperimentCreate, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> ExperimentPublic:
     """Align a base model on (part of) the alignment data, fine-tune it on the customer data, generate answers
     to the evaluation prompts and judge them. Returns at once; each stage is a job; poll the experiment."""
     exp = service.create(
-        session=session, queue=state.queue, settings=state.settings, tenant_id=tenant, spec=body.model_dump()
+        session=session,
+        queue=state.queue,
+        settings=state.settings,
+        tenant_id=principal.tenant_id,
+        spec=body.model_dump(),
     )
-    return public(session, exp)
+    return public(session, exp, principal)
 
 
 @router.get("", response_model=Page[ExperimentPublic], responses=ERRORS)
 def list_experiments(
     session: SessionDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     status: Annotated[Status | None, Query()] = None,
     comparison_id: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
@@ -93,19 +99,20 @@ def list_experiments(
 ) -> Page[ExperimentPublic]:
     rows, more = service.list_(
         session=session,
-        tenant_id=tenant,
+        tenant_id=principal.tenant_id,
         status=status,
         comparison_id=comparison_id,
         after=after,
         limit=limit,
     )
-    return Page[ExperimentPublic](data=[public(session, r) for r in rows], has_more=more)
+    return Page[ExperimentPublic](data=[public(session, r, principal) for r in rows], has_more=more)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=ERRORS)
-def get_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -> ExperimentPublic:
+def get_experiment(experiment_id: str, session: SessionDep, principal: PrincipalDep) -> ExperimentPublic:
     """State, each stage's progress (step, loss, ETA while training), and the results once finished."""
-    return public(session, service.get(session=session, tenant_id=tenant, experiment_id=experiment_id))
+    exp = service.get(session=session, tenant_id=principal.tenant_id, experiment_id=experiment_id)
+    return public(session, exp, principal)
 
 
 @router.post(
@@ -113,8 +120,9 @@ def get_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -
     response_model=ExperimentPublic,
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
 )
-def cancel_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -> ExperimentPublic:
-    return public(session, service.cancel(session=session, tenant_id=tenant, experiment_id=experiment_id))
+def cancel_experiment(experiment_id: str, session: SessionDep, principal: PrincipalDep) -> ExperimentPublic:
+    exp = service.cancel(session=session, tenant_id=principal.tenant_id, experiment_id=experiment_id)
+    return public(session, exp, principal)
 
 
 @router.post(
@@ -123,17 +131,17 @@ def cancel_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already succeeded."}},
 )
 def resume_experiment(
-    experiment_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+    experiment_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> ExperimentPublic:
     """Failed or cancelled: run again from the first unfinished stage. Running: re-enqueue a lost stage."""
     exp = service.resume(
         session=session,
         queue=state.queue,
         settings=state.settings,
-        tenant_id=tenant,
+        tenant_id=principal.tenant_id,
         experiment_id=experiment_id,
     )
-    return public(session, exp)
+    return public(session, exp, principal)
 
 
 @router.get("/{experiment_id}/events", response_model=Page[EventPublic], responses=ERRORS)
@@ -154,23 +162,29 @@ def list_events(
 @router.get(
     "/{experiment_id}/artefacts/{name}",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}, "application/x-tar": {}}}},
+    responses={
+        **ERRORS,
+        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        200: {"content": {"application/x-ndjson": {}, "application/x-tar": {}}},
+    },
 )
 def get_artefact(
     experiment_id: str,
     name: Literal["alignment_adapter", "finetune_adapter", "generations", "judgements"],
     session: SessionDep,
     state: StateDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
 ) -> StreamingResponse:
     """A stage's artefact: the adapters (tar of a peft adapter or full model folder), the generations, or
-    the judgements (JSONL, one line per prompt and judge)."""
+    the judgements (JSONL, one line per prompt and judge). Every one was trained on, or written by a model
+    trained on, the alignment texts, so each needs the `alignment:read` scope."""
     chunks, media, filename = service.artefact(
         session=session,
         store=state.services.store,
-        tenant_id=tenant,
+        tenant_id=principal.tenant_id,
         experiment_id=experiment_id,
         name=name,
+        alignment_access=principal.can(access.ALIGNMENT_READ),
     )
     return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
 
