@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app import events
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidRequest, NotFound
+from app.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
 from app.datasets import service as datasets
@@ -157,8 +157,18 @@ def create(
     params = resolve(session=session, settings=settings, tenant_id=tenant_id, spec=spec)
     exp = _build(session, tenant_id=tenant_id, params=params)
     session.commit()
-    queue.enqueue_stage(exp.id, STAGES[0], 1)
+    dispatch(queue, exp.id, STAGES[0], 1)
     return exp
+
+
+def dispatch(queue: JobQueue, experiment_id: str, stage_name: str, attempt: int) -> None:
+    """Enqueue a stage the request has just committed as queued. Accepted is accepted: with Redis down the
+    stage stays queued in SQL and `recover` (run by every worker's reconciler) enqueues it, so the client
+    gets its 201 and a retry does not start a second run."""
+    try:
+        queue.enqueue_stage(experiment_id, stage_name, attempt)
+    except ServiceUnavailable:
+        log.warning("queue unavailable; stage %s of %s stays queued for recovery", stage_name, experiment_id)
 
 
 def create_comparison(
@@ -183,7 +193,7 @@ def create_comparison(
         exps.append(_build(session, tenant_id=tenant_id, params=params, comparison_id=cmp.id))
     session.commit()
     for exp in exps:
-        queue.enqueue_stage(exp.id, STAGES[0], 1)
+        dispatch(queue, exp.id, STAGES[0], 1)
     return cmp, exps
 
 
@@ -300,7 +310,8 @@ def resume(
     if exp.status == "succeeded":
         raise Conflict("the experiment has already succeeded", code="not_resumable")
     if exp.status in ACTIVE:
-        recover(session=session, queue=queue, settings=settings, experiment_id=exp.id)
+        with contextlib.suppress(ServiceUnavailable):  # queued in SQL: the reconciler enqueues it later
+            recover(session=session, queue=queue, settings=settings, experiment_id=exp.id)
         session.refresh(exp)
         return exp
     rows = stages(session=session, experiment_id=exp.id)
@@ -318,7 +329,7 @@ def resume(
         message=f"resumed from stage {first.name}",
     )
     session.commit()
-    queue.enqueue_stage(exp.id, first.name, first.attempts + 1)
+    dispatch(queue, exp.id, first.name, first.attempts + 1)
     return exp
 
 

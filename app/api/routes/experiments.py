@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from app import events
 from app.api.deps import SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
 from app.experiments import service
 from app.experiments.schemas import (
@@ -70,7 +71,13 @@ def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPubl
     )
 
 
-@router.post("", response_model=ExperimentPublic, status_code=201, responses=CREATE_ERRORS)
+@router.post(
+    "",
+    response_model=ExperimentPublic,
+    status_code=201,
+    dependencies=[Idempotent],
+    responses=CREATE_ERRORS,
+)
 def create_experiment(
     body: ExperimentCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> ExperimentPublic:
@@ -111,6 +118,7 @@ def get_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -
 @router.post(
     "/{experiment_id}/cancel",
     response_model=ExperimentPublic,
+    dependencies=[Idempotent],
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -> ExperimentPublic:
@@ -120,6 +128,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep
 @router.post(
     "/{experiment_id}/resume",
     response_model=ExperimentPublic,
+    dependencies=[Idempotent],
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already succeeded."}},
 )
 def resume_experiment(
@@ -175,7 +184,13 @@ def get_artefact(
     return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
 
 
-@comparisons.post("", response_model=ComparisonPublic, status_code=201, responses=CREATE_ERRORS)
+@comparisons.post(
+    "",
+    response_model=ComparisonPublic,
+    status_code=201,
+    dependencies=[Idempotent],
+    responses=CREATE_ERRORS,
+)
 def create_comparison(
     body: ComparisonCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> ComparisonPublic:
@@ -208,6 +223,7 @@ def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -
 @comparisons.post(
     "/{comparison_id}/cancel",
     response_model=ComparisonPublic,
+    dependencies=[Idempotent],
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
 )
 def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
@@ -216,7 +232,9 @@ def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep
     )
 
 
-@calibrations.post("/refit", response_model=Page[CalibrationPublic], responses=ERRORS)
+@calibrations.post(
+    "/refit", response_model=Page[CalibrationPublic], dependencies=[Idempotent], responses=ERRORS
+)
 def refit(
     body: CalibrationRefit, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> Page[CalibrationPublic]:
