@@ -25,6 +25,7 @@ from app.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailab
 from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
 from app.datasets import service as datasets
+from app.experiments import limits
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
 log = logging.getLogger("ftguard.experiments")
@@ -59,7 +60,9 @@ def _check_dataset(session: Session, tenant_id: str, dataset_id: str, purpose: s
 
 
 def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Check a request against the tenant's datasets and the settings; return the params to store."""
+    """Check a request against the tenant's datasets and the settings; return the params to store (with
+    the compute and judge-call `estimate` the quotas read)."""
+    limits.check_bounds(spec, settings)
     ft = _check_dataset(
         session, tenant_id, spec["fine_tune"]["dataset_id"], "fine-tune", "fine_tune.dataset_id"
     )
@@ -70,12 +73,6 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
     if spec["evaluation"].get("dataset_id"):
         ev = _check_dataset(
             session, tenant_id, spec["evaluation"]["dataset_id"], "eval-prompts", "evaluation.dataset_id"
-        )
-    if spec["alignment"]["size"] > settings.max_subset_size:
-        raise InvalidRequest(
-            f"alignment.size is above the limit of {settings.max_subset_size}",
-            param="alignment.size",
-            code="limit_exceeded",
         )
     for judge in spec["judges"]:
         if judge["type"] == "llm" and not (
@@ -103,6 +100,13 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
         ),
     }
     params["block_size"] = settings.similarity_block_size
+    params["estimate"] = limits.estimate(
+        params,
+        alignment_examples=al.examples,
+        finetune_examples=ft.examples,
+        prompts=ev.examples if ev else limits.bundled_prompts(DEFAULT_EVAL_PROMPTS),
+    )
+    limits.check_estimate(params["estimate"], settings)
     return params
 
 
@@ -155,6 +159,7 @@ def create(
 ) -> Experiment:
     """Store the experiment and its stages, and enqueue the first stage."""
     params = resolve(session=session, settings=settings, tenant_id=tenant_id, spec=spec)
+    limits.reserve(session, settings, tenant_id, adding=[params])
     exp = _build(session, tenant_id=tenant_id, params=params)
     session.commit()
     dispatch(queue, exp.id, STAGES[0], 1)
@@ -184,13 +189,14 @@ def create_comparison(
         dataset_id=spec["fine_tune"]["dataset_id"],
         params=spec,
     )
-    session.add(cmp)
-    exps = []
+    all_params = []
     for variant in variants:
         one = {**base, "alignment": {**base["alignment"], "selection": variant}}
         one["name"] = f"{spec.get('name') or cmp.id}: {variant}"
-        params = resolve(session=session, settings=settings, tenant_id=tenant_id, spec=one)
-        exps.append(_build(session, tenant_id=tenant_id, params=params, comparison_id=cmp.id))
+        all_params.append(resolve(session=session, settings=settings, tenant_id=tenant_id, spec=one))
+    limits.reserve(session, settings, tenant_id, adding=all_params, comparison=True)
+    session.add(cmp)
+    exps = [_build(session, tenant_id=tenant_id, params=p, comparison_id=cmp.id) for p in all_params]
     session.commit()
     for exp in exps:
         dispatch(queue, exp.id, STAGES[0], 1)
@@ -316,6 +322,8 @@ def resume(
         return exp
     rows = stages(session=session, experiment_id=exp.id)
     first = next(st for st in rows if st.status != "succeeded")
+    judged = any(st.name == "judge" and st.status == "succeeded" for st in rows)
+    limits.reserve(session, settings, tenant_id, adding=[exp.params], judge_calls=0 if judged else None)
     for st in rows:
         if st.position > first.position:
             st.status, st.progress, st.detail, st.error = "pending", 0.0, {}, None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app import events
@@ -13,6 +13,7 @@ from app.api.deps import SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
+from app.experiments import delete as removal
 from app.experiments import service
 from app.experiments.schemas import (
     CalibrationPublic,
@@ -113,6 +114,23 @@ def list_experiments(
 def get_experiment(experiment_id: str, session: SessionDep, tenant: TenantDep) -> ExperimentPublic:
     """State, each stage's progress (step, loss, ETA while training), and the results once finished."""
     return public(session, service.get(session=session, tenant_id=tenant, experiment_id=experiment_id))
+
+
+@router.delete(
+    "/{experiment_id}",
+    status_code=204,
+    responses={
+        **ERRORS,
+        409: {"model": ErrorEnvelope, "description": "Queued or running (cancel it first)."},
+    },
+)
+def delete_experiment(
+    experiment_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> Response:
+    """Delete a finished, failed or cancelled experiment and all its artefacts (adapters, generations,
+    judgements). A queued or running one is refused with 409 `experiment_active`: cancel it first."""
+    removal.delete(session=session, store=state.services.store, tenant_id=tenant, experiment_id=experiment_id)
+    return Response(status_code=204)
 
 
 @router.post(
