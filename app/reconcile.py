@@ -13,7 +13,8 @@ line with the record after a crash.
 Each dispatch gets a new RQ job id and the change is one conditional UPDATE on the state that was read, so
 several reconcilers (every worker runs one) never dispatch one screening twice, and a stale copy of an
 older dispatch refuses to run (`screenings.start` checks the job id). It also purges expired idempotency
-records and orphaned dataset blobs. Run it with `ftguard reconcile`; workers run it every
+records and orphaned dataset blobs, and converts scores files of the old compressed format
+(`app.screenings.scores.migrate`). Run it with `ftguard reconcile`; workers run it every
 `reconcile_interval_s`, and the API once at start-up.
 """
 
@@ -34,6 +35,7 @@ from app.core.storage import clean_staging
 from app.datasets import service as datasets
 from app.experiments import service as experiments
 from app.models import Screening, now
+from app.screenings import scores
 
 log = logging.getLogger("ftguard.reconcile")
 DEAD_JOB_STATES = ("failed", "stopped", "canceled", "finished")
@@ -47,6 +49,7 @@ class Outcome:
     idempotency_purged: int = 0
     blobs_removed: int = 0
     stages_requeued: list[str] = field(default_factory=list)
+    scores_converted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Outcome:
             "idempotency_purged": self.idempotency_purged,
             "blobs_removed": self.blobs_removed,
             "stages_requeued": self.stages_requeued,
+            "scores_converted": self.scores_converted,
         }
 
 
@@ -201,4 +205,5 @@ def reconcile(*, services: Services, queue: JobQueue, storage: bool = False) -> 
     if storage:
         clean_staging(services.store, max_age_s=s.staging_max_age_s)
         outcome.blobs_removed = datasets.remove_orphan_blobs(services=services, min_age_s=s.staging_max_age_s)
+        outcome.scores_converted = scores.migrate_all(db=services.db, store=services.store)
     return outcome
