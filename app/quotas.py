@@ -8,8 +8,6 @@ concurrent requests of one tenant cannot both read "one slot left" and both take
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -49,10 +47,10 @@ def usage_today(session: Session, tenant_id: str) -> TenantUsage:
 # ---------------------------------------------------------------- uploads
 
 
-@contextmanager
-def upload_slot(db: Database, settings: Settings, tenant_id: str) -> Iterator[None]:
-    """Hold one of the tenant's `max_concurrent_uploads` upload slots while the body is validated; 429
-    `too_many_concurrent_uploads` when none is free. Slots are rows, so every API replica counts them."""
+def take_upload_slot(db: Database, settings: Settings, tenant_id: str) -> str:
+    """Take one of the tenant's `max_concurrent_uploads` upload slots, for the whole upload (body, checks,
+    validation); 429 `too_many_concurrent_uploads` when none is free. Slots are rows, so every API replica
+    counts them; returns the slot's id for `give_upload_slot`."""
     lease = new_id("upl")
     with db.session() as session:
         lock_tenant(session, tenant_id)
@@ -70,12 +68,13 @@ def upload_slot(db: Database, settings: Settings, tenant_id: str) -> Iterator[No
             )
         session.add(UploadLease(id=lease, tenant_id=tenant_id, started_at=now()))
         session.commit()
-    try:
-        yield
-    finally:
-        with db.session() as session:
-            session.execute(delete(UploadLease).where(UploadLease.id == lease))
-            session.commit()
+    return lease
+
+
+def give_upload_slot(db: Database, lease: str) -> None:
+    with db.session() as session:
+        session.execute(delete(UploadLease).where(UploadLease.id == lease))
+        session.commit()
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:

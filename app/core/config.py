@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         default=64, ge=1, le=1024, description="Largest generation batch."
     )
     max_concurrent_uploads: int = Field(
-        default=2, ge=1, description="Uploads of one tenant being validated at once (429 past it)."
+        default=2, ge=1, description="Uploads of one tenant in flight at once (429 past it)."
     )
     upload_lease_s: int = Field(
         default=3600, ge=60, description="An upload slot not released by then (its process died) is freed."

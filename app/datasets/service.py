@@ -78,8 +78,8 @@ def create(
     store, settings = services.store, services.settings
     with services.db.session() as session:  # already full: refuse before reading the body
         quotas.check_storage(session, settings, tenant_id, 1)
-    slot = quotas.upload_slot(services.db, settings, tenant_id)
-    with slot, staged_file(store, suffix=".upload") as (path, sink):
+    # (the API holds one of the tenant's upload slots around the whole request: app.api.upload_slots)
+    with staged_file(store, suffix=".upload") as (path, sink):
         report = validate_stream(
             src, limits=limits(settings), fmt=fmt, container=container, filename=name, sink=sink
         )
