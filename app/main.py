@@ -13,6 +13,7 @@ from app.api import errors
 from app.api.deps import AppState
 from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture, RequestContext
 from app.api.routes import admin, datasets, experiments, health, metrics, models, rankings, screenings
+from app.api.upload_slots import UploadSlots
 from app.core.config import Settings, get_settings
 from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue, connect
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(experiments.calibrations)
     # Added innermost first. A request meets: its request id and metrics (outermost, so refusals by the
     # layers inside are counted too), the size limit, authentication and rate limit, idempotency capture.
+    app.add_middleware(UploadSlots)  # inside authentication: it needs the tenant
     app.add_middleware(IdempotencyCapture)
     app.add_middleware(Authenticate)
     app.add_middleware(

@@ -240,3 +240,37 @@ class Calibration(Base):
     fit: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_calibrations_scope", "tenant_id", "scope", "id"),)
+
+
+# ---------------------------------------------------------------- quotas and blob lifetime (migration 0005q)
+
+
+class TenantUsage(Base):
+    """What a tenant has started per UTC day, charged when an experiment is accepted (a deleted experiment
+    is not refunded): the daily quotas read it."""
+
+    __tablename__ = "tenant_usage"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # unix time // 86400
+    judge_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UploadLease(Base):
+    """One upload being validated: at most `max_concurrent_uploads` per tenant. A lease whose process died
+    is freed after `upload_lease_s`."""
+
+    __tablename__ = "upload_leases"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class BlobLock(Base):
+    """A row per shared (content-addressed) blob, written first by every transaction that places the blob
+    or removes it: the row lock (PostgreSQL) or the write lock (SQLite) makes "place the bytes and commit
+    a dataset row" and "re-check that no row uses them and delete" exclude each other."""
+
+    __tablename__ = "blob_locks"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    touched_at: Mapped[int] = mapped_column(BigInteger, default=now)

@@ -4,6 +4,8 @@ line with the record after a crash.
 - A `queued` screening whose RQ job is gone (Redis flushed, restarted without persistence, the API died
   between commit and enqueue), dead (failed, stopped), or taken by a worker that died before marking it
   running (job `started` for over `stale_after_s`) is sent again.
+- An experiment stage `queued` in SQL with no job in Redis (accepted while Redis was down), or `running`
+  and silent past `experiment_stale_s`, is enqueued again (`experiments.recover`).
 - A `running` screening whose heartbeat is older than `stale_after_s` has lost its worker (SIGKILL, OOM,
   a machine gone): it is sent again, or failed with `worker_lost` once it has used its attempts
   (`job_retries` + 1).
@@ -11,7 +13,8 @@ line with the record after a crash.
 Each dispatch gets a new RQ job id and the change is one conditional UPDATE on the state that was read, so
 several reconcilers (every worker runs one) never dispatch one screening twice, and a stale copy of an
 older dispatch refuses to run (`screenings.start` checks the job id). It also purges expired idempotency
-records and orphaned dataset blobs. Run it with `ftguard reconcile`; workers run it every
+records and orphaned dataset blobs, and converts scores files of the old compressed format
+(`app.screenings.scores.migrate`). Run it with `ftguard reconcile`; workers run it every
 `reconcile_interval_s`, and the API once at start-up.
 """
 
@@ -30,7 +33,9 @@ from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.services import Services
 from app.core.storage import clean_staging
 from app.datasets import service as datasets
+from app.experiments import service as experiments
 from app.models import Screening, now
+from app.screenings import scores
 from app.screenings import service as screenings
 
 log = logging.getLogger("ftguard.reconcile")
@@ -44,6 +49,8 @@ class Outcome:
     failed: list[str] = field(default_factory=list)
     idempotency_purged: int = 0
     blobs_removed: int = 0
+    stages_requeued: list[str] = field(default_factory=list)
+    scores_converted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +58,8 @@ class Outcome:
             "failed": self.failed,
             "idempotency_purged": self.idempotency_purged,
             "blobs_removed": self.blobs_removed,
+            "stages_requeued": self.stages_requeued,
+            "scores_converted": self.scores_converted,
         }
 
 
@@ -187,6 +196,12 @@ def reconcile(*, services: Services, queue: JobQueue, storage: bool = False) -> 
     over every dataset blob: done at API start-up and by `ftguard reconcile`, not every minute)."""
     outcome = reconcile_screenings(services=services, queue=queue)
     s = services.settings
+    try:  # experiment stages accepted while Redis was down, or whose job or worker was lost
+        with services.db.session() as session:
+            found = experiments.recover(session=session, queue=queue, settings=s)
+        outcome.stages_requeued = [f"{exp_id}:{stage}" for exp_id, stage in found]
+    except ServiceUnavailable:
+        log.warning("queue unavailable: experiment stages are recovered on the next run")
     outcome.idempotency_purged = idempotency.purge(db=services.db, ttl_s=s.idempotency_ttl_s)
     if storage:
         clean_staging(services.store, max_age_s=s.staging_max_age_s)
@@ -195,4 +210,5 @@ def reconcile(*, services: Services, queue: JobQueue, storage: bool = False) -> 
             outcome.blobs_removed += screenings.remove_orphan_scores(
                 store=services.store, session=session, min_age_s=s.staging_max_age_s
             )
+        outcome.scores_converted = scores.migrate_all(db=services.db, store=services.store)
     return outcome

@@ -70,7 +70,8 @@ def make_settings(data_dir: Path, database_url: str | None, redis_url: str) -> S
             conn.execute(
                 text(
                     "TRUNCATE reports, events, screenings, datasets, idempotency_keys, api_keys, tenants, "
-                    "experiment_stages, experiments, comparisons, calibration_points, calibrations CASCADE"
+                    "experiment_stages, experiments, comparisons, calibration_points, calibrations, "
+                    "tenant_usage, upload_leases, blob_locks CASCADE"
                 )
             )
         eng.dispose()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
 from typing import Any
 
-import numpy as np
 from rq import get_current_job
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,9 +15,10 @@ from sqlalchemy.orm import Session
 from app.core import logs
 from app.core.db import Database
 from app.core.errors import FtguardError
-from app.core.storage import scores_key, staged_file
+from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
+from app.screenings import scores
 from app.screenings import service as screenings
 from workers.experiments import calibration
 from workers.runtime import Runtime, get_runtime
@@ -166,12 +165,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         )
         t_save = time.perf_counter()
         key = scores_key(scr.tenant_id, scr.id)
-        with staged_file(rt.services.store, suffix=".npz") as (path, fh):
-            buf = io.BytesIO()
-            np.savez_compressed(buf, allow_pickle=False, **outcome.arrays)
-            fh.write(buf.getvalue())
-            fh.close()
-            rt.services.store.put_file(key, path)
+        scores.save(rt.services.store, key, outcome.arrays)  # uncompressed: pages read only their rows
         if not screenings.still_owned(session, scr, job_id):
             log.info("screening cancelled or superseded", extra={"screening_id": screening_id})
             if scr.status == "cancelled":  # nothing will read it (a superseding run rewrites the same key)

@@ -62,14 +62,18 @@ async def idempotent(
         str | None,
         Header(
             alias=idempotency.HEADER,
-            pattern=idempotency.KEY.pattern,
-            description="Retry-safe key (e.g. a UUID): a retry with the same key and body gets the first "
-            "result and creates nothing new. Kept for `idempotency_ttl_s`.",
+            description="Retry-safe key (e.g. a UUID), 1-255 printable ASCII characters without spaces: "
+            "a retry with the same key and body gets the first result and creates nothing new. Kept for "
+            "`idempotency_ttl_s`. An empty or malformed key is refused (400 `invalid_idempotency_key`), "
+            "never taken as no key.",
         ),
     ] = None,
 ) -> None:
     if key is None:
         return
+    # Checked here, not by a header pattern: an empty header (what `$(uuidgen)` gives where uuidgen is
+    # missing) must be a 400, never read as "no key" (a retry would then create a duplicate).
+    idempotency.check_key(key)
     # The caller's privileges are part of "the same request": a replay must never show a key what it may
     # not see itself (a scoped key's dataset names, an admin's results).
     who = f"{principal.role}|{','.join(sorted(principal.scopes))}"

@@ -68,6 +68,77 @@ class Settings(BaseSettings):
         default=86_400, ge=60, description="How long an Idempotency-Key's first result is kept."
     )
 
+    # ---------------------------------------------------------------- quotas and request bounds
+    # Per-tenant quotas and provider-set bounds on experiment, comparison and upload requests (issue 10,
+    # findings 4 and 7). A quota that frees up with time answers 429 (Retry-After); a request over a bound
+    # answers 400 `limit_exceeded`; an upload past the storage quota 413 `storage_quota_exceeded`.
+    max_active_experiments: int = Field(
+        default=8, ge=1, description="Queued plus running experiments per tenant (comparisons' included)."
+    )
+    max_active_comparisons: int = Field(
+        default=2, ge=1, description="Comparisons with an experiment queued or running, per tenant."
+    )
+    max_experiment_compute_tokens: int = Field(
+        default=500_000_000,
+        ge=1,
+        description="Estimated tokens one experiment may process: for each training stage steps x batch "
+        "x max_length (epochs x examples, padded), plus prompts x max_new_tokens generated.",
+    )
+    max_active_compute_tokens: int = Field(
+        default=2_000_000_000, ge=1, description="Estimated tokens of a tenant's active experiments, summed."
+    )
+    max_judge_calls_per_day: int = Field(
+        default=20_000,
+        ge=0,
+        description="Paid `llm` judge calls (prompts x llm judges) a tenant may start per UTC day.",
+    )
+    experiment_max_epochs: int = Field(default=100, ge=1, le=1000, description="Largest `epochs`.")
+    experiment_max_batch_size: int = Field(default=64, ge=1, le=1024, description="Largest training batch.")
+    experiment_max_train_length: int = Field(
+        default=2048, ge=16, le=32768, description="Largest training `max_length` (tokens per example)."
+    )
+    experiment_min_learning_rate: float = Field(default=1e-7, gt=0, description="Smallest learning rate.")
+    experiment_max_learning_rate: float = Field(
+        default=1e-2, gt=0, le=1, description="Largest learning rate."
+    )
+    experiment_max_grad_norm: float = Field(default=100.0, gt=0, description="Largest `max_grad_norm`.")
+    experiment_max_lora_rank: int = Field(default=256, ge=1, le=1024, description="Largest LoRA rank.")
+    experiment_max_lora_alpha: float = Field(default=1024.0, gt=0, le=4096, description="Largest LoRA alpha.")
+    experiment_allow_full_training: bool = Field(
+        default=True, description="Allow `method: full` (the artefact is then a whole model folder)."
+    )
+    experiment_max_finetune_examples: int = Field(
+        default=200_000, ge=1, description="Most customer examples one experiment fine-tunes on."
+    )
+    experiment_max_eval_prompts: int = Field(
+        default=5_000,
+        ge=1,
+        description="Most evaluation prompts (each generated, then judged) per experiment.",
+    )
+    experiment_max_new_tokens: int = Field(
+        default=512, ge=1, le=8192, description="Largest `max_new_tokens`."
+    )
+    experiment_max_generation_batch_size: int = Field(
+        default=64, ge=1, le=1024, description="Largest generation batch."
+    )
+    max_concurrent_uploads: int = Field(
+        default=2, ge=1, description="Uploads of one tenant in flight at once (429 past it)."
+    )
+    upload_lease_s: int = Field(
+        default=3600, ge=60, description="An upload slot not released by then (its process died) is freed."
+    )
+    max_tenant_storage_bytes: int = Field(
+        default=20 << 30,
+        ge=1,
+        description="Bytes of datasets one tenant may store (shared bytes count each).",
+    )
+    max_scores_read_bytes: int = Field(
+        default=256 << 20,
+        ge=1 << 20,
+        description="Most bytes of per-example arrays one scores or subset request may read or decompress.",
+    )
+    # ---------------------------------------------------------------- end of quotas and request bounds
+
     job_timeout_s: int = Field(default=3600, ge=10, description="A job running longer is stopped.")
     job_retries: int = Field(default=2, ge=0, description="Retries of a failed job before it fails.")
     result_ttl_s: int = Field(

@@ -11,11 +11,13 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import quotas
 from app.access import PRIVATE_PURPOSES
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, scores_key, staged_file
+from app.datasets import blobs
 from app.datasets.formats import PROMPTS, Example, RawRecord
 from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
 from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
@@ -72,10 +74,13 @@ def create(
             code="invalid_format",
         )
     name = clean_filename(filename)
-    store = services.store
+    store, settings = services.store, services.settings
+    with services.db.session() as session:  # already full: refuse before reading the body
+        quotas.check_storage(session, settings, tenant_id, 1)
+    # (the API holds one of the tenant's upload slots around the whole request: app.api.upload_slots)
     with staged_file(store, suffix=".upload") as (path, sink):
         report = validate_stream(
-            src, limits=limits(services.settings), fmt=fmt, container=container, filename=name, sink=sink
+            src, limits=limits(settings), fmt=fmt, container=container, filename=name, sink=sink
         )
         sink.close()
         if not report.ok:
@@ -86,10 +91,18 @@ def create(
             if first["code"] == "file_too_large":
                 raise PayloadTooLarge(msg, param="file", details=details)
             raise InvalidDataset(msg, code=first["code"], param="file", details=details)
-        # Always renamed into place, even over identical bytes: that refreshes the blob's mtime, which
-        # keeps the orphan sweep (reconcile) off a blob that is about to get a row.
-        store.put_file(dataset_key(report.sha256), path)
-    ds = Dataset(
+        ds = _dataset_row(report, tenant_id=tenant_id, name=name, purpose=purpose)
+        with services.db.session() as session:
+            quotas.lock_tenant(session, tenant_id)  # first: the quota check and the insert are one step
+            quotas.check_storage(session, settings, tenant_id, report.bytes)
+            blobs.place(session, store, report.sha256, path)  # under the blob's lock until the commit
+            session.add(ds)
+            session.commit()
+    return ds
+
+
+def _dataset_row(report: ValidationReport, *, tenant_id: str, name: str, purpose: str) -> Dataset:
+    return Dataset(
         id=new_id("ds"),
         tenant_id=tenant_id,
         filename=name,
@@ -104,10 +117,6 @@ def create(
         errors=[],
         error_count=0,
     )
-    with services.db.session() as session:
-        session.add(ds)
-        session.commit()
-    return ds
 
 
 def read_file(*, path: Path, settings: Settings) -> tuple[ValidationReport, list[Example]]:
@@ -210,10 +219,9 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
     session.query(Ranking).filter(Ranking.tenant_id == tenant_id, Ranking.dataset_id == dataset_id).delete()
     session.flush()  # screenings and rankings before the dataset they reference
     session.delete(ds)
-    session.flush()
-    if ds.sha256 and not session.scalar(select(Dataset.id).where(Dataset.sha256 == ds.sha256).limit(1)):
-        store.delete(dataset_key(ds.sha256))
     session.commit()
+    if ds.sha256:  # after the commit, re-checked under the blob's lock (app.datasets.blobs)
+        blobs.sweep(session, store, ds.sha256)
 
 
 def open_records(
@@ -249,7 +257,8 @@ def preview(
 
 def remove_orphan_blobs(*, services: Services, min_age_s: float) -> int:
     """Delete dataset blobs no row refers to (a process died between storing the bytes and writing the
-    row), once older than `min_age_s` so an upload finishing right now keeps its blob."""
+    row), once older than `min_age_s`; each is re-checked under its lock (`blobs.sweep`), so an upload
+    committing a row for the same bytes right now keeps them."""
     store = services.store
     keys = [k for k in store.list("datasets") if "/" in k]
     removed = 0
@@ -263,9 +272,10 @@ def remove_orphan_blobs(*, services: Services, min_age_s: float) -> int:
             if sha in used or path is None:
                 continue
             try:
-                if path.stat().st_mtime <= cutoff:
-                    store.delete(key)
-                    removed += 1
+                if path.stat().st_mtime > cutoff:
+                    continue
             except FileNotFoundError:
                 continue
+            with services.db.session() as session:  # re-checked under the blob's lock
+                removed += blobs.sweep(session, store, sha)
     return removed

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from app import access, events
 from app.core.config import Settings
-from app.core.errors import Conflict, InvalidRequest, NotFound
+from app.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
 from app.datasets import roles
-from app.experiments import allowed
+from app.experiments import allowed, limits
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
 log = logging.getLogger("ftguard.experiments")
@@ -81,12 +81,14 @@ def _aligned_from(session: Session, tenant_id: str, experiment_id: str) -> dict[
 
 
 def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Check a request against the tenant's datasets and the settings; return the params to store.
+    """Check a request against the tenant's datasets and the settings; return the params to store (with
+    the compute and judge-call `estimate` the quotas read).
 
     With `alignment` the experiment aligns the base model first; without it, it is fine-tune-only: the base
     model is already aligned (a provider's aligned model), or `aligned_from` names the earlier experiment
     whose aligned model to start from."""
     allowed.check(settings=settings, spec=spec)
+    limits.check_bounds(spec, settings)
     ft = _check_dataset(
         session, tenant_id, spec["fine_tune"]["dataset_id"], "customer", "fine_tune.dataset_id"
     )
@@ -125,8 +127,7 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
             "alignment": (src or {}).get("alignment"),
             "evaluation": ev_info,
         }
-        params["block_size"] = settings.similarity_block_size
-        return params
+        return _with_estimate(params, settings, alignment_examples=0, ft=ft, ev=ev)
     al = _check_dataset(
         session, tenant_id, spec["alignment"]["dataset_id"], "alignment", "alignment.dataset_id"
     )
@@ -143,7 +144,20 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
     params["alignment_training"] = spec.get("alignment_training") or spec["training"]
     params["aligned_from"] = None
     params["datasets"] = {"fine_tune": _info(ft), "alignment": _info(al), "evaluation": ev_info}
+    return _with_estimate(params, settings, alignment_examples=al.examples, ft=ft, ev=ev)
+
+
+def _with_estimate(
+    params: dict[str, Any], settings: Settings, *, alignment_examples: int, ft: Any, ev: Any
+) -> dict[str, Any]:
     params["block_size"] = settings.similarity_block_size
+    params["estimate"] = limits.estimate(
+        params,
+        alignment_examples=alignment_examples,
+        finetune_examples=ft.examples,
+        prompts=ev.examples if ev else limits.bundled_prompts(DEFAULT_EVAL_PROMPTS),
+    )
+    limits.check_estimate(params["estimate"], settings)
     return params
 
 
@@ -207,10 +221,21 @@ def create(
 ) -> Experiment:
     """Store the experiment and its stages, and enqueue the first stage."""
     params = resolve(session=session, settings=settings, tenant_id=tenant_id, spec=spec)
+    limits.reserve(session, settings, tenant_id, adding=[params])
     exp = _build(session, tenant_id=tenant_id, params=params)
     session.commit()
-    queue.enqueue_stage(exp.id, STAGES[0], 1)
+    dispatch(queue, exp.id, STAGES[0], 1)
     return exp
+
+
+def dispatch(queue: JobQueue, experiment_id: str, stage_name: str, attempt: int) -> None:
+    """Enqueue a stage the request has just committed as queued. Accepted is accepted: with Redis down the
+    stage stays queued in SQL and `recover` (run by every worker's reconciler) enqueues it, so the client
+    gets its 201 and a retry does not start a second run."""
+    try:
+        queue.enqueue_stage(experiment_id, stage_name, attempt)
+    except ServiceUnavailable:
+        log.warning("queue unavailable; stage %s of %s stays queued for recovery", stage_name, experiment_id)
 
 
 def create_comparison(
@@ -226,16 +251,17 @@ def create_comparison(
         dataset_id=spec["fine_tune"]["dataset_id"],
         params=spec,
     )
-    session.add(cmp)
-    exps = []
+    all_params = []
     for variant in variants:
         one = {**base, "alignment": {**base["alignment"], "selection": variant}}
         one["name"] = f"{spec.get('name') or cmp.id}: {variant}"
-        params = resolve(session=session, settings=settings, tenant_id=tenant_id, spec=one)
-        exps.append(_build(session, tenant_id=tenant_id, params=params, comparison_id=cmp.id))
+        all_params.append(resolve(session=session, settings=settings, tenant_id=tenant_id, spec=one))
+    limits.reserve(session, settings, tenant_id, adding=all_params, comparison=True)
+    session.add(cmp)
+    exps = [_build(session, tenant_id=tenant_id, params=p, comparison_id=cmp.id) for p in all_params]
     session.commit()
     for exp in exps:
-        queue.enqueue_stage(exp.id, STAGES[0], 1)
+        dispatch(queue, exp.id, STAGES[0], 1)
     return cmp, exps
 
 
@@ -361,11 +387,14 @@ def resume(
     if exp.status == "succeeded":
         raise Conflict("the experiment has already succeeded", code="not_resumable")
     if exp.status in ACTIVE:
-        recover(session=session, queue=queue, settings=settings, experiment_id=exp.id)
+        with contextlib.suppress(ServiceUnavailable):  # queued in SQL: the reconciler enqueues it later
+            recover(session=session, queue=queue, settings=settings, experiment_id=exp.id)
         session.refresh(exp)
         return exp
     rows = stages(session=session, experiment_id=exp.id)
     first = next(st for st in rows if st.status != "succeeded")
+    judged = any(st.name == "judge" and st.status == "succeeded" for st in rows)
+    limits.reserve(session, settings, tenant_id, adding=[exp.params], judge_calls=0 if judged else None)
     for st in rows:
         if st.position > first.position:
             st.status, st.progress, st.detail, st.error = "pending", 0.0, {}, None
@@ -379,7 +408,7 @@ def resume(
         message=f"resumed from stage {first.name}",
     )
     session.commit()
-    queue.enqueue_stage(exp.id, first.name, first.attempts + 1)
+    dispatch(queue, exp.id, first.name, first.attempts + 1)
     return exp
 
 

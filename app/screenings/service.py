@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import time
@@ -11,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
@@ -25,6 +23,7 @@ from app.core.storage import SCORES_PREFIX, BlobStore
 from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
+from app.screenings import scores
 
 log = logging.getLogger("ftguard.api")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -347,11 +346,6 @@ def get_report(*, session: Session, tenant_id: str, screening_id: str) -> Report
     return report
 
 
-def load_scores(store: BlobStore, report: Report) -> dict[str, np.ndarray]:
-    with store.open(report.scores_key) as fh, np.load(io.BytesIO(fh.read()), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
 SCORE_SORTS = {
     "customer": ("max_sim", "topk_mean", "anchor_margin", "record"),
     "alignment": ("max_sim", "record"),
@@ -359,51 +353,47 @@ SCORE_SORTS = {
 
 
 def scores_page(
-    *, store: BlobStore, report: Report, side: str, sort: str, order: str, offset: int, limit: int
+    *,
+    store: BlobStore,
+    report: Report,
+    side: str,
+    sort: str,
+    order: str,
+    offset: int,
+    limit: int,
+    max_read_bytes: int = 256 << 20,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Per-example scores, sorted and paged."""
+    """Per-example scores, sorted and paged: reads only the page's rows (app.screenings.scores)."""
     if side not in SCORE_SORTS:
         raise InvalidRequest("side must be 'customer' or 'alignment'", param="side")
     if sort not in SCORE_SORTS[side]:
         raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
-    z = load_scores(store, report)
-    if side == "customer":
-        if sort == "anchor_margin" and "c_anchor_margin" not in z:
+    with scores.Scores(store, report.scores_key, max_read_bytes=max_read_bytes) as z:
+        if side == "customer" and sort == "anchor_margin" and "c_anchor_margin" not in z:
             raise InvalidRequest("this screening ran without anchors", param="sort")
-        key = {"max_sim": z["c_max"], "topk_mean": z["c_topk_mean"], "record": None}.get(
-            sort, z.get("c_anchor_margin")
-        )
-        n = int(z["c_max"].size)
-    else:
-        key = {"max_sim": z["a_max"], "record": None}[sort]
-        n = int(z["a_max"].size)
-    idx = np.arange(n) if key is None else np.argsort(key, kind="stable")
-    if order == "desc":
-        idx = idx[::-1]
-    page = idx[offset : offset + limit]
-    if side == "customer":
-        items = [
-            {
-                "record": int(i) + 1,
-                "max_sim": float(z["c_max"][i]),
-                "topk_mean": float(z["c_topk_mean"][i]),
-                "anchor_margin": float(z["c_anchor_margin"][i]) if "c_anchor_margin" in z else None,
-                "nearest": [
-                    {"record": int(j) + 1, "sim": float(s)}
-                    for j, s in zip(z["c_topk_idx"][i], z["c_topk_sim"][i], strict=True)
-                ],
-            }
-            for i in page
-        ]
-    else:
-        items = [
-            {
-                "record": int(i) + 1,
-                "max_sim": float(z["a_max"][i]),
-                "nearest_customer_record": int(z["a_argmax"][i]) + 1,
-            }
-            for i in page
-        ]
+        n = z.rows("c_max" if side == "customer" else "a_max")
+        array = None if sort == "record" else scores.SORTED[(side, sort)]
+        page = z.page_order(array, n, desc=order == "desc", offset=offset, limit=limit)
+        if side == "alignment":
+            a_max, a_arg = z.take("a_max", page), z.take("a_argmax", page)
+            rows = [
+                {"record": int(i) + 1, "max_sim": float(m), "nearest_customer_record": int(j) + 1}
+                for i, m, j in zip(page, a_max, a_arg, strict=True)
+            ]
+            return rows, n
+        c_max, c_mean = z.take("c_max", page), z.take("c_topk_mean", page)
+        margin = z.take("c_anchor_margin", page) if "c_anchor_margin" in z else None
+        idx, sim = z.take("c_topk_idx", page), z.take("c_topk_sim", page)
+    items: list[dict[str, Any]] = [
+        {
+            "record": int(i) + 1,
+            "max_sim": float(c_max[p]),
+            "topk_mean": float(c_mean[p]),
+            "anchor_margin": float(margin[p]) if margin is not None else None,
+            "nearest": [{"record": int(j) + 1, "sim": float(v)} for j, v in zip(idx[p], sim[p], strict=True)],
+        }
+        for p, i in enumerate(page)
+    ]
     return items, n
 
 
@@ -428,7 +418,8 @@ def subset_lines(
     align = session.get(Dataset, scr.alignment_dataset_id) if scr else None
     if align is None:
         raise NotFound("the alignment dataset of this screening was deleted")
-    order = load_scores(store, report)[f"subset_{name}"]
+    with scores.Scores(store, report.scores_key, max_read_bytes=settings.max_scores_read_bytes) as z:
+        order = z.whole(f"subset_{name}")
     rank = {int(r): i for i, r in enumerate(order)}
     rows: list[bytes | None] = [None] * len(order)
     for rec, _ in datasets.open_records(store=store, ds=align, max_line_bytes=settings.max_line_bytes):

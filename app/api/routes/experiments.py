@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app import access, events
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
+from app.experiments import delete as removal
 from app.experiments import service
 from app.experiments.schemas import (
     CalibrationPublic,
@@ -72,7 +74,13 @@ def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPubl
     )
 
 
-@router.post("", response_model=ExperimentPublic, status_code=201, responses=CREATE_ERRORS)
+@router.post(
+    "",
+    response_model=ExperimentPublic,
+    status_code=201,
+    dependencies=[Idempotent],
+    responses=CREATE_ERRORS,
+)
 def create_experiment(
     body: ExperimentCreate, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> ExperimentPublic:
@@ -115,9 +123,27 @@ def get_experiment(experiment_id: str, session: SessionDep, principal: Principal
     return public(session, exp, principal)
 
 
+@router.delete(
+    "/{experiment_id}",
+    status_code=204,
+    responses={
+        **ERRORS,
+        409: {"model": ErrorEnvelope, "description": "Queued or running (cancel it first)."},
+    },
+)
+def delete_experiment(
+    experiment_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> Response:
+    """Delete a finished, failed or cancelled experiment and all its artefacts (adapters, generations,
+    judgements). A queued or running one is refused with 409 `experiment_active`: cancel it first."""
+    removal.delete(session=session, store=state.services.store, tenant_id=tenant, experiment_id=experiment_id)
+    return Response(status_code=204)
+
+
 @router.post(
     "/{experiment_id}/cancel",
     response_model=ExperimentPublic,
+    dependencies=[Idempotent],
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, principal: PrincipalDep) -> ExperimentPublic:
@@ -128,6 +154,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep, principal: Princi
 @router.post(
     "/{experiment_id}/resume",
     response_model=ExperimentPublic,
+    dependencies=[Idempotent],
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already succeeded."}},
 )
 def resume_experiment(
@@ -189,7 +216,13 @@ def get_artefact(
     return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
 
 
-@comparisons.post("", response_model=ComparisonPublic, status_code=201, responses=CREATE_ERRORS)
+@comparisons.post(
+    "",
+    response_model=ComparisonPublic,
+    status_code=201,
+    dependencies=[Idempotent],
+    responses=CREATE_ERRORS,
+)
 def create_comparison(
     body: ComparisonCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> ComparisonPublic:
@@ -222,6 +255,7 @@ def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -
 @comparisons.post(
     "/{comparison_id}/cancel",
     response_model=ComparisonPublic,
+    dependencies=[Idempotent],
     responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
 )
 def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
@@ -230,7 +264,9 @@ def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep
     )
 
 
-@calibrations.post("/refit", response_model=Page[CalibrationPublic], responses=ERRORS)
+@calibrations.post(
+    "/refit", response_model=Page[CalibrationPublic], dependencies=[Idempotent], responses=ERRORS
+)
 def refit(
     body: CalibrationRefit, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> Page[CalibrationPublic]:

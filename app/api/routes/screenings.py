@@ -162,10 +162,19 @@ def get_scores(
     offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ScoresPage:
-    """Per-example scores (1-based record numbers), sorted and paged."""
+    """Per-example scores (1-based record numbers), sorted and paged. A page reads only its own rows; a
+    screening stored in the old compressed format answers 413 `scores_too_large` when a page would
+    decompress more than `max_scores_read_bytes` (`ftguard reconcile` converts it)."""
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
     items, total = service.scores_page(
-        store=state.services.store, report=rep, side=side, sort=sort, order=order, offset=offset, limit=limit
+        store=state.services.store,
+        report=rep,
+        side=side,
+        sort=sort,
+        order=order,
+        offset=offset,
+        limit=limit,
+        max_read_bytes=state.settings.max_scores_read_bytes,
     )
     return ScoresPage(side=side, total=total, offset=offset, has_more=offset + len(items) < total, data=items)
 

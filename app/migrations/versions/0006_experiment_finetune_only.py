@@ -1,7 +1,7 @@
 """fine-tune-only experiments: an experiment may start from an aligned model, with no alignment set
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005q
 Create Date: 2026-12-01 21:40:00.000000
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '0006'
-down_revision: Union[str, Sequence[str], None] = '0003'
+down_revision: Union[str, Sequence[str], None] = '0005q'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
