@@ -212,8 +212,8 @@ def open_records(
     with store.open(dataset_key(ds.sha256)) as fh:
         yield from iter_examples(
             fh,
-            container=ds.container,  # type: ignore[arg-type]
-            fmt=ds.format,  # type: ignore[arg-type]
+            container=ds.container,
+            fmt=ds.format,
             max_line_bytes=max_line_bytes,
         )
 
