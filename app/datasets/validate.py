@@ -7,7 +7,7 @@ import io
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -34,6 +34,8 @@ from app.datasets.formats import (
 from app.datasets.records import SCREENED_RULE
 
 APPROX_CHARS_PER_TOKEN = 4  # rough English BPE average; stats only, never used for limits
+PREFERENCE_FORMATS = ("openai-dpo", "preference", "unpaired-preference")
+TRAINING_KEYS = ("trained_turns", "excluded_turns", "weight_0_turns", "tool_calls", "screened", "preference")
 
 
 @dataclass
@@ -114,11 +116,12 @@ class Stats:
         self.chars = self.trained = self.excluded = 0
         self.other = Counter[str]()
 
-    def add(self, ex: Example) -> None:
-        self.hashes.append(int(ex.content_hash[:16], 16))
-        for m in ex.screened:
+    def add(self, ex: Example, *, hashed: bool = True) -> None:
+        if hashed:
+            self.hashes.append(int(ex.content_hash[:16], 16))
+        for m in ex.messages:
             self.roles[m["role"]] += 1
-            self.chars += len(m["content"])
+        self.chars += sum(len(m["content"]) for m in ex.screened)
         self.trained += len(ex.targets)
         self.excluded += ex.excluded_turns
         self.notes.update(ex.notes)
@@ -143,7 +146,7 @@ class Stats:
             "media_parts": {k: self.notes[k] for k in ("image_url", "input_audio", "file") if self.notes[k]},
             "screened": SCREENED_RULE,
         }
-        if fmt in ("openai-dpo", "preference", "unpaired-preference"):
+        if fmt in PREFERENCE_FORMATS or self.other["examples"]:
             chars = self.other["characters"]
             out["preference"] = {
                 "screened_side": "the side trained towards (chosen / preferred / label true)",
@@ -267,6 +270,16 @@ def _validate_items(
             continue
         report.examples += 1
         stats.add(ex)
+
+
+def training_summary(examples: Sequence[Example], fmt: str | None = None) -> dict[str, Any]:
+    """What a screening's report says about what was screened: trained and excluded turns, the rule, and
+    for preference data the side the risk is computed on with the other side's statistics."""
+    stats = Stats()
+    for ex in examples:
+        stats.add(ex, hashed=False)
+    full = stats.as_dict(len(examples), fmt)
+    return {k: full[k] for k in TRAINING_KEYS if k in full}
 
 
 def iter_examples(
