@@ -18,6 +18,43 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 COMPRESSIONS = ("gz", "zst")
 
 
+class _Zstd:
+    """zstd frames, one after another, fed to the decompressor in small pieces: each piece can inflate to a
+    few MiB at most, so memory stays bounded whatever the ratio, and a frame cut short is an error (the
+    library's stream reader ends quietly on a truncated frame)."""
+
+    PIECE = 512
+
+    def __init__(self, src: BinaryIO) -> None:
+        import zstandard
+
+        self.src, self.zstd = src, zstandard
+        self.obj = zstandard.ZstdDecompressor().decompressobj()
+        self.fed = False  # the current frame has received input
+        self.pending = b""
+
+    def read(self, n: int) -> bytes:
+        while not self.pending:
+            piece = self.src.read(self.PIECE)
+            if not piece:
+                if self.fed and not self.obj.eof:
+                    raise EOFError("the last zstd frame is truncated")
+                return b""
+            self._feed(piece)
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            self.fed = True
+            self.pending += self.obj.decompress(data)
+            if not self.obj.eof:
+                return
+            data = self.obj.unused_data
+            self.obj = self.zstd.ZstdDecompressor().decompressobj()
+            self.fed = False
+
+
 class Decompressed(io.RawIOBase):
     """A raw stream of the decompressed bytes of `src`, refusing past `max_bytes` of output."""
 
@@ -27,11 +64,7 @@ class Decompressed(io.RawIOBase):
         if compression == "gz":
             self._inner = gzip.GzipFile(fileobj=src, mode="rb")
         elif compression == "zst":
-            import zstandard
-
-            self._inner = zstandard.ZstdDecompressor().stream_reader(
-                src, read_size=1 << 16, read_across_frames=True, closefd=False
-            )
+            self._inner = _Zstd(src)
         else:  # pragma: no cover - the registry of containers only names the two above
             raise ValueError(compression)
 

@@ -133,6 +133,7 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
                             "invalid_json", "JSON nested too deeply", line=here, record=record + 1, fatal=True
                         ) from exc
                     except ValueError as exc:
+                        off = exc.pos - pos if isinstance(exc, json.JSONDecodeError) else 0  # pos moves on fill
                         if len(buf) - pos > max_line_bytes:
                             raise RecordError(
                                 "line_too_long",
@@ -143,7 +144,7 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
                             ) from exc
                         if final or not fill():
                             if isinstance(exc, json.JSONDecodeError):  # one line: where the error is
-                                err_pos = min(exc.pos, len(buf))
+                                err_pos = min(pos + off, len(buf))
                                 col = err_pos - buf.rfind("\n", 0, err_pos)
                                 msg = f"invalid JSON: {exc.msg} at column {col}"
                                 raise RecordError(
