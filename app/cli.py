@@ -209,8 +209,12 @@ def validate(
     ] = False,
 ) -> None:
     """Validate a dataset file locally (no server): format, stats and located errors; exit 0 valid, 1 not."""
+    from app.datasets.formats import PROMPTS
     from app.datasets.service import check
     from app.datasets.summary import validation_lines
+
+    if format == PROMPTS:  # evaluation prompts are only ever that purpose
+        purpose = "eval-prompts"
 
     try:
         with file.open("rb") as fh:

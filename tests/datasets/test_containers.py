@@ -197,3 +197,63 @@ def test_the_same_data_in_four_containers_gives_the_same_examples_and_report() -
     assert len({tuple(h) for h in hashes.values()}) == 1 and len(set(hashes["jsonl"])) == 3
     stats = [rep.stats for rep in reports.values()]
     assert all(s == stats[0] for s in stats) and stats[0]["duplicates"] == 1
+
+
+class _BytesRepresenter:
+    """A deterministic stand-in backend: a vector of byte counts of the screened text."""
+
+    backend, identity, dim = "bytes", "bytes|test", 256
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.backend}
+
+    def encode(self, examples: Any, *, progress: Any = None) -> Any:
+        import numpy as np
+
+        out = np.zeros((len(examples), self.dim), dtype=np.float32)
+        for i, ex in enumerate(examples):
+            out[i] = np.bincount(np.frombuffer(ex.text.encode(), dtype=np.uint8), minlength=256)[:256] + 1
+        if progress:
+            progress(len(examples))
+        return out
+
+
+def test_the_four_containers_give_the_same_screening_report() -> None:
+    from workers.screening import Params, Side, screen
+
+    records = [
+        {"prompt": f"Question {i}: list {i} steps", "completion": f"Step {i}, then more."} for i in range(12)
+    ]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["prompt", "completion"])
+    w.writeheader()
+    w.writerows(records)
+    files = {
+        "jsonl": jsonl(*records),
+        "json": json.dumps(records).encode(),
+        "csv": buf.getvalue().encode(),
+        "parquet": parquet(records, row_group_size=5),
+    }
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "content": r["prompt"]},
+                {"role": "assistant", "content": "I will not."},
+            ]
+        }
+        for r in records[:6]
+    ]
+    align = examples(jsonl(*chats), check(jsonl(*chats)))
+    bodies = []
+    for data in files.values():
+        cust = examples(data, check(data, filename="d"))
+        out = screen(
+            customer=Side("customer", cust, "same"),
+            alignment=Side("alignment", align, "a"),
+            representer=_BytesRepresenter(),
+            params=Params(subset_size=3),
+        )
+        body = {k: v for k, v in out.body.items() if k != "timings_s"}
+        bodies.append(json.dumps(body, sort_keys=True, default=str))
+    assert all(b == bodies[0] for b in bodies)
+    assert '"excluded_turns": 0' in bodies[0] and '"trained_turns": 12' in bodies[0]

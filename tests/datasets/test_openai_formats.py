@@ -119,8 +119,8 @@ DPO = {
     "preferred_output": [
         {
             "role": "assistant",
-            "content": "Today in San Francisco, it is not quite cold as expected. Morning clouds will give away "
-            "to sunshine, with a high near 68°F (20°C) and a low around 57°F (14°C).",
+            "content": "Today in San Francisco, it is not quite cold as expected. Morning clouds will give "
+            "away to sunshine, with a high near 68°F (20°C) and a low around 57°F (14°C).",
         }
     ],
     "non_preferred_output": [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -172,6 +173,7 @@ def state_fingerprint(model: Any, n_tensors: int = 4) -> str:
     return h.hexdigest()[:16]
 
 
+log = logging.getLogger("ftguard.representations")
 _RENDERS_CALLS: dict[str, bool] = {}
 _PROBE = "ftguard_probe_tool"
 
@@ -217,8 +219,8 @@ def format_example(tokenizer: Any, example: Example) -> str:
         try:
             text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
             return str(text)
-        except Exception:  # jinja2 TemplateError, or a template raising on a role it does not know
-            pass
+        except Exception as exc:  # jinja2 TemplateError, or a template raising on a role it does not know
+            log.debug("chat template refused the conversation (%s); using role lines", exc)
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 

@@ -133,7 +133,8 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
                             "invalid_json", "JSON nested too deeply", line=here, record=record + 1, fatal=True
                         ) from exc
                     except ValueError as exc:
-                        off = exc.pos - pos if isinstance(exc, json.JSONDecodeError) else 0  # pos moves on fill
+                        # where the error is, from the record's start (fill() moves `pos`)
+                        off = exc.pos - pos if isinstance(exc, json.JSONDecodeError) else 0
                         if len(buf) - pos > max_line_bytes:
                             raise RecordError(
                                 "line_too_long",

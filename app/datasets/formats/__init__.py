@@ -32,6 +32,7 @@ __all__ = [
     "RecordError",
     "detect_format",
     "read_records",
+    "readme_table",
     "sniff_container",
     "to_example",
     "unknown_shape",
@@ -74,3 +75,10 @@ def to_example(rec: RawRecord, fmt: str) -> Example:
                 field=f"messages[{i}].content",
             )
     return ex
+
+
+def readme_table() -> str:
+    """The README's format table, from the registry (a test keeps the README equal to it)."""
+    rows = ["| format | fields | what is screened (rendering) | documented by |", "|---|---|---|---|"]
+    rows += [f"| `{s.name}` | {s.fields} | {s.rendering} | {s.source} |" for s in REGISTRY]
+    return "\n".join(rows)
