@@ -209,25 +209,20 @@ def validate(
     ] = False,
 ) -> None:
     """Validate a dataset file locally (no server): format, stats and located errors; exit 0 valid, 1 not."""
-    from app.datasets.formats import PROMPTS
-    from app.datasets.service import check
-    from app.datasets.summary import validation_lines
-
-    if format == PROMPTS:  # evaluation prompts are only ever that purpose
-        purpose = "eval-prompts"
+    from app.datasets.summary import validate_file
 
     try:
-        with file.open("rb") as fh:
-            result = check(settings=get_settings(), src=fh, filename=file.name, purpose=purpose, fmt=format)
+        valid = validate_file(
+            file,
+            fmt=format,
+            purpose=purpose,
+            as_json=as_json,
+            echo=lambda line: out.print(line, markup=False, highlight=False),
+        )
     except FtguardError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(2) from exc
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        for line in validation_lines(result):
-            out.print(line, markup=False, highlight=False)
-    raise typer.Exit(0 if result["valid"] else 1)
+    raise typer.Exit(0 if valid else 1)
 
 
 @app.command()

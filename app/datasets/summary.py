@@ -1,8 +1,33 @@
-"""A validation result as text lines (what `ftguard validate` prints without `--json`)."""
+"""`ftguard validate`: a validation result as text lines, or as the API's JSON object."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from app.core.config import get_settings
+from app.datasets.formats import PROMPTS
+from app.datasets.service import check
+
+
+def validate_file(
+    path: Path, *, fmt: str, purpose: str, as_json: bool, echo: Callable[[str], None] = print
+) -> bool:
+    """`ftguard validate`: check a local file (no server), print the result; True when it is valid.
+
+    `--json` prints the `dataset.validation` object that `POST /v1/datasets/validate` answers."""
+    if fmt == PROMPTS:  # evaluation prompts are only ever that purpose
+        purpose = "eval-prompts"
+    with path.open("rb") as fh:
+        result = check(settings=get_settings(), src=fh, filename=path.name, purpose=purpose, fmt=fmt)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for line in validation_lines(result):
+            echo(line)
+    return bool(result["valid"])
 
 
 def _where(e: dict[str, Any]) -> str:

@@ -71,11 +71,14 @@ class TeeReader(io.RawIOBase):
         self.sha = hashlib.sha256()
         self.count = 0
         self.too_large = False
+        self.finished = False  # every byte read: `src` may be re-read by seeking (Parquet), never teed again
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
+        if self.finished:
+            return 0
         data = self.src.read(len(b))
         if not data:
             return 0
@@ -159,7 +162,7 @@ class Stats:
         return out
 
 
-def _seekable(src: BinaryIO, buffered: BinaryIO, stack: ExitStack) -> BinaryIO:
+def _seekable(src: BinaryIO, tee: TeeReader, buffered: BinaryIO, stack: ExitStack) -> BinaryIO:
     """Read the whole file through the tee (hash, limit, copy to storage), then give a seekable handle on
     it: `src` itself when it can seek (a file, an upload spooled to disk), else a temporary copy. Only
     Parquet needs this: its index is at the end of the file."""
@@ -171,6 +174,7 @@ def _seekable(src: BinaryIO, buffered: BinaryIO, stack: ExitStack) -> BinaryIO:
     while chunk := buffered.read(1 << 20):
         if copy is not None:
             copy.write(chunk)
+    tee.finished = True
     out = src if copy is None else copy
     out.seek(0)
     return out
@@ -210,7 +214,7 @@ def validate_stream(
                 raise unsupported(head)
             report.format = want_format
             if report.container == "parquet":
-                stream = _seekable(src, buffered, stack)
+                stream = _seekable(src, tee, buffered, stack)
                 items = read_records(
                     stream,
                     "parquet",

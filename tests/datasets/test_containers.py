@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 from typing import Any
@@ -89,6 +90,10 @@ def test_parquet_from_a_stream_that_cannot_seek() -> None:
     sink = io.BytesIO()
     rep = validate_stream(Pipe(data), limits=LIMITS, sink=sink)  # type: ignore[arg-type]
     assert rep.ok and rep.examples == 3 and sink.getvalue() == data
+    sink = io.BytesIO()  # a seekable upload is re-read in place; the stored copy is still byte for byte
+    rep = validate_stream(io.BytesIO(data), limits=LIMITS, sink=sink)
+    assert rep.ok and sink.getvalue() == data and rep.bytes == len(data)
+    assert rep.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def zst(data: bytes) -> bytes:
