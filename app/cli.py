@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -187,6 +187,42 @@ def screen(
 
         html_out.write_text(report_document(body, title=f"{customer.name}: risk report"), encoding="utf-8")
         console.print(f"HTML report written to {html_out}")
+
+
+if TYPE_CHECKING:
+    FormatOption = str
+else:
+    from app.datasets.formats import ALL_FORMATS
+
+    FormatOption = Literal[("auto", *ALL_FORMATS)]
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Dataset file.")],
+    format: Annotated[
+        FormatOption, typer.Option("--format", help="Record format (default: detect).")
+    ] = "auto",
+    purpose: Annotated[str, typer.Option(help="Dataset purpose (eval-prompts reads prompts).")] = "fine-tune",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the API's dataset.validation object.")
+    ] = False,
+) -> None:
+    """Validate a dataset file locally (no server): format, stats and located errors; exit 0 valid, 1 not."""
+    from app.datasets.summary import validate_file
+
+    try:
+        valid = validate_file(
+            file,
+            fmt=format,
+            purpose=purpose,
+            as_json=as_json,
+            echo=lambda line: out.print(line, markup=False, highlight=False),
+        )
+    except FtguardError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(0 if valid else 1)
 
 
 @app.command()

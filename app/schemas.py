@@ -76,6 +76,30 @@ class DatasetPublic(BaseModel):
     stats: dict[str, Any]
 
 
+class RecordErrorPublic(BaseModel):
+    line: int | None = Field(description="Line where the record starts or the error is; the row for Parquet.")
+    record: int | None = Field(description="1-based record (row) number.")
+    field: str | None = Field(description="The field at fault, as a path (`messages[1].tool_calls[0]`).")
+    code: str
+    message: str
+
+
+class DatasetValidation(BaseModel):
+    """A validation without storage: what an upload would say, valid or not (`ftguard validate --json`)."""
+
+    object: Literal["dataset.validation"] = "dataset.validation"
+    valid: bool
+    filename: str
+    container: str | None
+    format: str | None
+    bytes: int
+    sha256: str
+    examples: int
+    stats: dict[str, Any]
+    error_count: int
+    errors: list[RecordErrorPublic]
+
+
 class DatasetPreview(BaseModel):
     object: Literal["dataset.preview"] = "dataset.preview"
     dataset_id: str

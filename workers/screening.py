@@ -17,6 +17,7 @@ import numpy as np
 from app.core.config import Settings
 from app.datasets.formats import Example
 from app.datasets.service import read_file
+from app.datasets.validate import training_summary
 from app.demo import HARMFUL_ANCHORS, SAFE_ANCHORS
 from workers import risk
 from workers.audit import audit
@@ -160,8 +161,9 @@ def represent(
 
 
 def _snippet(ex: Example) -> dict[str, str]:
-    user = next((m["content"] for m in ex.messages if m["role"] == "user"), "")
-    reply = next((m["content"] for m in reversed(ex.messages) if m["role"] == "assistant"), "")
+    """The first user turn and the last training target: what the screened text is about."""
+    user = next((m["content"] for m in ex.screened if m["role"] == "user"), "")
+    reply = ex.target_text
     return {"prompt": user[:SNIPPET], "completion": reply[:SNIPPET]}
 
 
@@ -288,7 +290,12 @@ def screen(
             "seed": params.seed,
             "center": params.center,
         },
-        "customer": {"examples": len(customer.examples), "sha256": customer.sha256, **customer.meta},
+        "customer": {
+            "examples": len(customer.examples),
+            "sha256": customer.sha256,
+            **customer.meta,
+            "training": training_summary(customer.examples, customer.meta.get("format")),
+        },
         "alignment": {"examples": len(alignment.examples), "sha256": alignment.sha256, **alignment.meta},
         "risk": scored,
         "distributions": {

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=1 << 30, ge=1, description="Largest accepted upload.")
     max_examples: int = Field(default=2_000_000, ge=1, description="Most examples in one dataset.")
     max_line_bytes: int = Field(default=1 << 20, ge=64, description="Longest JSONL line or CSV row.")
+    max_row_group_bytes: int = Field(
+        default=128 << 20,
+        ge=1 << 16,
+        description="Largest Parquet row group (uncompressed bytes): validation holds one row group.",
+    )
     max_reported_errors: int = Field(default=20, ge=1, le=1000, description="Errors listed per upload.")
     max_subset_size: int = Field(default=100_000, ge=1, description="Largest High/Low/Random subset.")
     max_json_body_bytes: int = Field(

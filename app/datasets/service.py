@@ -32,6 +32,7 @@ def limits(settings: Settings) -> Limits:
         max_examples=settings.max_examples,
         max_line_bytes=settings.max_line_bytes,
         max_errors=settings.max_reported_errors,
+        max_row_group_bytes=settings.max_row_group_bytes,
     )
 
 
@@ -40,6 +41,65 @@ def clean_filename(name: str | None) -> str:
     base = PureWindowsPath(PurePosixPath(name or "").name).name
     base = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .")
     return base[:200] or "upload"
+
+
+def resolve_format(purpose: str, fmt: str | None) -> str | None:
+    """The format to read a dataset of `purpose` with (None: detect it); InvalidRequest for a bad pair."""
+    if purpose == "eval-prompts":
+        if fmt not in (None, "auto", PROMPTS):
+            raise InvalidRequest(
+                "eval-prompts datasets are prompt-only records; leave format unset or use 'prompts'",
+                param="format",
+                code="invalid_format",
+            )
+        return PROMPTS
+    if fmt == PROMPTS:
+        raise InvalidRequest(
+            "the 'prompts' format (no assistant turn) is only for purpose eval-prompts",
+            param="format",
+            code="invalid_format",
+        )
+    return fmt
+
+
+def validation_result(report: ValidationReport, filename: str) -> dict[str, Any]:
+    """A validation as the API's `dataset.validation` object (the CLI's `validate --json` prints it too)."""
+    return {
+        "object": "dataset.validation",
+        "valid": report.ok,
+        "filename": filename,
+        "container": report.container,
+        "format": report.format,
+        "bytes": report.bytes,
+        "sha256": report.sha256,
+        "examples": report.examples,
+        "stats": report.stats,
+        "error_count": report.error_count,
+        "errors": report.errors,
+    }
+
+
+def check(
+    *,
+    settings: Settings,
+    src: BinaryIO,
+    filename: str | None,
+    purpose: str = "fine-tune",
+    fmt: str | None = None,
+    container: str | None = None,
+) -> dict[str, Any]:
+    """Validate without storing anything: the `dataset.validation` object, valid or not."""
+    if purpose not in PURPOSES:
+        raise InvalidRequest(
+            f"unknown purpose {purpose!r}; expected one of {list(PURPOSES)}",
+            param="purpose",
+            code="invalid_purpose",
+        )
+    name = clean_filename(filename)
+    report = validate_stream(
+        src, limits=limits(settings), fmt=resolve_format(purpose, fmt), container=container, filename=name
+    )
+    return validation_result(report, name)
 
 
 def create(
@@ -59,20 +119,7 @@ def create(
             param="purpose",
             code="invalid_purpose",
         )
-    if purpose == "eval-prompts":
-        if fmt not in (None, "auto", PROMPTS):
-            raise InvalidRequest(
-                "eval-prompts datasets are prompt-only records; leave format unset or use 'prompts'",
-                param="format",
-                code="invalid_format",
-            )
-        fmt = PROMPTS
-    elif fmt == PROMPTS:
-        raise InvalidRequest(
-            "the 'prompts' format (no assistant turn) is only for purpose eval-prompts",
-            param="format",
-            code="invalid_format",
-        )
+    fmt = resolve_format(purpose, fmt)
     name = clean_filename(filename)
     store, settings = services.store, services.settings
     with services.db.session() as session:  # already full: refuse before reading the body
@@ -232,8 +279,8 @@ def open_records(
     with store.open(dataset_key(ds.sha256)) as fh:
         yield from iter_examples(
             fh,
-            container=ds.container,  # type: ignore[arg-type]
-            fmt=ds.format,  # type: ignore[arg-type]
+            container=ds.container,
+            fmt=ds.format,
             max_line_bytes=max_line_bytes,
         )
 

@@ -60,6 +60,15 @@ def _gzip_bomb() -> bytes:
     return buf.getvalue()
 
 
+def _gzip_lines_bomb() -> bytes:
+    """Valid JSONL lines that inflate past the upload limit: every decompressed byte counts toward it."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9) as g:
+        for _ in range(200):
+            g.write(OK * (1 << 14))
+    return buf.getvalue()
+
+
 def _zip_bomb() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("data.jsonl", "w") as f:
@@ -95,7 +104,7 @@ GENERATED = {
         lambda: b'[{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b', "completion": "x"}]',
         (422, "invalid_json", 1),
     ),
-    "bomb.jsonl.gz": (_gzip_bomb, (422, "unsupported_format", 1)),
+    "bomb.jsonl.gz": (_gzip_bomb, (422, "unsupported_format", 1)),  # NULs inside: not a text container
     "bomb.zip": (_zip_bomb, (422, "unsupported_format", 1)),
 }
 
@@ -129,6 +138,15 @@ def test_each_malformed_upload_is_a_located_4xx_and_leaves_nothing(client, setti
 def test_big_and_pathological_uploads_are_refused_from_the_stream(client, settings, name: str) -> None:
     make, want = GENERATED[name]
     _assert_refused_and_nothing_kept(client, settings, name, make(), want)
+
+
+def test_a_gzip_bomb_of_valid_lines_stops_at_the_upload_limit(client, settings) -> None:
+    """Every decompressed byte counts toward max_upload_bytes: 200 MiB of valid lines from ~0.5 MB of
+    gzip stop at a 1 MiB limit with 413 file_too_large, and nothing is kept."""
+    client.app.state.ftguard.services.settings.max_upload_bytes = 1 << 20
+    data = _gzip_lines_bomb()
+    assert len(data) < 1 << 20
+    _assert_refused_and_nothing_kept(client, settings, "bomb.jsonl.gz", data, (413, "file_too_large", None))
 
 
 @pytest.mark.parametrize(

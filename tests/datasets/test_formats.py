@@ -115,7 +115,7 @@ def codes(rep) -> list[tuple[int | None, str]]:  # type: ignore[no-untyped-def]
             jsonl(CHAT) + b'{"prompt": "' + b"x" * 5000 + b'", "completion": "y"}\n' + jsonl(CHAT),
             [(2, "line_too_long")],
         ),
-        (jsonl({"text": "plain"}), [(1, "unsupported_format")]),
+        (jsonl({"body": "plain"}), [(1, "unsupported_format")]),
         (b"hello world\n", [(1, "unsupported_format")]),
         (b"", [(None, "empty_file")]),
         (b"\n\n", [(1, "empty_file")]),

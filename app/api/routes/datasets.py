@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
@@ -9,8 +9,25 @@ from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.datasets import service
-from app.schemas import DatasetPreview, DatasetPublic, ErrorEnvelope, Page
+from app.datasets.containers import CONTAINERS
+from app.datasets.formats import ALL_FORMATS
+from app.schemas import DatasetPreview, DatasetPublic, DatasetValidation, ErrorEnvelope, Page
 from app.tenants.service import Principal
+
+# The choices come from the registries of formats and containers (so the OpenAPI enum is the registry).
+if TYPE_CHECKING:
+    FormatChoice = str
+    ContainerChoice = str
+else:
+    FormatChoice = Literal[("auto", *ALL_FORMATS)]
+    ContainerChoice = Literal[("auto", *CONTAINERS)]
+Purpose = Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts"]
+FILE_DOC = "JSONL, a JSON array, CSV or Parquet; JSONL, JSON and CSV may be gzip or zstd compressed."
+FORMAT_DOC = (
+    "Record format; auto detects it from the first record. eval-prompts datasets are always `prompts`: "
+    "`prompt` (or `instruction`, `question`, `goal`), optional `category` and `kind` (harmful or benign)."
+)
+CONTAINER_DOC = "How records are stored; auto detects it from the first bytes."
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -34,19 +51,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
 def upload_dataset(
     state: StateDep,
     principal: PrincipalDep,
-    file: Annotated[UploadFile, File(description="JSONL, JSON array or CSV.")],
-    purpose: Annotated[
-        Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts"], Form()
-    ] = "fine-tune",
-    format: Annotated[
-        Literal["auto", "openai-chat", "prompt-completion", "alpaca", "dolly", "sharegpt", "prompts"],
-        Form(
-            description="Record format; auto detects it from the first record. eval-prompts datasets are "
-            "always `prompts`: `prompt` (or `instruction`, `question`, `goal`), optional `category` and "
-            "`kind` (harmful or benign)."
-        ),
-    ] = "auto",
-    container: Annotated[Literal["auto", "jsonl", "json", "csv"], Form()] = "auto",
+    file: Annotated[UploadFile, File(description=FILE_DOC)],
+    purpose: Annotated[Purpose, Form()] = "fine-tune",
+    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
+    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
 ) -> DatasetPublic:
     """Upload a dataset. It is validated record by record while it streams to storage; a dataset with any
     error is rejected with the first errors (line, record, code, message) and the total, and nothing is
@@ -68,6 +76,39 @@ def public(ds: object, principal: Principal) -> DatasetPublic:
     fields = DatasetPublic.model_validate(ds).model_dump()
     allowed = principal.can(access.ALIGNMENT_READ)
     return DatasetPublic.model_validate(access.dataset_fields(fields, allowed=allowed))
+
+
+@router.post(
+    "/validate",
+    response_model=DatasetValidation,
+    dependencies=[Idempotent],
+    responses={
+        **WRITE_RESPONSES,
+        400: {"model": ErrorEnvelope, "description": "Invalid request (e.g. an unknown purpose)."},
+        422: {"model": ErrorEnvelope, "description": "Invalid request parameters."},
+    },
+)
+def validate_dataset(
+    state: StateDep,
+    tenant: TenantDep,
+    file: Annotated[UploadFile, File(description=FILE_DOC)],
+    purpose: Annotated[Purpose, Form()] = "fine-tune",
+    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
+    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
+) -> DatasetValidation:
+    """Validate a file without storing it: the detected container and format, the stats and every located
+    error (line, record, field, code). 200 whether it is valid or not; `valid` says which. The same object
+    as `ftguard validate FILE --json`."""
+    del tenant  # authenticated like every route; nothing is stored for the tenant
+    result = service.check(
+        settings=state.settings,
+        src=file.file,
+        filename=file.filename,
+        purpose=purpose,
+        fmt=format,
+        container=container,
+    )
+    return DatasetValidation.model_validate(result)
 
 
 @router.get("", response_model=Page[DatasetPublic], responses=ERRORS)
