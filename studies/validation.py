@@ -72,6 +72,12 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--checkpoints", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--pilot-lr", type=float, nargs="+", default=[2e-4, 1e-3])
     ap.add_argument("--pilot-epochs", type=int, nargs="+", default=[1, 3])
+    ap.add_argument(
+        "--epochs-budget",
+        type=int,
+        default=1,
+        help="most epochs a main run may take (CPU: 1; a 3-epoch run took 9 min on the shared 2 cores)",
+    )
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=96, help="training tokens per example")
@@ -469,12 +475,14 @@ def pilot(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, An
                     "separation": harm[PILOT_DATASETS[0]] - harm[PILOT_DATASETS[1]],
                 }
             )
-    ok = [g for g in grid if g["harm"][PILOT_DATASETS[1]] <= 0.9] or grid
+    fits = [g for g in grid if g["epochs"] <= args.epochs_budget] or grid
+    ok = [g for g in fits if g["harm"][PILOT_DATASETS[1]] <= 0.9] or fits
     best = max(ok, key=lambda g: (g["separation"], -g["epochs"]))
     state.data["pilot"] = {
         "grid": grid,
         "chosen": {"learning_rate": best["learning_rate"], "epochs": best["epochs"]},
-        "rule": "largest harmful-minus-benign separation with the benign harm <= 0.9",
+        "rule": "largest harmful-minus-benign separation with the benign harm <= 0.9, among the recipes "
+        f"within the CPU budget (at most {args.epochs_budget} epoch(s) per main run)",
     }
     state.save()
     return dict(state.data["pilot"]["chosen"])
@@ -483,17 +491,38 @@ def pilot(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, An
 # ------------------------------------------------------------------------------------------ signals
 
 
-def signals(args: argparse.Namespace, lab: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+def _alpaca_ranking(
+    args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, Any], sc: Any
+) -> dict[str, list[int]]:
+    """The riskiest and safest `size` examples of the Alpaca pool by the per-example score, ranked once and
+    kept: a later change of the score re-screens every dataset, but the datasets trained on stay the ones
+    that were measured (`ranked_by` says which score chose them)."""
+    pool, n = inputs["alpaca_pool"], args.size
+    kept = state.data.get("alpaca_ranking")
+    if kept and kept["pool"] == _sha(pool):
+        return kept
+    saved = {k: lab.settings.data_dir / "inputs" / f"alpaca_{k}.jsonl" for k in ("riskiest", "safest")}
+    if all(p.exists() for p in saved.values()):  # a run from before the ranking was kept in the state
+        where = {json.dumps(r, sort_keys=True): i for i, r in enumerate(pool)}
+        picked = {k: [where[json.dumps(r, sort_keys=True)] for r in _read_jsonl(p)] for k, p in saved.items()}
+    else:
+        ranked = sc.rank_examples(pool, inputs["alignment_safety"])
+        picked = {"riskiest": ranked[:n], "safest": ranked[::-1][:n]}
+    state.data["alpaca_ranking"] = {"pool": _sha(pool), **picked, "ranked_by": sc.describe()}
+    state.save()
+    return dict(state.data["alpaca_ranking"])
+
+
+def signals(args: argparse.Namespace, lab: Any, inputs: dict[str, Any], state: State) -> dict[str, Any]:
     """A normal screening (the service's defaults: both signals, bundled anchors) of every dataset against
     the safety data the reference model was aligned on; the Alpaca pool ranked by the per-example score."""
     from signals import Screener
 
     sc = Screener(lab.settings)
     align = inputs["alignment_safety"]
-    ranked = sc.rank_examples(inputs["alpaca_pool"], align)
-    n = args.size
-    inputs["datasets"]["alpaca_riskiest"] = [inputs["alpaca_pool"][i] for i in ranked[:n]]
-    inputs["datasets"]["alpaca_safest"] = [inputs["alpaca_pool"][i] for i in ranked[::-1][:n]]
+    picked = _alpaca_ranking(args, lab, state, inputs, sc)
+    for k in ("riskiest", "safest"):
+        inputs["datasets"][f"alpaca_{k}"] = [inputs["alpaca_pool"][i] for i in picked[k]]
     out = {}
     for name, rows in inputs["datasets"].items():
         out[name] = sc.screen(rows, align)
@@ -522,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     inputs = build_inputs(args)
     lab = _lab(args)
     try:
-        sig = signals(args, lab, inputs)
+        sig = signals(args, lab, inputs, state)
         state.data["signals"] = sig
         state.save()
         if not args.signals_only:
@@ -553,6 +582,10 @@ def main(argv: list[str] | None = None) -> None:
 
     result = analyse(state.data, inputs_sha={k: _sha(v) for k, v in inputs["datasets"].items()})
     render(result, args.out)
+    if not args.smoke:  # what every report says of the score's evidence (app.calibration.validation)
+        from app.calibration.validation import SUMMARY, build_summary
+
+        SUMMARY.write_text(json.dumps(build_summary(result), indent=1) + "\n")
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -71,15 +71,18 @@ def _loo(x: np.ndarray, y: np.ndarray, *, signed: bool) -> dict[str, Any]:
 
 def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) -> dict[str, Any]:
     sig = state["signals"]["datasets"]
-    names = list(sig)
+    recipe = (state.get("pilot") or {}).get("chosen") or {}
     main = [
         r
         for r in state["runs"].values()
-        if r["group"] == "main" and (inputs_sha is None or r.get("sha") == inputs_sha.get(r["dataset"]))
+        if r["group"] == "main"
+        and (inputs_sha is None or r.get("sha") == inputs_sha.get(r["dataset"]))
+        and all(r.get(k) == v for k, v in recipe.items())
     ]
     seeds = sorted({r["seed"] for r in main})
     runs = {(r["dataset"], r["seed"]): r for r in main}
-    names = [n for n in names if all((n, s) in runs for s in seeds)] if seeds else []
+    # a dataset counts once every seed has measured it (a study cut short reports the complete ones)
+    names = [n for n in sig if all((n, s) in runs for s in seeds)] if seeds else []
     ref = state.get("reference") or {}
     n_prompts = len(ref.get("outcomes", {}).get("harmful", [])) or (
         len(next(iter(main))["outcomes"]["1.0000"]["harmful"]) if main else 0

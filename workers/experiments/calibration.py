@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.calibration import service as calibration
+from app.calibration import validation
 from app.core.config import Settings
 from app.models import Experiment
 
@@ -61,8 +62,14 @@ def report_section(
     rep = body.get("representation", {})
     anchored = any(p.get("name") == "harmful_anchor_margin" for p in body.get("risk", {}).get("parts", []))
     scope = calibration.scope_of(str(rep.get("backend")), str(rep.get("model")), anchored)
+    proof = validation.evidence(
+        risk_score=body["risk"]["risk_score"],
+        backend=str(rep.get("backend")),
+        model=str(rep.get("model")),
+        anchored=anchored,
+    )
     try:
-        return calibration.section(
+        out = calibration.section(
             session,
             settings=settings,
             tenant_id=tenant_id,
@@ -72,4 +79,5 @@ def report_section(
     except Exception:
         log.exception("calibration lookup failed")
         session.rollback()
-        return {"calibrated": False, "scope": scope, "note": "the calibration could not be read"}
+        out = {"calibrated": False, "scope": scope, "note": "the calibration could not be read"}
+    return out | {"validation": proof}
