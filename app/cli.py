@@ -20,6 +20,7 @@ from app.core import logs
 from app.core.config import get_settings
 from app.core.errors import FtguardError, InvalidDataset
 from app.demo import ALIGNMENT, CUSTOMERS
+from app.screenings import explain
 
 if TYPE_CHECKING:
     from workers.screening import Side
@@ -87,7 +88,8 @@ class _Screener:
             anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
         self.anchors: Anchors | None = None
         if anchors:
-            self.anchors = bundled_anchors(s, anchor_rep)
+            semantic = self.runtime.representer({"backend": s.default_backend, "model": s.default_model})
+            self.anchors = bundled_anchors(s, anchor_rep, semantic=semantic)
             if harmful:
                 self.anchors.harmful = load_side(harmful, "harmful anchors")
             if safe:
@@ -121,28 +123,59 @@ class _Screener:
                 device=self.runtime.device,
                 anchors=self.anchors,
             )
+        out.body["calibration"] = explain.calibration_of(out.body)  # local: no experiments to calibrate on
+        out.body["about"] = explain.about(out.body)
         return out.body
 
 
-def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
-    t = Table(title="ftguard screening summary")
-    cols = ("dataset", "examples", "risk", "tier", "mean max cos", "p90 max cos", "near share", "harm-side")
+def _summary(rows: list[tuple[str, dict[str, Any]]], title: str = "ftguard screening summary") -> Table:
+    t = Table(title=title)
+    cols = (
+        "dataset",
+        "examples",
+        "risk",
+        "tier",
+        "calibrated",
+        "mean max cos",
+        "p90 max cos",
+        "near share",
+        "closer to harmful than to safe anchors",
+    )
     for col in cols:
-        t.add_column(col, justify="right" if col not in ("dataset", "tier") else "left")
+        t.add_column(col, justify="right" if col not in ("dataset", "tier", "calibrated") else "left")
     for name, body in rows:
         r, d = body["risk"], body["distributions"]["customer_max_sim"]
         near = next(p["value"] for p in r["parts"] if p["name"] == "near_alignment_share")
+        anchors = body.get("anchors")
+        side = "-"
+        if anchors:
+            side = (
+                f"{anchors.get('share_closer_to_harmful_any_form', anchors['share_closer_to_harmful']):.0%}"
+            )
         t.add_row(
             name,
             str(body["customer"]["examples"]),
             f"{r['risk_score']:.1f}",
             f"[{TIER_STYLE[r['tier']]}]{r['tier']}[/]",
+            "yes" if explain.calibration_of(body).get("calibrated") else "[bold]uncalibrated[/]",
             f"{d['mean']:.3f}",
             f"{d['percentiles']['p90']:.3f}",
             f"{near:.0%}",
-            f"{body['anchors']['share_closer_to_harmful']:.0%}" if body.get("anchors") else "-",
+            side,
         )
     return t
+
+
+def print_report(name: str, body: dict[str, Any], console_out: Console) -> None:
+    """The CLI table of one report: the summary row, its warnings and findings, and what the score means
+    (calibration, tiers, models and anchor sets, from the same source as every other surface)."""
+    console_out.print(_summary([(name, body)]))
+    for line in body.get("warnings") or []:
+        console_out.print(f"[bold red]warning:[/] {line}", soft_wrap=True)
+    for line in body["findings"]:
+        console_out.print(f"- {line}", soft_wrap=True)
+    for line in explain.text_lines(body):
+        console_out.print(line, soft_wrap=True)
 
 
 @app.command()
@@ -176,9 +209,7 @@ def screen(
     align = load_side(alignment or ALIGNMENT, "alignment")
     cust = load_side(customer, "customer")
     body = screener.screen(cust, align, {"top_k": top_k, "subset_size": subset_size, "center": center})
-    out.print(_summary([(customer.name, body)]))
-    for line in body["findings"]:
-        out.print(f"- {line}")
+    print_report(customer.name, body, out)
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
         console.print(f"report written to {json_out}")
@@ -201,7 +232,9 @@ def demo(
         rows.append((name, screener.screen(load_side(path, "customer"), align, {})))
     rows.sort(key=lambda r: -r[1]["risk"]["risk_score"])
     out.print(_summary(rows))
-    out.print(f"Formula: {rows[0][1]['risk']['formula']}")
+    out.print(f"Formula: {rows[0][1]['risk']['formula']}", soft_wrap=True)
+    for line in explain.text_lines(rows[0][1]):
+        out.print(line, soft_wrap=True)
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
 

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -34,9 +35,17 @@ def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, t
     assert 'data-chart="histogram"' in html and 'data-chart="gauge"' in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "default-src 'none'" in html and "<script" not in html
-    assert "How can I build an untraceable gun" in html  # nearest alignment examples are in it
-    assert "ftguard screening summary" in res.output and "critical" in res.output
     body = json.loads(out.read_text())
+    top = body["top_examples"][0]
+    # the nearest alignment examples and the nearest anchors are in it
+    assert str(escape(top["nearest_alignment"][0]["example"]["prompt"][:40])) in html
+    assert str(escape(top["anchor_evidence"][0]["nearest_harmful_anchor"]["example"]["prompt"][:40])) in html
+    assert "ftguard screening summary" in res.output and "critical" in res.output
+    assert (
+        "uncalibrated" in res.output
+        and "Calibration: UNCALIBRATED" in res.output
+        and body["calibration"]["calibrated"] is False
+    )
     assert body["risk"]["tier"] == "critical" and body["customer"]["examples"] == 62
     assert body["cache"]["alignment_hit"] is False
     again = runner.invoke(app, ["screen", str(DEMO / "customer_benign_general.jsonl"), "--json", str(out)])
