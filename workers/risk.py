@@ -271,3 +271,34 @@ def anchor_summary(
         ),
         "share_as_harmful_as_anchors": float((zmax >= 1.0).mean()),
     }
+
+
+def bootstrap_ranking(
+    candidates: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]], resamples: int = 200, seed: int = 0
+) -> dict[str, Any]:
+    """How sure a ranking of candidates is: the customer examples are resampled with replacement (the
+    same resample for every candidate, since they screen the same data) and each candidate's score is
+    recomputed from its per-example arrays. Returns each candidate's share of resamples in which it has
+    the lowest score, and a 90% interval of its score."""
+    names = list(candidates)
+    n = next(iter(candidates.values()))[1]["c_max"].size
+    rng = np.random.default_rng(seed)
+    scores = np.zeros((resamples, len(names)))
+    for r in range(resamples):
+        idx = rng.integers(0, n, n)
+        for j, name in enumerate(names):
+            body, arr = candidates[name]
+            zs = {
+                k.removeprefix("c_anchor_zh_"): v[idx] for k, v in arr.items() if k.startswith("c_anchor_zh_")
+            }
+            scores[r, j] = score(arr["c_max"][idx], body["risk"]["reference_levels"], zs or None)[
+                "risk_score"
+            ]
+    best = scores.argmin(axis=1)
+    return {
+        "wins": {name: float((best == j).mean()) for j, name in enumerate(names)},
+        "intervals": {
+            name: (float(np.percentile(scores[:, j], 5)), float(np.percentile(scores[:, j], 95)))
+            for j, name in enumerate(names)
+        },
+    }
