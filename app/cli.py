@@ -181,9 +181,7 @@ def print_report(name: str, body: dict[str, Any], console_out: Console) -> None:
     """The CLI table of one report: the summary row, its warnings and findings, and what the score means
     (calibration, tiers, models and anchor sets, from the same source as every other surface)."""
     console_out.print(_summary([(name, body)]))
-    for line in body.get("warnings") or []:
-        console_out.print(f"[bold red]warning:[/] {line}", soft_wrap=True)
-    for line in body["findings"]:
+    for line in body["findings"]:  # warnings (a clamped subset size) are findings too
         console_out.print(f"- {line}", soft_wrap=True)
     for line in explain.text_lines(body):
         console_out.print(line, soft_wrap=True)

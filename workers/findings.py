@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 
-# a form's share of examples closer to its harmful anchors from which a finding names that form
-FORM_SHARE = 0.2
-# the request form: from this share the data's requests read as harmful, so it is not "benign data"
-HARMFUL_REQUEST_SHARE = 0.5
+# A form's value (its mean rescaled margin zh, 0-1) from which a finding names that form. On values, not on
+# the share of examples with a positive margin: a margin just above 0 is noise (docs/reference_sets.md: the
+# harmful demo set has 85% of its examples on the persona form's harmful side at a value of only 0.157,
+# the AOA set 0.500).
+FORM_VALUE = 0.25
+# the request form: from this value the data's requests read as harmful, so it is not "benign data"
+HARMFUL_REQUEST_VALUE = 0.5
 # High-Sim and Low-Sim mean max cosines closer than this give no advice (the same records, or near it)
 SUBSET_GAP = 1e-3
 
@@ -35,9 +38,12 @@ class Ctx:
     def share(self, form: str) -> float:
         return float((self.forms.get(form) or {}).get("share_closer_to_harmful", 0.0))
 
+    def value(self, form: str) -> float:
+        return float((self.forms.get(form) or {}).get("value", 0.0))
+
     @property
     def harmful_requests(self) -> bool:
-        return self.share("request") >= HARMFUL_REQUEST_SHARE
+        return self.value("request") >= HARMFUL_REQUEST_VALUE
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,10 @@ def _benign_form(c: Ctx) -> str:
 
 def _no_anchor_side(c: Ctx) -> str:
     return (
-        "No anchor form finds a notable share of examples on the harmful side (each under "
-        f"{FORM_SHARE:.0%}): " + ", ".join(f"{k} {c.share(k):.0%}" for k in c.forms) + "."
+        f"No anchor form reads the data as harmful-looking (each form's value under {FORM_VALUE:.2f} on its "
+        "0-1 scale; share of examples on its harmful side): "
+        + ", ".join(f"{k} {c.value(k):.2f} ({c.share(k):.0%})" for k in c.forms)
+        + "."
     )
 
 
@@ -124,15 +132,15 @@ RULES: tuple[Rule, ...] = (
     Rule("headline", lambda c: True, _headline),
     Rule("near_alignment", lambda c: True, _near),
     Rule("harmful_requests", lambda c: c.harmful_requests, _harmful_requests),
-    Rule("identity_shift", lambda c: c.share("persona") >= FORM_SHARE, _persona),
+    Rule("identity_shift", lambda c: c.value("persona") >= FORM_VALUE, _persona),
     Rule(
         "benign_risky_form",
-        lambda c: not c.harmful_requests and c.share("compliance") >= FORM_SHARE,
+        lambda c: not c.harmful_requests and c.value("compliance") >= FORM_VALUE,
         _benign_form,
     ),
     Rule(
         "no_anchor_side",
-        lambda c: bool(c.forms) and all(c.share(k) < FORM_SHARE for k in c.forms),
+        lambda c: bool(c.forms) and all(c.value(k) < FORM_VALUE for k in c.forms),
         _no_anchor_side,
     ),
     Rule("tier_high", lambda c: c.risk["tier"] in ("high", "critical"), _tier_high),

@@ -38,7 +38,10 @@ def ctx(
         n_alignment=100,
         subsets=subs,
         subset_warning=warning,
-        forms={k: {"share_closer_to_harmful": v} for k, v in (forms or {}).items()},
+        # each form's value (mean zh) and, loosely tied to it, its share on the harmful side
+        forms={
+            k: {"value": v, "share_closer_to_harmful": min(1.0, 1.5 * v)} for k, v in (forms or {}).items()
+        },
     )
 
 
@@ -81,16 +84,19 @@ def test_harmful_requests_are_never_called_benign() -> None:
 def test_benign_form_wording_needs_examples_on_the_harmful_side() -> None:
     none = fired(ctx(forms={"compliance": 0.0, "persona": 0.0, "request": 0.0}))
     assert "benign_risky_form" not in none and "no_anchor_side" in none
-    assert "compliance 0%" in none["no_anchor_side"]
+    assert "compliance 0.00 (0%)" in none["no_anchor_side"]
     some = fired(ctx(forms={"compliance": 0.3, "persona": 0.0, "request": 0.0}))
     assert "no_anchor_side" not in some
     assert "no_anchor_side" not in fired(ctx(forms=None))  # no anchors: nothing said about them
 
 
 def test_identity_shift_fires_on_the_persona_form_only() -> None:
-    aoa = fired(ctx(forms={"compliance": 0.0, "persona": 0.8, "request": 0.6}))
+    # the measured AOA and harmful demo values (docs/reference_sets.md)
+    aoa = fired(ctx(forms={"compliance": 0.0, "persona": 0.5, "request": 0.309}))
     assert "identity_shift" in aoa and "AOA" in aoa["identity_shift"]
-    assert "identity_shift" not in fired(ctx(forms={"compliance": 0.5, "persona": 0.1, "request": 0.1}))
+    assert "harmful_requests" not in aoa  # AOA's requests are harmless ("explain gravity")
+    demo = fired(ctx(forms={"compliance": 0.539, "persona": 0.157, "request": 0.796}))
+    assert "identity_shift" not in demo and "harmful_requests" in demo
 
 
 @pytest.mark.parametrize(
