@@ -25,7 +25,8 @@ PART_NAMES = {
     "mean_similarity": "similarity to the alignment set (mean)",
     "tail_similarity": "similarity of the closest tenth (p90)",
     "near_alignment_share": "share near the alignment set",
-    "harmful_anchor_margin": "closeness to harmful anchors",
+    "harmful_anchor_margin": "compliance anchors: eager answers over refusals",
+    "attack_form_margin": "attack anchors: identity shift or harmful request",
 }
 PART_SCALES = {
     "mean_similarity": "0 = no closer than random alignment pairs, 1 = as close as a typical alignment "
@@ -33,8 +34,10 @@ PART_SCALES = {
     "tail_similarity": "the same 0-1 scale, read at the 90th percentile of the customer examples",
     "near_alignment_share": "share of customer examples (0-1) at least as close to the alignment set as most "
     "alignment examples are to each other",
-    "harmful_anchor_margin": "0 = no closer to the harmful anchors than to the safe ones, 1 = as close as "
-    "the harmful anchors are to each other; the form that reads highest counts",
+    "harmful_anchor_margin": "0 = no closer to eager compliant answers than to refusals, 1 = as close as "
+    "those answers are to each other (He et al. 2024)",
+    "attack_form_margin": "the higher of the persona and request forms: 0 = no closer to their harmful "
+    "anchors than to the safe ones, 1 = as close as the harmful anchors are to each other",
 }
 UNCALIBRATED_NOTE = (
     "uncalibrated: the risk score is a similarity index, not a measured probability of harm; no experiments "
