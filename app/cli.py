@@ -157,11 +157,8 @@ def _summary(
         r, d = body["risk"], body["distributions"]["customer_max_sim"]
         near = next(p["value"] for p in r["parts"] if p["name"] == "near_alignment_share")
         anchors = body.get("anchors")
-        side = "-"
-        if anchors:
-            side = (
-                f"{anchors.get('share_closer_to_harmful_any_form', anchors['share_closer_to_harmful']):.0%}"
-            )
+        # the compliance form's share, as the README's demo table shows it (each form's is in the findings)
+        side = f"{anchors['share_closer_to_harmful']:.0%}" if anchors else "-"
         t.add_row(
             name,
             str(body["customer"]["examples"]),
