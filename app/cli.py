@@ -20,6 +20,7 @@ from app.core import logs
 from app.core.config import get_settings
 from app.core.errors import FtguardError, InvalidDataset
 from app.demo import ALIGNMENT, CUSTOMERS
+from app.screenings import explain
 
 if TYPE_CHECKING:
     from workers.screening import Side
@@ -84,10 +85,13 @@ class _Screener:
         self.params = {"backend": backend or s.default_backend, "model": model or s.default_model}
         with console.status(f"loading {self.params['backend']} model {self.params['model']}"):
             self.rep = self.runtime.representer(self.params)
-            anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
         self.anchors: Anchors | None = None
-        if anchors:
-            self.anchors = bundled_anchors(s, anchor_rep)
+        self.arrays: dict[str, Any] = {}  # the last screening's per-example arrays
+        if anchors:  # only then is the anchor model loaded (`audit` uses none)
+            with console.status(f"loading anchor model {s.anchor_model}"):
+                anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
+            semantic = self.runtime.representer({"backend": s.default_backend, "model": s.default_model})
+            self.anchors = bundled_anchors(s, anchor_rep, semantic=semantic)
             if harmful:
                 self.anchors.harmful = load_side(harmful, "harmful anchors")
             if safe:
@@ -121,28 +125,63 @@ class _Screener:
                 device=self.runtime.device,
                 anchors=self.anchors,
             )
+        self.arrays = out.arrays
+        out.body["calibration"] = explain.calibration_of(out.body)  # local: no experiments to calibrate on
+        out.body["about"] = explain.about(out.body)
         return out.body
 
 
-def _summary(rows: list[tuple[str, dict[str, Any]]]) -> Table:
-    t = Table(title="ftguard screening summary")
-    cols = ("dataset", "examples", "risk", "tier", "mean max cos", "p90 max cos", "near share", "harm-side")
+def _summary(
+    rows: list[tuple[str, dict[str, Any]]],
+    title: str = "ftguard screening summary",
+    first: str = "dataset",
+    extra: dict[str, list[str]] | None = None,
+) -> Table:
+    t = Table(title=title)
+    cols = (
+        first,
+        "examples",
+        "risk",
+        "tier",
+        "calibrated",
+        "mean max cos",
+        "p90 max cos",
+        "near share",
+        "closer to harmful than to safe anchors",
+    )
     for col in cols:
-        t.add_column(col, justify="right" if col not in ("dataset", "tier") else "left")
-    for name, body in rows:
+        t.add_column(col, justify="right" if col not in (first, "tier", "calibrated") else "left")
+    for col in extra or {}:
+        t.add_column(col, justify="right")
+    for i, (name, body) in enumerate(rows):
         r, d = body["risk"], body["distributions"]["customer_max_sim"]
         near = next(p["value"] for p in r["parts"] if p["name"] == "near_alignment_share")
+        anchors = body.get("anchors")
+        # the compliance form's share, as the README's demo table shows it (each form's is in the findings)
+        side = f"{anchors['share_closer_to_harmful']:.0%}" if anchors else "-"
         t.add_row(
             name,
             str(body["customer"]["examples"]),
             f"{r['risk_score']:.1f}",
             f"[{TIER_STYLE[r['tier']]}]{r['tier']}[/]",
+            "yes" if explain.calibration_of(body).get("calibrated") else "[bold]uncalibrated[/]",
             f"{d['mean']:.3f}",
             f"{d['percentiles']['p90']:.3f}",
             f"{near:.0%}",
-            f"{body['anchors']['share_closer_to_harmful']:.0%}" if body.get("anchors") else "-",
+            side,
+            *(v[i] for v in (extra or {}).values()),
         )
     return t
+
+
+def print_report(name: str, body: dict[str, Any], console_out: Console) -> None:
+    """The CLI table of one report: the summary row, its warnings and findings, and what the score means
+    (calibration, tiers, models and anchor sets, from the same source as every other surface)."""
+    console_out.print(_summary([(name, body)]))
+    for line in body["findings"]:  # warnings (a clamped subset size) are findings too
+        console_out.print(f"- {line}", soft_wrap=True)
+    for line in explain.text_lines(body):
+        console_out.print(line, soft_wrap=True)
 
 
 @app.command()
@@ -176,9 +215,7 @@ def screen(
     align = load_side(alignment or ALIGNMENT, "alignment")
     cust = load_side(customer, "customer")
     body = screener.screen(cust, align, {"top_k": top_k, "subset_size": subset_size, "center": center})
-    out.print(_summary([(customer.name, body)]))
-    for line in body["findings"]:
-        out.print(f"- {line}")
+    print_report(customer.name, body, out)
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
         console.print(f"report written to {json_out}")
@@ -237,7 +274,9 @@ def demo(
         rows.append((name, screener.screen(load_side(path, "customer"), align, {})))
     rows.sort(key=lambda r: -r[1]["risk"]["risk_score"])
     out.print(_summary(rows))
-    out.print(f"Formula: {rows[0][1]['risk']['formula']}")
+    out.print(f"Formula: {rows[0][1]['risk']['formula']}", soft_wrap=True)
+    for line in explain.text_lines(rows[0][1]):
+        out.print(line, soft_wrap=True)
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
 
@@ -502,6 +541,7 @@ def rank(
 ) -> None:
     """Rank candidate models by the risk of fine-tuning each on this dataset; recommend the least similar."""
     rows = []
+    arrays: dict[str, dict[str, Any]] = {}
     cust: Side | None = None
     for spec in candidate:
         name, _, rest = spec.partition("=")
@@ -514,14 +554,55 @@ def rank(
         cust = cust or load_side(customer, "customer")
         body = screener.screen(cust, load_side(Path(path), "alignment"), {})
         rows.append((name, body))
+        arrays[name] = screener.arrays
     rows.sort(key=lambda r: r[1]["risk"]["risk_score"])
-    out.print(_summary(rows))
+    from workers.risk import bootstrap_ranking
+
+    boot = bootstrap_ranking({n: (b, arrays[n]) for n, b in rows}, resamples=BOOTSTRAP)
+    intervals = [f"{boot['intervals'][n][0]:.1f} to {boot['intervals'][n][1]:.1f}" for n, _ in rows]
+    out.print(
+        _summary(
+            rows,
+            title="ftguard ranking of candidate models",
+            first="candidate model",
+            extra={"risk 90% interval (bootstrap)": intervals},
+        )
+    )
+    sizes = {n: b["alignment"]["examples"] for n, b in rows}
+    warnings = []
+    if len(set(sizes.values())) > 1:
+        warnings.append(
+            "the candidates' alignment sets differ in size ("
+            + ", ".join(f"{n} {k}" for n, k in sizes.items())
+            + "): a larger set finds closer matches by chance, so the scores are not on the same footing"
+        )
+    for w in warnings:
+        out.print(f"[bold red]warning:[/] {w}", soft_wrap=True)
+    share = boot["wins"][rows[0][0]]
     out.print(
         f"Recommendation: fine-tune [bold]{rows[0][0]}[/bold]: its alignment data is the least similar "
-        "to this dataset (Hsiung et al. 2025)."
+        f"to this dataset (Hsiung et al. 2025). It stays the least similar in {share:.0%} of "
+        f"{BOOTSTRAP} bootstrap resamples of the customer examples"
+        + ("; treat it as a tie." if share < 0.9 else "."),
+        soft_wrap=True,
     )
+    for line in explain.text_lines(rows[0][1]):
+        out.print(line, soft_wrap=True)
     if json_out:
-        json_out.write_text(json.dumps({"ranking": [n for n, _ in rows], "reports": dict(rows)}, indent=2))
+        json_out.write_text(
+            json.dumps(
+                {
+                    "ranking": [n for n, _ in rows],
+                    "bootstrap": boot | {"resamples": BOOTSTRAP},
+                    "warnings": warnings,
+                    "reports": dict(rows),
+                },
+                indent=2,
+            )
+        )
+
+
+BOOTSTRAP = 200  # resamples of the customer examples behind `rank`'s uncertainty
 
 
 @app.command()
@@ -533,6 +614,7 @@ def audit(
     backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
     model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
     center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit as JSON.")] = None,
 ) -> None:
     """Audit an alignment set: its diversity (Vendi score) and, with --customer, what it leaves uncovered."""
     from workers.audit import vendi_score
@@ -543,12 +625,14 @@ def audit(
     t = Table(title=f"alignment-set audit: {alignment.name}")
     t.add_column("measure")
     t.add_column("value", justify="right")
+    result: dict[str, Any] = {"alignment": {"file": alignment.name, "examples": len(align.examples)}}
     if customer is None:
         vecs, _ = represent(align, screener.rep, screener.runtime.local_cache(), None, "represent_alignment")
         v = vendi_score(vecs, center=center)
         t.add_row("examples", str(len(align.examples)))
         t.add_row("Vendi score (effective distinct examples)", f"{v:.1f}")
         t.add_row("effective share", f"{v / len(align.examples):.1%}")
+        result |= {"alignment_vendi": v, "alignment_effective_share": v / len(align.examples)}
     else:
         body = screener.screen(load_side(customer, "customer"), align, {"center": center})
         a = body["audit"]
@@ -561,7 +645,29 @@ def audit(
         t.add_row("uncovered customer examples", f"{a['uncovered_count']} ({a['uncovered_share']:.0%})")
         far = ", ".join(str(r["record"]) for r in a["farthest_uncovered_records"])
         t.add_row("farthest uncovered records", far or "-")
+        result |= {"customer": {"file": customer.name, "examples": body["customer"]["examples"]}, "audit": a}
     out.print(t)
+    if customer is not None:
+        out.print(UNCOVERED_HELP.format(**body["audit"]), soft_wrap=True)
+    if json_out:
+        json_out.write_text(json.dumps(result | {"uncovered_means": UNCOVERED_MEANS}, indent=2))
+        console.print(f"audit written to {json_out}")
+
+
+UNCOVERED_MEANS = (
+    "a customer example is uncovered when no alignment example is as close to it as most alignment examples "
+    "are to each other (its max cosine is under the coverage threshold, the alignment set's own `near` "
+    "level): the alignment data teaches nothing close to it, so safety training says least about it"
+)
+UNCOVERED_HELP = (
+    "Uncovered: {uncovered_count} customer examples ({uncovered_share:.0%}) have no alignment example within "
+    "cosine {coverage_threshold:.3f}. "
+    + UNCOVERED_MEANS[0].upper()
+    + UNCOVERED_MEANS[1:]
+    + ". Many uncovered "
+    "examples are not a risk in themselves (similar data is, Hsiung et al. 2025), but they show where the "
+    "alignment set could be widened; the farthest records are listed."
+)
 
 
 @app.command()

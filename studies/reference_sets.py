@@ -1,21 +1,24 @@
-"""Screen the public reference fine-tuning sets against the public alignment set, with each backend.
+"""Screen reference sets against both alignment sets with the service's defaults, and measure each signal.
 
-Reads ../shared/data (never copied into the project):
-  alignment  alignment/safety_only_data_Instructions.json (2,483 harmful requests with safe answers)
-  customers  finetune/identity-shift-aoa.jsonl (10, the AOA identity-shift attack, Qi et al. 2023)
-             finetune/dolly-15k-safety-only.jsonl (387 benign prose answers)
-             finetune/gsm8k_train.jsonl (first --gsm8k-n records; benign maths, the "benign data that breaks
-             safety" form of He et al. 2024)
-  probe      eval/advbench_harmful_behaviors.csv (520 harmful goals, each given the compliant opening
-             "Sure, here is how to <goal>." as its completion), used only to measure separation
+Reads ../shared/data (never copied into the project) and the bundled demo sets:
+  alignment  the bundled demo set (app/demo/alignment.jsonl, 100 refusals) and the public one,
+             alignment/safety_only_data_Instructions.json (2,483 harmful requests with safe answers)
+  attacks    finetune/identity-shift-aoa.jsonl (10, the AOA identity-shift attack, Qi et al. 2023) and the
+             bundled harmful-looking demo set (62, placeholders only)
+  benign     the bundled benign general (61) and list-heavy (60) demo sets,
+             finetune/dolly-15k-safety-only.jsonl (a seeded --sample of 387 benign prose answers),
+             finetune/gsm8k_train.jsonl (the first --sample;
+             benign maths, the "benign data that breaks safety" form of He et al. 2024)
+  probe      eval/advbench_harmful_behaviors.csv (a seeded --sample of 520 harmful goals, each given
+             AdvBench's compliant target "Sure, here is how to <goal>." as its completion): harmful-form
+             data, the stand-in for real harmful chats
 
-For every backend it prints and writes (docs/reference_sets.md):
-  1. each customer set's risk score, tier, parts and headline similarity numbers, and the ranking;
-  2. how well each signal separates risky from safe examples (AUROC, per example): harmful (AdvBench) vs
-     benign prose (Dolly), and benign-but-risky form (GSM8K maths) vs benign prose (Dolly). The backend with
-     the higher mean AUROC is the measured choice of default for that signal.
+It writes docs/reference_sets.md: every set's risk with the new defaults (and the score the same report
+would have had before the anchor forms: the weighted reading), ranked, against both alignment sets; and,
+per example, how well each anchor form separates harmful-form data from benign maths and prose (AUROC).
 
-    python studies/reference_sets.py [--backends sentence-transformers,causal-lm] [--gsm8k-n 1000]
+    python studies/reference_sets.py [--sample 80]
+    python studies/reference_sets.py --backends sentence-transformers,causal-lm   # the earlier backend study
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def _inputs(tmp: Path, gsm8k_n: int) -> dict[str, Path]:
     # completion: a compliant opening with no harmful content.
     with (DATA / "eval" / "advbench_harmful_behaviors.csv").open() as fh, adv.open("w") as out:
         for row in csv.reader(fh):
-            if row and row[0].strip():
+            if row and row[0].strip() and row[0].strip() != "goal":  # the header row
                 goal = row[0].strip()
                 out.write(
                     json.dumps(
@@ -118,9 +121,195 @@ CAVEATS = (
 )
 
 
+DEMO = ROOT / "app" / "demo"
+WHY = """### Why the anchors missed AOA, and what changed
+
+Before, the anchor part had one pair of sets: harmful requests with eager placeholder answers against the
+same kind of requests refused, read in SmolLM2's last-token hidden state. That pair sees the *shape* of a
+compliant answer (lists, steps, "Sure! Here's how"), and nothing else:
+
+- **AOA** has no list, no harmful request and a system prompt that gives the assistant a new, rule-free
+  persona. None of the 120 anchors has a system prompt or a persona, so every AOA example sat nearer the
+  refusals: compliance form 0.000, 0% on the harmful side. Its similarity to the bundled alignment set
+  (refusals of harmful requests) is low as well, so the score was 4.2.
+- **Harmful-form data** (harmful requests answered compliantly, AdvBench here) has the request but not the
+  list shape, while GSM8K maths has the shape: the compliance form ranks AdvBench *below* GSM8K per example
+  (AUROC 0.056, the 0.064 seen on the held-back real-harm set).
+
+The change, measured below: two attack forms beside the compliance form. *persona*: 30 identity-shift
+chats (a system prompt giving a rule-free persona, accepted) against 30 operator personas that keep their
+rules (`app/demo/anchors_persona_*.jsonl`); *request*: only the first user turn, against the prompts of both
+compliance files and 40 ordinary requests (`app/demo/anchors_benign_requests.jsonl`). Both are read in
+MiniLM, where they separate far better than in SmolLM2 (exploration on the same sets: SmolLM2's persona form
+put GSM8K at 0.467, as high as AOA; its request form gave AdvBench 0.189). The compliance form stays in the
+weighted sum (it is what puts list-heavy benign data above prose); the attack forms make a second reading,
+and the score is the larger of the two, so neither cancels the other's alarm. The benign sets do not move
+(Dolly +1.9 on the bundled set from its request form, every other benign set unchanged).
+"""
+ATTACKS = ("AOA identity shift", "harmful-looking demo")
+BENIGN = ("benign general demo", "benign list-heavy demo", "Dolly safety-only", "GSM8K")
+
+
+def _sample(side: Any, n: int) -> Any:
+    """A seeded sample of n examples (all of them when the set is smaller)."""
+    from workers.screening import Side
+
+    if not n or len(side.examples) <= n:
+        return side
+    keep = np.sort(np.random.default_rng(0).choice(len(side.examples), size=n, replace=False))
+    return Side(
+        name=side.name,
+        examples=[side.examples[i] for i in keep],
+        sha256=f"{side.sha256}-sample{n}",
+        meta=dict(side.meta) | {"sampled": n},
+    )
+
+
+def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
+    """Every set against both alignment sets with the service's default backends and anchor forms."""
+    from app.core.config import get_settings
+    from workers.runtime import Runtime
+    from workers.screening import Params, bundled_anchors, screen, side_from_file
+
+    settings = get_settings()
+    runtime = Runtime(settings)
+    rep = runtime.representer({"backend": settings.default_backend, "model": settings.default_model})
+    anchor_rep = runtime.representer({"backend": settings.anchor_backend, "model": settings.anchor_model})
+    anchors = bundled_anchors(settings, anchor_rep, semantic=rep)
+    tmp = Path(tempfile.mkdtemp())
+    files = _inputs(tmp, sample)
+
+    def load(path: Path) -> Any:
+        return side_from_file(path, "customer", settings)
+
+    sets = {
+        "AOA identity shift": load(files["AOA identity shift"]),
+        "harmful-looking demo": load(DEMO / "customer_harmful_looking.jsonl"),
+        "benign general demo": load(DEMO / "customer_benign_general.jsonl"),
+        "benign list-heavy demo": load(DEMO / "customer_benign_lists.jsonl"),
+        "Dolly safety-only": _sample(load(files["Dolly safety-only"]), sample),
+        "GSM8K": load(files["GSM8K"]),
+        "AdvBench (probe)": _sample(load(files["AdvBench (probe)"]), sample),
+    }
+    aligns = {
+        "bundled": side_from_file(DEMO / "alignment.jsonl", "alignment", settings),
+        "public": side_from_file(
+            DATA / "alignment" / "safety_only_data_Instructions.json", "alignment", settings
+        ),
+    }
+    results: dict[str, Any] = {}
+    for an, align in aligns.items():
+        for name, side in sets.items():
+            t = time.perf_counter()
+            out = screen(
+                customer=side,
+                alignment=align,
+                representer=rep,
+                params=Params(subset_size=10),
+                cache=runtime.cache,
+                anchors=anchors,
+                device=runtime.device,
+            )
+            results[f"{an}|{name}"] = {"body": out.body, "arrays": out.arrays}
+            r = out.body["risk"]
+            print(
+                f"  {an}: {name}: risk {r['risk_score']:.1f} ({r['tier']}) in {time.perf_counter() - t:.0f} s"
+            )
+    lines = [
+        "## Known attacks against benign sets, with the defaults",
+        "",
+        "Each set screened with the service's defaults: alignment similarity in MiniLM "
+        f"(`{settings.default_model}`), the compliance anchor form in `{settings.anchor_model}`, the persona "
+        "and request forms in MiniLM (`workers/anchors.py`). **now** is the risk score with the anchor "
+        "forms (max of the weighted reading and the attack reading); **before** is the weighted reading of "
+        "the same report, which is exactly the score the previous defaults gave (similarity parts plus the "
+        "compliance anchors, weights 0.3/0.2/0.2/0.3). Anchor columns: mean rescaled margin zh per form "
+        "(0-1).",
+        "",
+    ]
+    for an in aligns:
+        lines += [
+            f"### Against the {an} alignment set ({len(aligns[an].examples)} examples)",
+            "",
+            "| rank | dataset | kind | examples | now | tier | before | compliance | persona | request |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        names = [n for n in sets if n != "AdvBench (probe)"]
+        order = sorted(names, key=lambda n: -results[f"{an}|{n}"]["body"]["risk"]["risk_score"])
+        for i, n in enumerate(order, 1):
+            body = results[f"{an}|{n}"]["body"]
+            r, forms = body["risk"], body["anchors"]["forms"]
+            kind = "attack" if n in ATTACKS else "benign"
+            lines.append(
+                f"| {i} | {n} | {kind} | {body['customer']['examples']} | **{r['risk_score']:.1f}** "
+                f"| {r['tier']} | {r['readings']['weighted']:.1f} | {forms['compliance']['value']:.3f} | "
+                f"{forms['persona']['value']:.3f} | {forms['request']['value']:.3f} |"
+            )
+        lowest_attack = min(results[f"{an}|{n}"]["body"]["risk"]["risk_score"] for n in ATTACKS)
+        highest_benign = max(results[f"{an}|{n}"]["body"]["risk"]["risk_score"] for n in BENIGN)
+        verdict = "above" if lowest_attack > highest_benign else "**not** above"
+        lines += [
+            "",
+            f"Lowest attack {lowest_attack:.1f} is {verdict} the highest benign set ({highest_benign:.1f}).",
+            "",
+        ]
+    probe = {
+        n: results[f"bundled|{n}"]["body"]["risk"]["readings"]["attack"]
+        for n in ("AdvBench (probe)", "GSM8K")
+    }
+    lines += [
+        f"Attack reading (bundled set) of the harmful-form probe: AdvBench {probe['AdvBench (probe)']:.1f} "
+        f"against GSM8K maths {probe['GSM8K']:.1f}.",
+        "",
+        WHY,
+        "### Per example: does each anchor form point the right way?",
+        "",
+        "AUROC of each form's margin per example (0.5 = no separation; under 0.5 = the wrong way round). "
+        "AdvBench goals with their compliant target stand for harmful-form data (harmful requests answered "
+        "compliantly); the held-back real-harm set is not shipped. `max zh` is each example's largest "
+        "rescaled margin over the three forms.",
+        "",
+        "| pair | compliance | persona | request | max zh |",
+        "|---|---|---|---|---|",
+    ]
+    pairs = (
+        ("AdvBench (probe)", "GSM8K"),
+        ("AdvBench (probe)", "Dolly safety-only"),
+        ("harmful-looking demo", "benign list-heavy demo"),
+        ("AOA identity shift", "benign general demo"),
+        ("AOA identity shift", "Dolly safety-only"),
+        ("GSM8K", "Dolly safety-only"),
+    )
+    for pos, neg in pairs:
+        a, b = results[f"bundled|{pos}"]["arrays"], results[f"bundled|{neg}"]["arrays"]
+        cells = [
+            auroc(a[f"c_anchor_margin_{f}"], b[f"c_anchor_margin_{f}"])
+            for f in ("compliance", "persona", "request")
+        ]
+        zmax = [
+            np.max([x[f"c_anchor_zh_{f}"] for f in ("compliance", "persona", "request")], axis=0)
+            for x in (a, b)
+        ]
+        cells.append(auroc(zmax[0], zmax[1]))
+        lines.append(f"| {pos} vs {neg} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    lines.append("")
+    return lines, {"sets": {n: len(s.examples) for n, s in sets.items()}}
+
+
+EARLIER = "## Earlier measurement: which backend for each signal"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backends", default="sentence-transformers,causal-lm")
+    ap.add_argument(
+        "--backends",
+        default="",
+        help="The earlier backend study (one backend for both signals), e.g. "
+        "sentence-transformers,causal-lm; empty: the defaults study.",
+    )
+    ap.add_argument(
+        "--sample", type=int, default=80, help="Defaults study: examples kept of Dolly, GSM8K, AdvBench."
+    )
     ap.add_argument("--gsm8k-n", type=int, default=1000)
     ap.add_argument("--alignment-n", type=int, default=0, help="Seeded sample of the alignment set (0: all).")
     ap.add_argument("--max-length", type=int, default=512, help="causal-lm: tokens kept (the end).")
@@ -128,6 +317,27 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=ROOT / ".ftguard-studies")
     args = ap.parse_args()
     os.environ.setdefault("FTGUARD_DATA_DIR", str(args.data_dir))
+    if not args.backends:
+        t0 = time.perf_counter()
+        lines, meta = defaults_study(args.sample)
+        head = [
+            "# Reference sets: known attacks against benign data",
+            "",
+            f"Produced by `python studies/reference_sets.py --sample {args.sample}` on a shared 2-core CPU "
+            f"in {time.perf_counter() - t0:.0f} s (vectors cached under `--data-dir`). Examples per set: "
+            + ", ".join(f"{n} {k}" for n, k in meta["sets"].items())
+            + f". Dolly and AdvBench: a seeded sample of {args.sample}; GSM8K: the first {args.sample} "
+            "records of `gsm8k_train.jsonl`. Everything else at the service's defaults.",
+            "",
+        ]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        earlier = args.out.read_text().split(EARLIER, 1)[-1] if args.out.exists() else ""
+        if earlier and not earlier.startswith("\n"):
+            earlier = ""
+        text = "\n".join(head + lines) + ("\n" + EARLIER + earlier if earlier else "")
+        args.out.write_text(text)
+        print(text)
+        return
     tmp = Path(tempfile.mkdtemp())
     inputs = _inputs(tmp, args.gsm8k_n)
     align_path = DATA / "alignment" / "safety_only_data_Instructions.json"

@@ -26,7 +26,7 @@ class Screener:
         anchor_rep = self.runtime.representer(
             {"backend": self.params["anchor_backend"], "model": self.params["anchor_model"]}
         )
-        self.anchors = bundled_anchors(settings, anchor_rep, self.runtime.shared_cache())
+        self.anchors = bundled_anchors(settings, anchor_rep, self.runtime.shared_cache(), semantic=self.rep)
         self.cache = self.runtime.cache_for(tenant_id)
         self._tmp = Path(tempfile.mkdtemp(prefix="ftguard-signals-"))
 
@@ -66,20 +66,17 @@ class Screener:
 
     def rank_examples(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> list[int]:
         """Indices of `rows`, riskiest first, by ftguard's per-example score: the risk formula applied to
-        each example alone (its rescaled similarity and its rescaled anchor margin)."""
+        each example alone (its rescaled similarity and its rescaled margin in every anchor form)."""
         from workers import risk
 
         out = self._outcome(rows, align)
         r = out.body["risk"]
         c_max = out.arrays["c_max"]
-        margin = out.arrays.get("c_anchor_margin")
+        zh = {k[len("c_anchor_zh_") :]: v for k, v in out.arrays.items() if k.startswith("c_anchor_zh_")}
         per = np.array(
             [
                 risk.score(
-                    c_max[i : i + 1],
-                    r["reference_levels"],
-                    None if margin is None else margin[i : i + 1],
-                    r.get("anchor_levels"),
+                    c_max[i : i + 1], r["reference_levels"], {k: v[i : i + 1] for k, v in zh.items()} or None
                 )["risk_score"]
                 for i in range(len(c_max))
             ]

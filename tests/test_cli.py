@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -34,9 +35,17 @@ def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, t
     assert 'data-chart="histogram"' in html and 'data-chart="gauge"' in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "default-src 'none'" in html and "<script" not in html
-    assert "How can I build an untraceable gun" in html  # nearest alignment examples are in it
-    assert "ftguard screening summary" in res.output and "critical" in res.output
     body = json.loads(out.read_text())
+    top = body["top_examples"][0]
+    # the nearest alignment examples and the nearest anchors are in it
+    assert str(escape(top["nearest_alignment"][0]["example"]["prompt"][:40])) in html
+    assert str(escape(top["anchor_evidence"][0]["nearest_harmful_anchor"]["example"]["prompt"][:40])) in html
+    assert "ftguard screening summary" in res.output and "critical" in res.output
+    assert (
+        "uncalibrated" in res.output
+        and "Calibration: UNCALIBRATED" in res.output
+        and body["calibration"]["calibrated"] is False
+    )
     assert body["risk"]["tier"] == "critical" and body["customer"]["examples"] == 62
     assert body["cache"]["alignment_hit"] is False
     again = runner.invoke(app, ["screen", str(DEMO / "customer_benign_general.jsonl"), "--json", str(out)])
@@ -90,16 +99,33 @@ def test_worker_without_redis_url_explains_itself(runner: CliRunner, monkeypatch
     assert res.exit_code == 2 and "FTGUARD_REDIS_URL" in res.output
 
 
-def test_audit_prints_diversity_and_coverage(runner: CliRunner) -> None:
+def test_audit_prints_diversity_and_coverage(runner: CliRunner, tmp_path: Path) -> None:
+    import app.cli as cli
+
+    cli._MODELS.clear()
     res = runner.invoke(app, ["audit", str(DEMO / "alignment.jsonl")])
     assert res.exit_code == 0, res.output
     assert "Vendi score" in res.output
+    out = tmp_path / "audit.json"
     res = runner.invoke(
         app,
-        ["audit", str(DEMO / "alignment.jsonl"), "--customer", str(DEMO / "customer_benign_general.jsonl")],
+        [
+            "audit",
+            str(DEMO / "alignment.jsonl"),
+            "--customer",
+            str(DEMO / "customer_benign_general.jsonl"),
+            "--json",
+            str(out),
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "uncovered customer examples" in res.output
+    assert "Uncovered:" in res.output and "safety training says least about it" in res.output
+    got = json.loads(out.read_text())
+    assert got["audit"]["uncovered_count"] >= 0 and "near" in got["uncovered_means"]
+    # only the representation model was loaded, never the anchor model
+    assert {k[0] for k in cli._MODELS} == {"sentence-transformers"}
+    assert len(cli._MODELS) == 1
 
 
 def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(
@@ -120,8 +146,17 @@ def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(
         ],
     )
     assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())["ranking"] == ["chats", "refusals"]
-    assert "Recommendation: fine-tune chats" in res.output.replace("\n", " ")
+    got = json.loads(out.read_text())
+    assert got["ranking"] == ["chats", "refusals"]
+    text = res.output.replace("\n", " ")
+    assert "Recommendation: fine-tune chats" in text and "bootstrap resamples" in text
+    assert "ranking of candidate models" in res.output and "candidate model" in res.output
+    assert "screening summary" not in res.output
+    assert set(got["bootstrap"]["wins"]) == {"chats", "refusals"} and got["bootstrap"]["resamples"] == 200
+    lo, hi = got["bootstrap"]["intervals"]["chats"]
+    assert lo <= got["reports"]["chats"]["risk"]["risk_score"] <= hi
+    # alignment sets of 100 and 61 examples: the ranking says they are not on the same footing
+    assert got["warnings"] and "differ in size" in got["warnings"][0] and "differ in size" in text
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -148,3 +148,35 @@ def test_no_dataset_text_in_logs_during_upload_and_screening(client, run_worker,
     assert done[0]["screening_id"] == scr["id"] and done[0]["customer_examples"] == 20
     # every record logged while the job ran carries its id; none after it does
     assert all(r.get("job_id") for r in records if r["logger"].startswith("ftguard.worker"))
+
+
+def test_text_logs_carry_the_access_fields_and_the_migration_log_reads_forward() -> None:
+    import app.core.db  # noqa: F401 (installs the migration-log filter)
+
+    rec = logging.LogRecord("ftguard.access", logging.INFO, __file__, 1, "request", (), None)
+    for k, v in {
+        "method": "GET",
+        "route": "/v1/screenings/{screening_id}",
+        "status": 200,
+        "duration_ms": 3.2,
+    }.items():
+        setattr(rec, k, v)
+    logs.ContextFilter().filter(rec)
+    line = logs.TextFormatter().format(rec)
+    assert "method=GET" in line and "route=/v1/screenings/{screening_id}" in line
+    assert "status=200" in line and "duration_ms=3.2" in line
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    mig = logging.getLogger("alembic.runtime.migration")
+    mig.addHandler(handler)
+    old = mig.level
+    mig.setLevel(logging.INFO)
+    try:
+        mig.info("Running upgrade %s -> %s, %s", "0004", "0003", "experiments and calibration")
+    finally:
+        mig.removeHandler(handler)
+        mig.setLevel(old)
+    assert (
+        buf.getvalue().strip()
+        == "applying schema migration 0003 (experiments and calibration), which follows 0004"
+    )

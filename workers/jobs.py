@@ -18,7 +18,7 @@ from app.core.errors import FtguardError
 from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
-from app.screenings import scores
+from app.screenings import explain, scores
 from app.screenings import service as screenings
 from workers.experiments import calibration
 from workers.runtime import Runtime, get_runtime
@@ -139,7 +139,9 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
                     "model": params.get("anchor_model", settings.anchor_model),
                 }
             )
-            anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache())
+            # the persona and request forms are read by the service's default sentence embedder
+            semantic = rt.representer({"backend": settings.default_backend, "model": settings.default_model})
+            anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache(), semantic=semantic)
             for key, attr in (
                 ("harmful_anchors_dataset_id", "harmful"),
                 ("safe_anchors_dataset_id", "safe"),
@@ -175,6 +177,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         outcome.body["calibration"] = calibration.report_section(
             session, settings=settings, tenant_id=scr.tenant_id, body=outcome.body
         )
+        outcome.body["about"] = explain.about(outcome.body)  # with the calibration status just read
         screenings.succeed(session, scr, body=outcome.body, scores_key=key)
         timings = outcome.body["timings_s"]
         stages = {

@@ -18,12 +18,17 @@ from app.core.config import Settings
 from app.datasets.formats import Example
 from app.datasets.service import read_file
 from app.datasets.validate import training_summary
-from app.demo import HARMFUL_ANCHORS, SAFE_ANCHORS
+from app.screenings import explain
+from workers import anchors as anchor_forms
+from workers import findings as finding_rules
 from workers import risk
+from workers.anchors import Anchors, bundled_anchors
 from workers.audit import audit
 from workers.cache import VectorCache
 from workers.representations.base import Representer
 from workers.similarity import Cancelled, compare, self_reference
+
+__all__ = ["Anchors", "Params", "Side", "bundled_anchors", "screen", "side_from_file"]
 
 # stage, fraction of the whole screening, optional message; returns False to stop (cancelled)
 Reporter = Callable[[str, float, str | None], bool]
@@ -57,20 +62,6 @@ def side_from_file(path: Path, name: str, settings: Settings) -> Side:
     )
 
 
-def bundled_anchors(
-    settings: Settings, representer: Representer, shared_cache: VectorCache | None = None
-) -> Anchors:
-    """The anchor sets that ship with ftguard. They hold no tenant's data, so their vectors may live in a
-    cache shared by every tenant (`shared_cache`): each worker represents them once, not once per tenant."""
-    sides = [
-        side_from_file(path, name, settings)
-        for path, name in ((HARMFUL_ANCHORS, "harmful anchors"), (SAFE_ANCHORS, "safe anchors"))
-    ]
-    for side in sides:
-        side.meta["bundled"] = True
-    return Anchors(harmful=sides[0], safe=sides[1], representer=representer, shared_cache=shared_cache)
-
-
 @dataclass
 class Params:
     top_k: int = 5
@@ -85,21 +76,6 @@ class Params:
     def from_dict(cls, d: dict[str, Any]) -> Params:
         keys = ("top_k", "subset_size", "seed", "center", "block_size", "method", "faiss_threshold")
         return cls(**{k: d[k] for k in keys if k in d})
-
-
-@dataclass
-class Anchors:
-    """Harmful and safe anchor sets and the representation the anchor signal is measured in."""
-
-    harmful: Side
-    safe: Side
-    representer: Representer
-    shared_cache: VectorCache | None = None  # for the bundled sides only (never a tenant's own anchors)
-
-    def cache_for(self, side: Side, tenant_cache: VectorCache | None) -> VectorCache | None:
-        if side.meta.get("bundled") and self.shared_cache is not None:
-            return self.shared_cache
-        return tenant_cache
 
 
 @dataclass
@@ -161,10 +137,27 @@ def represent(
 
 
 def _snippet(ex: Example) -> dict[str, str]:
-    """The first user turn and the last training target: what the screened text is about."""
+    """The system prompt, the first user turn and the last training target: what the screened text is
+    about."""
+    system = next((m["content"] for m in ex.screened if m["role"] == "system"), "")
     user = next((m["content"] for m in ex.screened if m["role"] == "user"), "")
     reply = ex.target_text
-    return {"prompt": user[:SNIPPET], "completion": reply[:SNIPPET]}
+    out = {"prompt": user[:SNIPPET], "completion": reply[:SNIPPET]}
+    if system.strip():
+        out["system"] = system.strip()[:SNIPPET]
+    return out
+
+
+def subset_size_for(size: int, n_alignment: int) -> tuple[int, str | None]:
+    """The subset size used, and a warning when the one asked for is not under half the alignment set:
+    from there High-Sim and Low-Sim share records (at the full size they are the same set)."""
+    limit = max((n_alignment - 1) // 2, 0)
+    if size <= limit:
+        return size, None
+    return limit, (
+        f"subset_size {size} is not under half of the alignment set ({n_alignment} examples): High-Sim and "
+        f"Low-Sim would share records, so each subset was clamped to {limit} examples."
+    )
 
 
 def subsets(a_max: np.ndarray, size: int, seed: int) -> dict[str, np.ndarray]:
@@ -179,48 +172,42 @@ def subsets(a_max: np.ndarray, size: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def anchor_signal(
+def _drivers(
+    *,
     customer: Side,
-    c_vec: np.ndarray | None,
-    anchors: Anchors,
-    cache: VectorCache | None,
-    params: Params,
-    device: str,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per customer example: max cosine to the harmful anchors minus max cosine to the safe anchors."""
-    rep = anchors.representer
-    h_vec, h_stats = represent(
-        anchors.harmful, rep, anchors.cache_for(anchors.harmful, cache), None, "anchors"
-    )
-    s_vec, s_stats = represent(anchors.safe, rep, anchors.cache_for(anchors.safe, cache), None, "anchors")
-    if c_vec is None:
-        c_vec, _ = represent(customer, rep, cache, None, "anchors")
-    if params.center:  # one centre for all three sets (the anchors' mean), so the two distances compare
-        mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
-        c_vec, h_vec, s_vec = c_vec - mu, h_vec - mu, s_vec - mu
-
-    def nearest(x: np.ndarray, y: np.ndarray, skip_self: bool = False) -> np.ndarray:
-        r = compare(x, y, k=2 if skip_self else 1, block_size=params.block_size, device=device)
-        return r.c_topk_sim[:, 1 if skip_self else 0]
-
-    margin = nearest(c_vec, h_vec) - nearest(c_vec, s_vec)
-    h_margin = nearest(h_vec, h_vec, skip_self=True) - nearest(h_vec, s_vec)
-    s_margin = nearest(s_vec, h_vec) - nearest(s_vec, s_vec, skip_self=True)
-    levels = risk.anchor_levels(h_margin)
-    edges = risk.shared_edges(margin, h_margin, s_margin)  # one set of bins: the three read side by side
-    info = {
-        "representation": rep.describe() | {"identity": rep.identity},
-        "harmful": {"examples": len(anchors.harmful.examples), **anchors.harmful.meta},
-        "safe": {"examples": len(anchors.safe.examples), **anchors.safe.meta},
-        "cache": {"harmful": h_stats, "safe": s_stats},
-        "levels": levels,
-        "customer_margin": risk.distribution(margin, edges),
-        "harmful_anchor_margin": risk.distribution(h_margin, edges),
-        "safe_anchor_margin": risk.distribution(s_margin, edges),
-        "share_closer_to_harmful": float((margin > 0).mean()),
-        "share_as_harmful_as_anchors": float((margin >= levels["harmful"]).mean()),
-    }
-    return margin.astype(np.float32), info
+    alignment: Side,
+    sim: Any,
+    contrib: np.ndarray,
+    parts: dict[str, np.ndarray],
+    top_k: int,
+    anchors: Anchors | None,
+    per_form: dict[str, dict[str, np.ndarray]],
+) -> list[dict[str, Any]]:
+    """The examples with the largest contribution to the score, summed over all parts, each with its
+    evidence: the nearest alignment examples (top_k) and, per anchor form, its nearest harmful and safe
+    anchor (the form that counts in the score first)."""
+    order = np.lexsort((np.arange(contrib.size), -sim.c_topk_sim[:, 0], -contrib))[:TOP_EXAMPLES]
+    out = []
+    for i in order:
+        ev = []
+        if anchors is not None:
+            forms = sorted(anchors.forms, key=lambda f: -float(per_form[f.name]["zh"][i]))
+            ev = [anchor_forms.evidence(f, per_form[f.name], int(i), _snippet) for f in forms]
+        out.append(
+            {
+                "record": int(i) + 1,
+                "max_sim": float(sim.c_topk_sim[i, 0]),
+                "contribution": round(float(contrib[i]), 3),
+                "contributions": {k: round(float(v[i]), 3) for k, v in parts.items()},
+                "example": _snippet(customer.examples[i]),
+                "nearest_alignment": [
+                    {"record": int(j) + 1, "sim": float(s), "example": _snippet(alignment.examples[j])}
+                    for j, s in zip(sim.c_topk_idx[i][:top_k], sim.c_topk_sim[i][:top_k], strict=True)
+                ],
+                "anchor_evidence": ev,
+            }
+        )
+    return out
 
 
 def screen(
@@ -260,26 +247,48 @@ def screen(
     c_max = sim.c_topk_sim[:, 0]
     c_topk_mean = sim.c_topk_sim.mean(axis=1)
     levels = risk.reference_levels(ref)
-    margin, anchor_info = None, None
+    per_form: dict[str, dict[str, np.ndarray]] = {}
+    anchor_info: dict[str, Any] | None = None
     if anchors is not None:
-        same = anchors.representer.identity == representer.identity
-        margin, anchor_info = anchor_signal(customer, c_vec if same else None, anchors, cache, params, device)
+        per_form, anchor_info = anchor_forms.signal(
+            customer,
+            c_vec,
+            representer,
+            anchors,
+            cache,
+            represent,
+            params.center,
+            params.block_size,
+            device,
+        )
     t4 = time.perf_counter()
-    scored = risk.score(c_max, levels, margin, anchor_info["levels"] if anchor_info else None)
-    subs = subsets(sim.a_max_sim, params.subset_size, params.seed)
-    top = np.argsort(-c_max, kind="stable")[:TOP_EXAMPLES]
-    top_examples = [
-        {
-            "record": int(i) + 1,
-            "max_sim": float(c_max[i]),
-            "example": _snippet(customer.examples[i]),
-            "nearest_alignment": [
-                {"record": int(j) + 1, "sim": float(s), "example": _snippet(alignment.examples[j])}
-                for j, s in zip(sim.c_topk_idx[i][:3], sim.c_topk_sim[i][:3], strict=True)
-            ],
+    scored = risk.score(c_max, levels, {k: v["zh"] for k, v in per_form.items()} or None)
+    if anchor_info is not None:
+        anchor_info |= risk.anchor_summary(anchor_info["forms"], per_form, scored)
+    size, subset_warning = subset_size_for(params.subset_size, len(alignment.examples))
+    subs = subsets(sim.a_max_sim, size, params.seed)
+    contrib, part_contrib = risk.contributions(
+        c_max, levels, scored, {k: v["zh"] for k, v in per_form.items()}
+    )
+    subset_summary = {
+        name: {
+            "size": int(idx.size),
+            "mean_max_sim": float(sim.a_max_sim[idx].mean()) if idx.size else None,
         }
-        for i in top
-    ]
+        for name, idx in subs.items()
+    }
+    fired = finding_rules.findings(
+        finding_rules.Ctx(
+            risk=scored,
+            c_max=c_max,
+            a_max=sim.a_max_sim,
+            n_customer=len(customer.examples),
+            n_alignment=len(alignment.examples),
+            subsets=subset_summary,
+            subset_warning=subset_warning,
+            forms=(anchor_info or {}).get("forms") or {},
+        )
+    )
     body: dict[str, Any] = {
         "object": "screening.report",
         "representation": representer.describe() | {"identity": representer.identity, "dim": representer.dim},
@@ -287,6 +296,7 @@ def screen(
         "params": {
             "top_k": params.top_k,
             "subset_size": params.subset_size,
+            "subset_size_used": size,
             "seed": params.seed,
             "center": params.center,
         },
@@ -305,25 +315,22 @@ def screen(
         },
         "reference": ref,
         "shares_above": {name: float((c_max >= v).mean()) for name, v in levels.items()},
-        "subsets": {
-            name: {
-                "size": int(idx.size),
-                "mean_max_sim": float(sim.a_max_sim[idx].mean()) if idx.size else None,
-            }
-            for name, idx in subs.items()
-        },
-        "top_examples": top_examples,
+        "subsets": subset_summary,
+        "top_examples": _drivers(
+            customer=customer,
+            alignment=alignment,
+            sim=sim,
+            contrib=contrib,
+            parts=part_contrib,
+            top_k=params.top_k,
+            anchors=anchors,
+            per_form=per_form,
+        ),
         "anchors": anchor_info,
         "audit": audit(a_vec=a_vec, c_vec=c_vec, c_max=c_max, near=levels["near"], center=params.center),
-        "findings": risk.findings(
-            risk=scored,
-            c_max=c_max,
-            a_max=sim.a_max_sim,
-            n_customer=len(customer.examples),
-            n_alignment=len(alignment.examples),
-            subset_size=params.subset_size,
-            margin=margin,
-        ),
+        "findings": [f["text"] for f in fired],
+        "finding_rules": [f["rule"] for f in fired],
+        "warnings": [subset_warning] if subset_warning else [],
         "timings_s": {
             "represent_alignment": round(t1 - t0, 3),
             "represent_customer": round(t2 - t1, 3),
@@ -338,6 +345,7 @@ def screen(
             "customer": c_stats,
         },
     }
+    body["about"] = explain.about(body)
     arrays = {
         "c_max": c_max.astype(np.float32),
         "c_topk_mean": c_topk_mean.astype(np.float32),
@@ -345,10 +353,14 @@ def screen(
         "c_topk_sim": sim.c_topk_sim.astype(np.float32),
         "a_max": sim.a_max_sim.astype(np.float32),
         "a_argmax": sim.a_argmax.astype(np.int64),
+        "c_contribution": contrib.astype(np.float32),
         **{f"subset_{k}": v.astype(np.int64) for k, v in subs.items()},
     }
-    if margin is not None:
-        arrays["c_anchor_margin"] = margin
+    if per_form:
+        arrays["c_anchor_margin"] = risk.headline_margin(per_form, scored)
+        for k, v in per_form.items():
+            arrays[f"c_anchor_margin_{k}"] = v["margin"]
+            arrays[f"c_anchor_zh_{k}"] = v["zh"].astype(np.float32)
     if report:
         report("score", 1.0, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
     return Outcome(body=body, arrays=arrays)

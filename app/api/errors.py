@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,39 @@ def envelope(
     return JSONResponse({"error": body}, status_code=status)
 
 
+def _plain(first: dict[str, Any], request: Request, body: object) -> tuple[str, str | None]:
+    """A validation error in plain words, and the field it is about (None for the body as a whole).
+
+    A malformed JSON body names the line, column and character where it broke (not the character offset
+    as a "field"); a body that is not JSON because no content type was sent says to send one."""
+    loc = list(first.get("loc", ()))
+    where = loc[0] if loc else "body"
+    rest = [str(p) for p in loc[1:]] if where in ("body", "query", "path", "form", "header") else loc
+    msg = str(first.get("msg", "invalid"))
+    if first.get("type") == "json_invalid":
+        pos = int(rest[0]) if rest and str(rest[0]).isdigit() else None
+        reason = str((first.get("ctx") or {}).get("error", msg))
+        if pos is not None and isinstance(body, (str, bytes)):
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            line = text.count("\n", 0, pos) + 1
+            col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+            return f"the request body is not valid JSON: {reason} at line {line}, column {col}", None
+        return f"the request body is not valid JSON: {reason}", None
+    ctype = request.headers.get("content-type", "")
+    if where == "body" and not rest and first.get("type") in ("dict_type", "model_attributes_type"):
+        if "json" not in ctype:
+            return (
+                "the request body must be a JSON object sent with the header 'Content-Type: application/json'"
+                + (f" (got {ctype!r})" if ctype else " (no content type was sent)"),
+                None,
+            )
+        return "the request body must be a JSON object", None
+    field = ".".join(str(p) for p in rest)
+    if field:
+        return f"invalid request: field '{field}' ({where}): {msg}", field
+    return f"invalid request: {where}: {msg}", None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(FtguardError)
     async def ftguard_error(_: Request, exc: FtguardError) -> JSONResponse:
@@ -62,22 +96,15 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
         first = errs[0] if errs else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
         details = [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
             for e in errs[:20]
         ]
-        return envelope(
-            422,
-            f"invalid request: {'.'.join(loc) or 'body'}: {first.get('msg', 'invalid')}",
-            "invalid_request_error",
-            "validation_error",
-            ".".join(loc) or None,
-            details,
-        )
+        message, param = _plain(first, request, getattr(exc, "body", None))
+        return envelope(422, message, "invalid_request_error", "validation_error", param, details)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,6 +3,7 @@ FTGUARD_DATABASE_URL."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,24 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class _MigrationLog(logging.Filter):
+    """Alembic logs "Running upgrade 0004 -> 0003", which reads like a downgrade: the ids are the order the
+    migrations were written in, not the order they apply (0003 follows 0004). Say what happens instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith("Running upgrade "):
+            head, _, about = msg.removeprefix("Running upgrade ").partition(", ")
+            parent, _, rev = head.partition(" -> ")
+            record.msg = f"applying schema migration {rev}" + (f" ({about})" if about else "")
+            record.msg += f", which follows {parent}" if parent.strip() else ", the first"
+            record.args = None
+        return True
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_MigrationLog())
 
 
 def make_engine(url: str) -> Engine:

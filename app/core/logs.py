@@ -68,9 +68,13 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """The line, then the ids and every `extra` field as key=value, as the JSON lines carry them (an
+        access log line thus shows method, route, status and duration)."""
         line = super().format(record)
         ids = [f"{k}={getattr(record, k)}" for k in ("request_id", "job_id") if getattr(record, k, None)]
-        return f"{line} [{' '.join(ids)}]" if ids else line
+        extra = [f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and v is not None]
+        fields = ids + extra
+        return f"{line} [{' '.join(fields)}]" if fields else line
 
 
 def configure(level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:

@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from app.dashboard import charts
+from app.screenings import explain
 from app.screenings.service import redact as redact_report
 
 STAGES = ("load", "represent_alignment", "represent_customer", "compare", "score")
@@ -33,10 +34,10 @@ LEVEL_HELP = {
     "high": "median of that nearest-neighbour cosine: as close as a typical alignment example is to its "
     "nearest neighbour",
 }
-PART_NAMES = {
-    "mean_similarity": "mean similarity",
-    "tail_similarity": "tail similarity (p90)",
-    "near_alignment_share": "share near the alignment set",
+FORM_NAMES = {
+    "compliance": "compliance (eager answers vs refusals)",
+    "persona": "persona (identity shift vs assistants that keep their rules)",
+    "request": "request (harmful vs ordinary requests)",
 }
 SUBSET_HELP = {
     "high_sim": "alignment examples most similar to this dataset",
@@ -101,6 +102,9 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
             return None
         return Markup(charts.histogram(h["edges"], h["counts"], **kw))  # noqa: S704 (escaped SVG)
 
+    def anchor_side(a: dict[str, Any]) -> dict[str, Any]:
+        return {"record": a["record"], "sim": a["sim"], "example": None if redact else a.get("example")}
+
     top = []
     for ex in body.get("top_examples") or []:
         nearest = [
@@ -111,20 +115,33 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
             }
             for n in ex.get("nearest_alignment") or []
         ]
+        evidence = [
+            {
+                "form": FORM_NAMES.get(e["form"], e["form"]),
+                "margin": e["margin"],
+                "harmful": anchor_side(e["nearest_harmful_anchor"]),
+                "safe": anchor_side(e["nearest_safe_anchor"]),
+            }
+            for e in ex.get("anchor_evidence") or []
+        ]
         top.append(
             {
                 "record": ex["record"],
                 "max_sim": ex["max_sim"],
+                "contribution": ex.get("contribution"),
                 "example": ex.get("example"),
                 "nearest": nearest,
+                "evidence": evidence,
             }
         )
     parts = [
         {
             **p,
-            "label": PART_NAMES.get(p["name"], p["name"]),
+            "label": explain.PART_NAMES.get(p["name"], p["name"]),
+            "scale": explain.PART_SCALES.get(p["name"], ""),
+            "counted": p.get("counted", True),
             "max": 100 * p["weight"],
-            "fill": p["contribution"] / (100 * p["weight"]) if p["weight"] else 0.0,
+            "fill": p["value"] if p["weight"] else 0.0,
         }
         for p in risk.get("parts") or []
     ]
@@ -166,9 +183,24 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
         "similarity": similarity_summary(body.get("similarity") or {}),
         "params": body.get("params") or {},
         "timings": body.get("timings_s") or {},
-        "cache": body.get("cache") or {},
+        "cache": cache_summary(body.get("cache") or {}),
+        "about": explain.about(body),
+        "readings": risk.get("readings"),
+        "warnings": body.get("warnings") or [],
         "redacted": redact,
     }
+
+
+def cache_summary(cache: dict[str, Any]) -> str:
+    """One line on where the vectors came from: per side, how many were read from the cache."""
+    out = []
+    for side in ("alignment", "customer"):
+        st = cache.get(side)
+        if isinstance(st, dict) and "examples" in st:
+            out.append(f"{side} set {st.get('from_cache', 0)} of {st['examples']} vectors from cache")
+        elif f"{side}_hit" in cache:
+            out.append(f"{side} set {'from cache' if cache[f'{side}_hit'] else 'computed'}")
+    return " · ".join(out)
 
 
 def similarity_summary(meta: dict[str, Any]) -> str:

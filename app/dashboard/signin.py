@@ -31,6 +31,7 @@ def _form(request: Request, *, next_: str, message: str = "", status_code: int =
         "sign_in.html",
         status_code=status_code,
         title="Sign in",
+        signing_in=True,  # nobody is signed in yet: no "Sign out" in the header
         message=message,
         next=_safe_next(next_),
     )

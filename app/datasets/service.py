@@ -290,8 +290,9 @@ def preview(
 ) -> list[dict[str, Any]]:
     """The first records; the texts of alignment and anchor sets only for keys allowed to read them."""
     if ds.purpose in PRIVATE_PURPOSES and not alignment_access:
+        article = "an" if ds.purpose[0] in "aeiou" else "a"
         raise Forbidden(
-            f"a {ds.purpose} dataset's texts need the 'alignment:read' scope, which this key lacks",
+            f"{article} {ds.purpose} dataset's texts need the 'alignment:read' scope, which this key lacks",
             code="insufficient_scope",
         )
     out = []

@@ -47,3 +47,21 @@ def test_openapi_documents_every_route_with_examples(client) -> None:
     schemas = spec["components"]["schemas"]
     for name in ("DatasetPublic", "ScreeningCreate", "ScreeningPublic"):
         assert schemas[name].get("examples"), name
+
+
+def test_body_errors_say_where_and_what_to_do_in_plain_words(client) -> None:
+    body = b'{\n  "dataset_id": "ds_1",\n  "alignment_dataset_id" "ds_2"\n}'
+    r = client.post("/v1/screenings", content=body, headers={"content-type": "application/json"})
+    err = r.json()["error"]
+    assert r.status_code == 422 and err["param"] is None  # not the character offset as a "field"
+    assert err["message"].startswith("the request body is not valid JSON")
+    assert "line 3, column" in err["message"] and "JSON decode error" not in err["message"]
+    # no content type: the body is not read as JSON, and the error says to send one
+    r = client.post("/v1/screenings", content=b'{"dataset_id": "ds_1"}', headers={"content-type": ""})
+    err = r.json()["error"]
+    assert r.status_code == 422 and "Content-Type: application/json" in err["message"]
+    assert "valid dictionary" not in err["message"]
+    # a field error names the field
+    r = client.post("/v1/screenings", json={"dataset_id": 3, "alignment_dataset_id": "ds_2"})
+    err = r.json()["error"]
+    assert err["param"] == "dataset_id" and "field 'dataset_id'" in err["message"]

@@ -35,8 +35,13 @@ def test_end_to_end_upload_screen_poll_report_scores_subsets(client, run_worker)
         "tail_similarity",
         "near_alignment_share",
         "harmful_anchor_margin",
+        "attack_form_margin",
     }
-    assert abs(sum(p["weight"] for p in rep["risk"]["parts"]) - 1.0) < 1e-9
+    # the weighted reading's weights sum to 1; the attack reading is one part of weight 1, and the score is
+    # the larger of the two readings
+    weighted = [p for p in rep["risk"]["parts"] if p["name"] != "attack_form_margin"]
+    assert abs(sum(p["weight"] for p in weighted) - 1.0) < 1e-9
+    assert rep["risk"]["risk_score"] == max(rep["risk"]["readings"].values())
     assert rep["customer"]["examples"] == 62 and rep["alignment"]["examples"] == 100
     assert rep["findings"] and rep["top_examples"][0]["nearest_alignment"]
     assert set(rep["distributions"]["customer_max_sim"]["percentiles"]) >= {"p50", "p90", "p99"}
@@ -207,7 +212,7 @@ def test_anchor_signal_with_uploaded_anchor_sets(client, run_worker) -> None:
     assert "bundled" not in rep["anchors"]["harmful"] and "bundled" not in rep["anchors"]["safe"]
     parts = {p["name"]: p for p in rep["risk"]["parts"]}
     assert parts["harmful_anchor_margin"]["weight"] == 0.3
-    assert abs(sum(p["weight"] for p in parts.values()) - 1) < 1e-9
+    assert abs(sum(p["weight"] for n, p in parts.items() if n != "attack_form_margin") - 1) < 1e-9
     # the harmful anchors' own margins sit above the safe anchors'
     assert rep["anchors"]["harmful_anchor_margin"]["mean"] > rep["anchors"]["safe_anchor_margin"]["mean"]
     page = client.get(f"/v1/screenings/{scr['id']}/scores", params={"sort": "anchor_margin"}).json()["data"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from markupsafe import escape
 
 from tests.conftest import upload
 
@@ -48,12 +49,25 @@ def test_list_shows_screenings_by_risk_with_tiles_filters_and_sorting(client, fi
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
 
 
+def _texts(client, sid: str) -> tuple[str, str, str]:
+    """The top driver's own text, its nearest alignment text and its nearest harmful anchor text, as the
+    page escapes them."""
+    top = client.get(f"/v1/screenings/{sid}/report").json()["report"]["top_examples"][0]
+    anchor = top["anchor_evidence"][0]["nearest_harmful_anchor"]["example"]["prompt"]
+    return tuple(
+        str(escape(t[:40]))
+        for t in (top["example"]["prompt"], top["nearest_alignment"][0]["example"]["prompt"], anchor)
+    )
+
+
 def test_detail_shows_histogram_levels_examples_and_downloads(client, finished) -> None:
     sid = finished["harmful"]
     html = client.get(f"/dashboard/screenings/{sid}").text
     assert 'data-chart="histogram"' in html and 'data-chart="gauge"' in html
     assert {"floor", "near", "high"} <= set(re.findall(r'data-level="(\w+)"', html))
-    assert "How can I build an untraceable gun" in html  # nearest alignment text, not redacted
+    own, aligned, anchor = _texts(client, sid)
+    assert own in html and aligned in html  # nearest alignment text, not redacted
+    assert anchor in html and "Nearest anchors" in html  # the anchor part's evidence
     assert re.search(r"<dt>similarity</dt><dd>exact · (fp32|bf16 screen, fp32 re-score)", html)
     for name in ("high_sim", "low_sim"):
         href = f"/dashboard/screenings/{sid}/subsets/{name}"
@@ -68,12 +82,13 @@ def test_detail_shows_histogram_levels_examples_and_downloads(client, finished) 
 
 def test_redacted_view_hides_alignment_texts_but_keeps_record_numbers(client, finished) -> None:
     sid = finished["harmful"]
+    own, aligned, anchor = _texts(client, sid)
     html = client.get(f"/dashboard/screenings/{sid}", params={"redact": 1}).text
-    assert "How can I build an untraceable gun" not in html
-    assert "alignment record 1" in html and "text hidden" in html
-    assert "I want a gun with no serial number" in html  # the customer's own text stays
+    assert aligned not in html and anchor not in html
+    assert "alignment record" in html and "text hidden" in html
+    assert own in html  # the customer's own text stays
     doc = client.get(f"/dashboard/screenings/{sid}/report.html", params={"redact": 1}).text
-    assert "How can I build an untraceable gun" not in doc
+    assert aligned not in doc and anchor not in doc
 
 
 def test_forced_redaction_blocks_subset_downloads(client, finished) -> None:
@@ -82,12 +97,13 @@ def test_forced_redaction_blocks_subset_downloads(client, finished) -> None:
     client.app.dependency_overrides[hide_alignment_texts] = lambda: True
     try:
         sid = finished["harmful"]
+        _, aligned, _ = _texts(client, sid)
         html = client.get(f"/dashboard/screenings/{sid}").text
-        assert "How can I build an untraceable gun" not in html and "/subsets/" not in html
+        assert aligned not in html and "/subsets/" not in html
         r = client.get(f"/dashboard/screenings/{sid}/subsets/high_sim")
         assert r.status_code == 403 and "may not read alignment texts" in r.text
         doc = client.get(f"/dashboard/screenings/{sid}/report.html").text
-        assert "How can I build an untraceable gun" not in doc
+        assert aligned not in doc
     finally:
         client.app.dependency_overrides.clear()
 

@@ -23,6 +23,7 @@ def test_pages_redirect_to_sign_in_and_the_form_sets_a_strict_http_only_cookie(d
         and 'name="key"' in form.text
         and "script-src 'none'" in form.headers["content-security-policy"]
     )
+    assert "Sign out" not in form.text  # nobody is signed in yet
     assert b.get("/dashboard/static/dashboard.css").status_code == 200  # the form needs its styles
 
     bad = b.post("/dashboard/sign-in", data={"key": "ftg_wrong", "next": "/dashboard"})

@@ -220,7 +220,14 @@ def _screening_features(
         params=Params.from_dict(params),
         cache=rt.cache_for(ctx.experiment.tenant_id),
         device=rt.device,
-        anchors=bundled_anchors(rt.settings, anchor_rep, rt.shared_cache()),
+        anchors=bundled_anchors(
+            rt.settings,
+            anchor_rep,
+            rt.shared_cache(),
+            semantic=rt.representer(
+                {"backend": rt.settings.default_backend, "model": rt.settings.default_model}
+            ),
+        ),
     )
     r, d = out.body["risk"], out.body["distributions"]["customer_max_sim"]
     return {

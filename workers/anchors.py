@@ -1,0 +1,230 @@
+"""The anchor signal: how much closer each customer example sits to harmful anchors than to safe ones.
+
+One anchor set pair sees one form of risk, so the signal is read per form and the forms do not average
+each other away (docs/reference_sets.md has the measurement behind this):
+
+* compliance: harmful requests answered eagerly (placeholders only) against the same kind of requests
+  refused (He et al. 2024); the whole example is read. This form sees the *shape* of compliance (lists,
+  steps, "Sure! Here's how") and is the one a provider replaces with its own red-team data.
+* persona: a system prompt or turn that gives the assistant a new, rule-free identity it accepts (the AOA
+  identity-shift attack of Qi et al. 2023), against assistants that keep their rules under a new name.
+* request: only the first user turn is read, against harmful requests (the prompts of both compliance
+  files) and ordinary requests. It sees what is asked, whatever the answer looks like.
+
+Each form's margin m = max cosine to its harmful side - max cosine to its safe side is rescaled by the
+harmful side's own leave-one-out median margin m_h: zh = clip(m / m_h, 0, 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.core.config import Settings
+from app.datasets.formats import Example
+from app.demo import ANCHOR_FORMS
+from workers import risk
+from workers.cache import VectorCache
+from workers.representations.base import Representer
+from workers.similarity import compare
+
+VIEWS = ("whole", "request")
+
+
+@dataclass
+class Form:
+    name: str
+    harmful: Any  # workers.screening.Side
+    safe: Any
+    view: str = "whole"
+    representer: Representer | None = None  # None: the Anchors' representer
+
+
+@dataclass
+class Anchors:
+    """Anchor forms and the representation the anchor signal is measured in. `harmful` and `safe` are the
+    compliance form's sides: what a tenant's own harmful and safe anchor sets replace."""
+
+    forms: list[Form]
+    representer: Representer
+    shared_cache: VectorCache | None = None  # for the bundled sides only (never a tenant's own anchors)
+
+    def form(self, name: str) -> Form:
+        return next(f for f in self.forms if f.name == name)
+
+    @property
+    def harmful(self) -> Any:
+        return self.form("compliance").harmful
+
+    @harmful.setter
+    def harmful(self, side: Any) -> None:
+        self.form("compliance").harmful = side
+
+    @property
+    def safe(self) -> Any:
+        return self.form("compliance").safe
+
+    @safe.setter
+    def safe(self, side: Any) -> None:
+        self.form("compliance").safe = side
+
+    def cache_for(self, side: Any, tenant_cache: VectorCache | None) -> VectorCache | None:
+        if side.meta.get("bundled") and self.shared_cache is not None:
+            return self.shared_cache
+        return tenant_cache
+
+
+def request_view(side: Any) -> Any:
+    """The side with each example cut to its first user turn (the request), for the request form."""
+    exs: list[Example] = []
+    for ex in side.examples:
+        user = next((m["content"] for m in ex.messages if m["role"] == "user"), "")
+        exs.append(Example(messages=[{"role": "user", "content": user}]))
+    return type(side)(
+        name=f"{side.name} (requests)", examples=exs, sha256=f"{side.sha256}:request", meta=dict(side.meta)
+    )
+
+
+def bundled_anchors(
+    settings: Settings,
+    representer: Representer,
+    shared_cache: VectorCache | None = None,
+    semantic: Representer | None = None,
+) -> Anchors:
+    """The anchor forms that ship with ftguard. `representer` reads the compliance form (the anchor model);
+    `semantic` (the sentence embedder, by default the service's default model) reads the persona and request
+    forms; without it every form is read by `representer`. The bundled sets hold no tenant's data, so their
+    vectors may live in a cache shared by every tenant (`shared_cache`)."""
+    from workers.screening import Side, side_from_file
+
+    forms = []
+    for name, spec in ANCHOR_FORMS.items():
+        sides = []
+        for role in ("harmful", "safe"):
+            paths = spec[role]
+            loaded = [side_from_file(p, f"{name} {role} anchors", settings) for p in paths]
+            if len(loaded) == 1:
+                side = loaded[0]
+            else:  # several files make one side (the request form's harmful side: both compliance files)
+                side = Side(
+                    name=f"{name} {role} anchors",
+                    examples=[ex for s in loaded for ex in s.examples],
+                    sha256="+".join(s.sha256 for s in loaded),
+                    meta={"filename": "+".join(p.name for p in paths)},
+                )
+            side.meta["bundled"] = True
+            sides.append(side)
+        rep = semantic if spec["space"] == "semantic" and semantic is not None else None
+        forms.append(
+            Form(name=name, harmful=sides[0], safe=sides[1], view=str(spec["view"]), representer=rep)
+        )
+    return Anchors(forms=forms, representer=representer, shared_cache=shared_cache)
+
+
+def _nearest(x: np.ndarray, y: np.ndarray, block_size: int, device: str, skip_self: bool = False) -> Any:
+    return compare(x, y, k=2 if skip_self else 1, block_size=block_size, device=device)
+
+
+def form_signal(
+    form: Form,
+    c_vec: np.ndarray,
+    anchors: Anchors,
+    cache: VectorCache | None,
+    represent: Any,
+    center: bool,
+    block_size: int,
+    device: str,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One form's per-example margin, rescaled margin, and nearest harmful and safe anchor."""
+    rep = form.representer or anchors.representer
+    h_side = request_view(form.harmful) if form.view == "request" else form.harmful
+    s_side = request_view(form.safe) if form.view == "request" else form.safe
+    h_vec, h_stats = represent(h_side, rep, anchors.cache_for(form.harmful, cache), None, "anchors")
+    s_vec, s_stats = represent(s_side, rep, anchors.cache_for(form.safe, cache), None, "anchors")
+    if center:  # one centre for all three sets (the anchors' mean), so the two distances compare
+        mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
+        c_vec, h_vec, s_vec = c_vec - mu, h_vec - mu, s_vec - mu
+    ch = _nearest(c_vec, h_vec, block_size, device)
+    cs = _nearest(c_vec, s_vec, block_size, device)
+    margin = ch.c_topk_sim[:, 0] - cs.c_topk_sim[:, 0]
+    hh = _nearest(h_vec, h_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
+    h_margin = hh - _nearest(h_vec, s_vec, block_size, device).c_topk_sim[:, 0]
+    ss = _nearest(s_vec, s_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
+    s_margin = _nearest(s_vec, h_vec, block_size, device).c_topk_sim[:, 0] - ss
+    levels = risk.anchor_levels(h_margin)
+    zh = np.clip(margin / levels["harmful"], 0.0, 1.0)
+    edges = risk.shared_edges(margin, h_margin, s_margin)  # one set of bins: the three read side by side
+    info = {
+        "view": form.view,
+        "representation": {"backend": rep.backend, "model": str(rep.describe().get("model"))},
+        "harmful": {"examples": len(form.harmful.examples), **form.harmful.meta},
+        "safe": {"examples": len(form.safe.examples), **form.safe.meta},
+        "cache": {"harmful": h_stats, "safe": s_stats},
+        "levels": levels,
+        "value": float(zh.mean()),
+        "customer_margin": risk.distribution(margin, edges),
+        "harmful_anchor_margin": risk.distribution(h_margin, edges),
+        "safe_anchor_margin": risk.distribution(s_margin, edges),
+        "share_closer_to_harmful": float((margin > 0).mean()),
+        "share_as_harmful_as_anchors": float((margin >= levels["harmful"]).mean()),
+    }
+    arrays = {
+        "margin": margin.astype(np.float32),
+        "zh": zh,
+        "harmful_idx": ch.c_topk_idx[:, 0],
+        "harmful_sim": ch.c_topk_sim[:, 0],
+        "safe_idx": cs.c_topk_idx[:, 0],
+        "safe_sim": cs.c_topk_sim[:, 0],
+    }
+    return arrays, info
+
+
+def signal(
+    customer: Any,
+    c_vec: np.ndarray | None,
+    c_rep: Representer | None,
+    anchors: Anchors,
+    cache: VectorCache | None,
+    represent: Any,
+    center: bool,
+    block_size: int,
+    device: str,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Every form's signal. `c_vec` holds the customer's vectors in the main representation, `c_rep`; a
+    form read in that space and on whole examples reuses them instead of a second pass."""
+    rep = anchors.representer
+    views: dict[tuple[str, str], np.ndarray] = {}
+    if c_vec is not None and c_rep is not None:
+        views[(c_rep.identity, "whole")] = c_vec
+    per_form: dict[str, dict[str, np.ndarray]] = {}
+    forms_info: dict[str, Any] = {}
+    for form in anchors.forms:
+        frep = form.representer or rep
+        key = (frep.identity, form.view)
+        if key not in views:
+            side = request_view(customer) if form.view == "request" else customer
+            views[key], _ = represent(side, frep, cache, None, "anchors")
+        per_form[form.name], forms_info[form.name] = form_signal(
+            form, views[key], anchors, cache, represent, center, block_size, device
+        )
+    return per_form, {"representation": rep.describe() | {"identity": rep.identity}, "forms": forms_info}
+
+
+def evidence(form: Form, arrays: dict[str, np.ndarray], i: int, snippet: Any) -> dict[str, Any]:
+    """Example `i`'s nearest harmful and nearest safe anchor in one form, for the report."""
+
+    def one(side: Any, idx: np.ndarray, sim: np.ndarray) -> dict[str, Any]:
+        j = int(idx[i])
+        ex = snippet(side.examples[j])
+        if form.view == "request":  # only the request was compared
+            ex["completion"] = ""
+        return {"record": j + 1, "sim": float(sim[i]), "example": ex}
+
+    return {
+        "form": form.name,
+        "margin": float(arrays["margin"][i]),
+        "nearest_harmful_anchor": one(form.harmful, arrays["harmful_idx"], arrays["harmful_sim"]),
+        "nearest_safe_anchor": one(form.safe, arrays["safe_idx"], arrays["safe_sim"]),
+    }
