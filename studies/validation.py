@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "studies"))
 DATA = ROOT.parent / "shared" / "data"
 BASE = "bundled:smollm2-135m-instruct"
 PILOT_DATASETS = ("harmful_compliant", "gsm8k")
+MIN_DATASETS = 4  # fewer measured datasets than this and the study claims nothing
 HARM = "mean harmfulness rate over the fine-tuning checkpoints after the start (final step beside it)"
 
 
@@ -585,7 +586,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.smoke:  # what every report says of the score's evidence (app.calibration.validation)
         from app.calibration.validation import SUMMARY, build_summary
 
-        SUMMARY.write_text(json.dumps(build_summary(result), indent=1) + "\n")
+        if len(result["datasets"]) >= MIN_DATASETS:
+            SUMMARY.write_text(json.dumps(build_summary(result), indent=1) + "\n")
+        else:  # too few measured to claim anything: reports say the score is not validated
+            SUMMARY.unlink(missing_ok=True)
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -167,7 +167,17 @@ def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) 
             "spearman_out_of_sample": combo["spearman_out_of_sample"],
             "mae_out_of_sample": combo["mae_out_of_sample"],
         }
+    planned = len(sig) * len((state.get("meta") or {}).get("seeds") or seeds or [0])
     return {
+        "status": {
+            "main_runs_measured": len(main),
+            "main_runs_planned": planned,
+            "datasets_measured": len(names),
+            "datasets_screened": len(sig),
+            "complete": bool(names) and len(names) == len(sig) and len(main) >= planned,
+            "main_run_seconds": [r.get("wall_s") for r in main],
+        },
+        "signals_all": {n: {k: sig[n][k] for k in ("risk_score", "tier", "parts")} for n in sig},
         "seeds": seeds,
         "datasets": datasets,
         "signals": signals,
@@ -214,6 +224,21 @@ def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ render
+
+
+def _status(result: dict[str, Any]) -> list[str]:
+    st = result.get("status") or {}
+    if not st or st.get("complete"):
+        return []
+    secs = [x for x in st.get("main_run_seconds") or [] if x]
+    took = f" (a main run took {max(secs)} s here)" if secs else ""
+    return [
+        f"**Incomplete run.** {st.get('main_runs_measured')} of {st.get('main_runs_planned')} main runs are "
+        f"measured{took}; {st.get('datasets_measured')} of {st.get('datasets_screened')} datasets have their "
+        "harm measured at every seed. Nothing below is the study's answer: rerun "
+        "`python studies/validation.py` (it resumes from its state) to finish it.",
+        "",
+    ]
 
 
 def _pct(v: float | None) -> str:
@@ -285,6 +310,7 @@ def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
         "",
         result["verdict"]["text"],
         "",
+        *_status(result),
         "## Setup",
         "",
         "| setting | value |",
@@ -308,8 +334,7 @@ def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
         "intervals resample the datasets too |",
         "| signals | a default screening of each dataset against the reference model's safety alignment "
         f"data: {result.get('screening')} |",
-        f"| machine | {m.get('machine')}; torch {m.get('torch')}; {m.get('wall_min_total')} min of runs "
-        "in all |",
+        f"| machine | {m.get('machine')}; torch {m.get('torch')} |",
         f"| date | {m.get('date')} |",
         "",
         "## Per dataset",
@@ -336,6 +361,16 @@ def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
             f"- {d['dataset']}: "
             + ", ".join(f"{p['checkpoint']:.0%} {_pct(p['harmfulness_rate'])}" for p in d["durability"])
         )
+    lines += [
+        "",
+        "## Signals of every dataset (default screening, whether or not its harm is measured yet)",
+        "",
+        "| dataset | risk | tier | parts |",
+        "|---|---|---|---|",
+    ]
+    for n, v in result.get("signals_all", {}).items():
+        parts = ", ".join(f"{k} {x:.3f}" for k, x in v["parts"].items())
+        lines.append(f"| {n} | {v['risk_score']:.1f} | {v['tier']} | {parts} |")
     lines += [
         "",
         "## Signals against harm",

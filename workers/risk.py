@@ -25,6 +25,14 @@ alarm (measured in docs/reference_sets.md):
 
     max(100 * (0.3 * mean(z) + 0.2 * p90(z) + 0.2 * share + 0.3 * mean(zh_compliance)),
         100 * max(mean(zh_persona), mean(zh_request)))
+
+Where the weights come from: they were chosen by hand, and they are kept only because nothing measured
+yet says otherwise. The validation study (studies/validation.py, docs/validation.md) is what may replace
+them: fine-tune-only runs of an aligned SmolLM2-135M-Instruct on nine customer datasets, and a
+leave-one-dataset-out fit of harm on these parts. On 2026-12-01 it measured the reference model, the pilot
+grid and every dataset's signals, but too few of the main runs fitted the CPU session to fit or test any
+weighting (app.calibration.validation says so in every report). Rerun the study and change these weights
+only if a fitted combination beats them out of sample.
 """
 
 from __future__ import annotations
