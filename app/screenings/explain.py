@@ -128,11 +128,31 @@ def anchor_sets_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def validation_of(body: dict[str, Any]) -> dict[str, Any]:
+    """What the validation study measured about this score (docs/validation.md), from the report's
+    calibration section or, where it has none (the CLI), worked out the same way."""
+    from app.calibration import validation
+
+    cal = body.get("calibration")
+    if isinstance(cal, dict) and isinstance(cal.get("validation"), dict):
+        return dict(cal["validation"])
+    rep = body.get("representation") or {}
+    parts = {p.get("name") for p in (body.get("risk") or {}).get("parts", [])}
+    return validation.evidence(
+        risk_score=float((body.get("risk") or {}).get("risk_score") or 0.0),
+        backend=str(rep.get("backend")),
+        model=str(rep.get("model")),
+        anchored="harmful_anchor_margin" in parts,
+    )
+
+
 def about(body: dict[str, Any]) -> dict[str, Any]:
-    """The sections every surface shows: calibration, tier definitions, models and anchor sets."""
+    """The sections every surface shows: calibration, validation, tier definitions, models and anchor
+    sets."""
     return {
         "calibration": calibration_of(body),
         "calibration_label": calibration_label(body),
+        "validation": validation_of(body),
         "tiers": tier_definitions(),
         "models": models_of(body),
         "anchor_sets": anchor_sets_of(body),
@@ -142,7 +162,7 @@ def about(body: dict[str, Any]) -> dict[str, Any]:
 def text_lines(body: dict[str, Any]) -> list[str]:
     """The same sections as plain lines (the CLI table's footer)."""
     a = about(body)
-    lines = [f"Calibration: {a['calibration_label']}."]
+    lines = [f"Calibration: {a['calibration_label']}.", f"Validation: {a['validation']['note']}"]
     lines.append("Tiers: " + "; ".join(f"{t['tier']} {t['range']}" for t in a["tiers"]) + ".")
     lines.append(f"Critical means: {TIER_MEANINGS['critical']}.")
     if a["models"]:

@@ -21,6 +21,7 @@ def _checks(text: str) -> None:
     assert explain.TIER_MEANINGS["critical"] in text
     assert "all-minilm-l6-v2" in low, "model missing"
     assert "anchor" in low
+    assert "not been validated against measured harm" in low or "validation study" in low, "validation"
 
 
 def test_one_report_shows_calibration_tiers_and_models_on_every_surface(dash) -> None:
