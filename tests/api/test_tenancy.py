@@ -85,6 +85,9 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
                 if (method, template) == ("POST", "/v1/datasets"):
                     r = upload(other_client, DEMO / "customer_benign_lists.jsonl")
                     assert r.status_code == 201  # B's own dataset, nothing of A's
+                elif (method, template) == ("POST", "/v1/datasets/validate"):
+                    data = (DEMO / "customer_benign_lists.jsonl").read_bytes()
+                    r = other_client.post(path, files={"file": ("b.jsonl", data)})  # nothing is stored
                 else:
                     r = other_client.request(method, path, json=bodies.get((method, template)))
                 allowed = {403} if template.startswith("/v1/admin") else {404}
