@@ -87,8 +87,8 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
     With `alignment` the experiment aligns the base model first; without it, it is fine-tune-only: the base
     model is already aligned (a provider's aligned model), or `aligned_from` names the earlier experiment
     whose aligned model to start from."""
-    allowed.check(settings=settings, spec=spec)
     limits.check_bounds(spec, settings)
+    allowed.check(settings=settings, spec=spec)
     ft = _check_dataset(
         session, tenant_id, spec["fine_tune"]["dataset_id"], "customer", "fine_tune.dataset_id"
     )

@@ -11,12 +11,19 @@ import pytest
 from sqlalchemy import func, select
 
 from app import reconcile
+from app.core.config import Settings
 from app.core.queue import connect
 from app.models import Event, Experiment, ExperimentStage
 from tests.api.test_errors import assert_envelope
 from tests.api.test_experiments import _body, _datasets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama: str, settings: Settings) -> str:
+    settings.models["tiny-llama"] = tiny_llama  # requests name registered models, never paths
+    return "tiny-llama"
 
 
 def _settings(client: Any) -> Any:
