@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from app.core.config import Settings
 from app.models import (
     ApiKey,
     Base,
@@ -98,11 +99,24 @@ def _cancelled_experiment(w: World) -> str:
     return exp
 
 
+@pytest.fixture
+def tiny_llama(tiny_llama: str, settings: Settings) -> str:
+    settings.models["tiny-llama"] = tiny_llama  # requests name registered models, never paths
+    return "tiny-llama"
+
+
 CASES: dict[str, Callable[[World], Call]] = {
     "/v1/datasets": lambda w: Call(
         w.client,
         "/v1/datasets",
         (Dataset,),
+        files={"file": ("walk.jsonl", (DEMO / "customer_benign_lists.jsonl").read_bytes())},
+        data={"purpose": "fine-tune"},
+    ),
+    "/v1/datasets/validate": lambda w: Call(
+        w.client,
+        "/v1/datasets/validate",
+        (Dataset,),  # it stores nothing, retried or not
         files={"file": ("walk.jsonl", (DEMO / "customer_benign_lists.jsonl").read_bytes())},
         data={"purpose": "fine-tune"},
     ),

@@ -91,6 +91,8 @@ def _valid(route: str, ids: dict[str, str]) -> dict[str, Any]:
 @pytest.fixture
 def world(client, settings) -> dict[str, Any]:
     settings.max_active_screenings = 100_000  # every valid request here is accepted and queued
+    settings.max_active_experiments = settings.max_active_comparisons = 100_000
+    settings.max_active_compute_tokens = 10**15
     ids = {p: upload(client, DEMO / f, purpose=p).json()["id"] for p, f in FILES.items()}
     return ids
 

@@ -26,6 +26,13 @@ ALIGN_NAME = "provider-private-alignment-v7.jsonl"
 HARMFUL_NAME = "provider-private-harmful-anchors-v3.jsonl"
 
 
+# DELETE routes are walked on ids that do not exist (the walk's own objects are needed afterwards)
+UNKNOWN_IDS = {
+    "/v1/datasets/{dataset_id}": "/v1/datasets/ds_0000000000000000abcdef0123",
+    "/v1/experiments/{experiment_id}": "/v1/experiments/exp_0000000000000000abcdef0123",
+}
+
+
 def _texts(path: Any) -> list[str]:
     """The long string fields of a JSONL file (the parts that identify its records)."""
     out = []
@@ -172,7 +179,9 @@ def _writes(w: SimpleNamespace) -> dict[tuple[str, str], dict[str, Any] | None]:
     i = w.ids
     return {
         ("POST", "/v1/datasets"): None,  # an upload of its own (below)
+        ("POST", "/v1/datasets/validate"): None,  # a file of its own (below)
         ("DELETE", "/v1/datasets/{dataset_id}"): None,  # walked on an unknown id (below)
+        ("DELETE", "/v1/experiments/{experiment_id}"): None,  # likewise
         ("POST", "/v1/screenings"): {"dataset_id": i["align"], "alignment_dataset_id": i["align"]},
         ("POST", "/v1/screenings/{screening_id}/cancel"): {},
         ("POST", "/v1/rankings"): {
@@ -224,8 +233,11 @@ def test_every_api_route_hides_alignment_content_from_a_key_without_the_scope(wo
             for path in _paths(template, values):
                 if (method, template) == ("POST", "/v1/datasets"):
                     r = upload(w.blind, DEMO / "customer_benign_lists.jsonl")
+                elif (method, template) == ("POST", "/v1/datasets/validate"):
+                    body = (DEMO / "customer_benign_lists.jsonl").read_bytes()
+                    r = w.blind.post(path, files={"file": ("v.jsonl", body)}, data={"purpose": "fine-tune"})
                 elif method == "DELETE":
-                    r = w.blind.delete("/v1/datasets/ds_0000000000000000abcdef0123")
+                    r = w.blind.delete(UNKNOWN_IDS[template])
                 else:
                     r = w.blind.request(method, path, json=writes.get((method, template)))
                 assert r.status_code < 500, (method, path, r.status_code, r.text[:300])
