@@ -108,7 +108,7 @@ def dispatch_due(*, db: Database, settings: Settings, client: httpx.Client | Non
                 )
             )
         for delivery_id in due:
-            if not _claim(db, delivery_id, lease_s=settings.webhook_timeout_s + 30):
+            if not _claim(db, delivery_id, lease_s=3 * settings.webhook_timeout_s + 5):
                 continue
             with db.session() as session:
                 d = session.get(WebhookDelivery, delivery_id)

@@ -19,8 +19,11 @@ class Received:
 class Receiver:
     statuses: list[int] = field(default_factory=list)  # answered in order; then 200
     location: str | None = None  # sent with 3xx answers
+    hold_first: bool = False  # keep the first request open until `release` is set
     got: list[Received] = field(default_factory=list)
     server: Any = None
+    holding: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -31,6 +34,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                if me.hold_first and not me.holding.is_set():
+                    me.holding.set()
+                    me.release.wait(60)
                 n = int(self.headers.get("content-length") or 0)
                 me.got.append(
                     Received(self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(n))
