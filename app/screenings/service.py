@@ -542,6 +542,8 @@ def succeed(
     session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
     scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
     scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
+    if facts is not None:  # first, so the `screening.succeeded` webhook carries the decision too
+        policies.apply(session, scr, policies.policy_for(session, scr), facts)
     events.record(
         session,
         tenant_id=scr.tenant_id,
@@ -549,8 +551,6 @@ def succeed(
         type="screening.succeeded",
         message=f"risk {scr.risk_score:.1f} ({scr.tier})",
     )
-    if facts is not None:
-        policies.apply(session, scr, policies.policy_for(session, scr), facts)
     session.commit()
 
 

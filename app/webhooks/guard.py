@@ -24,7 +24,11 @@ def _refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 def check_url(url: str, *, allow_private: bool) -> None:
     """InvalidRequest (`webhook_url_refused`) for a URL that is not http(s), has credentials, or whose host
     resolves to a private, loopback, link-local, multicast or reserved address (every address must pass)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a bad port or IPv6 literal
+        raise InvalidRequest(f"the webhook url is malformed: {exc}", param="url") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest("the webhook url must be http:// or https:// with a host", param="url")
     if parts.username or parts.password:
@@ -32,8 +36,8 @@ def check_url(url: str, *, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except (socket.gaierror, UnicodeError) as exc:
+        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    except (OSError, UnicodeError, ValueError) as exc:
         raise InvalidRequest(
             f"the webhook host {parts.hostname!r} does not resolve", param="url", code="webhook_url_refused"
         ) from exc
