@@ -104,3 +104,13 @@ class DecisionRequest(BaseModel):
         default=None, max_length=64, description="Policy name; default: the screening's own policy."
     )
     version: int | None = Field(default=None, ge=0, description="Policy version; default: the latest.")
+
+
+class FlaggedPage(BaseModel):
+    object: Literal["list"] = "list"
+    total: int = Field(description="Flagged rows in all.")
+    row_threshold: float
+    has_more: bool
+    data: list[dict[str, Any]] = Field(
+        description="{record_number, line, row_score, parts, nearest_alignment: [{record, sim}], record}"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import DEMO, upload
 
 REJECT_ALL = {"rules": [{"metric": "risk_score", "threshold": 0, "decision": "reject"}]}
@@ -79,7 +81,8 @@ def test_invalid_policies_are_refused(client) -> None:
 
 
 def test_policy_decides_reject_end_to_end_and_redecides_without_recompute(client, run_worker) -> None:
-    assert client.post("/v1/policies", json={"name": "strict", **REJECT_ALL}).status_code == 201
+    strict = {"name": "strict", **REJECT_ALL, "row_threshold": 10}
+    assert client.post("/v1/policies", json=strict).status_code == 201
     scr = _screen(client, policy="strict")
     plain = _screen(client)
     run_worker()
@@ -91,6 +94,17 @@ def test_policy_decides_reject_end_to_end_and_redecides_without_recompute(client
     assert rule["metric"] == "risk_score" and rule["threshold"] == 0 and rule["value"] == got["risk_score"]
     rep = client.get(f"/v1/screenings/{scr['id']}/report").json()
     assert rep["decision"] == "reject" and rep["decision_rule"]["policy_version"] == 1
+
+    # flagged rows: above the policy's row threshold, highest first, in the customer's own records
+    fl = client.get(f"/v1/screenings/{scr['id']}/flagged").json()
+    originals = [json.loads(x) for x in (DEMO / "customer_harmful_looking.jsonl").read_text().splitlines()]
+    assert fl["row_threshold"] == 10 and fl["total"] == got["decision_rule"]["flagged_rows"] > 0
+    row_scores = [r["row_score"] for r in fl["data"]]
+    assert row_scores == sorted(row_scores, reverse=True) and min(row_scores) > 10
+    for r in fl["data"]:
+        assert r["record"] == originals[r["record_number"] - 1] and r["line"] == r["record_number"]
+        assert set(r["parts"]) == {"similarity"} and r["nearest_alignment"]
+    assert len(client.get(f"/v1/screenings/{scr['id']}/flagged", params={"limit": 1}).json()["data"]) == 1
 
     dflt = client.get(f"/v1/screenings/{plain['id']}").json()
     assert dflt["decision"] in ("approve", "review", "reject") and dflt["policy_version"] == 0
@@ -116,3 +130,5 @@ def test_redecide_before_the_report_is_a_conflict(client) -> None:
     scr = _screen(client)
     r = client.post(f"/v1/screenings/{scr['id']}/decision", json={})
     assert r.status_code == 409 and r.json()["error"]["code"] == "report_not_ready"
+    r = client.get(f"/v1/screenings/{scr['id']}/flagged")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "report_not_ready"

@@ -9,8 +9,9 @@ from app import events
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.policies import flagged
 from app.policies import service as policies
-from app.policies.schemas import DecisionRequest
+from app.policies.schemas import DecisionRequest, FlaggedPage
 from app.schemas import (
     AuditPublic,
     ErrorEnvelope,
@@ -132,6 +133,24 @@ def redecide(
         max_read_bytes=state.settings.max_scores_read_bytes,
     )
     return ScreeningPublic.model_validate(scr)
+
+
+@router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses=ERRORS)
+def get_flagged(
+    screening_id: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> FlaggedPage:
+    """The flagged rows (row score above the policy's `row_threshold`), highest first, each with its line,
+    score, parts, nearest alignment records (by number) and the customer's own record."""
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    rows, total, threshold = flagged.flagged_rows(
+        session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, limit=limit
+    )
+    return FlaggedPage(total=total, row_threshold=threshold, has_more=total > len(rows), data=rows)
 
 
 @router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
