@@ -182,6 +182,13 @@ CASES: dict[str, Callable[[World], Call]] = {
         files={"file": ("walk.jsonl", (DEMO / "customer_benign_lists.jsonl").read_bytes())},
         data={"purpose": "fine-tune"},
     ),
+    "/v1/datasets/validate": lambda w: Call(
+        w.client,
+        "/v1/datasets/validate",
+        (Dataset,),
+        files={"file": ("walk.jsonl", (DEMO / "customer_benign_lists.jsonl").read_bytes())},
+        data={"purpose": "fine-tune"},
+    ),
     "/v1/screenings": lambda w: Call(
         w.client,
         "/v1/screenings",
