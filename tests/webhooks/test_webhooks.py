@@ -180,3 +180,22 @@ def test_endpoint_crud_and_tenancy(client, other_client) -> None:
     assert client.delete(f"/v1/webhook_endpoints/{ep['id']}").status_code == 204
     assert client.get(f"/v1/webhook_endpoints/{ep['id']}").status_code == 404
     assert json.loads(json.dumps(client.get("/v1/webhook_endpoints").json()))["data"] == []
+
+
+def test_experiment_cancelled_is_delivered(client, tiny_llama) -> None:
+    from tests.api.test_experiments import _body
+
+    cust = upload(client, DEMO / "customer_benign_lists.jsonl").json()["id"]
+    align = upload(client, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
+    with Receiver() as rx:
+        ep = _endpoint(client, rx.url, ["experiment.cancelled", "screening.cancelled"])
+        r = client.post("/v1/experiments", json=_body(cust, align, tiny_llama))
+        assert r.status_code == 201, r.text
+        assert client.post(f"/v1/experiments/{r.json()['id']}/cancel").status_code == 200
+        assert _dispatch(client) == 1
+    [m] = rx.got
+    event = Webhook(ep["secret"]).verify(m.body, m.headers)
+    assert event["type"] == "experiment.cancelled"
+    assert (
+        event["data"] | {"status": "cancelled", "id": r.json()["id"], "object": "experiment"} == event["data"]
+    )
