@@ -105,6 +105,12 @@ def test_policy_decides_reject_end_to_end_and_redecides_without_recompute(client
         assert r["record"] == originals[r["record_number"] - 1] and r["line"] == r["record_number"]
         assert set(r["parts"]) == {"similarity"} and r["nearest_alignment"]
     assert len(client.get(f"/v1/screenings/{scr['id']}/flagged", params={"limit": 1}).json()["data"]) == 1
+    kept = client.get(f"/v1/screenings/{scr['id']}/datasets/filtered")
+    assert kept.status_code == 200 and kept.headers["content-type"].startswith("application/x-ndjson")
+    dropped = {r["record_number"] for r in fl["data"]}
+    assert [json.loads(x) for x in kept.text.splitlines()] == [
+        rec for i, rec in enumerate(originals, start=1) if i not in dropped
+    ]
 
     dflt = client.get(f"/v1/screenings/{plain['id']}").json()
     assert dflt["decision"] in ("approve", "review", "reject") and dflt["policy_version"] == 0

@@ -153,6 +153,31 @@ def get_flagged(
     return FlaggedPage(total=total, row_threshold=threshold, has_more=total > len(rows), data=rows)
 
 
+@router.get(
+    "/{screening_id}/datasets/filtered",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        400: {"model": ErrorEnvelope, "description": "Not a JSON-lines upload (unsupported_container)."},
+        200: {"content": {"application/x-ndjson": {}}, "description": "The kept records as JSONL."},
+    },
+)
+def get_filtered(
+    screening_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> StreamingResponse:
+    """The customer's data minus the flagged rows, in the original records (JSON-lines uploads)."""
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    lines = list(
+        flagged.filtered_lines(
+            session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep
+        )
+    )
+    return StreamingResponse(
+        iter(lines), media_type="application/x-ndjson", headers=attachment(f"{screening_id}-filtered.jsonl")
+    )
+
+
 @router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
 def list_events(
     screening_id: str,
