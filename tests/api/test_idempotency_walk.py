@@ -37,6 +37,13 @@ from tests.conftest import DEMO, upload
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture
+def tiny_llama(tiny_llama: str, settings: Any) -> str:
+    """The tiny model under a registry name (requests name models, never paths; see test_experiments)."""
+    settings.models["tiny-llama"] = tiny_llama
+    return "tiny-llama"
+
+
 @dataclass
 class Call:
     """One successful request of a route, and the table whose row count it changes (or must not)."""
