@@ -189,7 +189,8 @@ def test_experiment_cancelled_is_delivered(client, tiny_llama) -> None:
     align = upload(client, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
     with Receiver() as rx:
         ep = _endpoint(client, rx.url, ["experiment.cancelled", "screening.cancelled"])
-        r = client.post("/v1/experiments", json=_body(cust, align, tiny_llama))
+        client.app.state.ftguard.settings.models["tiny-llama"] = tiny_llama  # requests name models
+        r = client.post("/v1/experiments", json=_body(cust, align, "tiny-llama"))
         assert r.status_code == 201, r.text
         assert client.post(f"/v1/experiments/{r.json()['id']}/cancel").status_code == 200
         assert _dispatch(client) == 1
