@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.cli_ops import policy_app, webhooks_app
 from app.core import logs
 from app.core.config import get_settings
 from app.core.errors import FtguardError, InvalidDataset
@@ -36,6 +37,8 @@ admin_app = typer.Typer(
     help="Tenants and API keys, straight on the database (FTGUARD_DATABASE_URL or the SQLite default)."
 )
 app.add_typer(admin_app, name="admin")
+app.add_typer(policy_app, name="policy")
+app.add_typer(webhooks_app, name="webhooks")
 console = Console(stderr=True)
 out = Console(width=max(Console().width, 120))
 TIER_STYLE = {"low": "green", "medium": "yellow", "high": "red", "critical": "bold red"}

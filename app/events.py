@@ -1,4 +1,5 @@
-"""Events: the progress and history of a job, kept in SQL so they outlive the queue."""
+"""Events: the progress and history of a job, kept in SQL so they outlive the queue. Recording one of the
+webhook event types (app.webhooks.EVENT_TYPES) also writes its outbox rows, in the same transaction."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Event
+from app.webhooks import EVENT_TYPES
+
+WEBHOOK_EVENTS = frozenset(EVENT_TYPES)
 
 
 def record(
@@ -24,6 +28,10 @@ def record(
         tenant_id=tenant_id, object_id=object_id, type=type, message=message, level=level, data=data or {}
     )
     session.add(ev)
+    if type in WEBHOOK_EVENTS:  # the outbox rows join the same transaction as the state change
+        from app.webhooks import service as webhooks
+
+        webhooks.emit(session, tenant_id=tenant_id, object_id=object_id, event_type=type)
     return ev
 
 

@@ -12,7 +12,18 @@ from app import reconcile
 from app.api import errors
 from app.api.deps import AppState
 from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture, RequestContext
-from app.api.routes import admin, datasets, experiments, health, metrics, models, rankings, screenings
+from app.api.routes import (
+    admin,
+    datasets,
+    experiments,
+    health,
+    metrics,
+    models,
+    policies,
+    rankings,
+    screenings,
+    webhooks,
+)
 from app.api.upload_slots import UploadSlots
 from app.core.config import Settings, get_settings
 from app.core.metrics import ApiMetrics
@@ -83,6 +94,8 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.include_router(metrics.router)
     app.include_router(datasets.router)
     app.include_router(screenings.router)
+    app.include_router(policies.router)
+    app.include_router(webhooks.router)
     app.include_router(rankings.router)
     app.include_router(models.router)
     app.include_router(admin.router)

@@ -105,6 +105,12 @@ class Screening(Base):
     heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
     # The RQ job that owns this screening now; a job holding another id is stale and must not run.
     job_id: Mapped[str | None] = mapped_column(String(96))
+    # Policy decision (migration 0007w): the policy asked for (None: the tenant's default), the version the
+    # decision was made under, approve|review|reject, and the rule that fired (app.policies.decide).
+    policy: Mapped[str | None] = mapped_column(String(64))
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    decision: Mapped[str | None] = mapped_column(String(16), index=True)
+    decision_rule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_screenings_tenant_status", "tenant_id", "status"),)
 
@@ -274,3 +280,62 @@ class BlobLock(Base):
     __tablename__ = "blob_locks"
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     touched_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+# ---------------------------------------------------------------- policies and webhooks (migration 0007w)
+
+
+class Policy(Base):
+    """One version of a tenant's named policy: a new version is a new row, so a screening's decision keeps
+    pointing at the rules it was judged under."""
+
+    __tablename__ = "policies"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    description: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[dict[str, Any]] = mapped_column()  # rules, row_threshold, otherwise
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name", "version", name="uq_policies_name_version"),)
+
+
+class WebhookEndpoint(Base):
+    """A tenant's receiver. The secret signs every delivery (Standard Webhooks); after a rotation the
+    previous one also signs until `previous_expires_at`, so receivers can switch without losing messages."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one message to one endpoint, written in the transaction of the state change it reports.
+    Its id is the `webhook-id` of every attempt (receivers deduplicate on it); `log` keeps each attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    event_type: Mapped[str] = mapped_column(String(48))
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON bytes signed and sent
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+    log: Mapped[list[Any]] = mapped_column(default=list)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)

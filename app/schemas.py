@@ -158,6 +158,12 @@ class ScreeningCreate(BaseModel):
     anchor_model: str | None = Field(
         default=None, max_length=500, description="Model of the anchor signal (a registry name)."
     )
+    policy: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The policy (GET /v1/policies) that decides approve, review or reject when the "
+        "screening finishes; default: the tenant's `default` policy.",
+    )
 
 
 class CandidateIn(BaseModel):
@@ -244,6 +250,16 @@ class ScreeningPublic(BaseModel):
     params: dict[str, Any]
     started_at: int | None
     finished_at: int | None
+    policy: str | None = Field(default=None, description="The policy named at creation (None: default).")
+    policy_version: int | None = Field(default=None, description="The policy version of the decision.")
+    decision: Literal["approve", "review", "reject"] | None = Field(
+        default=None, description="The policy's decision, set when the screening succeeds."
+    )
+    decision_rule: dict[str, Any] | None = Field(
+        default=None,
+        description="How the decision was made: policy, version, and the rule that fired (metric, part, "
+        "value, threshold), or null when none fired.",
+    )
 
 
 class EventPublic(BaseModel):
@@ -262,6 +278,8 @@ class ReportPublic(BaseModel):
     screening_id: str
     created_at: int
     redacted: bool = Field(default=False, description="Alignment texts removed (record numbers kept).")
+    decision: str | None = Field(default=None, description="The screening's policy decision.")
+    decision_rule: dict[str, Any] | None = Field(default=None, description="The rule that fired.")
     report: dict[str, Any]
 
 

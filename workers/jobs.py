@@ -18,6 +18,7 @@ from app.core.errors import FtguardError
 from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
+from app.policies import decide
 from app.screenings import explain, scores
 from app.screenings import service as screenings
 from workers.experiments import calibration
@@ -178,7 +179,9 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             session, settings=settings, tenant_id=scr.tenant_id, body=outcome.body
         )
         outcome.body["about"] = explain.about(outcome.body)  # with the calibration status just read
-        screenings.succeed(session, scr, body=outcome.body, scores_key=key)
+        screenings.succeed(
+            session, scr, body=outcome.body, scores_key=key, facts=decide.facts(outcome.body, outcome.arrays)
+        )
         timings = outcome.body["timings_s"]
         stages = {
             "load": t_load,

@@ -2,7 +2,8 @@
 
 It is an RQ `SimpleWorker`: jobs run in this process, so a loaded model (and CUDA) is reused by every job
 and nothing forks after CUDA is initialised. A daemon thread runs the reconciler every
-`reconcile_interval_s` (at once, too), so a worker that comes up after a crash picks the lost jobs up.
+`reconcile_interval_s` (at once, too), so a worker that comes up after a crash picks the lost jobs up;
+another sends due webhook deliveries every `webhook_poll_s`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from app.core.config import Settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
 from app.experiments import service as experiments
+from app.webhooks import dispatch
 from workers.runtime import Runtime, set_runtime
 
 log = logging.getLogger("ftguard.worker")
@@ -64,6 +66,12 @@ def run_worker(
             target=_reconcile_loop,
             args=(runtime, JobQueue(connect(redis_url), settings), stop),
             name="reconciler",
+            daemon=True,
+        ).start()
+        threading.Thread(  # webhook outbox: SQL rows, so any worker may send them (app.webhooks.dispatch)
+            target=dispatch.run_forever,
+            kwargs={"db": runtime.services.db, "settings": settings, "stop": stop},
+            name="webhooks",
             daemon=True,
         ).start()
     try:

@@ -97,6 +97,23 @@ class Settings(BaseSettings):
         ge=0,
         description="Paid `llm` judge calls (prompts x llm judges) a tenant may start per UTC day.",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs on private, loopback and link-local addresses (tests; an SSRF guard "
+        "otherwise).",
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120, description="One delivery attempt's limit.")
+    webhook_max_attempts: int = Field(
+        default=12, ge=1, le=100, description="Attempts before a delivery fails."
+    )
+    webhook_backoff_base_s: float = Field(
+        default=5.0, ge=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    webhook_backoff_max_s: float = Field(default=3600.0, ge=0, description="Longest retry delay.")
+    webhook_poll_s: float = Field(default=2.0, gt=0, description="How often workers look for due deliveries.")
+    webhook_secret_grace_s: int = Field(
+        default=86400, ge=0, description="How long a rotated secret still signs (alongside the new one)."
+    )
     experiment_max_epochs: int = Field(default=100, ge=1, le=1000, description="Largest `epochs`.")
     experiment_max_batch_size: int = Field(default=64, ge=1, le=1024, description="Largest training batch.")
     experiment_max_train_length: int = Field(

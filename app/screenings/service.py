@@ -23,6 +23,8 @@ from app.core.storage import SCORES_PREFIX, BlobStore
 from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
+from app.policies import decide
+from app.policies import service as policies
 from app.screenings import scores
 
 log = logging.getLogger("ftguard.api")
@@ -92,9 +94,11 @@ def create(
     dataset_id: str,
     alignment_dataset_id: str,
     params: dict[str, Any],
+    policy: str | None = None,
 ) -> Screening:
     """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
     check_params(params, settings)
+    policies.check_name(session=session, tenant_id=tenant_id, name=policy)
     ds = roles.for_role(
         session=session, tenant_id=tenant_id, dataset_id=dataset_id, role="customer", param="dataset_id"
     )
@@ -125,6 +129,7 @@ def create(
         params=params,
         stage="queued",
         progress=0.0,
+        policy=policy,
     )
     session.add(scr)
     events.record(
@@ -524,10 +529,21 @@ def progress(
     return True
 
 
-def succeed(session: Session, scr: Screening, *, body: dict[str, Any], scores_key: str) -> None:
+def succeed(
+    session: Session,
+    scr: Screening,
+    *,
+    body: dict[str, Any],
+    scores_key: str,
+    facts: decide.Facts | None = None,
+) -> None:
+    """Store the report and judge the screening under its policy: report, status, decision, their events
+    and webhook outbox rows commit together."""
     session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
     scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
     scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
+    if facts is not None:  # first, so the `screening.succeeded` webhook carries the decision too
+        policies.apply(session, scr, policies.policy_for(session, scr), facts)
     events.record(
         session,
         tenant_id=scr.tenant_id,

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.core.config import Settings
 from app.models import (
     ApiKey,
     Base,
@@ -23,15 +22,26 @@ from app.models import (
     Dataset,
     Event,
     Experiment,
+    Policy,
     Ranking,
+    Report,
     Screening,
     Tenant,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from tests.api.test_errors import assert_envelope
 from tests.api.test_experiments import _body
 from tests.conftest import DEMO, upload
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama: str, settings: Any) -> str:
+    """The tiny model under a registry name (requests name models, never paths; see test_experiments)."""
+    settings.models["tiny-llama"] = tiny_llama
+    return "tiny-llama"
 
 
 @dataclass
@@ -99,13 +109,79 @@ def _cancelled_experiment(w: World) -> str:
     return exp
 
 
-@pytest.fixture
-def tiny_llama(tiny_llama: str, settings: Settings) -> str:
-    settings.models["tiny-llama"] = tiny_llama  # requests name registered models, never paths
-    return "tiny-llama"
+def _judged_screening(w: World) -> str:
+    """A screening given a small stored report and scores file, so it can be judged again (no worker: the
+    walk is about the key, not the decision)."""
+    import numpy as np
+
+    from app.core.storage import scores_key
+    from app.screenings import scores
+
+    scr_id = w.screening()
+    services = w.client.app.state.ftguard.services
+    key = scores_key("test", scr_id)
+    scores.save(services.store, key, {"c_max": np.array([0.1, 0.9], dtype=np.float32)})
+    body = {
+        "risk": {
+            "risk_score": 40.0,
+            "parts": [],
+            "reference_levels": {"floor": 0.2, "near": 0.5, "high": 0.6},
+        }
+    }
+    with services.db.session() as s:
+        s.add(Report(screening_id=scr_id, tenant_id="test", body=body, scores_key=key))
+        s.commit()
+    return scr_id
+
+
+def _hook_url(w: World) -> str:
+    """A receiver URL the walk may register (nothing is sent: no dispatcher runs here)."""
+    w.client.app.state.ftguard.settings.webhook_allow_private = True
+    return "http://127.0.0.1:9/hook"
+
+
+def _delivery(w: World) -> tuple[str, str]:
+    """An endpoint with one delivery in its log (a cancelled screening's)."""
+    ep = w.client.post(
+        "/v1/webhook_endpoints", json={"url": _hook_url(w), "events": ["screening.cancelled"]}
+    ).json()["id"]
+    w.client.post(f"/v1/screenings/{w.screening()}/cancel")
+    return ep, w.client.get(f"/v1/webhook_endpoints/{ep}/deliveries").json()["data"][0]["id"]
 
 
 CASES: dict[str, Callable[[World], Call]] = {
+    "/v1/policies": lambda w: Call(
+        w.client,
+        "/v1/policies",
+        (Policy,),
+        json={
+            "name": f"walk-{uuid.uuid4().hex[:8]}",
+            "rules": [{"metric": "risk_score", "threshold": 50, "decision": "review"}],
+        },
+    ),
+    "/v1/screenings/{screening_id}/decision": lambda w: Call(
+        w.client, f"/v1/screenings/{_judged_screening(w)}/decision", (Event,), json={}
+    ),
+    "/v1/webhook_endpoints": lambda w: Call(
+        w.client,
+        "/v1/webhook_endpoints",
+        (WebhookEndpoint,),
+        json={"url": _hook_url(w), "events": ["decision.made"]},
+        ignore=("secret",),
+    ),
+    "/v1/webhook_endpoints/{endpoint_id}/rotate_secret": lambda w: Call(
+        w.client,
+        "/v1/webhook_endpoints/"
+        + w.client.post(
+            "/v1/webhook_endpoints", json={"url": _hook_url(w), "events": ["decision.made"]}
+        ).json()["id"]
+        + "/rotate_secret",
+        (WebhookEndpoint,),
+        ignore=("secret",),
+    ),
+    "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/replay": lambda w: Call(
+        w.client, "/v1/webhook_endpoints/{}/deliveries/{}/replay".format(*_delivery(w)), (WebhookDelivery,)
+    ),
     "/v1/datasets": lambda w: Call(
         w.client,
         "/v1/datasets",

@@ -159,3 +159,13 @@ def test_similarity_summary_says_how_the_comparison_ran() -> None:
     )
     ivf = {"method": "faiss-ivf", "precision": "fp32", "centered": False, "recall_at_k": 0.9871, "k": 5}
     assert similarity_summary(ivf) == "faiss-ivf · fp32 · not centred · measured recall@5 0.987"
+
+
+def test_detail_and_list_show_the_policy_decision(client, finished) -> None:
+    sid = finished["harmful"]
+    scr = client.get(f"/v1/screenings/{sid}").json()
+    assert scr["decision"] in ("approve", "review", "reject")
+    html = client.get(f"/dashboard/screenings/{sid}").text
+    assert f'<span class="badge decision-badge-{scr["decision"]}">{scr["decision"]}</span>' in html
+    assert "Policy <code>default</code> version 0" in html
+    assert f"decision-badge-{scr['decision']}" in client.get("/dashboard").text

@@ -9,6 +9,9 @@ from app import events
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.policies import flagged
+from app.policies import service as policies
+from app.policies.schemas import DecisionRequest, FlaggedPage
 from app.schemas import (
     AuditPublic,
     ErrorEnvelope,
@@ -45,7 +48,9 @@ def create_screening(
     """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening. At most
     `max_active_screenings` per tenant may be queued or running (429 `too_many_active_screenings`)."""
     s = state.settings
-    params = service.with_defaults(body.model_dump(exclude={"dataset_id", "alignment_dataset_id"}), s)
+    params = service.with_defaults(
+        body.model_dump(exclude={"dataset_id", "alignment_dataset_id", "policy"}), s
+    )
     scr = service.create(
         session=session,
         queue=state.queue,
@@ -54,6 +59,7 @@ def create_screening(
         dataset_id=body.dataset_id,
         alignment_dataset_id=body.alignment_dataset_id,
         params=params,
+        policy=body.policy,
     )
     return ScreeningPublic.model_validate(scr)
 
@@ -106,6 +112,72 @@ def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) 
     )
 
 
+@router.post(
+    "/{screening_id}/decision",
+    response_model=ScreeningPublic,
+    dependencies=[Idempotent],
+    responses={**ERRORS, **WRITE_RESPONSES, 409: {"model": ErrorEnvelope, "description": "No report yet."}},
+)
+def redecide(
+    screening_id: str, body: DecisionRequest, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> ScreeningPublic:
+    """Judge a finished screening again under a policy (another one, or a new version), from its stored
+    report and scores: nothing is recomputed. Records `decision.made` (and its webhooks)."""
+    scr = policies.redecide(
+        session=session,
+        store=state.services.store,
+        tenant_id=tenant,
+        screening_id=screening_id,
+        name=body.policy,
+        version=body.version,
+        max_read_bytes=state.settings.max_scores_read_bytes,
+    )
+    return ScreeningPublic.model_validate(scr)
+
+
+@router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses=ERRORS)
+def get_flagged(
+    screening_id: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> FlaggedPage:
+    """The flagged rows (row score above the policy's `row_threshold`), highest first, each with its line,
+    score, parts, nearest alignment records (by number) and the customer's own record."""
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    rows, total, threshold = flagged.flagged_rows(
+        session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, limit=limit
+    )
+    return FlaggedPage(total=total, row_threshold=threshold, has_more=total > len(rows), data=rows)
+
+
+@router.get(
+    "/{screening_id}/datasets/filtered",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        400: {"model": ErrorEnvelope, "description": "Not a JSON-lines upload (unsupported_container)."},
+        200: {"content": {"application/x-ndjson": {}}, "description": "The kept records as JSONL."},
+    },
+)
+def get_filtered(
+    screening_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> StreamingResponse:
+    """The customer's data minus the flagged rows, in the original records (JSON-lines uploads)."""
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    lines = list(
+        flagged.filtered_lines(
+            session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep
+        )
+    )
+    return StreamingResponse(
+        iter(lines), media_type="application/x-ndjson", headers=attachment(f"{screening_id}-filtered.jsonl")
+    )
+
+
 @router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
 def list_events(
     screening_id: str,
@@ -134,11 +206,14 @@ def get_report(
     """The risk report: score, tier, the formula with each part, distributions, findings, top examples.
     Keys without the `alignment:read` scope always get it redacted."""
     rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     hide = redact or not principal.can(service.ALIGNMENT_READ)
     return ReportPublic(
         screening_id=rep.screening_id,
         created_at=rep.created_at,
         redacted=hide,
+        decision=scr.decision,
+        decision_rule=scr.decision_rule,
         report=service.report_body(report=rep, redact_alignment=hide),
     )
 

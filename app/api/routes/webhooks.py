@@ -1,0 +1,128 @@
+"""Webhook endpoints (Standard Webhooks), their delivery log and replay."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.idempotency import Idempotent
+from app.schemas import ErrorEnvelope, Page
+from app.webhooks import service
+from app.webhooks.schemas import (
+    DeliveryPublic,
+    EndpointCreate,
+    EndpointPublic,
+    EndpointUpdate,
+    EndpointWithSecret,
+)
+
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], responses=AUTH_RESPONSES)
+ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorEnvelope, "description": "No such endpoint (or delivery) for this tenant."},
+    422: {"model": ErrorEnvelope, "description": "Invalid request, or a refused URL (webhook_url_refused)."},
+}
+
+
+@router.post(
+    "",
+    response_model=EndpointWithSecret,
+    status_code=201,
+    dependencies=[Idempotent],
+    responses={**ERRORS, **WRITE_RESPONSES},
+)
+def create_endpoint(
+    body: EndpointCreate, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> EndpointWithSecret:
+    """Register a receiver. The answer holds its `whsec_` secret: the only time it is shown."""
+    ep = service.create(
+        session=session,
+        tenant_id=tenant,
+        url=body.url,
+        events=list(body.events),
+        description=body.description,
+        allow_private=state.settings.webhook_allow_private,
+    )
+    return EndpointWithSecret.of(ep)
+
+
+@router.get("", response_model=Page[EndpointPublic], responses=ERRORS)
+def list_endpoints(session: SessionDep, tenant: TenantDep) -> Page[EndpointPublic]:
+    rows = service.list_(session=session, tenant_id=tenant)
+    return Page[EndpointPublic](data=[EndpointPublic.of(r) for r in rows], has_more=False)
+
+
+@router.get("/{endpoint_id}", response_model=EndpointPublic, responses=ERRORS)
+def get_endpoint(endpoint_id: str, session: SessionDep, tenant: TenantDep) -> EndpointPublic:
+    return EndpointPublic.of(service.get(session=session, tenant_id=tenant, endpoint_id=endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=EndpointPublic, responses={**ERRORS, **WRITE_RESPONSES})
+def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> EndpointPublic:
+    ep = service.update(
+        session=session,
+        tenant_id=tenant,
+        endpoint_id=endpoint_id,
+        url=body.url,
+        events=list(body.events) if body.events is not None else None,
+        allow_private=state.settings.webhook_allow_private,
+    )
+    return EndpointPublic.of(ep)
+
+
+@router.delete("/{endpoint_id}", status_code=204, responses=ERRORS)
+def delete_endpoint(endpoint_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    service.delete(session=session, tenant_id=tenant, endpoint_id=endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{endpoint_id}/rotate_secret",
+    response_model=EndpointWithSecret,
+    dependencies=[Idempotent],
+    responses={**ERRORS, **WRITE_RESPONSES},
+)
+def rotate_secret(
+    endpoint_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+) -> EndpointWithSecret:
+    """A new secret (shown once); the old one adds a second signature for `webhook_secret_grace_s`."""
+    ep = service.rotate(
+        session=session,
+        tenant_id=tenant,
+        endpoint_id=endpoint_id,
+        grace_s=state.settings.webhook_secret_grace_s,
+    )
+    return EndpointWithSecret.of(ep)
+
+
+@router.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryPublic], responses=ERRORS)
+def list_deliveries(
+    endpoint_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Page[DeliveryPublic]:
+    """The delivery log, newest first: each message with its attempts (status code, error, duration)."""
+    rows, more = service.deliveries(
+        session=session, tenant_id=tenant, endpoint_id=endpoint_id, after=after, limit=limit
+    )
+    return Page[DeliveryPublic](data=[DeliveryPublic.of(r) for r in rows], has_more=more)
+
+
+@router.post(
+    "/{endpoint_id}/deliveries/{delivery_id}/replay",
+    response_model=DeliveryPublic,
+    dependencies=[Idempotent],
+    responses={**ERRORS, **WRITE_RESPONSES},
+)
+def replay_delivery(
+    endpoint_id: str, delivery_id: str, session: SessionDep, tenant: TenantDep
+) -> DeliveryPublic:
+    """Send the message again (same `webhook-id`), whatever its status."""
+    d = service.replay(session=session, tenant_id=tenant, endpoint_id=endpoint_id, delivery_id=delivery_id)
+    return DeliveryPublic.of(d)
