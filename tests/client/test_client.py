@@ -1,5 +1,5 @@
-"""ftguard.client against the real app (the `client` fixture's ASGI app, driven through httpx transports)
-and a real RQ worker: waiting, pagination, retries on 429/5xx, and the idempotent retry of a timed-out POST."""
+"""ftguard.client against the real app (the `client` fixture's app, driven through httpx transports) and
+a real RQ worker: waiting, pagination, retries on 429/5xx, and the idempotent retry of a timed-out POST."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_pagination_over_cursor_lists_and_offset_pages(client, run_worker) -> No
     ]
     pages = [[d.id for d in page] for page in ftg.datasets.list(limit=2).pages()]
     assert [len(p) for p in pages] == [2, 2, 1]
-    assert sorted(sum(pages, [])) == sorted(ids)
+    assert sorted(i for p in pages for i in p) == sorted(ids)
     gets = [path for m, path, _, _ in rec.seen if m == "GET"]
     assert len(gets) == 3
 
@@ -245,7 +245,7 @@ def test_async_client_through_the_asgi_app(client) -> None:
                 await ftg.datasets.retrieve("ds_missing")
             except NotFoundError as e:
                 code = e.code or ""
-            return sorted(made) == sorted(listed) and listed or [], got.status, code
+            return (listed if sorted(made) == sorted(listed) else []), got.status, code
 
     listed, status, code = asyncio.run(go())
     assert len(listed) == 3 and status == "queued" and code == "not_found"
