@@ -96,6 +96,16 @@ class Client:
         resp = self.request(call)
         return None if resp.status_code == 204 else resp.json()
 
+    def health(self) -> dict[str, Any]:
+        """GET /healthz: the process is up."""
+        result: dict[str, Any] = self.json(Call("GET", "/healthz"))
+        return result
+
+    def ready(self) -> dict[str, Any]:
+        """GET /readyz: the database and the queue answer (a 503 raises ServiceUnavailableError)."""
+        result: dict[str, Any] = self.json(Call("GET", "/readyz"))
+        return result
+
     def pager(
         self, path: str, cast: Callable[[Any], Any], params: dict[str, Any], cursor: str = "after"
     ) -> Any:
