@@ -126,7 +126,7 @@ def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(
 
 @pytest.mark.usefixtures("one_thread")
 def test_experiment_compare_and_calibrate_run_locally(
-    runner: CliRunner, tmp_path: Path, tiny_llama: str
+    runner: CliRunner, tmp_path: Path, tiny_llama: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     common = [
         str(DEMO / "customer_benign_lists.jsonl"),
@@ -137,6 +137,9 @@ def test_experiment_compare_and_calibrate_run_locally(
     res = runner.invoke(app, ["experiment", *common, "--selection", "low_sim", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "ftguard experiments" in res.output and "low_sim" in res.output
+    rq_noise = ("Listening on", "Cleaning registries", "Subscribing to channel", "Job OK")
+    printed = res.output + "".join(capfd.readouterr())
+    assert not [n for n in rq_noise if n in printed]  # the burst worker runs quiet
     (one,) = json.loads(out.read_text())
     assert one["status"] == "succeeded" and one["results"]["prompts"] == {"harmful": 40, "benign": 20}
     res = runner.invoke(app, ["calibrate"])
