@@ -37,7 +37,7 @@ def screen(
     safe_anchors: Path | None,
 ) -> dict[str, Any]:
     """Upload the files, screen them, wait (with a progress bar on stderr) and return the report's body."""
-    ids: dict[str, str] = {
+    ids: dict[str, Any] = {
         "dataset_id": client.datasets.create(customer, purpose="fine-tune").id,
         "alignment_dataset_id": client.datasets.create(alignment or ALIGNMENT, purpose="alignment").id,
     }
