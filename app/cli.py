@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app import cli_errors, cli_remote
 from app.cli_ops import policy_app, webhooks_app
 from app.core import logs
 from app.core.config import get_settings
@@ -212,12 +213,26 @@ def screen(
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write the report as a standalone HTML page with charts.")
     ] = None,
+    server: Annotated[str | None, cli_remote.ServerOpt] = None,
+    key: Annotated[str | None, cli_remote.KeyOpt] = None,
 ) -> None:
-    """Screen a dataset locally (no server) and print a summary."""
-    screener = _Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
-    align = load_side(alignment or ALIGNMENT, "alignment")
-    cust = load_side(customer, "customer")
-    body = screener.screen(cust, align, {"top_k": top_k, "subset_size": subset_size, "center": center})
+    """Screen a dataset locally (or on a remote ftguard with --server) and print a summary."""
+    params = {"top_k": top_k, "subset_size": subset_size, "center": center}
+    if server:
+        remote = {"backend": backend, "model": model, "anchors": anchors, **params}
+        with cli_remote.connect(server, key) as client:
+            body = cli_remote.screen(
+                client,
+                customer=customer,
+                alignment=alignment,
+                params=remote,
+                harmful_anchors=harmful_anchors,
+                safe_anchors=safe_anchors,
+            )
+    else:
+        screener = _Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
+        align = load_side(alignment or ALIGNMENT, "alignment")
+        body = screener.screen(load_side(customer, "customer"), align, params)
     print_report(customer.name, body, out)
     if json_out:
         json_out.write_text(json.dumps(body, indent=2))
@@ -247,10 +262,20 @@ def validate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the API's dataset.validation object.")
     ] = False,
+    server: Annotated[str | None, cli_remote.ServerOpt] = None,
+    key: Annotated[str | None, cli_remote.KeyOpt] = None,
 ) -> None:
-    """Validate a dataset file locally (no server): format, stats and located errors; exit 0 valid, 1 not."""
+    """Validate a dataset file locally (or on --server): format, stats and located errors; exit 0 valid, 1
+    not."""
     from app.datasets.summary import validate_file
 
+    echo: Any = lambda line: out.print(line, markup=False, highlight=False)  # noqa: E731
+    if server:
+        with cli_remote.connect(server, key) as client:
+            ok = cli_remote.validate(
+                client, file=file, fmt=format, purpose=purpose, as_json=as_json, echo=echo
+            )
+        raise typer.Exit(0 if ok else 1)
     try:
         valid = validate_file(
             file,
@@ -963,7 +988,7 @@ def db_upgrade() -> None:
 
 
 def main() -> None:
-    app()
+    cli_errors.run(app, console)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -161,8 +162,9 @@ def test_rank_recommends_the_candidate_with_the_least_similar_alignment_data(
 
 @pytest.mark.usefixtures("one_thread")
 def test_experiment_compare_and_calibrate_run_locally(
-    runner: CliRunner, tmp_path: Path, tiny_llama: str
+    runner: CliRunner, tmp_path: Path, tiny_llama: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     common = [
         str(DEMO / "customer_benign_lists.jsonl"),
         *("--size", "8", "--base-model", tiny_llama, "--backend", "causal-lm", "--model", tiny_llama),
@@ -172,6 +174,10 @@ def test_experiment_compare_and_calibrate_run_locally(
     res = runner.invoke(app, ["experiment", *common, "--selection", "low_sim", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "ftguard experiments" in res.output and "low_sim" in res.output
+    rq_info = [
+        r.getMessage() for r in caplog.records if r.name.startswith("rq") and r.levelno < logging.WARNING
+    ]
+    assert rq_info == []  # the burst worker runs quiet (it logged channel subscriptions, registry cleaning)
     (one,) = json.loads(out.read_text())
     assert one["status"] == "succeeded" and one["results"]["prompts"] == {"harmful": 40, "benign": 20}
     res = runner.invoke(app, ["calibrate"])

@@ -44,7 +44,10 @@ def run_worker(
     preload: bool = True,
     name: str | None = None,
     runtime: Runtime | None = None,
+    logging_level: str | None = None,
 ) -> bool:
+    """Take jobs from `queues`. `logging_level` is RQ's own log (default: the settings' `log_level`); the
+    CLI's local experiments pass WARNING so a burst run prints no subscription and registry chatter."""
     runtime = runtime or Runtime(settings)
     set_runtime(runtime)
     if preload:  # the models of a screening's defaults: the similarity and the harmful-anchor signal
@@ -75,7 +78,7 @@ def run_worker(
             daemon=True,
         ).start()
     try:
-        return bool(worker.work(burst=burst, logging_level=settings.log_level))
+        return bool(worker.work(burst=burst, logging_level=logging_level or settings.log_level))
     finally:
         stop.set()
 

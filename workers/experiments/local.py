@@ -77,6 +77,7 @@ class LocalLab:
             burst=True,
             preload=False,
             runtime=self.runtime,
+            logging_level="WARNING",  # no RQ INFO lines (subscriptions, registry cleaning, job ids)
         )
 
     def get(self, experiment_id: str) -> tuple[Experiment, list[Any]]:

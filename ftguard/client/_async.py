@@ -1,0 +1,439 @@
+"""The asynchronous client: `AsyncClient(base_url, api_key)`, the same resources as `Client` with `await`
+(and `async for` over lists)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import httpx
+
+from ftguard.client import _errors as errors
+from ftguard.client import _types as t
+from ftguard.client._base import (
+    DEFAULT_TIMEOUT,
+    AsyncPager,
+    Call,
+    FileInput,
+    PageState,
+    RetryPolicy,
+    Upload,
+    headers,
+    idempotency_key,
+    retryable,
+    settings,
+    transport_error,
+)
+from ftguard.client._progress import ProgressView
+
+Sort = Literal["max_sim", "topk_mean", "anchor_margin", "record"]
+
+
+class AsyncClient:
+    """The async twin of `Client`: same arguments, same retries and Idempotency-Keys."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url, self.api_key = settings(base_url, api_key)
+        self.retry = retry or RetryPolicy(max_retries=max_retries)
+        self._http = http_client or httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport, follow_redirects=False
+        )
+        self._http.headers.update(headers(self.api_key))
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.datasets = Datasets(self)
+        self.screenings = Screenings(self)
+        self.experiments = Experiments(self)
+        self.comparisons = Comparisons(self)
+        self.rankings = Rankings(self)
+        self.calibration = Calibrations(self)
+        self.models = Models(self)
+        self.admin = Admin(self)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, call: Call) -> httpx.Response:
+        key = idempotency_key(call)
+        attempt = 0
+        while True:
+            req = call.request(self._http, key)
+            try:
+                resp = await self._http.send(req)
+            except httpx.TransportError as exc:
+                wait = self.retry.wait(attempt, None)
+                if wait is None:
+                    raise transport_error(exc, req) from exc
+            else:
+                if not resp.is_error:
+                    return resp
+                await resp.aread()
+                wait = self.retry.wait(attempt, resp) if retryable(resp) else None
+                if wait is None:
+                    raise errors.from_response(resp)
+            await self._sleep(wait)
+            attempt += 1
+
+    async def json(self, call: Call) -> Any:
+        resp = await self.request(call)
+        return None if resp.status_code == 204 else resp.json()
+
+    async def health(self) -> dict[str, Any]:
+        """GET /healthz: the process is up."""
+        result: dict[str, Any] = await self.json(Call("GET", "/healthz"))
+        return result
+
+    async def ready(self) -> dict[str, Any]:
+        """GET /readyz: the database and the queue answer (a 503 raises ServiceUnavailableError)."""
+        result: dict[str, Any] = await self.json(Call("GET", "/readyz"))
+        return result
+
+    def pager(
+        self, path: str, cast: Callable[[Any], Any], params: dict[str, Any], cursor: str = "after"
+    ) -> Any:
+        return AsyncPager(lambda p: self.json(Call("GET", path, params=p)), cast, PageState(params, cursor))
+
+    async def wait(
+        self,
+        get: Callable[[], Awaitable[Any]],
+        *,
+        timeout: float | None,
+        poll_interval: float,
+        max_poll_interval: float,
+        progress: bool,
+        raise_on_failure: bool,
+    ) -> Any:
+        obj = await get()
+        view = ProgressView(progress, obj.id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval
+        try:
+            while True:
+                view.update(obj)
+                if obj.finished:
+                    break
+                if deadline is not None and time.monotonic() + interval > deadline:
+                    raise errors.WaitTimeout(
+                        f"{obj.object} {obj.id} still {obj.status} after {timeout}s", obj
+                    )
+                await self._sleep(interval)
+                interval = min(max_poll_interval, interval * 1.5)
+                obj = await get()
+        finally:
+            view.close()
+        if raise_on_failure and obj.status != "succeeded":
+            raise errors.JobFailed(obj)
+        return obj
+
+
+class _Resource:
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+
+class Datasets(_Resource):
+    async def create(
+        self,
+        file: FileInput,
+        *,
+        purpose: str = "fine-tune",
+        format: str = "auto",
+        container: str = "auto",
+        filename: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> t.Dataset:
+        data = {"purpose": purpose, "format": format, "container": container}
+        call = Call(
+            "POST", "/v1/datasets", data=data, upload=Upload(file, filename), idempotency_key=idempotency_key
+        )
+        return t.Dataset.model_validate(await self._c.json(call))
+
+    async def validate(
+        self,
+        file: FileInput,
+        *,
+        purpose: str = "fine-tune",
+        format: str = "auto",
+        container: str = "auto",
+        filename: str | None = None,
+    ) -> t.DatasetValidation:
+        data = {"purpose": purpose, "format": format, "container": container}
+        call = Call("POST", "/v1/datasets/validate", data=data, upload=Upload(file, filename))
+        return t.DatasetValidation.model_validate(await self._c.json(call))
+
+    def list(self, *, purpose: str | None = None, limit: int = 20) -> AsyncPager[t.Dataset]:
+        return self._c.pager("/v1/datasets", t.Dataset.model_validate, {"purpose": purpose, "limit": limit})
+
+    async def retrieve(self, dataset_id: str) -> t.Dataset:
+        return t.Dataset.model_validate(await self._c.json(Call("GET", f"/v1/datasets/{dataset_id}")))
+
+    async def preview(self, dataset_id: str, *, limit: int = 5) -> t.DatasetPreview:
+        call = Call("GET", f"/v1/datasets/{dataset_id}/preview", params={"limit": limit})
+        return t.DatasetPreview.model_validate(await self._c.json(call))
+
+    async def delete(self, dataset_id: str) -> None:
+        await self._c.request(Call("DELETE", f"/v1/datasets/{dataset_id}"))
+
+
+class Screenings(_Resource):
+    async def create(
+        self, *, dataset_id: str, alignment_dataset_id: str, idempotency_key: str | None = None, **params: Any
+    ) -> t.Screening:
+        """`params`: the other fields of POST /v1/screenings (top_k, subset_size, backend, model, ...)."""
+        body = {"dataset_id": dataset_id, "alignment_dataset_id": alignment_dataset_id, **params}
+        call = Call("POST", "/v1/screenings", json=body, idempotency_key=idempotency_key)
+        return t.Screening.model_validate(await self._c.json(call))
+
+    async def create_and_wait(
+        self,
+        *,
+        dataset_id: str,
+        alignment_dataset_id: str,
+        progress: bool = False,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 5.0,
+        raise_on_failure: bool = True,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> t.Screening:
+        """Create a screening and poll it (backing off from `poll_interval` to `max_poll_interval`) until it
+        finishes. `progress=True` shows a bar. A failed or cancelled one raises JobFailed (unless
+        `raise_on_failure=False`); `timeout` seconds without finishing raises WaitTimeout."""
+        scr = await self.create(
+            dataset_id=dataset_id,
+            alignment_dataset_id=alignment_dataset_id,
+            idempotency_key=idempotency_key,
+            **params,
+        )
+        return await self.wait(
+            scr.id,
+            progress=progress,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            raise_on_failure=raise_on_failure,
+        )
+
+    async def wait(
+        self,
+        screening_id: str,
+        *,
+        progress: bool = False,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 5.0,
+        raise_on_failure: bool = True,
+    ) -> t.Screening:
+        result: t.Screening = await self._c.wait(
+            lambda: self.retrieve(screening_id),
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            progress=progress,
+            raise_on_failure=raise_on_failure,
+        )
+        return result
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        tier: str | None = None,
+        dataset_id: str | None = None,
+        limit: int = 20,
+    ) -> AsyncPager[t.Screening]:
+        params = {"status": status, "tier": tier, "dataset_id": dataset_id, "limit": limit}
+        return self._c.pager("/v1/screenings", t.Screening.model_validate, params)
+
+    async def retrieve(self, screening_id: str) -> t.Screening:
+        return t.Screening.model_validate(await self._c.json(Call("GET", f"/v1/screenings/{screening_id}")))
+
+    async def cancel(self, screening_id: str) -> t.Screening:
+        return t.Screening.model_validate(
+            await self._c.json(Call("POST", f"/v1/screenings/{screening_id}/cancel"))
+        )
+
+    def events(self, screening_id: str, *, limit: int = 100) -> AsyncPager[t.Event]:
+        return self._c.pager(
+            f"/v1/screenings/{screening_id}/events", t.Event.model_validate, {"limit": limit}
+        )
+
+    async def report(self, screening_id: str, *, redact: bool = False) -> t.Report:
+        call = Call("GET", f"/v1/screenings/{screening_id}/report", params={"redact": redact or None})
+        return t.Report.model_validate(await self._c.json(call))
+
+    async def audit(self, screening_id: str) -> t.Audit:
+        return t.Audit.model_validate(await self._c.json(Call("GET", f"/v1/screenings/{screening_id}/audit")))
+
+    def scores(
+        self,
+        screening_id: str,
+        *,
+        side: Literal["customer", "alignment"] = "customer",
+        sort: Sort = "max_sim",
+        order: Literal["asc", "desc"] = "desc",
+        limit: int = 100,
+    ) -> AsyncPager[t.Score]:
+        params = {"side": side, "sort": sort, "order": order, "limit": limit, "offset": 0}
+        path = f"/v1/screenings/{screening_id}/scores"
+        return self._c.pager(path, t.Score.model_validate, params, cursor="offset")
+
+    async def subset(self, screening_id: str, name: Literal["high_sim", "low_sim", "random"]) -> bytes:
+        """The subset's alignment records as JSONL bytes (needs `alignment:read`)."""
+        return (await self._c.request(Call("GET", f"/v1/screenings/{screening_id}/subsets/{name}"))).content
+
+
+class Experiments(_Resource):
+    async def create(self, *, idempotency_key: str | None = None, **spec: Any) -> t.Experiment:
+        """`spec`: the body of POST /v1/experiments (base_model, alignment, fine_tune, judges, ...)."""
+        call = Call("POST", "/v1/experiments", json=spec, idempotency_key=idempotency_key)
+        return t.Experiment.model_validate(await self._c.json(call))
+
+    async def wait(
+        self,
+        experiment_id: str,
+        *,
+        progress: bool = False,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        raise_on_failure: bool = True,
+    ) -> t.Experiment:
+        result: t.Experiment = await self._c.wait(
+            lambda: self.retrieve(experiment_id),
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            progress=progress,
+            raise_on_failure=raise_on_failure,
+        )
+        return result
+
+    def list(
+        self, *, status: str | None = None, comparison_id: str | None = None, limit: int = 20
+    ) -> AsyncPager[t.Experiment]:
+        params = {"status": status, "comparison_id": comparison_id, "limit": limit}
+        return self._c.pager("/v1/experiments", t.Experiment.model_validate, params)
+
+    async def retrieve(self, experiment_id: str) -> t.Experiment:
+        return t.Experiment.model_validate(
+            await self._c.json(Call("GET", f"/v1/experiments/{experiment_id}"))
+        )
+
+    async def cancel(self, experiment_id: str) -> t.Experiment:
+        call = Call("POST", f"/v1/experiments/{experiment_id}/cancel")
+        return t.Experiment.model_validate(await self._c.json(call))
+
+    async def resume(self, experiment_id: str) -> t.Experiment:
+        call = Call("POST", f"/v1/experiments/{experiment_id}/resume")
+        return t.Experiment.model_validate(await self._c.json(call))
+
+    async def delete(self, experiment_id: str) -> None:
+        await self._c.request(Call("DELETE", f"/v1/experiments/{experiment_id}"))
+
+    def events(self, experiment_id: str, *, limit: int = 100) -> AsyncPager[t.Event]:
+        path = f"/v1/experiments/{experiment_id}/events"
+        return self._c.pager(path, t.Event.model_validate, {"limit": limit})
+
+    async def artefact(self, experiment_id: str, name: str) -> bytes:
+        return (
+            await self._c.request(Call("GET", f"/v1/experiments/{experiment_id}/artefacts/{name}"))
+        ).content
+
+
+class Comparisons(_Resource):
+    async def create(self, *, idempotency_key: str | None = None, **spec: Any) -> t.Comparison:
+        call = Call("POST", "/v1/comparisons", json=spec, idempotency_key=idempotency_key)
+        return t.Comparison.model_validate(await self._c.json(call))
+
+    def list(self, *, limit: int = 20) -> AsyncPager[t.Comparison]:
+        return self._c.pager("/v1/comparisons", t.Comparison.model_validate, {"limit": limit})
+
+    async def retrieve(self, comparison_id: str) -> t.Comparison:
+        return t.Comparison.model_validate(
+            await self._c.json(Call("GET", f"/v1/comparisons/{comparison_id}"))
+        )
+
+    async def cancel(self, comparison_id: str) -> t.Comparison:
+        call = Call("POST", f"/v1/comparisons/{comparison_id}/cancel")
+        return t.Comparison.model_validate(await self._c.json(call))
+
+
+class Rankings(_Resource):
+    async def create(
+        self,
+        *,
+        dataset_id: str,
+        candidates: list[dict[str, Any]],
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> t.Ranking:
+        body = {"dataset_id": dataset_id, "candidates": candidates, **params}
+        call = Call("POST", "/v1/rankings", json=body, idempotency_key=idempotency_key)
+        return t.Ranking.model_validate(await self._c.json(call))
+
+    def list(self, *, limit: int = 20) -> AsyncPager[t.Ranking]:
+        return self._c.pager("/v1/rankings", t.Ranking.model_validate, {"limit": limit})
+
+    async def retrieve(self, ranking_id: str) -> t.Ranking:
+        return t.Ranking.model_validate(await self._c.json(Call("GET", f"/v1/rankings/{ranking_id}")))
+
+
+class Calibrations(_Resource):
+    async def refit(self, *, scope: str | None = None) -> list[t.Calibration]:
+        body = await self._c.json(Call("POST", "/v1/calibration/refit", json={"scope": scope}))
+        return [t.Calibration.model_validate(c) for c in body["data"]]
+
+    async def list(self) -> list[t.Calibration]:
+        return [
+            t.Calibration.model_validate(c)
+            for c in (await self._c.json(Call("GET", "/v1/calibration")))["data"]
+        ]
+
+
+class Models(_Resource):
+    async def list(self) -> list[t.Model]:
+        return [t.Model.model_validate(m) for m in (await self._c.json(Call("GET", "/v1/models")))["data"]]
+
+
+class Admin(_Resource):
+    """Tenants and keys (admin keys only)."""
+
+    async def create_tenant(self, tenant_id: str, *, name: str | None = None) -> t.Tenant:
+        call = Call("POST", "/v1/admin/tenants", json={"id": tenant_id, "name": name})
+        return t.Tenant.model_validate(await self._c.json(call))
+
+    def list_tenants(self, *, limit: int = 20) -> AsyncPager[t.Tenant]:
+        return self._c.pager("/v1/admin/tenants", t.Tenant.model_validate, {"limit": limit})
+
+    async def create_key(
+        self, *, tenant_id: str, name: str = "", role: str = "member", scopes: list[str] | None = None
+    ) -> t.ApiKey:
+        body = {"tenant_id": tenant_id, "name": name, "role": role, "scopes": scopes}
+        return t.ApiKey.model_validate(await self._c.json(Call("POST", "/v1/admin/keys", json=body)))
+
+    def list_keys(self, *, tenant_id: str | None = None, limit: int = 20) -> AsyncPager[t.ApiKey]:
+        return self._c.pager(
+            "/v1/admin/keys", t.ApiKey.model_validate, {"tenant_id": tenant_id, "limit": limit}
+        )
+
+    async def revoke_key(self, key_id: str) -> t.ApiKey:
+        return t.ApiKey.model_validate(await self._c.json(Call("POST", f"/v1/admin/keys/{key_id}/revoke")))
