@@ -79,7 +79,7 @@ def test_screen_through_the_server_with_a_real_worker(
     args = ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--subset-size", "10", "--server", server]
     code, out, _ = ftguard(monkeypatch, capsys, *args, "--key", key)
     assert code == 0 and ran, out
-    assert "ftguard screening summary" in out and "customer_harmful_looking.jsonl" in out
+    assert "ftguard screening summary" in out and "customer_harm" in out  # the name column may be cut
 
 
 def test_unreachable_server_is_one_line_and_exit_4(monkeypatch, capsys) -> None:
