@@ -151,7 +151,9 @@ def test_alignment_texts_need_the_scope_and_reports_can_be_redacted(client, run_
 
 def test_vector_cache_is_not_shared_across_tenants(client, other_client, run_worker) -> None:
     """Tenant B screening A's exact alignment set must not hit A's cache (a membership oracle)."""
-    _tenant_a(client, run_worker)
+    a = _tenant_a(client, run_worker)
+    client.post(f"/v1/experiments/{a['exp']}/cancel")  # A's experiments stay out of the workers below
+    client.post(f"/v1/comparisons/{a['cmp']}/cancel")
     cust = upload(other_client, DEMO / "customer_harmful_looking.jsonl").json()["id"]
     align = upload(other_client, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
     scr = other_client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}).json()
