@@ -30,6 +30,8 @@ HARMFUL_NAME = "provider-private-harmful-anchors-v3.jsonl"
 UNKNOWN_IDS = {
     "/v1/datasets/{dataset_id}": "/v1/datasets/ds_0000000000000000abcdef0123",
     "/v1/experiments/{experiment_id}": "/v1/experiments/exp_0000000000000000abcdef0123",
+    "/v1/policies/{name}": "/v1/policies/no-such-policy",
+    "/v1/webhook_endpoints/{endpoint_id}": "/v1/webhook_endpoints/we_0000000000000000abcdef0123",
 }
 
 
@@ -170,6 +172,8 @@ def _values(w: SimpleNamespace) -> dict[str, list[str]]:
         "name": ["alignment_adapter", "finetune_adapter", "generations", "judgements"],
         "comparison_id": [i["cmp"]],
         "key_id": ["key_anything"],
+        "endpoint_id": ["we_0000000000000000abcdef0123"],
+        "delivery_id": ["wd_0000000000000000abcdef0123"],
     }
 
 
@@ -180,6 +184,15 @@ def _writes(w: SimpleNamespace) -> dict[tuple[str, str], dict[str, Any] | None]:
     return {
         ("POST", "/v1/datasets"): None,  # an upload of its own (below)
         ("POST", "/v1/datasets/validate"): None,  # a file of its own (below)
+        ("POST", "/v1/screenings/{screening_id}/decision"): {},
+        ("POST", "/v1/policies"): {"name": "blind", "rules": []},
+        ("PUT", "/v1/policies/{name}"): {"rules": []},
+        ("DELETE", "/v1/policies/{name}"): None,
+        ("POST", "/v1/webhook_endpoints"): {"url": "https://93.184.216.34/h", "events": ["decision.made"]},
+        ("PATCH", "/v1/webhook_endpoints/{endpoint_id}"): {"events": ["decision.made"]},
+        ("DELETE", "/v1/webhook_endpoints/{endpoint_id}"): None,
+        ("POST", "/v1/webhook_endpoints/{endpoint_id}/rotate_secret"): {},
+        ("POST", "/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/replay"): {},
         ("DELETE", "/v1/datasets/{dataset_id}"): None,  # walked on an unknown id (below)
         ("DELETE", "/v1/experiments/{experiment_id}"): None,  # likewise
         ("POST", "/v1/screenings"): {"dataset_id": i["align"], "alignment_dataset_id": i["align"]},

@@ -39,6 +39,10 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
     a = _tenant_a(client, run_worker)
     assert client.get(f"/v1/screenings/{a['done']}").json()["status"] == "succeeded"
     a_key = client.get("/v1/datasets").request.headers["authorization"]
+    rules = [{"metric": "risk_score", "threshold": 50, "decision": "review"}]
+    hook = {"url": "https://93.184.216.34/hook", "events": ["screening.succeeded"]}  # never called here
+    assert client.post("/v1/policies", json={"name": "a-policy", "rules": rules}).status_code == 201
+    a["endpoint"] = client.post("/v1/webhook_endpoints", json=hook).json()["id"]
     secrets = set(a.values())
     params = {
         "dataset_id": [a["cust"], a["align"]],
@@ -50,6 +54,8 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
         "experiment_id": [a["exp"], "exp_0000000000000000abcdef0123"],
         "comparison_id": [a["cmp"], "cmp_0000000000000000abcdef0123"],
         "name": ["generations", "alignment_adapter"],
+        "endpoint_id": [a["endpoint"], "we_0000000000000000abcdef0123"],
+        "delivery_id": ["wd_0000000000000000abcdef0123"],
     }
     bodies = {
         ("POST", "/v1/screenings"): {"dataset_id": a["cust"], "alignment_dataset_id": a["align"]},
@@ -66,6 +72,10 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
             "alignment": {"dataset_id": a["align"]},
         },
         ("POST", "/v1/calibration/refit"): {},
+        ("POST", "/v1/policies"): {"name": "b-policy", "rules": rules},
+        ("PUT", "/v1/policies/{name}"): {"rules": rules},  # writes B's own policy of that name
+        ("POST", "/v1/webhook_endpoints"): hook,
+        ("PATCH", "/v1/webhook_endpoints/{endpoint_id}"): {"events": ["screening.failed"]},
         ("POST", "/v1/admin/tenants"): {"id": "stolen"},
         ("POST", "/v1/admin/keys"): {"tenant_id": "test", "role": "admin"},
     }
@@ -93,6 +103,8 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
                 allowed = {403} if template.startswith("/v1/admin") else {404}
                 if not names and not template.startswith("/v1/admin"):
                     allowed = {200, 201, 404}
+                if template.startswith("/v1/policies/{name}"):
+                    allowed = {200, 201, 204, 404}  # B's own policy of that name (names are per tenant)
                 assert r.status_code in allowed, (method, path, r.status_code, r.text[:200])
                 # an id B sent may be echoed in the 404's message; any other of A's ids is a leak
                 sent = path + json.dumps(bodies.get((method, template)))
@@ -161,8 +173,9 @@ def test_vector_cache_is_not_shared_across_tenants(client, other_client, run_wor
     rep = other_client.get(f"/v1/screenings/{scr['id']}/report").json()["report"]
     assert rep["cache"]["alignment"]["from_cache"] == 0 and rep["cache"]["customer"]["from_cache"] == 0
     # the bundled anchors hold no tenant's data: their vectors are shared, computed once for all tenants
-    assert rep["anchors"]["harmful"]["bundled"] is True
-    assert rep["anchors"]["cache"]["harmful"] == {"examples": 60, "from_cache": 60, "computed": 0}
+    compliance = rep["anchors"]["forms"]["compliance"]
+    assert compliance["harmful"]["bundled"] is True
+    assert compliance["cache"]["harmful"] == {"examples": 60, "from_cache": 60, "computed": 0}
     # while within one tenant the cache works
     again = other_client.post(
         "/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align}

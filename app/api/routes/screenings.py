@@ -119,10 +119,16 @@ def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) 
     responses={**ERRORS, **WRITE_RESPONSES, 409: {"model": ErrorEnvelope, "description": "No report yet."}},
 )
 def redecide(
-    screening_id: str, body: DecisionRequest, session: SessionDep, state: StateDep, tenant: TenantDep
+    screening_id: str,
+    session: SessionDep,
+    state: StateDep,
+    tenant: TenantDep,
+    body: DecisionRequest | None = None,
 ) -> ScreeningPublic:
     """Judge a finished screening again under a policy (another one, or a new version), from its stored
-    report and scores: nothing is recomputed. Records `decision.made` (and its webhooks)."""
+    report and scores: nothing is recomputed. Records `decision.made` (and its webhooks). No body: the
+    screening's own policy, newest version."""
+    body = body or DecisionRequest()
     scr = policies.redecide(
         session=session,
         store=state.services.store,
