@@ -63,16 +63,16 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--base-model", default=BASE)
     ap.add_argument("--size", type=int, default=100, help="examples per customer dataset")
-    ap.add_argument("--align-safety", type=int, default=300, help="safety examples the reference model sees")
-    ap.add_argument("--align-benign", type=int, default=300, help="benign examples mixed into its alignment")
+    ap.add_argument("--align-safety", type=int, default=200, help="safety examples the reference model sees")
+    ap.add_argument("--align-benign", type=int, default=400, help="benign examples mixed into its alignment")
     ap.add_argument("--align-epochs", type=int, default=1)
     ap.add_argument("--align-lr", type=float, default=5e-4)
     ap.add_argument("--harmful", type=int, default=200, help="harmful evaluation prompts")
     ap.add_argument("--benign", type=int, default=50, help="benign evaluation prompts (over-refusal)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--checkpoints", type=float, nargs="+", default=[0.5, 1.0])
-    ap.add_argument("--pilot-lr", type=float, nargs="+", default=[2e-4, 1e-3])
-    ap.add_argument("--pilot-epochs", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--pilot-lr", type=float, nargs="+", default=[2e-4, 5e-4, 1e-3])
+    ap.add_argument("--pilot-epochs", type=int, nargs="+", default=[1])
     ap.add_argument(
         "--epochs-budget",
         type=int,
