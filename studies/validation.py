@@ -16,7 +16,10 @@ one actually causes? Measured on one aligned reference model, through ftguard's 
    with the service's defaults; every part of the risk score and the score itself are recorded. They are
    recomputed on every invocation (the harm runs are kept), so a changed signal needs only a rerun.
 
-Every finished run is written to the state file at once; a rerun resumes (`--work-dir` keeps the models).
+Every finished run is written to the state file at once, and a rerun resumes. The state
+(studies/results/validation_state.json) is kept in git; the work dir (`--work-dir`: models, database) is not.
+A state met by a new work dir has its reference model aligned again and checked, prompt by prompt, against the
+recorded answers: identical, its runs are kept; otherwise they are set aside and rerun.
 `studies/validation_analysis.py` turns the state into docs/validation.{json,md} and the two plots.
 
     python studies/validation.py                      # CPU defaults (sizes in the doc it writes)
@@ -85,6 +88,13 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=20)
     ap.add_argument("--gen-batch", type=int, default=50)
     ap.add_argument("--work-dir", type=Path, default=ROOT / ".ftguard-studies" / "validation")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="the results so far (default: studies/results/validation_state.json, kept in git; --smoke: in "
+        "the work dir). Read on start, rewritten after every run",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "validation.json")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -95,6 +105,8 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.out == ap.get_default("out"):
             args.out = args.work_dir / "smoke" / "validation.json"
         args.work_dir = args.work_dir / "smoke"
+    elif args.state is None:
+        args.state = ROOT / "studies" / "results" / "validation_state.json"
     return args
 
 
@@ -227,6 +239,23 @@ class State:
         tmp.replace(self.path)
 
 
+def _bind_work_dir(args: argparse.Namespace, state: State) -> None:
+    """The state (results, kept in git) outlives the work dir (models and a database, not kept). Met by a work
+    dir it was not written in, its dataset ids mean nothing there: they are dropped, and the reference model
+    is marked to be rebuilt and checked against its recorded answers (`_adopt_rebuilt_reference`)."""
+    token_file = args.work_dir / "lab_id"
+    if not token_file.exists():
+        token_file.write_text(hashlib.sha256(os.urandom(16)).hexdigest()[:16])
+    token = token_file.read_text().strip()
+    if state.data.get("lab") == token:
+        return
+    state.data["uploads"] = {}
+    if state.data.get("reference"):
+        state.data["reference"]["rebuild"] = True
+    state.data["lab"] = token
+    state.save()
+
+
 # ------------------------------------------------------------------------------------------ the lab
 
 
@@ -343,7 +372,7 @@ def reference_model(args: argparse.Namespace, lab: Any, state: State, inputs: di
     """Align the base model once (the alignment mix) and measure it: checkpoint 0 of an experiment whose
     own fine-tuning is one step on one example is the aligned model before any fine-tuning."""
     ref = state.data.get("reference")
-    if ref and ref.get("base_model") == args.base_model:
+    if ref and ref.get("base_model") == args.base_model and not ref.get("rebuild"):
         return str(ref["experiment_id"])
     mix = _upload(lab, state, "alignment_mix", inputs["alignment_mix"], "alignment")
     ev = _upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
@@ -366,6 +395,8 @@ def reference_model(args: argparse.Namespace, lab: Any, state: State, inputs: di
     t0 = time.perf_counter()
     got = _run(lab, spec)
     start = got["outcomes"]["0.0000"]
+    if ref and ref.get("rebuild"):
+        _adopt_rebuilt_reference(state, ref, got["experiment_id"], start)
     state.data["reference"] = {
         "experiment_id": got["experiment_id"],
         "base_model": args.base_model,
@@ -387,6 +418,35 @@ def reference_model(args: argparse.Namespace, lab: Any, state: State, inputs: di
         flush=True,
     )
     return str(got["experiment_id"])
+
+
+def _adopt_rebuilt_reference(
+    state: State, old: dict[str, Any], new_id: str, outcomes: dict[str, Any]
+) -> None:
+    """The state came from another work dir (another machine, or a session whose models are gone), so the
+    reference model was aligned again from the same inputs and seed. Its runs stay valid only if the rebuilt
+    model answers every evaluation prompt exactly as the recorded one did; otherwise they are set aside under
+    `stale_runs` (kept, never analysed) with the pilot, and the study reruns them."""
+    same = outcomes == old.get("outcomes")
+    old_id, runs = str(old["experiment_id"]), state.data["runs"]
+    tag, retag = f"|ref={old_id}", f"|ref={new_id}"
+    if same:
+        state.data["runs"] = {k.replace(tag, retag): v for k, v in runs.items()}
+        print(
+            f"reference model rebuilt: identical on every prompt; {len(runs)} recorded runs kept", flush=True
+        )
+        return
+    flips = sum(
+        a != b
+        for kind in ("harmful", "benign")
+        for a, b in zip(outcomes.get(kind, []), (old.get("outcomes") or {}).get(kind, []), strict=False)
+    )
+    state.data.setdefault("stale_runs", {})[old_id] = {"runs": runs, "pilot": state.data.pop("pilot", None)}
+    state.data["runs"] = {}
+    print(
+        f"reference model rebuilt: {flips} prompt(s) answered differently; {len(runs)} runs set aside",
+        flush=True,
+    )
 
 
 def _finetune(
@@ -548,9 +608,10 @@ def main(argv: list[str] | None = None) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     if args.smoke:
         args.base_model = _tiny_llama(args.work_dir / "tiny-llama")
-    state = State(args.work_dir / "state.json")
+    state = State(args.state or args.work_dir / "state.json")
     inputs = build_inputs(args)
     lab = _lab(args)
+    _bind_work_dir(args, state)
     try:
         sig = signals(args, lab, inputs, state)
         state.data["signals"] = sig

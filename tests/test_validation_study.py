@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,13 @@ def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> N
     # report's table header holds the same words, so the check is on the run line's shape).
     assert not re.search(r"seed \d+ lr \S+ ep \d+: final harmfulness", again.stdout)
     assert len(json.loads((tmp_path / "work" / "smoke" / "state.json").read_text())["runs"]) == runs
+
+    # The state (kept in git) meets a fresh work dir, as in a new session: the reference model is rebuilt and
+    # checked against its recorded answers; they are identical, so every run is kept and none retrains.
+    moved = tmp_path / "moved-state.json"
+    shutil.copy(tmp_path / "work" / "smoke" / "state.json", moved)
+    third = _run("--out", str(out), "--state", str(moved), work=tmp_path / "elsewhere")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "reference model rebuilt: identical on every prompt" in third.stdout
+    assert not re.search(r"seed \d+ lr \S+ ep \d+: final harmfulness", third.stdout)
+    assert len(json.loads(moved.read_text())["runs"]) == runs
