@@ -126,7 +126,7 @@ def clean_staging(store: BlobStore, *, max_age_s: float) -> int:
     upload writes its staged file continuously, so its age stays near zero (several API replicas may share
     the store, so their in-flight files must survive one replica's start-up). A remote store's unfinished
     uploads of that age go too."""
-    removed = store.clean_uploads(max_age_s=max_age_s)
+    removed = 0
     cutoff = time.time() - max_age_s
     for path in store.staging().iterdir():
         try:
@@ -135,7 +135,7 @@ def clean_staging(store: BlobStore, *, max_age_s: float) -> int:
                 removed += 1
         except FileNotFoundError:  # finished (renamed into place) while we looked
             continue
-    return removed
+    return removed + store.clean_uploads(max_age_s=max_age_s)
 
 
 @contextmanager
