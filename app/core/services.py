@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from app.core.config import Settings
 from app.core.db import Database, migrate
-from app.core.storage import BlobStore, LocalBlobStore
+from app.core.storage import BlobStore, open_store
 
 
 @dataclass
@@ -23,6 +23,4 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if run_migrations:
         migrate(settings.sqlalchemy_url)
-    return Services(
-        settings=settings, db=Database(settings.sqlalchemy_url), store=LocalBlobStore(settings.blob_dir)
-    )
+    return Services(settings=settings, db=Database(settings.sqlalchemy_url), store=open_store(settings))

@@ -316,13 +316,10 @@ def remove_orphan_blobs(*, services: Services, min_age_s: float) -> int:
         with services.db.session() as session:
             used = set(session.scalars(select(Dataset.sha256).where(Dataset.sha256.in_(list(chunk)))))
         for sha, key in chunk.items():
-            path = store.local_path(key)
-            if sha in used or path is None:
+            if sha in used:
                 continue
-            try:
-                if path.stat().st_mtime > cutoff:
-                    continue
-            except FileNotFoundError:
+            written = store.modified(key)  # None: removed meanwhile
+            if written is None or written > cutoff:
                 continue
             with services.db.session() as session:  # re-checked under the blob's lock
                 removed += blobs.sweep(session, store, sha)

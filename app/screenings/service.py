@@ -449,15 +449,12 @@ def remove_orphan_scores(*, store: BlobStore, session: Session, min_age_s: float
             )
         )
         for key, scr_id in ids.items():
-            path = store.local_path(key)
-            if key in kept or scr_id in active or path is None:
+            if key in kept or scr_id in active:
                 continue
-            try:
-                if path.stat().st_mtime <= cutoff:
-                    store.delete(key)
-                    removed += 1
-            except FileNotFoundError:
-                continue
+            written = store.modified(key)  # None: removed meanwhile
+            if written is not None and written <= cutoff:
+                store.delete(key)
+                removed += 1
     return removed
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.models import Dataset
-from tests.conftest import upload
+from tests.conftest import stored_blobs, upload
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "uploads"
 OK = b'{"prompt": "What is two plus two?", "completion": "Four."}\n'
@@ -125,7 +125,7 @@ def _assert_refused_and_nothing_kept(client, settings, name: str, data: bytes, w
     assert err["details"]["error_count"] >= 1
     with client.app.state.ftguard.services.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Dataset)) == 0
-    kept = [p for p in settings.blob_dir.rglob("*") if p.is_file()]
+    kept = stored_blobs(settings)
     assert kept == [], (name, kept)
 
 
@@ -174,5 +174,4 @@ def test_path_tricks_in_the_file_name_stay_a_plain_name(client, settings, filena
     assert "/" not in stored and "\\" not in stored and stored not in ("", ".", "..")
     assert len(stored) <= 200 and "\x00" not in stored
     # the only files written are the content-addressed blob, under the blob dir
-    files = [p for p in settings.data_dir.rglob("*") if p.is_file() and "blobs" in p.parts]
-    assert [p.parent.parent.name for p in files] == ["datasets"]
+    assert [k.split("/")[0] for k in stored_blobs(settings)] == ["datasets"]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from tests.conftest import upload
+from tests.conftest import stored_blobs, upload
 
 RECORDS = [
     {
@@ -76,4 +76,4 @@ def test_validate_stores_nothing(client, settings) -> None:  # type: ignore[no-u
     r = client.post("/v1/datasets/validate", files={"file": ("t.parquet", _parquet())})
     assert r.status_code == 200 and r.json()["valid"] is True and r.json()["container"] == "parquet"
     assert client.get("/v1/datasets").json()["data"] == []
-    assert [p for p in settings.blob_dir.rglob("*") if p.is_file()] == []
+    assert stored_blobs(settings) == []

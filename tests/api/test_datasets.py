@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import DEMO, upload
+from tests.conftest import DEMO, stored_blobs, upload
 
 
 def test_upload_get_list_preview_delete(client) -> None:
@@ -51,8 +51,7 @@ def test_invalid_dataset_is_422_with_located_errors_and_nothing_kept(client, set
     ]
     assert err["details"]["error_count"] == 2
     assert client.get("/v1/datasets").json()["data"] == []
-    blobs = [p for p in (settings.blob_dir).rglob("*") if p.is_file()]
-    assert blobs == []
+    assert stored_blobs(settings) == []
 
 
 def test_upload_with_forced_format_and_csv(client) -> None:

@@ -4,6 +4,7 @@ compute, judge calls), DELETE with its artefacts, and no commit-then-503 while R
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from app import reconcile
 from app.core.config import Settings
 from app.core.queue import connect
+from app.core.storage import copy_to
 from app.models import Event, Experiment, ExperimentStage
 from tests.api.test_errors import assert_envelope
 from tests.api.test_experiments import _body, _datasets
@@ -155,15 +157,15 @@ def test_delete_removes_the_experiment_and_its_artefacts(client, settings, tiny_
     client.post(f"/v1/experiments/{exp}/cancel")
     # as if stages had left artefacts (every attempt's), under the experiment's own prefix
     tenant = "test"
-    folder = settings.blob_dir / "experiments" / tenant / exp
-    folder.mkdir(parents=True)
+    store = client.app.state.ftguard.services.store
+    folder = f"experiments/{tenant}/{exp}"
     for name in ("select-1-selection.npz", "align-1-model.tar", "align-2-model.tar"):
-        (folder / name).write_bytes(b"x" * 10)
-    keep = settings.blob_dir / "experiments" / tenant / "exp_other" / "align-1-model.tar"
-    keep.parent.mkdir(parents=True)
-    keep.write_bytes(b"y")
+        copy_to(store, f"{folder}/{name}", io.BytesIO(b"x" * 10))
+    keep = f"experiments/{tenant}/exp_other/align-1-model.tar"
+    copy_to(store, keep, io.BytesIO(b"y"))
+    assert len(store.list(folder)) == 3
     assert client.delete(f"/v1/experiments/{exp}").status_code == 204
-    assert not any(folder.iterdir()) and keep.exists()
+    assert store.list(folder) == [] and store.exists(keep)
     assert client.get(f"/v1/experiments/{exp}").status_code == 404
     assert client.delete(f"/v1/experiments/{exp}").status_code == 404
     with client.app.state.ftguard.services.db.session() as s:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from app.core.config import Settings
-from tests.conftest import DEMO, upload
+from tests.conftest import DEMO, blob_env, upload
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -223,6 +223,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "FTGUARD_TORCH_THREADS": "1",
         "FTGUARD_LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
+        **blob_env(settings),
     }
 
 

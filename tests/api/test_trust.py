@@ -250,6 +250,8 @@ def test_anchor_sets_of_a_queued_screening_cannot_be_deleted(client) -> None:
 
 
 def _scores_file(store: Any, tenant: str, scr_id: str, age_s: float = 0) -> Any:
+    """A scores file written `age_s` ago: a backdated file on local disk; on S3, whose write times cannot
+    be set, `modified` reports it `age_s` older (the sweep reads nothing else)."""
     from app.core.storage import staged_file
 
     key = scores_key(tenant, scr_id)
@@ -257,10 +259,17 @@ def _scores_file(store: Any, tenant: str, scr_id: str, age_s: float = 0) -> Any:
         np.savez_compressed(fh, c_max=np.zeros(3, np.float32))
         fh.close()
         store.put_file(key, path)
-    local = store.local_path(key)
     if age_s:
-        os.utime(local, (time.time() - age_s, time.time() - age_s))
-    return local
+        local = store.local_path(key)
+        if local is not None:
+            os.utime(local, (time.time() - age_s, time.time() - age_s))
+        else:
+            aged = store.__dict__.setdefault("_aged", {})
+            if not aged:
+                real = store.modified
+                store.modified = lambda k: None if (t := real(k)) is None else t - aged.get(k, 0)
+            aged[key] = age_s
+    return type("Blob", (), {"exists": lambda self: store.exists(key)})()
 
 
 def test_a_cancelled_then_deleted_screening_leaves_no_scores_file(client, settings) -> None:

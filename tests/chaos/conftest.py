@@ -20,6 +20,7 @@ import pytest
 
 from app.core.config import Settings
 from app.core.queue import EmbeddedRedis
+from tests.conftest import blob_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fast heartbeats and a short stale timeout, so a killed worker is noticed within seconds.
@@ -59,6 +60,7 @@ def env_for(s: Settings) -> dict[str, str]:
     )
     if s.database_url:
         env["FTGUARD_DATABASE_URL"] = s.database_url
+    env.update(blob_env(s))
     return env
 
 

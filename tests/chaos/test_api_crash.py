@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from app.core.db import Database
 from app.models import Dataset
 from tests.chaos.conftest import wait_for
-from tests.conftest import bearer, key_for
+from tests.conftest import bearer, key_for, stored_blobs
 
 pytestmark = pytest.mark.chaos
 
@@ -94,7 +94,7 @@ def test_killing_the_api_mid_upload_leaves_no_dataset(chaos_settings, spawn, tmp
     db = Database(chaos_settings.sqlalchemy_url)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Dataset)) == 0  # nothing marked ready
-    assert [p for p in chaos_settings.blob_dir.rglob("*") if p.is_file() and "datasets" in p.parts] == []
+    assert [k for k in stored_blobs(chaos_settings) if k.startswith("datasets/")] == []
 
     t = time.monotonic()
     _, base = _serve(spawn, _port())
