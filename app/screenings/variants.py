@@ -14,29 +14,22 @@ augmented set keeps the customer's form when the alignment records fit it (the s
 `openai-chat` messages for an `openai-chat` customer, and the container's columns); otherwise the whole
 mix is JSON lines of `openai-chat` messages (`form: chat`).
 
-`rescreen` stores a variant as a new fine-tune dataset (bytes shared with an identical upload, and an
-identical earlier variant reused) and screens it against the same alignment set with the baseline's
-parameters and policy; the new screening carries `baseline` so the report shows the risk before and after.
+`app.screenings.rescreen` stores one as a dataset and screens it again.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.access import require_alignment_read
+from app.access import holds_alignment, require_alignment_read
 from app.core.config import Settings
 from app.core.errors import InvalidRequest, NotFound
-from app.core.queue import JobQueue
-from app.core.services import Services
-from app.core.storage import BlobStore, dataset_key, staged_file
-from app.datasets import service as datasets
+from app.core.storage import BlobStore, dataset_key
 from app.datasets.containers import read_records, split, writers
 from app.datasets.records import Example, RawRecord, RecordError
 from app.datasets.validate import iter_examples
@@ -44,7 +37,6 @@ from app.models import Dataset, Report, Screening
 from app.policies import decide, flagged
 from app.policies import service as policies
 from app.screenings import scores
-from app.screenings import service as screenings
 
 VARIANTS = ("filtered", "flagged", "augmented")
 SELECTIONS = ("random", "nearest")
@@ -103,7 +95,7 @@ class Variant:
         }
 
 
-def _raw(store: BlobStore, blob: Blob, max_line_bytes: int) -> Iterator[RawRecord]:
+def _raw(store: BlobStore, blob: Blob, max_line_bytes: int) -> Generator[RawRecord, None, None]:
     with store.open(blob.key) as fh:
         for item in read_records(
             fh, blob.container, max_line_bytes=max_line_bytes, max_row_group_bytes=1 << 62
@@ -289,7 +281,7 @@ def augmented(
     mlb = settings.max_line_bytes
     shape = shape_of(store, cust, mlb)
 
-    def safety_examples() -> Iterator[tuple[RawRecord, Example]]:
+    def safety_examples() -> Generator[tuple[RawRecord, Example], None, None]:
         for rec, ex in _examples(store, align, mlb):
             if rec.record - 1 in wanted:
                 yield rec, ex
@@ -340,114 +332,9 @@ def augmented(
     )
 
 
-def store_variant(*, services: Services, tenant_id: str, v: Variant) -> Dataset:
-    """The variant as a fine-tune dataset of the tenant: validated like an upload (`datasets.create`),
-    or the tenant's ready fine-tune dataset with the same bytes when there is one."""
-    store = services.store
-    stem = v.source_filename.split(".")[0] or "dataset"
-    with staged_file(store, suffix=".variant") as (path, fh):
-        try:
-            writers.write_file(v.container, v.records(), v.shape, fh)
-        except (ValueError, TypeError) as exc:  # an alignment record that does not fit after all
-            raise InvalidRequest(
-                f"the {v.name} set cannot be written as {v.container}: {str(exc)[:200]}",
-                code="variant_unwritable",
-            ) from exc
-        fh.close()
-        sha = hashlib.sha256()
-        with path.open("rb") as src:
-            while chunk := src.read(1 << 20):
-                sha.update(chunk)
-        with services.db.session() as s:
-            same = s.scalar(
-                select(Dataset)
-                .where(
-                    Dataset.tenant_id == tenant_id,
-                    Dataset.sha256 == sha.hexdigest(),
-                    Dataset.purpose == "fine-tune",
-                    Dataset.status == "ready",
-                )
-                .limit(1)
-            )
-        if same is not None:
-            return same
-        with path.open("rb") as src:
-            return datasets.create(
-                services=services,
-                tenant_id=tenant_id,
-                src=src,
-                filename=v.filename(stem),
-                purpose="fine-tune",
-                fmt=v.fmt,
-                container=v.container,
-            )
-
-
-def rescreen(
-    *,
-    services: Services,
-    session: Session,
-    queue: JobQueue,
-    tenant_id: str,
-    screening_id: str,
-    variant: str,
-    alignment_access: bool,
-    share: float = 0.1,
-    selection: str = "random",
-    seed: int = 0,
-    filtered: bool = False,
-) -> Screening:
-    """Store the variant of a finished screening and screen it against the same alignment set, with the
-    same parameters and policy; the new screening's `baseline` names the one it came from, with its
-    risk, so before and after read side by side."""
-    settings, store = services.settings, services.store
-    scr = screenings.get(session=session, tenant_id=tenant_id, screening_id=screening_id)
-    report = screenings.get_report(session=session, tenant_id=tenant_id, screening_id=screening_id)
-    if variant == "augmented":
-        require_alignment_read(alignment_access, "an augmented dataset holds alignment records")
-        v = augmented(
-            session=session,
-            store=store,
-            settings=settings,
-            scr=scr,
-            report=report,
-            share=share,
-            selection=selection,
-            seed=seed,
-            filtered=filtered,
-        )
-    elif variant == "filtered":
-        v = subset(session=session, store=store, settings=settings, scr=scr, report=report, name="filtered")
-    else:
-        raise InvalidRequest(
-            "variant must be 'filtered' or 'augmented'", param="variant", code="invalid_variant"
-        )
-    if v.kept + v.added == 0:
-        raise InvalidRequest(
-            f"every row of screening {scr.id} is flagged: the filtered set is empty",
-            param="variant",
-            code="empty_variant",
-        )
-    ds = store_variant(services=services, tenant_id=tenant_id, v=v)
-    detail = v.summary()
-    if variant == "augmented":
-        detail |= {"share": share, "selection": selection, "seed": seed, "filtered": filtered}
-    baseline = {
-        "screening_id": scr.id,
-        "dataset_id": scr.dataset_id,
-        "risk_score": scr.risk_score,
-        "tier": scr.tier,
-        "decision": scr.decision,
-        **detail,
-    }
-    params = {k: val for k, val in scr.params.items() if k != "baseline"} | {"baseline": baseline}
-    return screenings.create(
-        session=session,
-        queue=queue,
-        settings=settings,
-        tenant_id=tenant_id,
-        dataset_id=ds.id,
-        alignment_dataset_id=scr.alignment_dataset_id,
-        params=params,
-        policy=scr.policy,
-    )
+def guard(session: Session, scr: Screening, alignment_access: bool) -> None:
+    """Forbidden without the scope when the screening's customer data holds alignment records (an
+    augmented set re-screened): its records, report and rows show those texts."""
+    ds = session.get(Dataset, scr.dataset_id)
+    if ds is not None and holds_alignment(ds):
+        require_alignment_read(alignment_access, "this screening's customer data holds alignment records")

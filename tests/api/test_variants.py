@@ -133,9 +133,7 @@ def test_every_container_round_trips_filtered_flagged_and_augmented(client, run_
     # the same seed draws the same records; another draws others
     scr = runs["jsonl"]
     one, two, other = (
-        client.get(
-            f"/v1/screenings/{scr}/datasets/augmented", params={"share": 0.25, "seed": s}
-        ).content
+        client.get(f"/v1/screenings/{scr}/datasets/augmented", params={"share": 0.25, "seed": s}).content
         for s in (3, 3, 4)
     )
     assert one == two != other
@@ -264,15 +262,36 @@ def test_rescreened_filtered_lists_set_has_lower_risk(client, other_client, run_
     )
     assert r.status_code == 201, r.text
     after = r.json()
-    assert after["baseline"]["screening_id"] == base and after["baseline"]["risk_score"] == before["risk_score"]
+    assert (
+        after["baseline"]["screening_id"] == base and after["baseline"]["risk_score"] == before["risk_score"]
+    )
     assert after["baseline"]["removed"] == fl["total"] and after["alignment_dataset_id"] == align
     assert after["params"]["anchors"] is True and after["policy"] == before["policy"]
     again = client.post(
         f"/v1/screenings/{base}/rescreen", json={"variant": "filtered"}, headers={"Idempotency-Key": "rs-1"}
     )
     assert again.json()["id"] == after["id"] and again.headers.get("idempotent-replayed") == "true"
-    assert other_client.post(f"/v1/screenings/{base}/rescreen", json={"variant": "filtered"}).status_code == 404
+    assert (
+        other_client.post(f"/v1/screenings/{base}/rescreen", json={"variant": "filtered"}).status_code == 404
+    )
+    mixed = client.post(
+        f"/v1/screenings/{base}/rescreen",
+        json={"variant": "augmented", "share": 0.1, "selection": "nearest"},
+    ).json()
+    assert mixed["baseline"]["added"] == 6 and mixed["baseline"]["selection"] == "nearest", mixed
+    blind = client_as(client, "test", scopes=[])  # the mix holds alignment records: its texts need the scope
+    derived = client.get(f"/v1/datasets/{mixed['dataset_id']}").json()["stats"]["derived"]
+    assert derived["alignment_records"] == 6
+    r = blind.get(f"/v1/datasets/{mixed['dataset_id']}/preview")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
+    assert blind.get(f"/v1/datasets/{after['dataset_id']}/preview").status_code == 200
     run_worker()
+    for path in ("report", "flagged", "datasets/filtered", "datasets/flagged"):
+        r = blind.get(f"/v1/screenings/{mixed['id']}/{path}")
+        assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope", (path, r.text)
+    mixed_rep = client.get(f"/v1/screenings/{mixed['id']}/report").json()
+    assert mixed_rep["report"]["customer"]["examples"] == 66
+    assert mixed_rep["baseline"]["variant"] == "augmented"
     done = client.get(f"/v1/screenings/{after['id']}").json()
     rep = client.get(f"/v1/screenings/{after['id']}/report").json()
     assert done["status"] == "succeeded" and rep["baseline"]["screening_id"] == base

@@ -24,6 +24,7 @@ from app.schemas import (
     ScreeningPublic,
 )
 from app.screenings import service, variants
+from app.screenings.rescreen import rescreen as rescreen_variant
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -147,13 +148,16 @@ def get_flagged(
     screening_id: str,
     session: SessionDep,
     state: StateDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> FlaggedPage:
     """The flagged rows (row score above the policy's `row_threshold`), highest first, each with its line,
-    score, parts, nearest alignment records (by number) and the customer's own record."""
+    score, parts, nearest alignment records (by number), nearest harmful anchor and the customer's own
+    record."""
+    tenant = principal.tenant_id
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
     scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     rows, total, threshold = flagged.flagged_rows(
         session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, limit=limit
     )
@@ -182,9 +186,11 @@ def _download(v: variants.Variant, screening_id: str) -> StreamingResponse:
     return StreamingResponse(v.chunks(), media_type=v.media_type, headers=headers)
 
 
-def _subset(screening_id: str, name: str, session: Any, state: Any, tenant: str) -> StreamingResponse:
+def _subset(screening_id: str, name: str, session: Any, state: Any, principal: Any) -> StreamingResponse:
+    tenant = principal.tenant_id
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
     scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     v = variants.subset(
         session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, name=name
     )
@@ -197,10 +203,10 @@ def _subset(screening_id: str, name: str, session: Any, state: Any, tenant: str)
     responses={**ERRORS, 200: DOWNLOAD},
 )
 def get_filtered(
-    screening_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> StreamingResponse:
     """The customer's data minus the flagged rows, in the original records and container, upload order."""
-    return _subset(screening_id, "filtered", session, state, tenant)
+    return _subset(screening_id, "filtered", session, state, principal)
 
 
 @router.get(
@@ -209,10 +215,10 @@ def get_filtered(
     responses={**ERRORS, 200: DOWNLOAD},
 )
 def get_flagged_dataset(
-    screening_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> StreamingResponse:
     """The flagged rows alone, in the original records and container, upload order."""
-    return _subset(screening_id, "flagged", session, state, tenant)
+    return _subset(screening_id, "flagged", session, state, principal)
 
 
 @router.get(
@@ -273,7 +279,7 @@ def rescreen(
     """Store the filtered or augmented variant of a finished screening as a new fine-tune dataset and
     screen it against the same alignment set, with the same parameters and policy. The new screening (and
     its report) carries `baseline`: the screening it came from and its risk score."""
-    scr = variants.rescreen(
+    scr = rescreen_variant(
         services=state.services,
         session=session,
         queue=state.queue,
@@ -319,6 +325,7 @@ def get_report(
     rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     hide = redact or not principal.can(service.ALIGNMENT_READ)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     return ReportPublic(
         screening_id=rep.screening_id,
         created_at=rep.created_at,
