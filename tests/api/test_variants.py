@@ -289,7 +289,13 @@ def test_rescreened_filtered_lists_set_has_lower_risk(client, other_client, run_
     for path in ("report", "flagged", "datasets/filtered", "datasets/flagged"):
         r = blind.get(f"/v1/screenings/{mixed['id']}/{path}")
         assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope", (path, r.text)
+    r = blind.get(f"/dashboard/screenings/{mixed['id']}/report.html")
+    assert r.status_code == 403, r.status_code
+    page = blind.get(f"/dashboard/screenings/{mixed['id']}")
+    texts = [rec["output"][:40] for rec in _records(ALIGNMENT)]
+    assert page.status_code == 200 and not [t for t in texts if t in page.text]
     mixed_rep = client.get(f"/v1/screenings/{mixed['id']}/report").json()
+    assert [t for t in texts if t in json.dumps(mixed_rep)]  # the positive control: they are in it
     assert mixed_rep["report"]["customer"]["examples"] == 66
     assert mixed_rep["baseline"]["variant"] == "augmented"
     done = client.get(f"/v1/screenings/{after['id']}").json()

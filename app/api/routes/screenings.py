@@ -31,6 +31,13 @@ ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such screening (or report) for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},
 }
+SCOPED: dict[int | str, dict[str, object]] = {
+    403: {
+        "model": ErrorEnvelope,
+        "description": "The customer data holds alignment records (an augmented rescreen) and the key lacks "
+        "the alignment:read scope.",
+    }
+}
 
 
 @router.post(
@@ -143,7 +150,7 @@ def redecide(
     return ScreeningPublic.model_validate(scr)
 
 
-@router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses=ERRORS)
+@router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses={**ERRORS, **SCOPED})
 def get_flagged(
     screening_id: str,
     session: SessionDep,
@@ -200,7 +207,7 @@ def _subset(screening_id: str, name: str, session: Any, state: Any, principal: A
 @router.get(
     "/{screening_id}/datasets/filtered",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: DOWNLOAD},
+    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
 )
 def get_filtered(
     screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
@@ -212,7 +219,7 @@ def get_filtered(
 @router.get(
     "/{screening_id}/datasets/flagged",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: DOWNLOAD},
+    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
 )
 def get_flagged_dataset(
     screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
@@ -310,7 +317,7 @@ def list_events(
     return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
 
 
-@router.get("/{screening_id}/report", response_model=ReportPublic, responses=ERRORS)
+@router.get("/{screening_id}/report", response_model=ReportPublic, responses={**ERRORS, **SCOPED})
 def get_report(
     screening_id: str,
     session: SessionDep,
@@ -321,7 +328,8 @@ def get_report(
     ] = False,
 ) -> ReportPublic:
     """The risk report: score, tier, the formula with each part, distributions, findings, top examples.
-    Keys without the `alignment:read` scope always get it redacted."""
+    Keys without the `alignment:read` scope always get it redacted (and a 403 for a screening whose
+    customer data holds alignment records). A re-screened variant carries `baseline`."""
     rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     hide = redact or not principal.can(service.ALIGNMENT_READ)
