@@ -19,6 +19,14 @@ PRIVATE_PURPOSES = ("alignment", "harmful-anchors", "safe-anchors")
 HIDDEN_FIELDS = ("filename", "sha256")
 
 
+def holds_alignment(ds: Any) -> bool:
+    """Whether a dataset's records include the provider's: a private purpose, or a variant that mixed
+    alignment records in (an augmented set stored by `rescreen`: its stats say how many)."""
+    if ds.purpose in PRIVATE_PURPOSES:
+        return True
+    return bool(((ds.stats or {}).get("derived") or {}).get("alignment_records"))
+
+
 def require_alignment_read(allowed: bool, what: str) -> None:
     """Forbidden (`insufficient_scope`) unless the key may read alignment content."""
     if not allowed:

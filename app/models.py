@@ -114,6 +114,13 @@ class Screening(Base):
 
     __table_args__ = (Index("ix_screenings_tenant_status", "tenant_id", "status"),)
 
+    @property
+    def baseline(self) -> dict[str, Any] | None:
+        """The screening this one re-screens a variant of (`app.screenings.variants.rescreen`), with that
+        screening's risk: kept in `params`, so no column and no migration."""
+        value = (self.params or {}).get("baseline")
+        return value if isinstance(value, dict) else None
+
 
 class Ranking(Base):
     """Candidate ranking: one customer dataset screened against several candidate models' alignment sets."""

@@ -260,6 +260,12 @@ class ScreeningPublic(BaseModel):
         description="How the decision was made: policy, version, and the rule that fired (metric, part, "
         "value, threshold), or null when none fired.",
     )
+    baseline: dict[str, Any] | None = Field(
+        default=None,
+        description="Set on a re-screened variant (POST /v1/screenings/{id}/rescreen): the screening it came "
+        "from (screening_id, dataset_id, risk_score, tier, decision) and the variant (variant, form, kept, "
+        "removed, added; share, selection, seed, filtered for augmented).",
+    )
 
 
 class EventPublic(BaseModel):
@@ -280,6 +286,9 @@ class ReportPublic(BaseModel):
     redacted: bool = Field(default=False, description="Alignment texts removed (record numbers kept).")
     decision: str | None = Field(default=None, description="The screening's policy decision.")
     decision_rule: dict[str, Any] | None = Field(default=None, description="The rule that fired.")
+    baseline: dict[str, Any] | None = Field(
+        default=None, description="A re-screened variant's baseline screening and its risk (see screening)."
+    )
     report: dict[str, Any]
 
 

@@ -361,6 +361,9 @@ def screen(
         for k, v in per_form.items():
             arrays[f"c_anchor_margin_{k}"] = v["margin"]
             arrays[f"c_anchor_zh_{k}"] = v["zh"].astype(np.float32)
+            # the nearest harmful anchor of each row (the flagged rows name it; computed above anyway)
+            arrays[f"c_anchor_harmful_idx_{k}"] = np.asarray(v["harmful_idx"], dtype=np.int64)
+            arrays[f"c_anchor_harmful_sim_{k}"] = np.asarray(v["harmful_sim"], dtype=np.float32)
     if report:
         report("score", 1.0, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
     return Outcome(body=body, arrays=arrays)

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from app.access import holds_alignment
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.core.errors import NotFound
 from app.dashboard import charts, render
@@ -236,7 +237,9 @@ def screening_page(
     for i, name in enumerate(render.STAGES):
         state = "done" if i < current else "current" if i == current else "pending"
         stage_states.append({"name": name, "state": state})
-    report = render.report_view(d.report.body, redact=redacted) if d.report else None
+    # an augmented rescreen's customer examples are alignment records: no report without the scope
+    private = hidden and d.dataset is not None and holds_alignment(d.dataset)
+    report = render.report_view(d.report.body, redact=redacted) if d.report and not private else None
     links = {
         "report_html": f"{base}/report.html" + ("?redact=1" if redacted else ""),
         "subsets": {} if hidden else {n: f"{base}/subsets/{n}" for n in service.SUBSETS},
@@ -287,6 +290,10 @@ def report_file(
         return not_found(request, f"There is no screening {screening_id!r}.")
     if d.report is None:
         return not_found(request, f"Screening {screening_id} has no report yet ({d.screening.status}).")
+    if hidden and d.dataset is not None and holds_alignment(d.dataset):
+        return forbidden(
+            request, "This screening's customer data holds alignment records (an augmented set)."
+        )
     name = d.dataset.filename if d.dataset else d.screening.dataset_id
     html = render.report_document(d.report.body, title=f"{name}: risk report", redact=hidden or redact)
     return HTMLResponse(html, headers=attachment(f"{d.screening.id}-report.html"))

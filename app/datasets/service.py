@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import quotas
-from app.access import PRIVATE_PURPOSES
+from app.access import holds_alignment
 from app.core.config import Settings
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
 from app.core.services import Services
@@ -289,10 +289,11 @@ def preview(
     *, store: BlobStore, ds: Dataset, max_line_bytes: int, limit: int = 5, alignment_access: bool = True
 ) -> list[dict[str, Any]]:
     """The first records; the texts of alignment and anchor sets only for keys allowed to read them."""
-    if ds.purpose in PRIVATE_PURPOSES and not alignment_access:
-        article = "an" if ds.purpose[0] in "aeiou" else "a"
+    if holds_alignment(ds) and not alignment_access:
+        what = "augmented" if ds.purpose == "fine-tune" else ds.purpose
+        article = "an" if what[0] in "aeiou" else "a"
         raise Forbidden(
-            f"{article} {ds.purpose} dataset's texts need the 'alignment:read' scope, which this key lacks",
+            f"{article} {what} dataset's texts need the 'alignment:read' scope, which this key lacks",
             code="insufficient_scope",
         )
     out = []

@@ -1,19 +1,19 @@
 """Flagged rows: the customer examples whose own row score is above a policy's row threshold, with their
-line, score, parts and nearest alignment records, in the customer's own records."""
+line, score, parts, nearest alignment records and nearest harmful anchor, in the customer's own records.
+(The datasets built from them, filtered, flagged and augmented, are in `app.screenings.variants`.)"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.errors import InvalidRequest, NotFound
+from app.core.errors import NotFound
 from app.core.storage import BlobStore
 from app.datasets import service as datasets
+from app.demo import ANCHOR_FORMS
 from app.models import Dataset, Report, Screening
 from app.policies import decide
 from app.policies import service as policies
@@ -42,6 +42,7 @@ def flagged_rows(
     page = idx[:limit]
     with scores.Scores(store, report.scores_key, max_read_bytes=settings.max_scores_read_bytes) as z:
         near_idx, near_sim = z.take("c_topk_idx", np.sort(page)), z.take("c_topk_sim", np.sort(page))
+        anchor = _nearest_anchors(z, np.sort(page), scr)
     nearest = {int(i): (near_idx[p], near_sim[p]) for p, i in enumerate(np.sort(page))}
     ds = session.get(Dataset, scr.dataset_id)
     if ds is None:
@@ -67,32 +68,33 @@ def flagged_rows(
                 "nearest_alignment": [
                     {"record": int(j) + 1, "sim": float(s)} for j, s in zip(ni, ns, strict=True)
                 ],
+                "nearest_harmful_anchor": anchor.get(i),
                 "record": value,
             }
         )
     return rows, int(idx.size), threshold
 
 
-def filtered_lines(
-    *, session: Session, store: BlobStore, settings: Settings, scr: Screening, report: Report
-) -> Iterator[bytes]:
-    """The customer's records minus the flagged rows, in upload order, as JSON lines of the original
-    records. Only JSON-lines uploads (plain, gzip or zstd: served decompressed) for now."""
-    ds = session.get(Dataset, scr.dataset_id)
-    if ds is None:
-        raise NotFound("the customer dataset of this screening was deleted")
-    if (ds.container or "").split(".")[0] != "jsonl":
-        raise InvalidRequest(
-            f"filtered downloads exist for JSON-lines uploads only; this one is {ds.container}",
-            code="unsupported_container",
-        )
-    f = policies.facts_of(store=store, report=report, max_read_bytes=settings.max_scores_read_bytes)
-    drop = {int(i) for i in decide.flagged(f, row_threshold(session, scr))}
+ANCHOR_FORM = "compliance"  # the form whose margin is the row score's anchor part (`c_anchor_margin`)
 
-    def lines() -> Iterator[bytes]:
-        records = datasets.open_records(store=store, ds=ds, max_line_bytes=settings.max_line_bytes)
-        for i, (rec, _) in enumerate(records):
-            if i not in drop:
-                yield json.dumps(rec.value, ensure_ascii=False).encode() + b"\n"
 
-    return lines()
+def _nearest_anchors(z: scores.Scores, rows: np.ndarray, scr: Screening) -> dict[int, dict[str, Any]]:
+    """Each row's nearest harmful anchor in the form the row score reads: its record number in the
+    anchor set (the tenant's harmful-anchors dataset, or the bundled file), cosine and margin. Empty for
+    a screening without anchors, or one stored before the worker kept the anchor's index."""
+    idx_name, sim_name = f"c_anchor_harmful_idx_{ANCHOR_FORM}", f"c_anchor_harmful_sim_{ANCHOR_FORM}"
+    if idx_name not in z or sim_name not in z or "c_anchor_margin" not in z:
+        return {}
+    idx, sim, margin = z.take(idx_name, rows), z.take(sim_name, rows), z.take("c_anchor_margin", rows)
+    own = (scr.params or {}).get("harmful_anchors_dataset_id")
+    where = {"dataset_id": own} if own else {"bundled": ANCHOR_FORMS[ANCHOR_FORM]["harmful"][0].name}
+    return {
+        int(r): {
+            "form": ANCHOR_FORM,
+            "anchors": where,
+            "record": int(idx[p]) + 1,
+            "sim": round(float(sim[p]), 4),
+            "margin": round(float(margin[p]), 4),
+        }
+        for p, r in enumerate(rows)
+    }

@@ -112,5 +112,28 @@ class FlaggedPage(BaseModel):
     row_threshold: float
     has_more: bool
     data: list[dict[str, Any]] = Field(
-        description="{record_number, line, row_score, parts, nearest_alignment: [{record, sim}], record}"
+        description="{record_number, line, row_score, parts, nearest_alignment: [{record, sim}], "
+        "nearest_harmful_anchor: {form, anchors, record, sim, margin} or null (no anchors, or a screening "
+        "stored before it was kept), record}"
     )
+
+
+class RescreenRequest(BaseModel):
+    """Screen a variant of a finished screening's customer data (README: Flagged rows and safer datasets)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"variant": "filtered"}, {"variant": "augmented", "share": 0.1}]},
+    )
+    variant: Literal["filtered", "augmented"] = Field(
+        description="filtered: minus the flagged rows; augmented: mixed with safety examples (needs the "
+        "alignment:read scope)."
+    )
+    share: float = Field(
+        default=0.1, gt=0, le=1, description="augmented: safety examples per customer example, in (0, 1]."
+    )
+    selection: Literal["random", "nearest"] = Field(
+        default="random", description="augmented: seeded sample, or the alignment records nearest the data."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="augmented: seed of `random`.")
+    filtered: bool = Field(default=False, description="augmented: leave the flagged rows out too.")

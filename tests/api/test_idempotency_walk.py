@@ -162,6 +162,12 @@ CASES: dict[str, Callable[[World], Call]] = {
     "/v1/screenings/{screening_id}/decision": lambda w: Call(
         w.client, f"/v1/screenings/{_judged_screening(w)}/decision", (Event,), json={}
     ),
+    "/v1/screenings/{screening_id}/rescreen": lambda w: Call(
+        w.client,
+        f"/v1/screenings/{_judged_screening(w)}/rescreen",
+        (Screening, Dataset, Event),
+        json={"variant": "filtered"},
+    ),
     "/v1/webhook_endpoints": lambda w: Call(
         w.client,
         "/v1/webhook_endpoints",

@@ -185,6 +185,7 @@ def _writes(w: SimpleNamespace) -> dict[tuple[str, str], dict[str, Any] | None]:
         ("POST", "/v1/datasets"): None,  # an upload of its own (below)
         ("POST", "/v1/datasets/validate"): None,  # a file of its own (below)
         ("POST", "/v1/screenings/{screening_id}/decision"): {},
+        ("POST", "/v1/screenings/{screening_id}/rescreen"): {"variant": "augmented"},  # refused (below)
         ("POST", "/v1/policies"): {"name": "blind", "rules": []},
         ("PUT", "/v1/policies/{name}"): {"rules": []},
         ("DELETE", "/v1/policies/{name}"): None,
@@ -223,6 +224,7 @@ def _writes(w: SimpleNamespace) -> dict[tuple[str, str], dict[str, Any] | None]:
 MUST_REFUSE = (
     re.compile(r"^/v1/datasets/(ds_\w+)/preview$"),
     re.compile(r"/subsets/"),
+    re.compile(r"/datasets/augmented$"),
     re.compile(r"/artefacts/"),
 )
 
@@ -260,6 +262,8 @@ def test_every_api_route_hides_alignment_content_from_a_key_without_the_scope(wo
                     if private:
                         assert r.status_code == 403, (path, r.status_code)
                         assert r.json()["error"]["code"] == "insufficient_scope"
+                if template.endswith("/rescreen"):  # an augmented set holds alignment records
+                    assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
                 if method == "POST" and template in ("/v1/screenings", "/v1/rankings", "/v1/experiments"):
                     assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_purpose", r.text
     assert len(walked) >= 30, walked

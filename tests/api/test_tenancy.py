@@ -72,6 +72,7 @@ def test_every_route_with_a_second_tenants_key_gets_404_or_403(client, other_cli
             "alignment": {"dataset_id": a["align"]},
         },
         ("POST", "/v1/calibration/refit"): {},
+        ("POST", "/v1/screenings/{screening_id}/rescreen"): {"variant": "filtered"},
         ("POST", "/v1/policies"): {"name": "b-policy", "rules": rules},
         ("PUT", "/v1/policies/{name}"): {"rules": rules},  # writes B's own policy of that name
         ("POST", "/v1/webhook_endpoints"): hook,

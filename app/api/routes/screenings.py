@@ -1,17 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from app import events
+from app.access import ALIGNMENT_READ, require_alignment_read
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.policies import flagged
 from app.policies import service as policies
-from app.policies.schemas import DecisionRequest, FlaggedPage
+from app.policies.schemas import DecisionRequest, FlaggedPage, RescreenRequest
 from app.schemas import (
     AuditPublic,
     ErrorEnvelope,
@@ -22,12 +23,20 @@ from app.schemas import (
     ScreeningCreate,
     ScreeningPublic,
 )
-from app.screenings import service
+from app.screenings import service, variants
+from app.screenings.rescreen import rescreen as rescreen_variant
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such screening (or report) for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},
+}
+SCOPED: dict[int | str, dict[str, object]] = {
+    403: {
+        "model": ErrorEnvelope,
+        "description": "The customer data holds alignment records (an augmented rescreen) and the key lacks "
+        "the alignment:read scope.",
+    }
 }
 
 
@@ -141,47 +150,156 @@ def redecide(
     return ScreeningPublic.model_validate(scr)
 
 
-@router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses=ERRORS)
+@router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses={**ERRORS, **SCOPED})
 def get_flagged(
     screening_id: str,
     session: SessionDep,
     state: StateDep,
-    tenant: TenantDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> FlaggedPage:
     """The flagged rows (row score above the policy's `row_threshold`), highest first, each with its line,
-    score, parts, nearest alignment records (by number) and the customer's own record."""
+    score, parts, nearest alignment records (by number), nearest harmful anchor and the customer's own
+    record."""
+    tenant = principal.tenant_id
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
     scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     rows, total, threshold = flagged.flagged_rows(
         session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, limit=limit
     )
     return FlaggedPage(total=total, row_threshold=threshold, has_more=total > len(rows), data=rows)
 
 
+DOWNLOAD = {
+    "content": {
+        "application/x-ndjson": {},
+        "application/json": {},
+        "text/csv": {},
+        "application/vnd.apache.parquet": {},
+        "application/gzip": {},
+        "application/zstd": {},
+    },
+    "description": "The records, in the customer's container (JSONL, JSON array, CSV, Parquet; gzip or "
+    "zstd around a text container as uploaded). Header `Ftguard-Variant` holds its counts.",
+}
+
+
+def _download(v: variants.Variant, screening_id: str) -> StreamingResponse:
+    info = v.summary()
+    headers = attachment(f"{screening_id}-{v.name}.{v.container}") | {
+        "Ftguard-Variant": ";".join(f"{k}={val}" for k, val in info.items())
+    }
+    return StreamingResponse(v.chunks(), media_type=v.media_type, headers=headers)
+
+
+def _subset(screening_id: str, name: str, session: Any, state: Any, principal: Any) -> StreamingResponse:
+    tenant = principal.tenant_id
+    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
+    v = variants.subset(
+        session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, name=name
+    )
+    return _download(v, screening_id)
+
+
 @router.get(
     "/{screening_id}/datasets/filtered",
     response_class=StreamingResponse,
-    responses={
-        **ERRORS,
-        400: {"model": ErrorEnvelope, "description": "Not a JSON-lines upload (unsupported_container)."},
-        200: {"content": {"application/x-ndjson": {}}, "description": "The kept records as JSONL."},
-    },
+    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
 )
 def get_filtered(
-    screening_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
+    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> StreamingResponse:
-    """The customer's data minus the flagged rows, in the original records (JSON-lines uploads)."""
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    lines = list(
-        flagged.filtered_lines(
-            session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep
-        )
+    """The customer's data minus the flagged rows, in the original records and container, upload order."""
+    return _subset(screening_id, "filtered", session, state, principal)
+
+
+@router.get(
+    "/{screening_id}/datasets/flagged",
+    response_class=StreamingResponse,
+    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
+)
+def get_flagged_dataset(
+    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> StreamingResponse:
+    """The flagged rows alone, in the original records and container, upload order."""
+    return _subset(screening_id, "flagged", session, state, principal)
+
+
+@router.get(
+    "/{screening_id}/datasets/augmented",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        200: DOWNLOAD,
+    },
+)
+def get_augmented(
+    screening_id: str,
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    share: Annotated[float, Query(gt=0, le=1, description="Safety examples per customer example.")] = 0.1,
+    selection: Annotated[Literal["random", "nearest"], Query()] = "random",
+    seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    filtered: Annotated[bool, Query(description="Leave the flagged rows out too.")] = False,
+) -> StreamingResponse:
+    """The customer's data with round(share x its size) safety examples from the screening's alignment set
+    spread through it (`nearest`: the alignment records most similar to the data; `random`: seeded). In
+    the customer's form when the alignment records fit it, else JSONL of chat messages. Needs
+    `alignment:read`: it holds alignment records."""
+    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    require_alignment_read(principal.can(ALIGNMENT_READ), "an augmented dataset holds alignment records")
+    v = variants.augmented(
+        session=session,
+        store=state.services.store,
+        settings=state.settings,
+        scr=scr,
+        report=rep,
+        share=share,
+        selection=selection,
+        seed=seed,
+        filtered=filtered,
     )
-    return StreamingResponse(
-        iter(lines), media_type="application/x-ndjson", headers=attachment(f"{screening_id}-filtered.jsonl")
+    return _download(v, screening_id)
+
+
+@router.post(
+    "/{screening_id}/rescreen",
+    response_model=ScreeningPublic,
+    status_code=201,
+    dependencies=[Idempotent],
+    responses={
+        **ERRORS,
+        **WRITE_RESPONSES,
+        400: {"model": ErrorEnvelope, "description": "Invalid Idempotency-Key, or an empty variant."},
+        403: {"model": ErrorEnvelope, "description": "augmented: the key lacks the alignment:read scope."},
+    },
+)
+def rescreen(
+    screening_id: str, body: RescreenRequest, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> ScreeningPublic:
+    """Store the filtered or augmented variant of a finished screening as a new fine-tune dataset and
+    screen it against the same alignment set, with the same parameters and policy. The new screening (and
+    its report) carries `baseline`: the screening it came from and its risk score."""
+    scr = rescreen_variant(
+        services=state.services,
+        session=session,
+        queue=state.queue,
+        tenant_id=principal.tenant_id,
+        screening_id=screening_id,
+        variant=body.variant,
+        alignment_access=principal.can(ALIGNMENT_READ),
+        share=body.share,
+        selection=body.selection,
+        seed=body.seed,
+        filtered=body.filtered,
     )
+    return ScreeningPublic.model_validate(scr)
 
 
 @router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
@@ -199,7 +317,7 @@ def list_events(
     return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
 
 
-@router.get("/{screening_id}/report", response_model=ReportPublic, responses=ERRORS)
+@router.get("/{screening_id}/report", response_model=ReportPublic, responses={**ERRORS, **SCOPED})
 def get_report(
     screening_id: str,
     session: SessionDep,
@@ -210,16 +328,19 @@ def get_report(
     ] = False,
 ) -> ReportPublic:
     """The risk report: score, tier, the formula with each part, distributions, findings, top examples.
-    Keys without the `alignment:read` scope always get it redacted."""
+    Keys without the `alignment:read` scope always get it redacted (and a 403 for a screening whose
+    customer data holds alignment records). A re-screened variant carries `baseline`."""
     rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
     hide = redact or not principal.can(service.ALIGNMENT_READ)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     return ReportPublic(
         screening_id=rep.screening_id,
         created_at=rep.created_at,
         redacted=hide,
         decision=scr.decision,
         decision_rule=scr.decision_rule,
+        baseline=scr.baseline,
         report=service.report_body(report=rep, redact_alignment=hide),
     )
 
