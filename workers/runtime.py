@@ -44,6 +44,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._objects: dict[tuple[Any, ...], Any] = {}
         self.queue: JobQueue | None = None  # set by the worker runner; jobs enqueue follow-up jobs on it
+        # Set by the worker runner; None (no metrics) for the CLI's local screenings.
+        self.metrics: WorkerMetrics | None = None
 
     def job_queue(self) -> JobQueue | None:
         if self.queue is None and self.settings.redis_url:
@@ -62,8 +64,6 @@ class Runtime:
             while len(self._objects) > MAX_MODELS:
                 self._objects.pop(next(iter(self._objects)))
         return obj
-        # Set by the worker runner; None (no metrics) for the CLI's local screenings.
-        self.metrics: WorkerMetrics | None = None
 
     def shared_cache(self) -> VectorCache:
         """Vectors of what ships with ftguard (the bundled anchors), shared by every tenant. Its namespace
