@@ -48,6 +48,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by transformers when it is imported
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     logging.getLogger("rq").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the same, when transformers was imported before the variable was set
 
 
 def stage_bars(transient: bool) -> Progress:

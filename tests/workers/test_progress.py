@@ -7,6 +7,7 @@ ignore cancel. Every progress write the worker makes is recorded by wrapping the
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
@@ -81,7 +82,7 @@ def test_progress_keeps_moving_through_the_anchor_stage(client, run_worker, writ
     assert len(anchors) >= 8, anchors
     assert len({w[3] for w in anchors}) >= 6
     times = [w[0] for w in mine]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 5.0, gaps
     # the stage's share of the bar follows its share of the time, from the rates measured before
     i0 = mine.index(anchors[0])
