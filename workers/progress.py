@@ -125,6 +125,8 @@ class Plan:
         self.frozen = False
         self.fraction = 0.0
         self._last = 0.0
+        # representations whose vectors a pass of this plan stored (workers.screening looks again for them)
+        self.stored: set[str] = set()
 
     def add(self, stage: str, kind: str, units: float, prior: float) -> Part:
         part = Part(stage=stage, kind=kind, units=max(float(units), 0.0), prior=prior)

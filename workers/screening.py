@@ -95,18 +95,36 @@ class Pass:
             )
         else:
             self.vecs, self.missing = np.zeros((n, representer.dim), dtype=np.float32), np.ones(n, dtype=bool)
+        self._todo()
+        self.part = plan.encode_part(stage, representer, [side.examples[i] for i in self.todo])
+        self.ran = False
+
+    def _todo(self) -> None:
         first: dict[str, int] = {}
         for i in np.flatnonzero(self.missing):
             first.setdefault(self.hashes[i], int(i))
         self.todo = list(first.values())
+        n = len(self.hashes)
         self.stats = {"examples": n, "from_cache": int(n - self.missing.sum()), "computed": len(self.todo)}
-        self.part = plan.encode_part(stage, representer, [side.examples[i] for i in self.todo])
-        self.ran = False
+
+    def _recheck(self) -> None:
+        """Look the missing examples up again: another pass of this screening in the same representation
+        stored its vectors since (an example in both sets is represented once)."""
+        assert self.cache is not None
+        rep, miss = self.representer, np.flatnonzero(self.missing)
+        vecs, still = self.cache.lookup(
+            rep.identity, f"{self.side.sha256}:recheck", [self.hashes[i] for i in miss], rep.dim
+        )
+        self.vecs[miss[~still]] = vecs[~still]
+        self.missing[miss[~still]] = False
+        self._todo()
 
     def run(self) -> tuple[np.ndarray, dict[str, int]]:
         if self.ran:
             return self.vecs, self.stats
         side, rep, n = self.side, self.representer, len(self.side.examples)
+        if self.todo and self.cache is not None and rep.identity in self.plan.stored:
+            self._recheck()
         if not self.todo:
             self.plan.finish(self.part, f"{side.name}: {n} vectors from cache")
             self.ran = True
@@ -126,6 +144,7 @@ class Pass:
         self.vecs[fill] = new[[row[self.hashes[i]] for i in fill]]
         if self.cache is not None:
             self.cache.store_vectors(rep.identity, side.sha256, self.hashes, self.vecs)
+            self.plan.stored.add(rep.identity)
         self.plan.finish(self.part)
         self.ran = True
         return self.vecs, self.stats
