@@ -61,7 +61,10 @@ def fresh_rates(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_weights_follow_the_work_and_then_the_measured_rates() -> None:
     slow, fast = Counting("slow", per_example=0.04), Counting("fast", per_example=0.005)
-    big, small = _side("big", [f"text {i} " * 20 for i in range(20)]), _side("small", ["t " * 20] * 5)
+    big, small = (
+        _side("big", [f"text {i} " * 20 for i in range(20)]),
+        _side("small", [f"t{i} " * 20 for i in range(5)]),
+    )
 
     def run() -> tuple[dict[str, float], list[Tick]]:
         ticks: list[Tick] = []
