@@ -81,8 +81,9 @@ def test_progress_keeps_moving_through_the_anchor_stage(client, run_worker, writ
     # view: one write per batch, each a step forward
     assert len(anchors) >= 8, anchors
     assert len({w[3] for w in anchors}) >= 6
-    times = [w[0] for w in mine]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # through the stage, a write at least every few seconds (a batch of the tiny model or of MiniLM's
+    # short request views; elsewhere a MiniLM batch of 64 takes what this CPU takes)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(anchors)]
     assert max(gaps) < 5.0, gaps
     # the stage's share of the bar follows its share of the time, from the rates measured before
     i0 = mine.index(anchors[0])
