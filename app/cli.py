@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -13,19 +12,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app import cli_errors, cli_remote
+from app import cli_errors, cli_lab, cli_local, cli_remote
+from app.cli_local import _MODELS, Screener, console, load_side, out, print_report, quiet_libraries, summary
 from app.cli_ops import policy_app, webhooks_app
 from app.core import logs
 from app.core.config import get_settings
-from app.core.errors import FtguardError, InvalidDataset
+from app.core.errors import FtguardError
 from app.demo import ALIGNMENT, CUSTOMERS
 from app.screenings import explain
 
 if TYPE_CHECKING:
     from workers.screening import Side
+
+__all__ = ["_MODELS", "app", "load_side", "main", "print_report"]  # tests and benches import these from here
 
 app = typer.Typer(
     add_completion=False,
@@ -40,210 +41,10 @@ admin_app = typer.Typer(
 app.add_typer(admin_app, name="admin")
 app.add_typer(policy_app, name="policy")
 app.add_typer(webhooks_app, name="webhooks")
-console = Console(stderr=True)
-out = Console(width=max(Console().width, 120))
-TIER_STYLE = {"low": "green", "medium": "yellow", "high": "red", "critical": "bold red"}
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-
-
-def load_side(path: Path, name: str) -> Side:
-    """A local file as a screening side; exits with its located errors when it is invalid."""
-    from workers.screening import side_from_file
-
-    try:
-        return side_from_file(path, name, get_settings())
-    except InvalidDataset as exc:
-        console.print(f"[red]{path}: {exc.details['error_count']} error(s)[/red]")
-        for e in exc.details["errors"]:
-            console.print(f"  line {e['line']}: [bold]{e['code']}[/bold] {e['message']}")
-        raise typer.Exit(2) from exc
-
-
-_MODELS: dict[Any, Any] = {}  # loaded once per CLI process, shared by every screening it runs
-
-
-class _Screener:
-    """Holds one model for several local screenings."""
-
-    def __init__(
-        self,
-        backend: str | None,
-        model: str | None,
-        *,
-        anchors: bool = True,
-        harmful: Path | None = None,
-        safe: Path | None = None,
-    ) -> None:
-        _quiet_libraries()
-        from workers.runtime import Runtime
-        from workers.screening import Anchors, bundled_anchors
-
-        s = get_settings()
-        self.runtime = Runtime(s, models=_MODELS)
-        self.params = {"backend": backend or s.default_backend, "model": model or s.default_model}
-        with console.status(f"loading {self.params['backend']} model {self.params['model']}"):
-            self.rep = self.runtime.representer(self.params)
-        self.anchors: Anchors | None = None
-        self.arrays: dict[str, Any] = {}  # the last screening's per-example arrays
-        if anchors:  # only then is the anchor model loaded (`audit` uses none)
-            with console.status(f"loading anchor model {s.anchor_model}"):
-                anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
-            semantic = self.runtime.representer({"backend": s.default_backend, "model": s.default_model})
-            self.anchors = bundled_anchors(s, anchor_rep, semantic=semantic)
-            if harmful:
-                self.anchors.harmful = load_side(harmful, "harmful anchors")
-            if safe:
-                self.anchors.safe = load_side(safe, "safe anchors")
-
-    def screen(self, customer: Side, alignment: Side, params: dict[str, Any]) -> dict[str, Any]:
-        from app.screenings.service import with_defaults
-        from workers.screening import Params, screen
-
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(customer.meta.get("filename", "screening"), total=1.0)
-
-            def report(stage: str, frac: float, _msg: str | None) -> bool:
-                bar.update(task, completed=frac, description=f"{customer.meta.get('filename')}: {stage}")
-                return True
-
-            out = screen(
-                customer=customer,
-                alignment=alignment,
-                representer=self.rep,
-                params=Params.from_dict(with_defaults(self.params | params, self.runtime.settings)),
-                cache=self.runtime.local_cache(),
-                report=report,
-                device=self.runtime.device,
-                anchors=self.anchors,
-            )
-        self.arrays = out.arrays
-        out.body["calibration"] = explain.calibration_of(out.body)  # local: no experiments to calibrate on
-        out.body["about"] = explain.about(out.body)
-        return out.body
-
-
-def _summary(
-    rows: list[tuple[str, dict[str, Any]]],
-    title: str = "ftguard screening summary",
-    first: str = "dataset",
-    extra: dict[str, list[str]] | None = None,
-) -> Table:
-    t = Table(title=title)
-    cols = (
-        first,
-        "examples",
-        "risk",
-        "tier",
-        "calibrated",
-        "mean max cos",
-        "p90 max cos",
-        "near share",
-        "closer to harmful than to safe anchors",
-    )
-    for col in cols:
-        t.add_column(col, justify="right" if col not in (first, "tier", "calibrated") else "left")
-    for col in extra or {}:
-        t.add_column(col, justify="right")
-    for i, (name, body) in enumerate(rows):
-        r, d = body["risk"], body["distributions"]["customer_max_sim"]
-        near = next(p["value"] for p in r["parts"] if p["name"] == "near_alignment_share")
-        anchors = body.get("anchors")
-        # the compliance form's share, as the README's demo table shows it (each form's is in the findings)
-        side = f"{anchors['share_closer_to_harmful']:.0%}" if anchors else "-"
-        t.add_row(
-            name,
-            str(body["customer"]["examples"]),
-            f"{r['risk_score']:.1f}",
-            f"[{TIER_STYLE[r['tier']]}]{r['tier']}[/]",
-            "yes" if explain.calibration_of(body).get("calibrated") else "[bold]uncalibrated[/]",
-            f"{d['mean']:.3f}",
-            f"{d['percentiles']['p90']:.3f}",
-            f"{near:.0%}",
-            side,
-            *(v[i] for v in (extra or {}).values()),
-        )
-    return t
-
-
-def print_report(name: str, body: dict[str, Any], console_out: Console) -> None:
-    """The CLI table of one report: the summary row, its warnings and findings, and what the score means
-    (calibration, tiers, models and anchor sets, from the same source as every other surface)."""
-    console_out.print(_summary([(name, body)]))
-    for line in body["findings"]:  # warnings (a clamped subset size) are findings too
-        console_out.print(f"- {line}", soft_wrap=True)
-    for line in explain.text_lines(body):
-        console_out.print(line, soft_wrap=True)
-
-
-@app.command()
-def screen(
-    customer: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Customer dataset file.")],
-    alignment: Annotated[
-        Path | None,
-        typer.Option(exists=True, dir_okay=False, help="Alignment set; default: the bundled demo set."),
-    ] = None,
-    backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
-    top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
-    subset_size: Annotated[int, typer.Option(min=1)] = 100,
-    center: Annotated[
-        bool | None, typer.Option(help="Mean-centre before cosine; default: on for causal-lm only.")
-    ] = None,
-    anchors: Annotated[bool, typer.Option(help="Measure the harmful-anchor margin (He et al. 2024).")] = True,
-    harmful_anchors: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="Harmful anchors; default: bundled.")
-    ] = None,
-    safe_anchors: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="Safe anchors; default: bundled.")
-    ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
-    html_out: Annotated[
-        Path | None, typer.Option("--html", help="Write the report as a standalone HTML page with charts.")
-    ] = None,
-    server: Annotated[str | None, cli_remote.ServerOpt] = None,
-    key: Annotated[str | None, cli_remote.KeyOpt] = None,
-) -> None:
-    """Screen a dataset locally (or on a remote ftguard with --server) and print a summary."""
-    params = {"top_k": top_k, "subset_size": subset_size, "center": center}
-    if server:
-        remote = {"backend": backend, "model": model, "anchors": anchors, **params}
-        with cli_remote.connect(server, key) as client:
-            body = cli_remote.screen(
-                client,
-                customer=customer,
-                alignment=alignment,
-                params=remote,
-                harmful_anchors=harmful_anchors,
-                safe_anchors=safe_anchors,
-            )
-    else:
-        screener = _Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
-        align = load_side(alignment or ALIGNMENT, "alignment")
-        body = screener.screen(load_side(customer, "customer"), align, params)
-    print_report(customer.name, body, out)
-    if json_out:
-        json_out.write_text(json.dumps(body, indent=2))
-        console.print(f"report written to {json_out}")
-    if html_out:
-        from app.dashboard.render import report_document
-
-        html_out.write_text(report_document(body, title=f"{customer.name}: risk report"), encoding="utf-8")
-        console.print(f"HTML report written to {html_out}")
-
-
+# Local screening and experiments live in their own modules (app.cli_local, app.cli_lab).
+app.command()(cli_local.screen)
+app.command()(cli_lab.experiment)
+app.command()(cli_lab.compare)
 if TYPE_CHECKING:
     FormatOption = str
 else:
@@ -295,229 +96,18 @@ def demo(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the three reports.")] = None,
 ) -> None:
     """Screen the three bundled customer sets against the bundled alignment set and rank them."""
-    screener = _Screener(None, None)
+    screener = Screener(None, None)
     align = load_side(ALIGNMENT, "alignment")
     rows = []
     for name, path in CUSTOMERS.items():
         rows.append((name, screener.screen(load_side(path, "customer"), align, {})))
     rows.sort(key=lambda r: -r[1]["risk"]["risk_score"])
-    out.print(_summary(rows))
+    out.print(summary(rows))
     out.print(f"Formula: {rows[0][1]['risk']['formula']}", soft_wrap=True)
     for line in explain.text_lines(rows[0][1]):
         out.print(line, soft_wrap=True)
     if json_out:
         json_out.write_text(json.dumps({n: b for n, b in rows}, indent=2))
-
-
-def _experiment_spec(opts: dict[str, Any], ft_id: str, align_id: str, eval_id: str | None) -> dict[str, Any]:
-    rep: dict[str, Any] = {"max_length": opts["rep_max_length"]}
-    if opts["backend"]:
-        rep["backend"] = opts["backend"]
-    if opts["model"]:
-        rep["model"] = opts["model"]
-    start: dict[str, Any] = {
-        "alignment": {
-            "dataset_id": align_id,
-            "size": opts["size"],
-            "seed": opts["seed"],
-            "representation": rep,
-        }
-    }
-    if opts.get("aligned_from"):
-        start = {"aligned_from": {"experiment_id": opts["aligned_from"]}}
-    elif opts.get("aligned"):
-        start = {}
-    checkpoints = [float(c) for c in (opts.get("checkpoints") or "1").split(",") if c.strip()]
-    return {
-        "base_model": opts["base_model"],
-        **start,
-        "fine_tune": {"dataset_id": ft_id, "max_examples": opts["max_examples"], "seed": opts["seed"]},
-        "training": {
-            "method": opts["method"],
-            "lora": {"rank": opts["lora_rank"], "alpha": 2 * opts["lora_rank"]},
-            "learning_rate": opts["lr"],
-            "epochs": opts["epochs"],
-            "batch_size": opts["batch_size"],
-            "max_length": opts["max_length"],
-            "seed": opts["seed"],
-        },
-        "evaluation": {"dataset_id": eval_id, "checkpoints": checkpoints},
-        "generation": {"max_new_tokens": opts["max_new_tokens"], "seed": opts["seed"]},
-        "judges": [{"type": j} for j in (opts["judge"] or ["keyword"])],
-    }
-
-
-def _lab_run(finetune: Path, opts: dict[str, Any], variants: list[str] | None) -> list[Any]:
-    """Upload the files, create the experiment (or one per variant), run every stage here."""
-    _quiet_libraries()
-    from pydantic import ValidationError
-
-    from workers.experiments.local import LocalLab
-
-    s = get_settings()
-    for path, name in ((finetune, "fine-tuning"), (opts["alignment"] or ALIGNMENT, "alignment")):
-        load_side(path, name)  # located errors, before anything is stored
-    lab = LocalLab(s)
-    try:
-        ft = lab.upload(finetune, "fine-tune")
-        align = lab.upload(opts["alignment"] or ALIGNMENT, "alignment")
-        ev = lab.upload(opts["eval"], "eval-prompts") if opts["eval"] else None
-        spec = _experiment_spec(opts, ft.id, align.id, ev.id if ev else None)
-        try:
-            if variants is None:
-                if "alignment" in spec:
-                    spec["alignment"]["selection"] = opts["selection"]
-                ids = [lab.experiment(spec).id]
-            else:
-                ids = [e.id for e in lab.get_comparison(lab.comparison({**spec, "variants": variants}).id)[1]]
-        except ValidationError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
-        except FtguardError as exc:
-            console.print(f"[red]{exc.message}[/red]")
-            raise typer.Exit(2) from exc
-        lab.run()
-        return [lab.get(i)[0] for i in ids]
-    finally:
-        lab.close()
-
-
-def _results_table(exps: list[Any]) -> Table:
-    t = Table(title="ftguard experiments")
-    for col in ("aligned on", "status", "risk", "harmfulness rate", "score", "refusal rate", "over-refusal"):
-        t.add_column(col, justify="left" if col in ("aligned on", "status") else "right")
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.1f}%"
-
-    for e in exps:
-        res = e.results or {}
-        head = res.get("headline", {})
-        risk = (res.get("features") or {}).get("risk_score")
-        t.add_row(
-            (e.params.get("alignment") or {}).get("selection") or "(started aligned)",
-            e.status + (f" ({e.error['code']} in {e.error.get('stage')})" if e.error else ""),
-            "-" if risk is None else f"{risk:.1f}",
-            pct(head.get("harmfulness_rate")),
-            "-" if head.get("harmfulness_score") is None else f"{head['harmfulness_score']:.2f}",
-            pct(head.get("refusal_rate")),
-            pct(head.get("over_refusal_rate")),
-        )
-    return t
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def _print_experiments(exps: list[Any], json_out: Path | None) -> None:
-    Console().print(_results_table(exps))
-    for e in exps:
-        curve = (e.results or {}).get("durability") or []
-        if len(curve) > 1:
-            points = ", ".join(f"{p['checkpoint']:.0%}: {_pct(p['harmfulness_rate'])}" for p in curve)
-            Console().print(f"{e.id} harmfulness by share of fine-tuning done: {points}")
-    if json_out:
-        json_out.write_text(
-            json.dumps(
-                [{"id": e.id, "status": e.status, "error": e.error, "results": e.results} for e in exps],
-                indent=2,
-            )
-        )
-        console.print(f"results written to {json_out}")
-    if any(e.status != "succeeded" for e in exps):
-        raise typer.Exit(1)
-
-
-FinetuneArg = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, help="The customer's fine-tuning data.")
-]
-AlignmentOpt = Annotated[
-    Path | None,
-    typer.Option(exists=True, dir_okay=False, help="Alignment set; default: the bundled demo set."),
-]
-EvalOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--eval", exists=True, dir_okay=False, help="Evaluation prompts; default: the bundled ones."
-    ),
-]
-BaseOpt = Annotated[str, typer.Option(help="Base model: a local folder or cached id, or bundled.")]
-JudgeOpt = Annotated[list[str] | None, typer.Option(help="keyword (default), llm (needs FTGUARD_JUDGE_*).")]
-
-
-@app.command()
-def experiment(
-    finetune: FinetuneArg,
-    alignment: AlignmentOpt = None,
-    selection: Annotated[str, typer.Option(help="high_sim, low_sim, random or full.")] = "full",
-    size: Annotated[int, typer.Option(min=1, help="Alignment examples in the subset.")] = 1000,
-    eval: EvalOpt = None,
-    base_model: BaseOpt = "bundled:smollm2-135m-instruct",
-    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
-    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
-    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
-    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
-    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
-    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    max_length: Annotated[int, typer.Option(min=16)] = 512,
-    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-    judge: JudgeOpt = None,
-    aligned: Annotated[
-        bool, typer.Option(help="Fine-tune-only: BASE_MODEL is already aligned; no alignment stage.")
-    ] = False,
-    aligned_from: Annotated[
-        str | None,
-        typer.Option(help="Fine-tune-only: start from this earlier local experiment's aligned model."),
-    ] = None,
-    checkpoints: Annotated[
-        str,
-        typer.Option(help="Evaluate at these fractions of the fine-tuning steps, e.g. 0,0.25,0.5,1."),
-    ] = "1",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
-) -> None:
-    """Align a model on (part of) the alignment data, fine-tune it on FINETUNE, judge its answers.
-
-    With --aligned or --aligned-from it is fine-tune-only (no alignment stage). --checkpoints evaluates the
-    model part-way through fine-tuning too: the results' `durability` curve.
-
-    Runs here, through the same stage jobs a worker runs (embedded SQLite and Redis under FTGUARD_DATA_DIR,
-    or the configured ones); needs no server.
-    """
-    _print_experiments(_lab_run(finetune, locals(), None), json_out)
-
-
-@app.command()
-def compare(
-    finetune: FinetuneArg,
-    alignment: AlignmentOpt = None,
-    size: Annotated[int, typer.Option(min=1, help="Alignment examples in each subset.")] = 1000,
-    eval: EvalOpt = None,
-    base_model: BaseOpt = "bundled:smollm2-135m-instruct",
-    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
-    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
-    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
-    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
-    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
-    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    max_length: Annotated[int, typer.Option(min=16)] = 512,
-    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-    judge: JudgeOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
-) -> None:
-    """The same experiment aligned on the High-Sim, Low-Sim and Random subsets (same seeds); the table.
-
-    Runs here, like `experiment`; needs no server.
-    """
-    _print_experiments(_lab_run(finetune, locals(), ["high_sim", "random", "low_sim"]), json_out)
 
 
 @app.command()
@@ -578,7 +168,7 @@ def rank(
         if not name or not path:
             console.print(f"[red]bad --candidate {spec!r}; expected NAME=FILE[@BACKEND:MODEL][/red]")
             raise typer.Exit(2)
-        screener = _Screener(backend or None, model or None)
+        screener = Screener(backend or None, model or None)
         cust = cust or load_side(customer, "customer")
         body = screener.screen(cust, load_side(Path(path), "alignment"), {})
         rows.append((name, body))
@@ -589,7 +179,7 @@ def rank(
     boot = bootstrap_ranking({n: (b, arrays[n]) for n, b in rows}, resamples=BOOTSTRAP)
     intervals = [f"{boot['intervals'][n][0]:.1f} to {boot['intervals'][n][1]:.1f}" for n, _ in rows]
     out.print(
-        _summary(
+        summary(
             rows,
             title="ftguard ranking of candidate models",
             first="candidate model",
@@ -648,7 +238,7 @@ def audit(
     from workers.audit import vendi_score
     from workers.screening import represent
 
-    screener = _Screener(backend, model, anchors=False)
+    screener = Screener(backend, model, anchors=False)
     align = load_side(alignment, "alignment")
     t = Table(title=f"alignment-set audit: {alignment.name}")
     t.add_column("measure")
@@ -706,7 +296,7 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Worker name (default: RQ's, unique).")] = None,
 ) -> None:
     """Run a worker: loads its model once, then takes screening jobs from Redis."""
-    _quiet_libraries()
+    quiet_libraries()
     from workers.runner import run_worker
 
     s = get_settings()

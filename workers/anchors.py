@@ -17,6 +17,7 @@ harmful side's own leave-one-out median margin m_h: zh = clip(m / m_h, 0, 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ from workers.representations.base import Representer
 from workers.similarity import compare
 
 VIEWS = ("whole", "request")
+# One side's vectors in one representation, and its cache stats (workers.screening's passes).
+Represent = Callable[[Any, Representer, VectorCache | None], tuple[np.ndarray, dict[str, int]]]
 
 
 @dataclass
@@ -123,6 +126,55 @@ def bundled_anchors(
     return Anchors(forms=forms, representer=representer, shared_cache=shared_cache)
 
 
+def _form_sides(
+    form: Form, anchors: Anchors, cache: VectorCache | None
+) -> list[tuple[Any, Representer, Any]]:
+    """The harmful and the safe side of a form as it is read (its view), its representer and cache."""
+    rep = form.representer or anchors.representer
+    out = []
+    for side in (form.harmful, form.safe):
+        view = request_view(side) if form.view == "request" else side
+        out.append((view, rep, anchors.cache_for(side, cache)))
+    return out
+
+
+def _customer_views(
+    customer: Any, c_rep: Representer | None, anchors: Anchors
+) -> dict[tuple[str, str], tuple[Any, Representer] | None]:
+    """Per (representation, view), the customer side the forms read; None for the main representation's
+    whole examples, whose vectors the screening already has."""
+    views: dict[tuple[str, str], tuple[Any, Representer] | None] = {}
+    if c_rep is not None:
+        views[(c_rep.identity, "whole")] = None
+    for form in anchors.forms:
+        frep = form.representer or anchors.representer
+        if (frep.identity, form.view) not in views:
+            side = request_view(customer) if form.view == "request" else customer
+            views[(frep.identity, form.view)] = (side, frep)
+    return views
+
+
+def passes(
+    customer: Any, c_rep: Representer | None, anchors: Anchors, cache: VectorCache | None
+) -> list[tuple[Any, Representer, Any]]:
+    """Every representation pass `signal` asks for (side, representer, cache), so a progress plan can weigh
+    them before any runs."""
+    out = [(v[0], v[1], cache) for v in _customer_views(customer, c_rep, anchors).values() if v is not None]
+    for form in anchors.forms:
+        out.extend(_form_sides(form, anchors, cache))
+    return out
+
+
+def multiply_adds(n_customer: int, anchors: Anchors) -> float:
+    """The nearest-anchor searches' multiply-adds (customer and both anchor sides against both sides)."""
+    total = 0.0
+    for form in anchors.forms:
+        nh, ns = len(form.harmful.examples), len(form.safe.examples)
+        dim = (form.representer or anchors.representer).dim
+        total += float(n_customer + nh + ns) * (nh + ns) * dim
+    return total
+
+
 def _nearest(x: np.ndarray, y: np.ndarray, block_size: int, device: str, skip_self: bool = False) -> Any:
     return compare(x, y, k=2 if skip_self else 1, block_size=block_size, device=device)
 
@@ -132,17 +184,14 @@ def form_signal(
     c_vec: np.ndarray,
     anchors: Anchors,
     cache: VectorCache | None,
-    represent: Any,
+    represent: Represent,
     center: bool,
     block_size: int,
     device: str,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One form's per-example margin, rescaled margin, and nearest harmful and safe anchor."""
     rep = form.representer or anchors.representer
-    h_side = request_view(form.harmful) if form.view == "request" else form.harmful
-    s_side = request_view(form.safe) if form.view == "request" else form.safe
-    h_vec, h_stats = represent(h_side, rep, anchors.cache_for(form.harmful, cache), None, "anchors")
-    s_vec, s_stats = represent(s_side, rep, anchors.cache_for(form.safe, cache), None, "anchors")
+    (h_vec, h_stats), (s_vec, s_stats) = (represent(*side) for side in _form_sides(form, anchors, cache))
     if center:  # one centre for all three sets (the anchors' mean), so the two distances compare
         mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
         c_vec, h_vec, s_vec = c_vec - mu, h_vec - mu, s_vec - mu
@@ -187,28 +236,32 @@ def signal(
     c_rep: Representer | None,
     anchors: Anchors,
     cache: VectorCache | None,
-    represent: Any,
+    represent: Represent,
     center: bool,
     block_size: int,
     device: str,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Every form's signal. `c_vec` holds the customer's vectors in the main representation, `c_rep`; a
-    form read in that space and on whole examples reuses them instead of a second pass."""
+    form read in that space and on whole examples reuses them instead of a second pass. `progress` gets
+    the share of the forms whose comparisons are done (their passes report through `represent`)."""
     rep = anchors.representer
     views: dict[tuple[str, str], np.ndarray] = {}
-    if c_vec is not None and c_rep is not None:
-        views[(c_rep.identity, "whole")] = c_vec
+    for key, todo in _customer_views(customer, c_rep, anchors).items():
+        if todo is None:
+            assert c_vec is not None
+            views[key] = c_vec
+        else:
+            views[key], _ = represent(todo[0], todo[1], cache)
     per_form: dict[str, dict[str, np.ndarray]] = {}
     forms_info: dict[str, Any] = {}
-    for form in anchors.forms:
-        frep = form.representer or rep
-        key = (frep.identity, form.view)
-        if key not in views:
-            side = request_view(customer) if form.view == "request" else customer
-            views[key], _ = represent(side, frep, cache, None, "anchors")
+    for i, form in enumerate(anchors.forms):
+        key = ((form.representer or rep).identity, form.view)
         per_form[form.name], forms_info[form.name] = form_signal(
             form, views[key], anchors, cache, represent, center, block_size, device
         )
+        if progress is not None:
+            progress((i + 1) / len(anchors.forms))
     return per_form, {"representation": rep.describe() | {"identity": rep.identity}, "forms": forms_info}
 
 

@@ -125,15 +125,23 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         align_ds = session.get(Dataset, scr.alignment_dataset_id)
         if customer_ds is None or align_ds is None:
             raise FtguardError("a dataset of this screening was deleted", code="dataset_deleted")
-        screenings.progress(
-            session, scr, stage="load", fraction=0.0, message="reading datasets", job_id=job_id
-        )
+
+        def loading(message: str) -> None:
+            """The load stage has no measure of its own (a model load is one call): a message and the
+            cancellation check between its steps."""
+            if not screenings.progress(
+                session, scr, stage="load", fraction=0.0, message=message, job_id=job_id
+            ):
+                raise Cancelled()
+
+        loading("reading datasets")
         representer = rt.representer(params)
         customer = _side(customer_ds, "customer", settings.max_line_bytes)
         alignment = _side(align_ds, "alignment", settings.max_line_bytes)
         t_load = time.perf_counter() - t0
         anchors = None
         if params.get("anchors", True):
+            loading("loading the anchor models")
             anchor_rep = rt.representer(
                 {
                     "backend": params.get("anchor_backend", settings.anchor_backend),
@@ -160,8 +168,8 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             representer=representer,
             params=Params.from_dict(params),
             cache=rt.cache_for(scr.tenant_id),
-            report=lambda stage, frac, msg: screenings.progress(
-                session, scr, stage=stage, fraction=frac, message=msg, job_id=job_id
+            report=lambda t: screenings.progress(
+                session, scr, stage=t.stage, fraction=t.fraction, message=t.message, job_id=job_id
             ),
             device=rt.device,
             anchors=anchors,

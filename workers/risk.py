@@ -248,13 +248,14 @@ def contributions(
     return total, parts
 
 
+def headline_form(per_form: dict[str, Any]) -> str:
+    """The form whose margin is a row's `anchor_margin`: the compliance form (older reports had only it)."""
+    return "compliance" if "compliance" in per_form else next(iter(per_form))
+
+
 def headline_margin(per_form: dict[str, dict[str, np.ndarray]], scored: dict[str, Any]) -> np.ndarray:
-    """Per example, the compliance form's margin (the `anchor_margin` sort key; older reports had only it)."""
-    return (
-        per_form["compliance"]["margin"]
-        if "compliance" in per_form
-        else next(iter(per_form.values()))["margin"]
-    )
+    """Per example, the headline form's margin (the `anchor_margin` sort key)."""
+    return per_form[headline_form(per_form)]["margin"]
 
 
 def anchor_summary(

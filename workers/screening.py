@@ -7,7 +7,7 @@ arrays. The RQ job (workers.jobs) and the local CLI both call it; only they touc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,20 +25,12 @@ from workers import risk
 from workers.anchors import Anchors, bundled_anchors
 from workers.audit import audit
 from workers.cache import VectorCache
+from workers.progress import PRIOR_FLOPS, Plan, Reporter
 from workers.representations.base import Representer
-from workers.similarity import Cancelled, compare, self_reference
+from workers.similarity import compare, self_reference
 
-__all__ = ["Anchors", "Params", "Side", "bundled_anchors", "screen", "side_from_file"]
+__all__ = ["Anchors", "Params", "Reporter", "Side", "bundled_anchors", "screen", "side_from_file"]
 
-# stage, fraction of the whole screening, optional message; returns False to stop (cancelled)
-Reporter = Callable[[str, float, str | None], bool]
-STAGES = {
-    "anchors": (0.97, 0.97),
-    "represent_alignment": (0.0, 0.45),
-    "represent_customer": (0.45, 0.9),
-    "compare": (0.9, 0.97),
-    "score": (0.97, 1.0),
-}
 SNIPPET = 300
 TOP_EXAMPLES = 10
 
@@ -58,7 +50,10 @@ def side_from_file(path: Path, name: str, settings: Settings) -> Side:
     """A local file (the CLI's inputs, the bundled demo and anchor sets) as a screening side."""
     rep, examples = read_file(path=path, settings=settings)
     return Side(
-        name=name, examples=examples, sha256=rep.sha256, meta={"filename": path.name, "format": rep.format}
+        name=name,
+        examples=examples,
+        sha256=rep.sha256,
+        meta={"filename": path.name, "format": rep.format, "container": rep.container},
     )
 
 
@@ -84,56 +79,82 @@ class Outcome:
     arrays: dict[str, np.ndarray]
 
 
-def _stage_reporter(report: Reporter | None, stage: str) -> Callable[[float], None]:
-    lo, hi = STAGES[stage]
-    last = [0.0]
+class Pass:
+    """One representation pass of one side: its cache lookup first (so the plan knows what is left to
+    compute), the encoding later. Cached examples (by content hash) and duplicates are represented once."""
 
-    def cb(frac: float) -> None:
-        now = time.monotonic()
-        if report and (now - last[0] > 1.0 or frac >= 1.0):
-            last[0] = now
-            if not report(stage, lo + (hi - lo) * frac, None):
-                raise Cancelled()
+    def __init__(
+        self, stage: str, side: Side, representer: Representer, cache: VectorCache | None, plan: Plan
+    ) -> None:
+        self.stage, self.side, self.representer, self.cache, self.plan = stage, side, representer, cache, plan
+        n = len(side.examples)
+        self.hashes = [ex.content_hash for ex in side.examples]
+        if cache is not None:
+            self.vecs, self.missing = cache.lookup(
+                representer.identity, side.sha256, self.hashes, representer.dim
+            )
+        else:
+            self.vecs, self.missing = np.zeros((n, representer.dim), dtype=np.float32), np.ones(n, dtype=bool)
+        self._todo()
+        self.part = plan.encode_part(stage, representer, [side.examples[i] for i in self.todo])
+        self.ran = False
 
-    return cb
+    def _todo(self) -> None:
+        first: dict[str, int] = {}
+        for i in np.flatnonzero(self.missing):
+            first.setdefault(self.hashes[i], int(i))
+        self.todo = list(first.values())
+        n = len(self.hashes)
+        self.stats = {"examples": n, "from_cache": int(n - self.missing.sum()), "computed": len(self.todo)}
+
+    def _recheck(self) -> None:
+        """Look the missing examples up again: another pass of this screening in the same representation
+        stored its vectors since (an example in both sets is represented once)."""
+        assert self.cache is not None
+        rep, miss = self.representer, np.flatnonzero(self.missing)
+        vecs, still = self.cache.lookup(
+            rep.identity, f"{self.side.sha256}:recheck", [self.hashes[i] for i in miss], rep.dim
+        )
+        self.vecs[miss[~still]] = vecs[~still]
+        self.missing[miss[~still]] = False
+        self._todo()
+
+    def run(self) -> tuple[np.ndarray, dict[str, int]]:
+        if self.ran:
+            return self.vecs, self.stats
+        side, rep, n = self.side, self.representer, len(self.side.examples)
+        if self.todo and self.cache is not None and rep.identity in self.plan.stored:
+            self._recheck()
+        if not self.todo:
+            self.plan.finish(self.part, f"{side.name}: {n} vectors from cache")
+            self.ran = True
+            return self.vecs, self.stats
+        self.plan.start(
+            self.part, f"{side.name}: representing {len(self.todo)} of {n} examples with {rep.backend}"
+        )
+        done = [0]
+
+        def tick(k: int) -> None:
+            done[0] += k
+            self.plan.advance(self.part, done[0] / len(self.todo))
+
+        new = rep.encode([side.examples[i] for i in self.todo], progress=tick)
+        row = {self.hashes[i]: j for j, i in enumerate(self.todo)}
+        fill = np.flatnonzero(self.missing)
+        self.vecs[fill] = new[[row[self.hashes[i]] for i in fill]]
+        if self.cache is not None:
+            self.cache.store_vectors(rep.identity, side.sha256, self.hashes, self.vecs)
+            self.plan.stored.add(rep.identity)
+        self.plan.finish(self.part)
+        self.ran = True
+        return self.vecs, self.stats
 
 
 def represent(
     side: Side, representer: Representer, cache: VectorCache | None, report: Reporter | None, stage: str
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Vectors of one side. Cached examples (by content hash) and duplicates are represented once."""
-    n = len(side.examples)
-    hashes = [ex.content_hash for ex in side.examples]
-    if cache is not None:
-        vecs, missing = cache.lookup(representer.identity, side.sha256, hashes, representer.dim)
-    else:
-        vecs, missing = np.zeros((n, representer.dim), dtype=np.float32), np.ones(n, dtype=bool)
-    first: dict[str, int] = {}
-    for i in np.flatnonzero(missing):
-        first.setdefault(hashes[i], int(i))
-    todo = list(first.values())
-    stats = {"examples": n, "from_cache": int(n - missing.sum()), "computed": len(todo)}
-    if not todo:
-        if report:
-            report(stage, STAGES[stage][1], f"{side.name}: {n} vectors from cache")
-        return vecs, stats
-    msg = f"{side.name}: representing {len(todo)} of {n} examples with {representer.backend}"
-    if report and not report(stage, STAGES[stage][0], msg):
-        raise Cancelled()
-    cb = _stage_reporter(report, stage)
-    done = [0]
-
-    def tick(k: int) -> None:
-        done[0] += k
-        cb(done[0] / len(todo))
-
-    new = representer.encode([side.examples[i] for i in todo], progress=tick)
-    row = {hashes[i]: j for j, i in enumerate(todo)}
-    fill = np.flatnonzero(missing)
-    vecs[fill] = new[[row[hashes[i]] for i in fill]]
-    if cache is not None:
-        cache.store_vectors(representer.identity, side.sha256, hashes, vecs)
-    return vecs, stats
+    """Vectors of one side, as a plan of its own (the whole bar is this pass)."""
+    return Pass(stage, side, representer, cache, Plan(report)).run()
 
 
 def _snippet(ex: Example) -> dict[str, str]:
@@ -221,14 +242,37 @@ def screen(
     device: str = "cpu",
     anchors: Anchors | None = None,
 ) -> Outcome:
-    """Compare a customer dataset with an alignment set (and anchors, if given) and build the report."""
+    """Compare a customer dataset with an alignment set (and anchors, if given) and build the report.
+
+    `report` gets a `workers.progress.Tick` at each part's start and end and at most every second
+    between (per batch of a representation pass, per block of a comparison); it returns False to stop,
+    and `Cancelled` is raised. The parts are weighed before any runs (workers.progress says how)."""
     t0 = time.perf_counter()
-    a_vec, a_stats = represent(alignment, representer, cache, report, "represent_alignment")
+    plan = Plan(report)
+    a_pass = Pass("represent_alignment", alignment, representer, cache, plan)
+    c_pass = Pass("represent_customer", customer, representer, cache, plan)
+    n_c, n_a, dim = len(customer.examples), len(alignment.examples), representer.dim
+    compare_part = plan.compare_part("compare", float(n_c + min(2000, n_a)) * n_a * dim, device)
+    anchor_passes: dict[tuple[str, str, int], Pass] = {}
+    anchor_part = None
+    if anchors is not None:
+        for side, rep, acache in anchor_forms.passes(customer, representer, anchors, cache):
+            key = (rep.identity, side.sha256, id(acache))
+            anchor_passes.setdefault(key, Pass("anchors", side, rep, acache, plan))
+        anchor_part = plan.compare_part("anchors", anchor_forms.multiply_adds(n_c, anchors), device)
+    score_part = plan.add("score", "score", float(n_c + n_a) * dim * dim, 2.0 / PRIOR_FLOPS)
+
+    def anchor_vectors(side: Any, rep: Representer, acache: VectorCache | None) -> Any:
+        key = (rep.identity, side.sha256, id(acache))
+        if key not in anchor_passes:  # not planned (it should have been): runs, unweighted
+            anchor_passes[key] = Pass("anchors", side, rep, acache, plan)
+        return anchor_passes[key].run()
+
+    a_vec, a_stats = a_pass.run()
     t1 = time.perf_counter()
-    c_vec, c_stats = represent(customer, representer, cache, report, "represent_customer")
+    c_vec, c_stats = c_pass.run()
     t2 = time.perf_counter()
-    if report and not report("compare", STAGES["compare"][0], "comparing in blocks"):
-        raise Cancelled()
+    plan.start(compare_part, "comparing in blocks")
     sim = compare(
         c_vec,
         a_vec,
@@ -238,30 +282,34 @@ def screen(
         device=device,
         method=params.method,
         faiss_threshold=params.faiss_threshold,
-        progress=_stage_reporter(report, "compare"),
+        progress=lambda f: plan.advance(compare_part, 0.9 * f),  # the self-reference takes the rest
     )
     ref = self_reference(
         a_vec, sample=2000, seed=params.seed, center=params.center, block_size=params.block_size
     )
+    plan.finish(compare_part)
     t3 = time.perf_counter()
     c_max = sim.c_topk_sim[:, 0]
     c_topk_mean = sim.c_topk_sim.mean(axis=1)
     levels = risk.reference_levels(ref)
     per_form: dict[str, dict[str, np.ndarray]] = {}
     anchor_info: dict[str, Any] | None = None
-    if anchors is not None:
+    if anchors is not None and anchor_part is not None:
         per_form, anchor_info = anchor_forms.signal(
             customer,
             c_vec,
             representer,
             anchors,
             cache,
-            represent,
+            anchor_vectors,
             params.center,
             params.block_size,
             device,
+            progress=lambda f: plan.advance(anchor_part, f),
         )
+        plan.finish(anchor_part)
     t4 = time.perf_counter()
+    plan.start(score_part, "scoring and writing the report")
     scored = risk.score(c_max, levels, {k: v["zh"] for k, v in per_form.items()} or None)
     if anchor_info is not None:
         anchor_info |= risk.anchor_summary(anchor_info["forms"], per_form, scored)
@@ -364,6 +412,5 @@ def screen(
             # the nearest harmful anchor of each row (the flagged rows name it; computed above anyway)
             arrays[f"c_anchor_harmful_idx_{k}"] = np.asarray(v["harmful_idx"], dtype=np.int64)
             arrays[f"c_anchor_harmful_sim_{k}"] = np.asarray(v["harmful_sim"], dtype=np.float32)
-    if report:
-        report("score", 1.0, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
+    plan.finish(score_part, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
     return Outcome(body=body, arrays=arrays)

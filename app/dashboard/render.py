@@ -19,12 +19,13 @@ from app.dashboard import charts
 from app.screenings import explain
 from app.screenings.service import redact as redact_report
 
-STAGES = ("load", "represent_alignment", "represent_customer", "compare", "score")
+STAGES = ("load", "represent_alignment", "represent_customer", "compare", "anchors", "score")
 STAGE_NAMES = {
     "load": "read datasets",
     "represent_alignment": "represent alignment set",
     "represent_customer": "represent customer set",
     "compare": "compare",
+    "anchors": "harmful-anchor signal",
     "score": "score",
 }
 LEVEL_HELP = {

@@ -75,7 +75,8 @@ def flagged_rows(
     return rows, int(idx.size), threshold
 
 
-ANCHOR_FORM = "compliance"  # the form whose margin is the row score's anchor part (`c_anchor_margin`)
+# The form whose margin is the row score's anchor part (`c_anchor_margin`): workers/risk.py's headline_form.
+ANCHOR_FORM = "compliance"
 
 
 def _nearest_anchors(z: scores.Scores, rows: np.ndarray, scr: Screening) -> dict[int, dict[str, Any]]:

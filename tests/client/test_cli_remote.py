@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app import cli, cli_errors
+from app import cli, cli_errors, cli_local
 from tests.conftest import DEMO, key_for
 
 
@@ -124,7 +124,7 @@ def test_missing_model_wheel_is_one_line_and_exit_3(monkeypatch, capsys, tmp_pat
         )
 
     monkeypatch.setattr(clm, "bundled_gguf_folder", missing)
-    monkeypatch.setattr(cli, "_MODELS", {})
+    monkeypatch.setattr(cli_local, "_MODELS", {})  # the models the local screener holds
     args = [
         "screen",
         str(DEMO / "customer_benign_lists.jsonl"),

@@ -32,7 +32,8 @@ from workers.experiments.judges import ClassifierJudge, Item, Judge, KeywordJudg
 from workers.experiments.metrics import durability
 from workers.experiments.select import sample, select
 from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
-from workers.screening import Params, Side, bundled_anchors, represent, screen
+from workers.progress import Plan, Tick
+from workers.screening import Params, Pass, Side, bundled_anchors, screen
 
 # ---------------------------------------------------------------------------------------------- inputs
 
@@ -146,23 +147,19 @@ def select_stage(ctx: StageContext) -> StageOutput:
     representer = rt.representer(rep)
     cache = rt.cache_for(ctx.experiment.tenant_id)
 
-    def report(_stage: str, frac: float, msg: str | None) -> bool:
-        ctx.progress(frac * 0.9, message=msg)
+    def report(t: Tick) -> bool:  # ctx.progress raises to stop: the experiment's own cancellation
+        ctx.progress(t.fraction * 0.9, message=t.message)
         return True
 
-    a_vec, _ = represent(
-        Side("alignment", al, al_ds.sha256 or ""), representer, cache, report, "represent_alignment"
-    )
+    plan = Plan(report)  # both passes weighed by their measured cost (workers.progress)
     c_sha = ft_ds.sha256 or ""
     if ft_idx.size < len(ft_all):  # a sample has its own vectors in the cache
         c_sha += "-sample-" + hashlib.sha256(ft_idx.tobytes()).hexdigest()[:16]
-    c_vec, _ = represent(
-        Side("customer", [ft_all[i] for i in ft_idx], c_sha),
-        representer,
-        cache,
-        report,
-        "represent_customer",
-    )
+    a_pass = Pass("represent_alignment", Side("alignment", al, al_ds.sha256 or ""), representer, cache, plan)
+    ft = Side("customer", [ft_all[i] for i in ft_idx], c_sha)
+    c_pass = Pass("represent_customer", ft, representer, cache, plan)
+    a_vec, _ = a_pass.run()
+    c_vec, _ = c_pass.run()
     a = p["alignment"]
     block = int(p.get("block_size", 4096))
     idx, a_max = select(
@@ -213,7 +210,13 @@ def _screening_features(
     params = screenings.with_defaults({**rep, "seed": ctx.params["alignment"]["seed"]}, rt.settings)
     anchor_rep = rt.representer({"backend": params["anchor_backend"], "model": params["anchor_model"]})
     sub_sha = f"{al_ds.sha256}-subset-{hashlib.sha256(idx.tobytes()).hexdigest()[:16]}"
+
+    def report(t: Tick) -> bool:  # the last tenth of the stage; ctx.progress raises when cancelled
+        ctx.progress(0.9 + 0.1 * t.fraction, message=t.message)
+        return True
+
     out = screen(
+        report=report,
         customer=Side("customer", customer, customer_sha),
         alignment=Side("alignment", subset, sub_sha),
         representer=rt.representer(params),

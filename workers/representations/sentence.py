@@ -86,7 +86,7 @@ class SentenceTransformerRepresenter:
         # Sort by length so each batch pads little; restore the order after.
         texts = [ex.text for ex in examples]
         order = np.argsort([len(t) for t in texts], kind="stable")
-        step = self.batch_size * 8
+        step = self.batch_size  # one progress tick (and cancellation check) per batch
         for start in range(0, len(order), step):
             idx = order[start : start + step]
             vecs = self.model.encode(
