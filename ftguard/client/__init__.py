@@ -41,13 +41,18 @@ from ftguard.client._types import (
     DatasetValidation,
     Event,
     Experiment,
+    Flagged,
+    FlaggedRow,
     Model,
+    Policy,
     Ranking,
     Report,
     Score,
     Screening,
     Stage,
     Tenant,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 __all__ = [
@@ -68,6 +73,8 @@ __all__ = [
     "DatasetValidation",
     "Event",
     "Experiment",
+    "Flagged",
+    "FlaggedRow",
     "FtguardError",
     "InternalServerError",
     "JobFailed",
@@ -75,6 +82,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Policy",
     "Ranking",
     "RateLimitError",
     "Report",
@@ -86,4 +94,6 @@ __all__ = [
     "Tenant",
     "UnprocessableEntityError",
     "WaitTimeout",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -60,6 +60,8 @@ class AsyncClient:
         self.calibration = Calibrations(self)
         self.models = Models(self)
         self.admin = Admin(self)
+        self.policies = Policies(self)
+        self.webhook_endpoints = WebhookEndpoints(self)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -300,6 +302,46 @@ class Screenings(_Resource):
         """The subset's alignment records as JSONL bytes (needs `alignment:read`)."""
         return (await self._c.request(Call("GET", f"/v1/screenings/{screening_id}/subsets/{name}"))).content
 
+    async def decide(
+        self, screening_id: str, *, policy: str | None = None, version: int | None = None
+    ) -> t.Screening:
+        """Judge a finished screening again under a policy (its name and version; default: the one it was
+        judged under, at its latest version). Nothing is recomputed."""
+        body = {k: v for k, v in {"policy": policy, "version": version}.items() if v is not None}
+        call = Call("POST", f"/v1/screenings/{screening_id}/decision", json=body or None)
+        return t.Screening.model_validate(await self._c.json(call))
+
+    async def flagged(self, screening_id: str, *, limit: int = 100) -> t.Flagged:
+        """The flagged rows, highest row score first (their records need `alignment:read` only for the
+        nearest alignment texts, which this route does not return)."""
+        call = Call("GET", f"/v1/screenings/{screening_id}/flagged", params={"limit": limit})
+        return t.Flagged.model_validate(await self._c.json(call))
+
+    async def download(
+        self, screening_id: str, variant: Literal["filtered", "flagged", "augmented"], **params: Any
+    ) -> bytes:
+        """A safer dataset in the customer's own records and container: `filtered` (minus the flagged rows),
+        `flagged` (those rows alone) or `augmented` (mixed with safety examples; `share`, `selection`,
+        `seed`, `filtered`; needs `alignment:read`)."""
+        path = f"/v1/screenings/{screening_id}/datasets/{variant}"
+        return (await self._c.request(Call("GET", path, params=params or None))).content
+
+    async def rescreen(
+        self,
+        screening_id: str,
+        *,
+        variant: Literal["filtered", "augmented"],
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> t.Screening:
+        """Store the variant as a new dataset and screen it like the original; the answer carries
+        `baseline` (the original's id and risk), so before and after read side by side."""
+        body = {"variant": variant, **params}
+        path = f"/v1/screenings/{screening_id}/rescreen"
+        return t.Screening.model_validate(
+            await self._c.json(Call("POST", path, json=body, idempotency_key=idempotency_key))
+        )
+
 
 class Experiments(_Resource):
     async def create(self, *, idempotency_key: str | None = None, **spec: Any) -> t.Experiment:
@@ -437,3 +479,66 @@ class Admin(_Resource):
 
     async def revoke_key(self, key_id: str) -> t.ApiKey:
         return t.ApiKey.model_validate(await self._c.json(Call("POST", f"/v1/admin/keys/{key_id}/revoke")))
+
+
+class Policies(_Resource):
+    async def create(self, name: str, *, idempotency_key: str | None = None, **body: Any) -> t.Policy:
+        """Version 1 of a new policy; `body`: rules, row_threshold, otherwise, description."""
+        call = Call("POST", "/v1/policies", json={"name": name, **body}, idempotency_key=idempotency_key)
+        return t.Policy.model_validate(await self._c.json(call))
+
+    async def update(self, name: str, **body: Any) -> t.Policy:
+        """PUT: a new version (screenings already judged keep theirs)."""
+        return t.Policy.model_validate(await self._c.json(Call("PUT", f"/v1/policies/{name}", json=body)))
+
+    def list(self) -> AsyncPager[t.Policy]:
+        return self._c.pager("/v1/policies", t.Policy.model_validate, {})
+
+    async def retrieve(self, name: str, *, version: int | None = None) -> t.Policy:
+        call = Call(
+            "GET", f"/v1/policies/{name}", params={"version": version} if version is not None else None
+        )
+        return t.Policy.model_validate(await self._c.json(call))
+
+    def versions(self, name: str) -> AsyncPager[t.Policy]:
+        return self._c.pager(f"/v1/policies/{name}/versions", t.Policy.model_validate, {})
+
+    async def delete(self, name: str) -> None:
+        await self._c.request(Call("DELETE", f"/v1/policies/{name}"))
+
+
+class WebhookEndpoints(_Resource):
+    async def create(
+        self, url: str, *, events: list[str], description: str = "", idempotency_key: str | None = None
+    ) -> t.WebhookEndpoint:
+        """Register a receiver; the answer's `secret` (whsec_...) is shown this once."""
+        body = {"url": url, "events": events, "description": description}
+        call = Call("POST", "/v1/webhook_endpoints", json=body, idempotency_key=idempotency_key)
+        return t.WebhookEndpoint.model_validate(await self._c.json(call))
+
+    def list(self, *, limit: int = 20) -> AsyncPager[t.WebhookEndpoint]:
+        return self._c.pager("/v1/webhook_endpoints", t.WebhookEndpoint.model_validate, {"limit": limit})
+
+    async def retrieve(self, endpoint_id: str) -> t.WebhookEndpoint:
+        return t.WebhookEndpoint.model_validate(
+            await self._c.json(Call("GET", f"/v1/webhook_endpoints/{endpoint_id}"))
+        )
+
+    async def update(self, endpoint_id: str, **body: Any) -> t.WebhookEndpoint:
+        call = Call("PATCH", f"/v1/webhook_endpoints/{endpoint_id}", json=body)
+        return t.WebhookEndpoint.model_validate(await self._c.json(call))
+
+    async def delete(self, endpoint_id: str) -> None:
+        await self._c.request(Call("DELETE", f"/v1/webhook_endpoints/{endpoint_id}"))
+
+    async def rotate_secret(self, endpoint_id: str) -> t.WebhookEndpoint:
+        call = Call("POST", f"/v1/webhook_endpoints/{endpoint_id}/rotate_secret")
+        return t.WebhookEndpoint.model_validate(await self._c.json(call))
+
+    def deliveries(self, endpoint_id: str, *, limit: int = 20) -> AsyncPager[t.WebhookDelivery]:
+        path = f"/v1/webhook_endpoints/{endpoint_id}/deliveries"
+        return self._c.pager(path, t.WebhookDelivery.model_validate, {"limit": limit})
+
+    async def replay(self, endpoint_id: str, delivery_id: str) -> t.WebhookDelivery:
+        call = Call("POST", f"/v1/webhook_endpoints/{endpoint_id}/deliveries/{delivery_id}/replay")
+        return t.WebhookDelivery.model_validate(await self._c.json(call))

@@ -207,3 +207,57 @@ class ApiKey(APIObject):
     created_at: int
     revoked_at: int | None = None
     key: str | None = None  # the secret: only in the answer that created it
+
+
+class Policy(APIObject):
+    object: str = "policy"
+    id: str
+    name: str
+    version: int
+    created_at: int
+    description: str = ""
+    rules: list[dict[str, Any]] = []
+    row_threshold: float
+    otherwise: str
+    builtin: bool = False
+
+
+class FlaggedRow(APIObject):
+    record_number: int
+    line: int | None = None
+    row_score: float
+    parts: dict[str, float] = {}
+    nearest_alignment: list[dict[str, Any]] = []
+    nearest_harmful_anchor: dict[str, Any] | None = None
+    record: Any = None
+
+
+class Flagged(APIObject):
+    total: int
+    row_threshold: float
+    has_more: bool = False
+    data: list[FlaggedRow]
+
+
+class WebhookEndpoint(APIObject):
+    object: str = "webhook_endpoint"
+    id: str
+    created_at: int
+    url: str
+    events: list[str]
+    description: str = ""
+    secret: str | None = None  # the `whsec_` secret: only in the answers to create and rotate_secret
+
+
+class WebhookDelivery(APIObject):
+    object: str = "webhook_delivery"
+    id: str
+    endpoint_id: str
+    created_at: int
+    event_type: str
+    status: str
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    delivered_at: int | None = None
+    payload: dict[str, Any] = {}
+    log: list[dict[str, Any]] = []

@@ -14,12 +14,17 @@ from ftguard.client import (
     AsyncClient,
     AuthenticationError,
     Client,
+    Flagged,
+    FlaggedRow,
     JobFailed,
     NotFoundError,
+    Policy,
     RateLimitError,
     RetryPolicy,
     Screening,
     UnprocessableEntityError,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from tests.conftest import DEMO
 
@@ -250,3 +255,66 @@ def test_async_client_through_the_asgi_app(client) -> None:
 
     listed, status, code = asyncio.run(go())
     assert len(listed) == 3 and status == "queued" and code == "not_found"
+
+
+def test_policies_webhooks_flagged_downloads_and_rescreen(client, run_worker) -> None:
+    """Every route of the README's policy, webhook and safer-dataset examples through the client."""
+    client.app.state.ftguard.settings.webhook_allow_private = True  # the receiver address is loopback
+    ftg, rec = make(client)
+    always = [{"metric": "risk_score", "threshold": 0, "decision": "reject"}]
+    strict = ftg.policies.create("strict", rules=always, row_threshold=1, otherwise="approve")
+    assert isinstance(strict, Policy) and strict.version == 1
+    never = [{"metric": "risk_score", "threshold": 1e9, "decision": "reject"}]
+    assert ftg.policies.update("strict", rules=never, row_threshold=1, otherwise="review").version == 2
+    assert sorted(p.version for p in ftg.policies.versions("strict")) == [1, 2]
+    assert ftg.policies.retrieve("strict", version=1).otherwise == "approve"
+    assert "strict" in {p.name for p in ftg.policies.list()}
+
+    ep = ftg.webhook_endpoints.create("http://127.0.0.1:9/hook", events=["screening.succeeded"])
+    assert isinstance(ep, WebhookEndpoint) and (ep.secret or "").startswith("whsec_")
+    rotated = ftg.webhook_endpoints.rotate_secret(ep.id)
+    assert rotated.secret and rotated.secret != ep.secret
+    assert ftg.webhook_endpoints.retrieve(ep.id).secret is None  # shown only when made or rotated
+    assert [e.id for e in ftg.webhook_endpoints.list()] == [ep.id]
+
+    cust, align = datasets(ftg)
+    scr = ftg.screenings.create(dataset_id=cust, alignment_dataset_id=align, policy="strict", subset_size=5)
+    run_worker()
+    assert ftg.screenings.retrieve(scr.id).decision == "review"
+    assert ftg.screenings.decide(scr.id, policy="strict", version=1).decision == "reject"
+    flagged = ftg.screenings.flagged(scr.id, limit=5)
+    assert isinstance(flagged, Flagged) and flagged.total > 0 and isinstance(flagged.data[0], FlaggedRow)
+    filtered = ftg.screenings.download(scr.id, "filtered")
+    total = len((DEMO / "customer_harmful_looking.jsonl").read_text().splitlines())
+    assert len(filtered.splitlines()) == total - flagged.total
+    assert len(ftg.screenings.download(scr.id, "flagged").splitlines()) == flagged.total
+    assert ftg.screenings.download(scr.id, "augmented", share=0.5, selection="random").count(b"\n") > total
+    again = ftg.screenings.rescreen(scr.id, variant="augmented", share=0.5)
+    assert again.baseline and again.baseline["screening_id"] == scr.id
+    deliveries = list(ftg.webhook_endpoints.deliveries(ep.id))
+    assert deliveries and all(isinstance(d, WebhookDelivery) for d in deliveries)
+    assert ftg.webhook_endpoints.replay(ep.id, deliveries[0].id).id
+    ftg.webhook_endpoints.delete(ep.id)
+    ftg.policies.delete("strict")
+    assert all(key for method, _, key, _ in rec.seen if method == "POST")  # an Idempotency-Key on each
+
+
+def test_async_client_policies_and_webhooks(client) -> None:
+    key = client.headers["authorization"].removeprefix("Bearer ")
+    client.app.state.ftguard.settings.webhook_allow_private = True
+
+    async def go() -> tuple[list[int], list[str], bool]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with AsyncClient("http://testserver", api_key=key, transport=transport) as ftg:
+            rules = [{"metric": "flagged_rows", "threshold": 3, "decision": "review"}]
+            await ftg.policies.create("async-one", rules=rules)
+            await ftg.policies.update("async-one", rules=rules, otherwise="reject")
+            versions = sorted([p.version async for p in ftg.policies.versions("async-one")])
+            ep = await ftg.webhook_endpoints.create("http://127.0.0.1:9/h", events=["decision.made"])
+            events = [e.events[0] async for e in ftg.webhook_endpoints.list()]
+            await ftg.webhook_endpoints.delete(ep.id)
+            await ftg.policies.delete("async-one")
+            return versions, events, (ep.secret or "").startswith("whsec_")
+
+    versions, events, secret = asyncio.run(go())
+    assert versions == [1, 2] and events == ["decision.made"] and secret
