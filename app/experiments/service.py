@@ -26,13 +26,12 @@ from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
 from app.datasets import roles
 from app.experiments import allowed, limits
+from app.experiments.progress import STAGES
+from app.experiments.progress import of as overall_progress
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
 log = logging.getLogger("ftguard.experiments")
 
-STAGES = ("select", "align", "finetune", "generate", "judge", "summarise")
-# Share of an experiment's progress bar each stage takes (roughly its share of the run time).
-WEIGHTS = {"select": 0.05, "align": 0.3, "finetune": 0.3, "generate": 0.25, "judge": 0.08, "summarise": 0.02}
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 DEFAULT_EVAL_PROMPTS = Path(__file__).resolve().parent.parent / "demo" / "eval_prompts.jsonl"
@@ -556,11 +555,6 @@ def claim(
     return exp, st
 
 
-def _overall(stage_name: str, fraction: float) -> float:
-    done = sum(WEIGHTS[s] for s in STAGES[: STAGES.index(stage_name)])
-    return round(min(done + WEIGHTS[stage_name] * min(max(fraction, 0.0), 1.0), 1.0), 4)
-
-
 def _my_stage(experiment_id: str, stage_name: str, attempt: int) -> Update:
     """UPDATE of the stage row this attempt owns; it matches no row once another run has taken the stage."""
     return update(ExperimentStage).where(
@@ -599,9 +593,9 @@ def progress(
     if mine.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return "lost"
-    alive = session.execute(
-        _running(experiment_id).values(progress=_overall(stage_name, fraction), heartbeat_at=ts)
-    )
+    exp = session.get(Experiment, experiment_id)
+    overall = overall_progress(session, exp, stage_name, fraction) if exp is not None else 0.0
+    alive = session.execute(_running(experiment_id).values(progress=overall, heartbeat_at=ts))
     if alive.rowcount != 1:  # type: ignore[attr-defined]
         session.commit()
         return "cancelled"
@@ -689,7 +683,7 @@ def complete(
     st = session.get(ExperimentStage, (exp.id, nxt))
     assert st is not None
     st.status, st.worker = "queued", None
-    exp.stage, exp.progress = nxt, _overall(nxt, 0.0)
+    exp.stage, exp.progress = nxt, overall_progress(session, exp, nxt, 0.0)
     session.commit()
     _enqueue(queue, exp.id, nxt, st.attempts + 1)
     return "next"

@@ -88,6 +88,14 @@ def test_the_whole_chain_through_a_real_worker(client, run_worker, tiny_llama) -
     got = client.get(f"/v1/experiments/{exp['id']}").json()
     assert got["status"] == "succeeded", got["error"]
     assert got["progress"] == 1.0 and got["stage"] == "done"
+    # the finished stages are now this tenant's measured seconds per unit (the next bar's weights)
+    from app.experiments import progress
+
+    with client.app.state.ftguard.services.db.session() as session:
+        progress._cache.clear()
+        rates = progress.measured_rates(session, "test")
+    assert {"select", "align", "finetune", "generate", "judge"} <= set(rates)
+    assert all(v > 0 for v in rates.values())
     assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in got["stages"])
     res = got["results"]
     head = res["headline"]
