@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.core import logs
 from app.core.db import Database
-from app.core.errors import FtguardError
+from app.core.errors import Cancelled, FtguardError
 from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, now
@@ -24,7 +24,6 @@ from app.screenings import service as screenings
 from workers.experiments import calibration
 from workers.runtime import Runtime, get_runtime
 from workers.screening import Params, Side, bundled_anchors, screen
-from workers.similarity import Cancelled
 
 log = logging.getLogger("ftguard.worker")
 

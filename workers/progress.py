@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from workers.similarity import Cancelled
+from app.core.errors import Cancelled
 
 PRIOR_FLOPS = 2e10  # nominal FLOP/s of an unmeasured kind of part; cancels out of the weights until measured
 CHARS_PER_TOKEN = 4

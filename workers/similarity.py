@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.core.errors import Cancelled
+
 Progress = Callable[[float], None]
 ShouldStop = Callable[[], bool]
 
@@ -58,10 +60,6 @@ class SimilarityResult:
     a_max_sim: np.ndarray  # (n_a,) float32: max cosine of alignment example j to any customer example
     a_argmax: np.ndarray  # (n_a,) int64 index into C
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-class Cancelled(Exception):
-    """Raised between blocks when `should_stop()` returns True."""
 
 
 def compare(

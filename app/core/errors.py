@@ -11,7 +11,14 @@
     ├── Conflict                  409 conflict
     ├── PayloadTooLarge           413 file_too_large
     ├── TooManyRequests           429 rate_limited         (carries retry_after: the Retry-After header)
-    └── ServiceUnavailable        503 service_unavailable  (Redis, database, model load, S3 blob store)
+    ├── ServiceUnavailable        503 service_unavailable  (Redis, database, model load)
+    │   └── BlobStoreUnavailable  503 blob_store_unavailable (the S3 store did not answer)
+    └── JudgeError                500 judge_failed         (an experiment's judge; the stage fails)
+
+Control flow inside workers, never sent to a client (plain exceptions, not FtguardError):
+
+    Cancelled    the job's run was cancelled: raised at its next progress report, caught by the job runner
+    Lost         another run owns the stage now (this one was presumed dead): stop and write nothing
 
 Envelope: {"error": {"message", "type", "param", "code"}} (OpenAI style).
 """
@@ -122,3 +129,21 @@ class ServiceUnavailable(FtguardError):
     status_code = 503
     type = "service_unavailable_error"
     code = "service_unavailable"
+
+
+class BlobStoreUnavailable(ServiceUnavailable):
+    code = "blob_store_unavailable"
+
+
+class JudgeError(FtguardError):
+    code = "judge_failed"
+
+
+class Cancelled(Exception):
+    """The job's run was cancelled (a screening, an experiment stage, a block of a comparison): stop at the
+    next progress report. One class for every kind of run, so a comparison cancelled inside an experiment
+    stage ends that stage like any other cancel."""
+
+
+class Lost(Exception):
+    """Another run owns this stage now (this one was presumed dead): stop and write nothing."""

@@ -28,17 +28,13 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from app.core.config import Settings
-from app.core.errors import ServiceUnavailable
+from app.core.errors import BlobStoreUnavailable
 
 log = logging.getLogger("ftguard.storage")
 
 MIN_WINDOW = 1 << 20  # first ranged GET after an open or a seek
 MAX_WINDOW = 64 << 20  # largest ranged GET of a sequential read
 MISSING = {"404", "NoSuchKey", "NotFound"}
-
-
-class BlobStoreUnavailable(ServiceUnavailable):
-    code = "blob_store_unavailable"
 
 
 def _is_missing(exc: BaseException) -> bool:

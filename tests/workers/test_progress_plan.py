@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.core.errors import Cancelled
 from app.core.storage import LocalBlobStore
 from app.datasets.records import Example
 from workers import progress
 from workers.cache import VectorCache
 from workers.progress import Plan, Tick
 from workers.screening import Pass, Side
-from workers.similarity import Cancelled
 
 
 class Counting:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from app.core.errors import Cancelled
 from workers import similarity
-from workers.similarity import Cancelled, compare, self_reference
+from workers.similarity import compare, self_reference
 
 GAP = 1e-6  # neighbours closer than this count as tied: their order is not checked against brute force
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.db import Database
+from app.core.errors import Cancelled, Lost
 from app.core.storage import staged_file
 from app.experiments import service
 from app.models import Experiment
@@ -22,14 +23,6 @@ from workers.runtime import Runtime
 log = logging.getLogger("ftguard.worker")
 PROGRESS_EVERY_S = 1.0  # SQL writes of progress (and the cancellation check) at most this often
 EVENT_EVERY_S = 10.0  # progress events kept in the events table at most this often
-
-
-class Cancelled(Exception):
-    """The experiment was cancelled: stop at the next step."""
-
-
-class Lost(Exception):
-    """Another run owns this stage now (this one was presumed dead): stop and write nothing."""
 
 
 @dataclass

@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from app.core import logs
+from app.core.errors import Cancelled, Lost
 from app.experiments import service
-from workers.experiments.context import Cancelled, Heartbeat, Lost, StageContext
+from workers.experiments.context import Heartbeat, StageContext
 from workers.experiments.stages import STAGE_FUNCTIONS
 from workers.jobs import classify
 from workers.runtime import get_runtime

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from app.core.errors import FtguardError
+from app.core.errors import JudgeError
 
 OnProgress = Callable[[int, int], None]  # (items done, total); may raise to stop
 
@@ -157,10 +157,6 @@ class Judge(Protocol):
     def applies_to(self, item: Item) -> bool: ...
 
     def judge(self, items: Sequence[Item], on_progress: OnProgress | None = None) -> list[Verdict]: ...
-
-
-class JudgeError(FtguardError):
-    code = "judge_failed"
 
 
 # ---------------------------------------------------------------------------------------------- keyword
