@@ -207,6 +207,20 @@ EvalOpt = Annotated[
 ]
 BaseOpt = Annotated[str, typer.Option(help="Base model: a local folder or cached id, or bundled.")]
 JudgeOpt = Annotated[list[str] | None, typer.Option(help="keyword (default), llm (needs FTGUARD_JUDGE_*).")]
+# The options `experiment` and `compare` share.
+RepBackendOpt = Annotated[str | None, typer.Option(help="Representation of the selection.")]
+RepModelOpt = Annotated[str | None, typer.Option(help="Representation model.")]
+RepLengthOpt = Annotated[int, typer.Option(min=8)]
+MethodOpt = Annotated[str, typer.Option(help="lora or full.")]
+RankOpt = Annotated[int, typer.Option(min=1)]
+LrOpt = Annotated[float, typer.Option(min=0)]
+EpochsOpt = Annotated[int, typer.Option(min=1)]
+BatchOpt = Annotated[int, typer.Option(min=1)]
+LengthOpt = Annotated[int, typer.Option(min=16)]
+ExamplesOpt = Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")]
+NewTokensOpt = Annotated[int, typer.Option(min=1)]
+SeedOpt = Annotated[int, typer.Option(min=0)]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")]
 
 
 def experiment(
@@ -216,18 +230,18 @@ def experiment(
     size: Annotated[int, typer.Option(min=1, help="Alignment examples in the subset.")] = 1000,
     eval: EvalOpt = None,
     base_model: BaseOpt = "bundled:smollm2-135m-instruct",
-    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
-    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
-    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
-    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
-    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
-    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    max_length: Annotated[int, typer.Option(min=16)] = 512,
-    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    backend: RepBackendOpt = None,
+    model: RepModelOpt = None,
+    rep_max_length: RepLengthOpt = 512,
+    method: MethodOpt = "lora",
+    lora_rank: RankOpt = 8,
+    lr: LrOpt = 2e-4,
+    epochs: EpochsOpt = 1,
+    batch_size: BatchOpt = 8,
+    max_length: LengthOpt = 512,
+    max_examples: ExamplesOpt = None,
+    max_new_tokens: NewTokensOpt = 128,
+    seed: SeedOpt = 0,
     judge: JudgeOpt = None,
     aligned: Annotated[
         bool, typer.Option(help="Fine-tune-only: BASE_MODEL is already aligned; no alignment stage.")
@@ -240,7 +254,7 @@ def experiment(
         str,
         typer.Option(help="Evaluate at these fractions of the fine-tuning steps, e.g. 0,0.25,0.5,1."),
     ] = "1",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """Align a model on (part of) the alignment data, fine-tune it on FINETUNE, judge its answers.
 
@@ -259,20 +273,20 @@ def compare(
     size: Annotated[int, typer.Option(min=1, help="Alignment examples in each subset.")] = 1000,
     eval: EvalOpt = None,
     base_model: BaseOpt = "bundled:smollm2-135m-instruct",
-    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
-    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
-    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
-    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
-    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
-    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    max_length: Annotated[int, typer.Option(min=16)] = 512,
-    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    backend: RepBackendOpt = None,
+    model: RepModelOpt = None,
+    rep_max_length: RepLengthOpt = 512,
+    method: MethodOpt = "lora",
+    lora_rank: RankOpt = 8,
+    lr: LrOpt = 2e-4,
+    epochs: EpochsOpt = 1,
+    batch_size: BatchOpt = 8,
+    max_length: LengthOpt = 512,
+    max_examples: ExamplesOpt = None,
+    max_new_tokens: NewTokensOpt = 128,
+    seed: SeedOpt = 0,
     judge: JudgeOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    json_out: JsonOpt = None,
 ) -> None:
     """The same experiment aligned on the High-Sim, Low-Sim and Random subsets (same seeds); the table.
 
