@@ -25,6 +25,7 @@ recorded answers: identical, its runs are kept; otherwise they are set aside and
     python studies/validation.py                      # CPU defaults (sizes in the doc it writes)
     python studies/validation.py --smoke              # the whole pipeline on a tiny random Llama, < 2 min
     python studies/validation.py --signals-only       # re-screen and re-analyse; no training
+    python studies/validation.py --report-only        # re-analyse the state as it stands (a partial run)
     python studies/validation.py --device cuda --precision bf16 --size 1000 --harmful 330 --benign 100 \\
         --max-length 512 --max-new-tokens 128 --gen-batch 64 --seeds 0 1 2 --checkpoints 0.25 0.5 0.75 1 \\
         --threads 0                                   # paper-like sizes on a GPU
@@ -61,6 +62,11 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny random Llama, tiny sets: the plumbing only")
     ap.add_argument("--signals-only", action="store_true", help="re-screen and re-analyse, no training")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-analyse the state as it stands (no screening, no training): the docs of a partial run",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -610,6 +616,9 @@ def main(argv: list[str] | None = None) -> None:
         args.base_model = _tiny_llama(args.work_dir / "tiny-llama")
     state = State(args.state or args.work_dir / "state.json")
     inputs = build_inputs(args)
+    if args.report_only:
+        _report(args, state, inputs)
+        return
     lab = _lab(args)
     _bind_work_dir(args, state)
     try:
@@ -640,8 +649,25 @@ def main(argv: list[str] | None = None) -> None:
         state.save()
     finally:
         lab.close()
+    _report(args, state, inputs)
+
+
+def _report(args: argparse.Namespace, state: State, inputs: dict[str, Any]) -> None:
+    """docs/validation.{json,md} and the plots from the state; the evidence summary reports read."""
     from validation_analysis import analyse, render
 
+    ranking = state.data.get("alpaca_ranking")
+    if ranking:  # the two Alpaca sets as measured (signals() sets them when it runs)
+        for k in ("riskiest", "safest"):
+            inputs["datasets"][f"alpaca_{k}"] = [inputs["alpaca_pool"][i] for i in ranking[k]]
+    if args.report_only:
+        measured = [r.get("wall_s", 0) for r in state.data["runs"].values()]
+        ref_s = (state.data.get("reference") or {}).get("seconds", 0)
+        state.data["meta"] = {
+            **_meta(args, inputs, 0.0, state),
+            "wall_min_total": round((sum(measured) + ref_s) / 60, 1),
+            "wall_min_total_counts": "the reference model and the finished runs (not the screenings)",
+        }
     result = analyse(state.data, inputs_sha={k: _sha(v) for k, v in inputs["datasets"].items()})
     render(result, args.out)
     if not args.smoke:  # what every report says of the score's evidence (app.calibration.validation)

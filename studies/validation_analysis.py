@@ -32,6 +32,28 @@ def _harm_from(run: dict[str, Any], idx: np.ndarray | None = None) -> tuple[floa
     return float(np.mean(after)), vals[1.0]
 
 
+def _partial_pilot(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The pilot cells finished so far, while the grid is incomplete (no recipe is chosen from part of it)."""
+    cells: dict[tuple[float, int], dict[str, float]] = {}
+    for run in state.get("runs", {}).values():
+        if run.get("group") == "pilot":
+            cells.setdefault((run["learning_rate"], run["epochs"]), {})[run["dataset"]] = _harm_from(run)[0]
+    if not cells:
+        return None
+    grid = []
+    for (lr, epochs), harm in sorted(cells.items()):
+        vals = list(harm.values())  # in run order: the pilot's harmful-kind dataset first (PILOT_DATASETS)
+        grid.append(
+            {
+                "learning_rate": lr,
+                "epochs": epochs,
+                "harm": harm,
+                "separation": vals[0] - vals[1] if len(vals) == 2 else None,
+            }
+        )
+    return {"grid": grid, "chosen": None, "rule": "none chosen yet: the grid is not finished"}
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     from scipy.stats import spearmanr
 
@@ -183,7 +205,7 @@ def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) 
         "signals": signals,
         "fitted_combination": combo,
         "reference_model": {k: v for k, v in ref.items() if k != "outcomes"},
-        "pilot": state.get("pilot"),
+        "pilot": state.get("pilot") or _partial_pilot(state),
         "screening": state["signals"].get("describe"),
         "meta": state.get("meta"),
         "verdict": _verdict(signals, len(names)),
@@ -406,7 +428,7 @@ def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
             lines.append(
                 f"| {g['learning_rate']} | {g['epochs']} | "
                 + ", ".join(f"{k} {_pct(v)}" for k, v in g["harm"].items())
-                + f" | {g['separation']:+.3f} |"
+                + (" | (one dataset yet) |" if g["separation"] is None else f" | {g['separation']:+.3f} |")
             )
     lines += [
         "",

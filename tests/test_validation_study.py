@@ -76,3 +76,10 @@ def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> N
     assert "reference model rebuilt: identical on every prompt" in third.stdout
     assert not re.search(r"seed \d+ lr \S+ ep \d+: final harmfulness", third.stdout)
     assert len(json.loads(moved.read_text())["runs"]) == runs
+
+    # --report-only renders the docs from the state alone (a partial run's docs): no screening, no training
+    report = tmp_path / "report" / "validation.json"
+    only = _run("--out", str(report), "--state", str(moved), "--report-only", work=tmp_path / "elsewhere")
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert json.loads(report.read_text())["seeds"] == [0, 1]
+    assert not re.search(r"^signals \S+: risk", only.stdout, re.M)  # nothing was screened
