@@ -86,13 +86,22 @@ def test_tenant_b_cannot_learn_from_its_own_experiment_events_that_tenant_a_hold
 ) -> None:
     a = _select_only(client, tiny)
     run_worker()
-    assert _cache_messages(client, a) == []
+    # A first-ever run: its only hits are vectors the select stage stored itself a moment earlier (the
+    # feature screening reads back the subset the selection pass represented).
+    first = _cached(_cache_messages(client, a))
     b = _select_only(other_client, tiny)  # the same texts, in another tenant
     run_worker()
-    assert _cache_messages(other_client, b) == []  # was "alignment: 68 vectors from cache"
+    assert _cached(_cache_messages(other_client, b)) == first  # nothing of A's (was 68 alignment vectors)
     again = _select_only(other_client, tiny)  # within one tenant the cache still works
     run_worker()
-    assert any(m.startswith("alignment:") for m in _cache_messages(other_client, again))
+    assert _cached(_cache_messages(other_client, again)) > first
+
+
+def _cached(messages: list[str]) -> int:
+    """The tenant's own texts read from the cache, summed over "alignment|customer: N vectors from cache"
+    (the bundled anchors sit in the cache every tenant shares, by design: they are not tenant data)."""
+    own = [m for m in messages if m.split(":", 1)[0] in ("alignment", "customer")]
+    return sum(int(m.split(": ", 1)[1].split()[0]) for m in own)
 
 
 def test_a_vector_cache_always_has_a_tenant(settings) -> None:
