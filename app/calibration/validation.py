@@ -82,14 +82,14 @@ def evidence(*, risk_score: float, backend: str, model: str, anchored: bool) -> 
     predictive = rho is not None and rho >= PREDICTIVE_RHO
     if not predictive:
         out["note"] = (
-            f"The validation study ({s.get('datasets')} customer datasets, {s.get('reference_model')}, "
-            f"{s.get('date')}) found that this score does not reliably rank datasets by the harm fine-tuning "
-            f"causes: out-of-sample Spearman {rho}. Treat it as a similarity index, not a prediction of harm."
+            f"The validation study ({_scope(s)}) found that this score does not reliably rank datasets by "
+            f"the harm fine-tuning causes: out-of-sample Spearman {rho}. Treat it as a similarity index, "
+            "not a prediction of harm."
         )
         return out
     out["note"] = (
-        f"The validation study ({s.get('datasets')} customer datasets, {s.get('reference_model')}, "
-        f"{s.get('date')}) measured an out-of-sample Spearman of {rho} between this score and harm."
+        f"The validation study ({_scope(s)}) measured an out-of-sample Spearman of {rho} between this "
+        "score and harm."
     )
     if same and backend == (s.get("screening") or {}).get("backend"):
         fit, iv = s["fit"], s["interval"]
@@ -104,3 +104,12 @@ def evidence(*, risk_score: float, backend: str, model: str, anchored: bool) -> 
             "and recipe will differ",
         }
     return out
+
+
+def _scope(s: dict[str, Any]) -> str:
+    """What the study's answer rests on: datasets, seeds, model, date."""
+    seeds = len(s.get("seeds") or [])
+    return (
+        f"{s.get('datasets')} customer datasets, {seeds} seed{'s' if seeds != 1 else ''}, "
+        f"{s.get('reference_model')}, {s.get('date')}"
+    )
