@@ -95,7 +95,7 @@ def test_the_whole_chain_through_a_real_worker(client, run_worker, tiny_llama) -
         progress._cache.clear()
         rates = progress.measured_rates(session, "test")
     assert {"select", "align", "finetune", "generate", "judge"} <= set(rates)
-    assert all(v > 0 for v in rates.values())
+    assert all(v >= 0 for v in rates.values())  # a stage under 5 ms is recorded as 0.0 s
     assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in got["stages"])
     res = got["results"]
     head = res["headline"]
