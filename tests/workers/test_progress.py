@@ -64,11 +64,27 @@ def _screen(client: Any, customer: bytes, name: str) -> str:
     return str(r.json()["id"])
 
 
+@pytest.fixture
+def plans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, bool]]]:
+    """Every plan when its weights are fixed, with which of its kinds of part had a measured rate then."""
+    seen: list[tuple[Any, dict[str, bool]]] = []
+    real = plan_progress.Plan._freeze
+
+    def spy(self: Any) -> None:
+        if not self.frozen:
+            seen.append((self, {p.kind: plan_progress.measured(p.kind) is not None for p in self.parts}))
+        real(self)
+
+    monkeypatch.setattr(plan_progress.Plan, "_freeze", spy)
+    return seen
+
+
 @pytest.mark.usefixtures("one_thread")
-def test_progress_keeps_moving_through_the_anchor_stage(client, run_worker, writes) -> None:
+def test_progress_keeps_moving_through_the_anchor_stage(client, run_worker, writes, plans) -> None:
     _screen(client, _customer(60, "warm"), "warm.jsonl")  # a worker's earlier screening: rates measured
     run_worker()
     writes.clear()
+    plans.clear()
     scr = _screen(client, _customer(120, "Plot"), "plots.jsonl")
     run_worker()
     got = client.get(f"/v1/screenings/{scr}").json()
@@ -85,13 +101,21 @@ def test_progress_keeps_moving_through_the_anchor_stage(client, run_worker, writ
     # short request views; elsewhere a MiniLM batch of 64 takes what this CPU takes)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(anchors)]
     assert max(gaps) < 5.0, gaps
-    # the stage's share of the bar follows its share of the time, from the rates measured before
+    # the stage's share of the bar is the share its plan gave it, and the plan priced the stage's passes
+    # with the rates the earlier screening measured, not with priors (How close a measured rate comes to
+    # the next run's seconds depends on the machine's load; that is bench/ material, not a test's.)
+    assert len(plans) == 1, plans
+    plan, was_measured = plans[0]
+    # (its passes through the models; its comparisons are too short here, under 50 ms, to be measured)
+    anchor_passes = {p.kind for p in plan.parts if p.stage == "anchors" and p.kind.startswith("encode|")}
+    assert anchor_passes and all(was_measured[k] for k in anchor_passes), was_measured
     i0 = mine.index(anchors[0])
     start = mine[i0 - 1] if i0 else anchors[0]
     share_bar = anchors[-1][3] - start[3]
+    planned = plan.weights()["anchors"]
     share_time = (anchors[-1][0] - start[0]) / (mine[-1][0] - mine[0][0])
-    print(f"anchor stage: {share_bar:.2f} of the bar, {share_time:.2f} of the time, {len(anchors)} writes")
-    assert share_bar > 0.05 and 1 / 3 < share_bar / share_time < 3, (share_bar, share_time)
+    print(f"anchor stage: {share_bar:.2f} of the bar ({planned:.2f} planned), {share_time:.2f} of the time")
+    assert planned > 0.05 and abs(share_bar - planned) < 0.002, (share_bar, planned)
 
 
 @pytest.mark.usefixtures("one_thread")
