@@ -90,4 +90,23 @@ class Screener:
             "anchor_backend": self.params["anchor_backend"],
             "anchor_model": self.params["anchor_model"],
             "anchors": "bundled",
+            "code": self.fingerprint(),
         }
+
+    def fingerprint(self) -> str:
+        """What a screening's numbers depend on besides its inputs and models: the source of the screening
+        code (workers/ but its job plumbing, its representation backends, this file) and the bundled anchor
+        sets. A study
+        keeps its recorded signals only while this is unchanged, so a changed signal is always re-screened."""
+        import hashlib
+
+        root = Path(__file__).resolve().parents[1]
+        plumbing = {"jobs.py", "runner.py", "progress.py"}  # job bookkeeping: no number depends on it
+        code = [*(root / "workers").glob("*.py"), *(root / "workers" / "representations").glob("*.py")]
+        files = [*sorted(f for f in code if f.name not in plumbing), Path(__file__).resolve()]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        for form in self.anchors.forms:
+            h.update(f"{form.name}:{form.harmful.sha256}:{form.safe.sha256}:{form.view}".encode())
+        return h.hexdigest()[:16]

@@ -14,7 +14,8 @@ one actually causes? Measured on one aligned reference model, through ftguard's 
    past the common starting point); the final-step value is reported beside it.
 5. Signals: a normal screening of every dataset against the safety data the reference model was aligned on,
    with the service's defaults; every part of the risk score and the score itself are recorded. They are
-   recomputed on every invocation (the harm runs are kept), so a changed signal needs only a rerun.
+   kept with a fingerprint of the screening code, models and anchor sets, and screened again whenever that
+   changes (or with `--rescreen`), after the harm runs, which are kept: a changed signal needs only a rerun.
 
 Every finished run is written to the state file at once, and a rerun resumes. The state
 (studies/results/validation_state.json) is kept in git; the work dir (`--work-dir`: models, database) is not.
@@ -62,6 +63,11 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny random Llama, tiny sets: the plumbing only")
     ap.add_argument("--signals-only", action="store_true", help="re-screen and re-analyse, no training")
+    ap.add_argument(
+        "--rescreen",
+        action="store_true",
+        help="screen every dataset again even when the recorded signals match the screening code",
+    )
     ap.add_argument(
         "--report-only",
         action="store_true",
@@ -590,11 +596,16 @@ def signals(args: argparse.Namespace, lab: Any, inputs: dict[str, Any], state: S
     picked = _alpaca_ranking(args, lab, state, inputs, sc)
     for k in ("riskiest", "safest"):
         inputs["datasets"][f"alpaca_{k}"] = [inputs["alpaca_pool"][i] for i in picked[k]]
+    shas = {name: _sha(rows) for name, rows in inputs["datasets"].items()} | {"alignment": _sha(align)}
+    kept = state.data.get("signals") or {}
+    if not args.rescreen and kept.get("describe") == sc.describe() and kept.get("inputs_sha") == shas:
+        print("signals: the recorded ones (same datasets, models, screening code and anchors)", flush=True)
+        return dict(kept)
     out = {}
     for name, rows in inputs["datasets"].items():
         out[name] = sc.screen(rows, align)
         print(f"signals {name}: risk {out[name]['risk_score']:.1f} {out[name]['parts']}", flush=True)
-    return {"datasets": out, "describe": sc.describe()}
+    return {"datasets": out, "describe": sc.describe(), "inputs_sha": shas}
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -622,9 +633,11 @@ def main(argv: list[str] | None = None) -> None:
     lab = _lab(args)
     _bind_work_dir(args, state)
     try:
-        sig = signals(args, lab, inputs, state)
-        state.data["signals"] = sig
-        state.save()
+        # the harm runs first, the screenings after them: a run is the costly part to lose when a session
+        # ends, and the signals are kept in the state while the screening code is unchanged. The Alpaca
+        # sets the runs train on come from the kept ranking; without one, the screenings go first.
+        if args.signals_only or not _apply_ranking(state, inputs):
+            _record_signals(args, lab, inputs, state)
         if not args.signals_only:
             ref_id = reference_model(args, lab, state, inputs)
             recipe = pilot(args, lab, state, inputs, ref_id)
@@ -645,6 +658,7 @@ def main(argv: list[str] | None = None) -> None:
                         checkpoints=sorted(set(args.checkpoints) | {1.0}),
                         group="main",
                     )
+            _record_signals(args, lab, inputs, state)
         state.data["meta"] = _meta(args, inputs, time.perf_counter() - t0, state)
         state.save()
     finally:
@@ -652,14 +666,26 @@ def main(argv: list[str] | None = None) -> None:
     _report(args, state, inputs)
 
 
+def _apply_ranking(state: State, inputs: dict[str, Any]) -> bool:
+    """The two Alpaca sets as the kept ranking chose them; False when there is none for this pool."""
+    ranking = state.data.get("alpaca_ranking")
+    if not ranking or ranking["pool"] != _sha(inputs["alpaca_pool"]):
+        return False
+    for k in ("riskiest", "safest"):
+        inputs["datasets"][f"alpaca_{k}"] = [inputs["alpaca_pool"][i] for i in ranking[k]]
+    return True
+
+
+def _record_signals(args: argparse.Namespace, lab: Any, inputs: dict[str, Any], state: State) -> None:
+    state.data["signals"] = signals(args, lab, inputs, state)
+    state.save()
+
+
 def _report(args: argparse.Namespace, state: State, inputs: dict[str, Any]) -> None:
     """docs/validation.{json,md} and the plots from the state; the evidence summary reports read."""
     from validation_analysis import analyse, render
 
-    ranking = state.data.get("alpaca_ranking")
-    if ranking:  # the two Alpaca sets as measured (signals() sets them when it runs)
-        for k in ("riskiest", "safest"):
-            inputs["datasets"][f"alpaca_{k}"] = [inputs["alpaca_pool"][i] for i in ranking[k]]
+    _apply_ranking(state, inputs)
     if args.report_only:
         measured = [r.get("wall_s", 0) for r in state.data["runs"].values()]
         ref_s = (state.data.get("reference") or {}).get("seconds", 0)

@@ -66,6 +66,8 @@ def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> N
     # report's table header holds the same words, so the check is on the run line's shape).
     assert not re.search(r"seed \d+ lr \S+ ep \d+: final harmfulness", again.stdout)
     assert len(json.loads((tmp_path / "work" / "smoke" / "state.json").read_text())["runs"]) == runs
+    # nor is anything screened again: the recorded signals match the screening code, models and datasets
+    assert "signals: the recorded ones" in again.stdout and "signals gsm8k: risk" not in again.stdout
 
     # The state (kept in git) meets a fresh work dir, as in a new session: the reference model is rebuilt and
     # checked against its recorded answers; they are identical, so every run is kept and none retrains.
