@@ -23,6 +23,7 @@ from app.core.config import get_settings
 from app.core.errors import InvalidDataset
 from app.demo import ALIGNMENT
 from app.screenings import explain
+from app.screenings.service import anchor_representation
 
 if TYPE_CHECKING:
     from workers.progress import Tick
@@ -122,7 +123,7 @@ class Screener:
         self.arrays: dict[str, Any] = {}  # the last screening's per-example arrays
         if anchors:  # only then is the anchor model loaded (`audit` uses none)
             with console.status(f"loading anchor model {s.anchor_model}"):
-                anchor_rep = self.runtime.representer({"backend": s.anchor_backend, "model": s.anchor_model})
+                anchor_rep = self.runtime.representer(anchor_representation({}, s))
             semantic = self.runtime.representer({"backend": s.default_backend, "model": s.default_model})
             self.anchors = bundled_anchors(s, anchor_rep, semantic=semantic)
             if harmful:

@@ -168,13 +168,14 @@ def _sample(side: Any, n: int) -> Any:
 def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
     """Every set against both alignment sets with the service's default backends and anchor forms."""
     from app.core.config import get_settings
+    from app.screenings.service import anchor_representation
     from workers.runtime import Runtime
     from workers.screening import Params, bundled_anchors, screen, side_from_file
 
     settings = get_settings()
     runtime = Runtime(settings)
     rep = runtime.representer({"backend": settings.default_backend, "model": settings.default_model})
-    anchor_rep = runtime.representer({"backend": settings.anchor_backend, "model": settings.anchor_model})
+    anchor_rep = runtime.representer(anchor_representation({}, settings))
     anchors = bundled_anchors(settings, anchor_rep, semantic=rep)
     tmp = Path(tempfile.mkdtemp())
     files = _inputs(tmp, sample)
@@ -335,6 +336,10 @@ def main() -> None:
         if earlier and not earlier.startswith("\n"):
             earlier = ""
         text = "\n".join(head + lines) + ("\n" + EARLIER + earlier if earlier else "")
+        from anchor_layers import END, START, splice  # the per-layer table (studies/anchor_layers.py) stays
+
+        if START in (old := args.out.read_text() if args.out.exists() else "") and END in old:
+            text = splice(text, old[old.index(START) : old.index(END) + len(END)])
         args.out.write_text(text)
         print(text)
         return

@@ -15,7 +15,7 @@ import numpy as np
 class Screener:
     def __init__(self, settings: Any, *, tenant_id: str = "study") -> None:
         from app.core.services import build_services
-        from app.screenings.service import with_defaults
+        from app.screenings.service import anchor_representation, with_defaults
         from workers.runtime import Runtime
         from workers.screening import bundled_anchors
 
@@ -23,9 +23,7 @@ class Screener:
         self.runtime = Runtime(settings, services=build_services(settings))
         self.params = with_defaults({}, settings)
         self.rep = self.runtime.representer(self.params)
-        anchor_rep = self.runtime.representer(
-            {"backend": self.params["anchor_backend"], "model": self.params["anchor_model"]}
-        )
+        anchor_rep = self.runtime.representer(anchor_representation(self.params, settings))
         self.anchors = bundled_anchors(settings, anchor_rep, self.runtime.shared_cache(), semantic=self.rep)
         self.cache = self.runtime.cache_for(tenant_id)
         self._tmp = Path(tempfile.mkdtemp(prefix="ftguard-signals-"))
@@ -89,6 +87,8 @@ class Screener:
             "model": self.params["model"],
             "anchor_backend": self.params["anchor_backend"],
             "anchor_model": self.params["anchor_model"],
+            "anchor_layer": self.params["anchor_layer"],
+            "anchor_dtype": self.anchors.representer.describe().get("dtype"),
             "anchors": "bundled",
             "code": self.fingerprint(),
         }

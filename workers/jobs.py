@@ -141,12 +141,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         anchors = None
         if params.get("anchors", True):
             loading("loading the anchor models")
-            anchor_rep = rt.representer(
-                {
-                    "backend": params.get("anchor_backend", settings.anchor_backend),
-                    "model": params.get("anchor_model", settings.anchor_model),
-                }
-            )
+            anchor_rep = rt.representer(screenings.anchor_representation(params, settings))
             # the persona and request forms are read by the service's default sentence embedder
             semantic = rt.representer({"backend": settings.default_backend, "model": settings.default_model})
             anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache(), semantic=semantic)

@@ -19,6 +19,7 @@ from app.core.config import Settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
 from app.experiments import service as experiments
+from app.screenings.service import anchor_representation
 from app.webhooks import dispatch
 from workers.runtime import Runtime, set_runtime
 
@@ -52,7 +53,7 @@ def run_worker(
     set_runtime(runtime)
     if preload:  # the models of a screening's defaults: the similarity and the harmful-anchor signal
         s = settings
-        for params in ({}, {"backend": s.anchor_backend, "model": s.anchor_model}):
+        for params in ({}, anchor_representation({}, s)):
             rep = runtime.representer(params)
             log.info("model loaded", extra={"identity": rep.identity})
     connection = connect(redis_url)

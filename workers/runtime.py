@@ -108,6 +108,7 @@ class Runtime:
                     max_length=max_length,
                     data_dir=s.data_dir,
                     max_batch_tokens=None if self.device == "cpu" else s.gpu_max_batch_tokens,
+                    precision=s.causal_lm_precision,
                 )
                 self._models[key] = rep
                 while len(self._models) > MAX_MODELS:

@@ -121,7 +121,7 @@ def compare(
             a_t = _normalise_(_to_tensor(A, dev), mu.to(dev) if mu is not None else None)
             if screen is None:
                 big = C.shape[0] * A.shape[0] >= _SCREEN_MIN_PAIRS
-                screen = dev.type == "cpu" and big and _cpu_bf16_sound()
+                screen = dev.type == "cpu" and big and cpu_bf16_sound()
             if screen:
                 c_sim, c_idx, a_max, a_arg, fallback = _screened(C, a_t, mu, k, block_size, tick)
                 meta["precision"] = "bf16 screen, fp32 re-score"
@@ -381,7 +381,7 @@ def _exact(
 
 
 @functools.cache
-def _cpu_bf16_sound() -> bool:
+def cpu_bf16_sound() -> bool:
     """Does this CPU multiply bf16 natively (AVX512-BF16 or AMX), accumulating in fp32?  Checked once.
 
     Without native support oneDNN emulates bf16 and is slower than fp32.  The check catches a kernel that

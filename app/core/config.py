@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     anchor_model: str = Field(
         default="bundled:smollm2-135m-instruct", description="Model of the harmful-anchor signal."
     )
+    anchor_layer: int = Field(
+        default=-1,
+        description="Layer of the default anchor model the compliance form reads (0 = embeddings, -1 = the "
+        "final block after its norm); the pass stops there. Another anchor model reads its final layer.",
+    )
+    causal_lm_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Precision of causal-LM representation passes. auto: bf16 on CUDA and on CPUs with "
+        "native bf16 (AVX512-BF16 or AMX), fp32 elsewhere; fp32 is the exact path.",
+    )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
     encode_batch_size: int = Field(default=64, ge=1, le=4096, description="Examples per forward pass.")
     similarity_block_size: int = Field(default=4096, ge=64, description="Rows of C x A compared at once.")

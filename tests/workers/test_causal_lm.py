@@ -126,6 +126,69 @@ def test_intermediate_layer_matches_hidden_states(make: Any, tiny_model: Any, si
     assert np.abs(got - make(side, layer=-1).encode(EXAMPLES)).max() > TOL  # really another layer
 
 
+def test_a_middle_layer_runs_no_block_above_it(make: Any, tiny_model: Any) -> None:
+    calls = {0: 0, 1: 0}
+    before = len(tiny_model.model.layers[0]._forward_hooks)
+    hooks = [
+        block.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1))
+        for i, block in enumerate(tiny_model.model.layers)
+    ]
+    try:
+        middle = make("left", batch_size=3, layer=1).encode(EXAMPLES)
+        assert calls[0] > 0 and calls[1] == 0, calls  # block 0 writes layer 1; block 1 never ran
+        assert np.array_equal(make("left", batch_size=3, layer=-2).encode(EXAMPLES), middle)  # -2 == 1 of 2
+        make("left", batch_size=3).encode(EXAMPLES)
+        assert calls[1] > 0  # the final layer runs every block
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(tiny_model.model.layers[0]._forward_hooks) == before  # the stop hook is gone after every pass
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_every_layer_at_once_equals_each_layer_alone(make: Any, side: str) -> None:
+    rep = make(side, batch_size=4)
+    every = rep.encode_layers(EXAMPLES)
+    assert every.shape == (3, len(EXAMPLES), 64)
+    for k in range(3):
+        alone = rep.view(layer=k, pooling="last", max_length=rep.max_length).encode(EXAMPLES)
+        assert np.abs(every[k] - alone).max() < TOL, k
+
+
+def test_precision_is_part_of_the_identity(tokenizer: Any, tiny_model: Any) -> None:
+    import copy
+
+    from workers.representations import causal_lm
+
+    fp32 = CausalLMRepresenter.from_model(tiny_model, tokenizer, name="tiny-llama")
+    bf16 = CausalLMRepresenter.from_model(
+        copy.deepcopy(tiny_model), tokenizer, name="tiny-llama", dtype="bfloat16"
+    )
+    assert "dtype" not in fp32.identity  # the identity vectors cached before precision existed had
+    assert bf16.identity.endswith("|layer=-1|pool=last|max_len=512|dtype=bfloat16")
+    assert bf16.describe()["dtype"] == "bfloat16"
+    cos = [
+        float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        for a, b in zip(fp32.encode(EXAMPLES), bf16.encode(EXAMPLES), strict=True)
+    ]
+    assert min(cos) > 0.99, cos
+    assert causal_lm.representation_dtype("cuda", "auto") == "bfloat16"
+    assert causal_lm.representation_dtype("cpu", "fp32") == "float32"
+    assert causal_lm.representation_dtype("cpu", "bf16") == "bfloat16"
+    with pytest.raises(ValueError):
+        causal_lm.representation_dtype("cpu", "fp16")
+
+
+def test_precision_auto_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import similarity
+    from workers.representations.causal_lm import representation_dtype
+
+    monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: True)
+    assert representation_dtype("cpu") == "bfloat16"
+    monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: False)
+    assert representation_dtype("cpu") == "float32"  # emulated bf16 is slower than fp32
+
+
 def test_order_restored_and_progress(make: Any) -> None:
     rep = make("left", batch_size=2)
     seen: list[int] = []

@@ -340,12 +340,12 @@ def test_screen_hands_bunched_data_to_fp32_after_one_block():
 
 def test_screen_is_chosen_by_capability_and_cpu_only(monkeypatch):
     C, A = _data(20, 30, 8)
-    probe = similarity._cpu_bf16_sound.__wrapped__  # uncached
-    monkeypatch.setattr(similarity, "_cpu_bf16_sound", lambda: True)
+    probe = similarity.cpu_bf16_sound.__wrapped__  # uncached
+    monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: True)
     assert compare(C, A).meta["precision"] == "fp32"  # too small to pay
     monkeypatch.setattr(similarity, "_SCREEN_MIN_PAIRS", 600)
     assert compare(C, A).meta["precision"] == "bf16 screen, fp32 re-score"
-    monkeypatch.setattr(similarity, "_cpu_bf16_sound", lambda: False)
+    monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: False)
     assert compare(C, A).meta["precision"] == "fp32"
     with pytest.raises(ValueError, match="CPU only"):
         compare(C, A, device="cuda", screen=True)

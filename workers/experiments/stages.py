@@ -208,7 +208,7 @@ def _screening_features(
         return None  # no reference levels inside a one-example set
     rt, rep = ctx.runtime, ctx.params["alignment"]["representation"]
     params = screenings.with_defaults({**rep, "seed": ctx.params["alignment"]["seed"]}, rt.settings)
-    anchor_rep = rt.representer({"backend": params["anchor_backend"], "model": params["anchor_model"]})
+    anchor_rep = rt.representer(screenings.anchor_representation(params, rt.settings))
     sub_sha = f"{al_ds.sha256}-subset-{hashlib.sha256(idx.tobytes()).hexdigest()[:16]}"
 
     def report(t: Tick) -> bool:  # the last tenth of the stage; ctx.progress raises when cancelled

