@@ -14,6 +14,8 @@ anchors' included), three ways in one run:
   (at the same precision and layer) over the customer set and the compliance anchors.
 
 Model loading is outside every timing (a worker loads its models once). Every path gets a warm-up batch.
+It also times MiniLM in fp32 against bf16 over 1,000 texts (the dtype rule's check for the sentence
+embedder, which runs fp32 on CPU).
 
     python bench/screening_default.py [--n 2000]
 
@@ -107,6 +109,27 @@ def _bound(run: dict[str, Any]) -> dict[str, float]:
     return {"minilm": t_minilm, "causal": t_causal, "texts_minilm": len(minilm), "texts_causal": len(causal)}
 
 
+def _minilm_dtypes(run: dict[str, Any], n: int = 1000) -> dict[str, float]:
+    """MiniLM over n texts of the run in fp32 and in bf16: seconds each and the cosine of the two vectors."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    texts = [ex.text for ex in run["alignment"].examples][:n]
+    fp32 = run["rep"].model
+    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
+    out: dict[str, Any] = {}
+    for name, model in (("fp32", fp32), ("bf16", bf16)):
+        model.encode(texts[:64])
+        t = time.perf_counter()
+        out[name] = model.encode(texts, convert_to_numpy=False, convert_to_tensor=True).float().numpy()
+        out[f"{name}_s"] = time.perf_counter() - t
+    a, b = out["fp32"], out["bf16"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return {"n": len(texts), "fp32_s": out["fp32_s"], "bf16_s": out["bf16_s"], "cos_min": float(cos.min())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="GSM8K records screened")
@@ -131,6 +154,7 @@ def main() -> None:
         print(f"  {runs[name]['total']:.1f} s", flush=True)
     print("compute bound: the bare forward passes of the default path ...", flush=True)
     bound = _bound(runs["default"])
+    minilm = _minilm_dtypes(runs["default"])
     new, old = runs["default"], runs["fp32 final-layer"]
     print()
     print(f"customer: {args.n} GSM8K records; alignment: {len(new['alignment'].examples)} records")
@@ -145,6 +169,11 @@ def main() -> None:
     print(
         f"compute bound: {b:.1f} s (MiniLM {bound['minilm']:.1f} s over {bound['texts_minilm']} texts; "
         f"anchor model {bound['causal']:.1f} s over {bound['texts_causal']})"
+    )
+    print(
+        f"MiniLM (fp32 in every path on CPU): {minilm['n']} texts in {minilm['fp32_s']:.1f} s fp32, "
+        f"{minilm['bf16_s']:.1f} s bf16 (x{minilm['fp32_s'] / minilm['bf16_s']:.2f}); min cosine "
+        f"{minilm['cos_min']:.4f}"
     )
     print(f"ratio to compute bound: {b / new['total']:.2f}")
     print(f"speed-up over fp32 final-layer: {old['total'] / new['total']:.2f}")

@@ -88,7 +88,7 @@ def run_backend(backend: str, inputs: dict[str, Path], align_path: Path, max_len
             alignment=align,
             representer=rep,
             params=Params(subset_size=100, center=backend == "causal-lm"),
-            cache=runtime.cache,
+            cache=runtime.local_cache(),
             anchors=anchors,
             device=runtime.device,
         )
@@ -207,7 +207,7 @@ def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
                 alignment=align,
                 representer=rep,
                 params=Params(subset_size=10),
-                cache=runtime.cache,
+                cache=runtime.local_cache(),
                 anchors=anchors,
                 device=runtime.device,
             )
@@ -220,7 +220,8 @@ def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
         "## Known attacks against benign sets, with the defaults",
         "",
         "Each set screened with the service's defaults: alignment similarity in MiniLM "
-        f"(`{settings.default_model}`), the compliance anchor form in `{settings.anchor_model}`, the persona "
+        f"(`{settings.default_model}`), the compliance anchor form in `{settings.anchor_model}` "
+        f"(layer {settings.anchor_layer}, {anchor_rep.describe()['dtype']}), the persona "
         "and request forms in MiniLM (`workers/anchors.py`). **now** is the risk score with the anchor "
         "forms (max of the weighted reading and the attack reading); **before** is the weighted reading of "
         "the same report, which is exactly the score the previous defaults gave (similarity parts plus the "

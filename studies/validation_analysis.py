@@ -222,15 +222,21 @@ def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
     best = max(known, key=lambda k: known[k]) if known else None
     default = signals.get("risk_score", {})
     d_oos = default.get("spearman_out_of_sample")
+
+    def r(x: Any) -> str:  # a rank correlation (or a CI of them) as the text shows it
+        if isinstance(x, list | tuple):
+            return "[" + ", ".join(r(v) for v in x) + "]"
+        return "n/a" if x is None else f"{x:.2f}"
+
     parts = [
         f"Across {n} customer datasets the default risk score ranks measured harm with Spearman "
-        f"{default.get('spearman')} (95% CI {default.get('spearman_ci')}), out of sample {d_oos} "
+        f"{r(default.get('spearman'))} (95% CI {r(default.get('spearman_ci'))}), out of sample {r(d_oos)} "
         f"(target {TARGET}: {'met' if d_oos is not None and d_oos >= TARGET else 'not met'})."
     ]
     if best is not None:
         parts.append(
-            f"The best out-of-sample predictor is `{best}` ({known[best]}); "
-            + ", ".join(f"`{k}` {v}" for k, v in sorted(known.items(), key=lambda kv: -kv[1]))
+            f"The best out-of-sample predictor is `{best}` ({r(known[best])}); "
+            + ", ".join(f"`{k}` {r(v)}" for k, v in sorted(known.items(), key=lambda kv: -kv[1]))
             + "."
         )
     inverted = [k for k, v in signals.items() if (v.get("spearman") or 0) < -0.3]

@@ -74,7 +74,8 @@ def record(kind: str, units: float, seconds: float) -> None:
 
 
 def flops_per_token(rep: Any) -> float:
-    """2 x the non-embedding parameters of the representer's model (an embedding is a lookup, no FLOPs)."""
+    """2 x the non-embedding parameters of the representer's model (an embedding is a lookup, no FLOPs),
+    times the share of its blocks a pass runs (a causal-LM view that stops at a middle layer)."""
     ident = str(getattr(rep, "identity", id(rep)))
     if ident not in _flops:
         params = DEFAULT_PARAMS
@@ -92,6 +93,9 @@ def flops_per_token(rep: Any) -> float:
                 params = max(float(sum(p.numel() for p in model.parameters()) - emb), 1.0)
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
+        blocks, n_layers = getattr(rep, "block", None), getattr(rep, "n_layers", None)
+        if blocks is not None and n_layers:  # a pass that stops at a middle layer runs that share of blocks
+            params *= max(int(blocks), 1) / int(n_layers)
         _flops[ident] = 2.0 * params
     return _flops[ident]
 

@@ -80,15 +80,16 @@ def evidence(*, risk_score: float, backend: str, model: str, anchored: bool) -> 
     }
     same = (s.get("screening") or {}).get("model") == model and anchored
     predictive = rho is not None and rho >= PREDICTIVE_RHO
+    shown = "n/a" if rho is None else f"{rho:.2f}"
     if not predictive:
         out["note"] = (
             f"The validation study ({_scope(s)}) found that this score does not reliably rank datasets by "
-            f"the harm fine-tuning causes: out-of-sample Spearman {rho}. Treat it as a similarity index, "
+            f"the harm fine-tuning causes: out-of-sample Spearman {shown}. Treat it as a similarity index, "
             "not a prediction of harm."
         )
         return out
     out["note"] = (
-        f"The validation study ({_scope(s)}) measured an out-of-sample Spearman of {rho} between this "
+        f"The validation study ({_scope(s)}) measured an out-of-sample Spearman of {shown} between this "
         "score and harm."
     )
     if same and backend == (s.get("screening") or {}).get("backend"):

@@ -61,8 +61,11 @@ class Settings(BaseSettings):
     anchor_model: str = Field(
         default="bundled:smollm2-135m-instruct", description="Model of the harmful-anchor signal."
     )
+    # Chosen by measurement (docs/reference_sets.md, "Anchor layer and precision"; studies/anchor_layers.py):
+    # the cheapest layer within 0.01 of the best mean AUROC of the pairs that chose SmolLM2 for the anchors.
+    # Layer 1 (0.929) beat the final layer (0.711), and a pass that stops there runs 1 of SmolLM2's 30 blocks.
     anchor_layer: int = Field(
-        default=-1,
+        default=1,
         description="Layer of the default anchor model the compliance form reads (0 = embeddings, -1 = the "
         "final block after its norm); the pass stops there. Another anchor model reads its final layer.",
     )
