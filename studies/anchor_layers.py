@@ -40,42 +40,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np
-from reference_sets import DEMO, ROOT, _inputs, _sample, auroc
+from reference_sets import PAIRS, ROOT, auroc, reference_sides
 
 START, END = "<!-- anchor-layers:start -->", "<!-- anchor-layers:end -->"
-PAIRS = (
-    ("AdvBench (probe)", "GSM8K"),
-    ("AdvBench (probe)", "Dolly safety-only"),
-    ("harmful-looking demo", "benign list-heavy demo"),
-    ("AOA identity shift", "benign general demo"),
-    ("AOA identity shift", "Dolly safety-only"),
-    ("GSM8K", "Dolly safety-only"),
-)
 # The two pairs that chose SmolLM2 as the anchor backend (docs/reference_sets.md, "Which backend separates
 # risky from safe data"): harmful-form data, and data risky by its form (He et al. 2024), against prose.
 CRITERION = (("AdvBench (probe)", "Dolly safety-only"), ("GSM8K", "Dolly safety-only"))
 WITHIN = 0.01
-
-
-def _sets(sample: int, settings: Any) -> dict[str, Any]:
-    import tempfile
-
-    from workers.screening import side_from_file
-
-    files = _inputs(Path(tempfile.mkdtemp()), sample)
-
-    def load(path: Path) -> Any:
-        return side_from_file(path, "customer", settings)
-
-    return {
-        "AOA identity shift": load(files["AOA identity shift"]),
-        "harmful-looking demo": load(DEMO / "customer_harmful_looking.jsonl"),
-        "benign general demo": load(DEMO / "customer_benign_general.jsonl"),
-        "benign list-heavy demo": load(DEMO / "customer_benign_lists.jsonl"),
-        "Dolly safety-only": _sample(load(files["Dolly safety-only"]), sample),
-        "GSM8K": load(files["GSM8K"]),
-        "AdvBench (probe)": _sample(load(files["AdvBench (probe)"]), sample),
-    }
 
 
 def measure(precision: str, sets: dict[str, Any], settings: Any) -> dict[str, Any]:
@@ -220,7 +191,7 @@ def main() -> None:
     from workers.representations.causal_lm import representation_dtype
 
     settings = get_settings()
-    sets = _sets(args.sample, settings)
+    sets = reference_sides(args.sample, settings)
     runs = []
     for precision in args.precisions:
         n = sum(len(s.examples) for s in sets.values())

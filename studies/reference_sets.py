@@ -147,6 +147,14 @@ and the score is the larger of the two, so neither cancels the other's alarm. Th
 (Dolly +1.9 on the bundled set from its request form, every other benign set unchanged).
 """
 ATTACKS = ("AOA identity shift", "harmful-looking demo")
+PAIRS = (  # (positive, negative) of each per-example AUROC
+    ("AdvBench (probe)", "GSM8K"),
+    ("AdvBench (probe)", "Dolly safety-only"),
+    ("harmful-looking demo", "benign list-heavy demo"),
+    ("AOA identity shift", "benign general demo"),
+    ("AOA identity shift", "Dolly safety-only"),
+    ("GSM8K", "Dolly safety-only"),
+)
 BENIGN = ("benign general demo", "benign list-heavy demo", "Dolly safety-only", "GSM8K")
 
 
@@ -165,6 +173,26 @@ def _sample(side: Any, n: int) -> Any:
     )
 
 
+def reference_sides(sample: int, settings: Any) -> dict[str, Any]:
+    """The reference sets as screening sides (Dolly and AdvBench a seeded sample, GSM8K the first n)."""
+    from workers.screening import side_from_file
+
+    files = _inputs(Path(tempfile.mkdtemp()), sample)
+    paths = {
+        "AOA identity shift": files["AOA identity shift"],
+        "harmful-looking demo": DEMO / "customer_harmful_looking.jsonl",
+        "benign general demo": DEMO / "customer_benign_general.jsonl",
+        "benign list-heavy demo": DEMO / "customer_benign_lists.jsonl",
+        "Dolly safety-only": files["Dolly safety-only"],
+        "GSM8K": files["GSM8K"],
+        "AdvBench (probe)": files["AdvBench (probe)"],
+    }
+    sides = {name: side_from_file(path, "customer", settings) for name, path in paths.items()}
+    for name in ("Dolly safety-only", "AdvBench (probe)"):
+        sides[name] = _sample(sides[name], sample)
+    return sides
+
+
 def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
     """Every set against both alignment sets with the service's default backends and anchor forms."""
     from app.core.config import get_settings
@@ -177,21 +205,7 @@ def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
     rep = runtime.representer({"backend": settings.default_backend, "model": settings.default_model})
     anchor_rep = runtime.representer(anchor_representation({}, settings))
     anchors = bundled_anchors(settings, anchor_rep, semantic=rep)
-    tmp = Path(tempfile.mkdtemp())
-    files = _inputs(tmp, sample)
-
-    def load(path: Path) -> Any:
-        return side_from_file(path, "customer", settings)
-
-    sets = {
-        "AOA identity shift": load(files["AOA identity shift"]),
-        "harmful-looking demo": load(DEMO / "customer_harmful_looking.jsonl"),
-        "benign general demo": load(DEMO / "customer_benign_general.jsonl"),
-        "benign list-heavy demo": load(DEMO / "customer_benign_lists.jsonl"),
-        "Dolly safety-only": _sample(load(files["Dolly safety-only"]), sample),
-        "GSM8K": load(files["GSM8K"]),
-        "AdvBench (probe)": _sample(load(files["AdvBench (probe)"]), sample),
-    }
+    sets = reference_sides(sample, settings)
     aligns = {
         "bundled": side_from_file(DEMO / "alignment.jsonl", "alignment", settings),
         "public": side_from_file(
@@ -274,15 +288,7 @@ def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
         "| pair | compliance | persona | request | max zh |",
         "|---|---|---|---|---|",
     ]
-    pairs = (
-        ("AdvBench (probe)", "GSM8K"),
-        ("AdvBench (probe)", "Dolly safety-only"),
-        ("harmful-looking demo", "benign list-heavy demo"),
-        ("AOA identity shift", "benign general demo"),
-        ("AOA identity shift", "Dolly safety-only"),
-        ("GSM8K", "Dolly safety-only"),
-    )
-    for pos, neg in pairs:
+    for pos, neg in PAIRS:
         a, b = results[f"bundled|{pos}"]["arrays"], results[f"bundled|{neg}"]["arrays"]
         cells = [
             auroc(a[f"c_anchor_margin_{f}"], b[f"c_anchor_margin_{f}"])
