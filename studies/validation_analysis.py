@@ -242,7 +242,7 @@ def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
     inverted = [k for k, v in signals.items() if (v.get("spearman") or 0) < -0.3]
     if inverted:
         parts.append(
-            "Signals that point the wrong way (rho < -0.3): " + ", ".join(f"`{k}`" for k in inverted)
+            "Signals that point the wrong way (rho < -0.3): " + ", ".join(f"`{k}`" for k in inverted) + "."
         )
     if not known or max(known.values()) < 0.3:
         parts.append(
