@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app import access, events
-from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
+from app.api.deps import SQL_INT_MAX, PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
@@ -176,7 +176,7 @@ def list_events(
     experiment_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
+    after: Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[EventPublic]:
     service.get(session=session, tenant_id=tenant, experiment_id=experiment_id)

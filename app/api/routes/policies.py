@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import SessionDep, TenantDep
+from app.api.deps import SQL_INT_MAX, SessionDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.policies import service
@@ -48,7 +48,7 @@ def get_policy(
     name: NameParam,
     session: SessionDep,
     tenant: TenantDep,
-    version: Annotated[int | None, Query(ge=0)] = None,
+    version: Annotated[int | None, Query(ge=0, le=SQL_INT_MAX)] = None,
 ) -> PolicyPublic:
     return PolicyPublic.of(service.get(session=session, tenant_id=tenant, name=name, version=version))
 

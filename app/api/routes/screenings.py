@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from app import events
 from app.access import ALIGNMENT_READ, require_alignment_read
-from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
+from app.api.deps import SQL_INT_MAX, PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.policies import flagged
@@ -307,7 +307,7 @@ def list_events(
     screening_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=0, description="Last event id seen.")] = None,
+    after: Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[EventPublic]:
     service.get(session=session, tenant_id=tenant, screening_id=screening_id)
