@@ -64,9 +64,10 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
     return principal
 
 
-# The largest integer a query parameter may carry into SQL: a 64-bit signed column's (SQLite's INTEGER,
-# PostgreSQL's bigint). Past it the database driver raises instead of matching nothing.
-SQL_INT_MAX = 2**63 - 1
+# The largest integer a query parameter may carry into SQL: a 32-bit signed column's (PostgreSQL's
+# integer, which the policy version and event ids are; SQLite's INTEGER holds more). Past it the database
+# driver raises instead of matching nothing.
+SQL_INT_MAX = 2**31 - 1
 
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
