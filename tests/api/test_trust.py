@@ -312,3 +312,13 @@ def test_a_replay_never_shows_a_key_what_it_may_not_see(client) -> None:
     assert "provider-secret" not in r.text
     again = client.post("/v1/datasets", files=files, data={"purpose": "alignment"}, headers=headers)
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["id"] == first.json()["id"]
+
+
+def test_a_request_cannot_choose_the_anchor_layer_or_precision(client) -> None:
+    """The layer the anchor model stops at and its precision are the operator's settings: a request that
+    names them (a way to make a worker run every block of a model, or read an unvalidated layer) is a 422."""
+    cust = upload(client, DEMO / "customer_benign_general.jsonl").json()["id"]
+    align = upload(client, DEMO / "alignment.jsonl", purpose="alignment").json()["id"]
+    for extra in ({"anchor_layer": 30}, {"causal_lm_precision": "fp32"}, {"layer": 10**9}):
+        r = client.post("/v1/screenings", json={"dataset_id": cust, "alignment_dataset_id": align, **extra})
+        assert r.status_code == 422, (extra, r.text)
