@@ -154,15 +154,23 @@ def _customer_views(
     return views
 
 
+def customer_passes(
+    customer: Any, c_rep: Representer | None, anchors: Anchors, cache: VectorCache | None
+) -> list[tuple[Any, Representer, Any]]:
+    """The customer's representation passes `rows` asks for (side, representer, cache)."""
+    return [(v[0], v[1], cache) for v in _customer_views(customer, c_rep, anchors).values() if v is not None]
+
+
+def side_passes(anchors: Anchors, cache: VectorCache | None) -> list[tuple[Any, Representer, Any]]:
+    """The anchor sides' passes `references` asks for."""
+    return [side for form in anchors.forms for side in _form_sides(form, anchors, cache)]
+
+
 def passes(
     customer: Any, c_rep: Representer | None, anchors: Anchors, cache: VectorCache | None
 ) -> list[tuple[Any, Representer, Any]]:
-    """Every representation pass `signal` asks for (side, representer, cache), so a progress plan can weigh
-    them before any runs."""
-    out = [(v[0], v[1], cache) for v in _customer_views(customer, c_rep, anchors).values() if v is not None]
-    for form in anchors.forms:
-        out.extend(_form_sides(form, anchors, cache))
-    return out
+    """Every representation pass `signal` asks for, so a progress plan can weigh them before any runs."""
+    return customer_passes(customer, c_rep, anchors, cache) + side_passes(anchors, cache)
 
 
 def multiply_adds(n_customer: int, anchors: Anchors) -> float:
@@ -175,8 +183,99 @@ def multiply_adds(n_customer: int, anchors: Anchors) -> float:
     return total
 
 
-def _nearest(x: np.ndarray, y: np.ndarray, block_size: int, device: str, skip_self: bool = False) -> Any:
-    return compare(x, y, k=2 if skip_self else 1, block_size=block_size, device=device)
+def _nearest(
+    x: np.ndarray,
+    y: np.ndarray,
+    block_size: int,
+    device: str,
+    skip_self: bool = False,
+    screen: bool | None = None,
+) -> Any:
+    return compare(x, y, k=2 if skip_self else 1, block_size=block_size, device=device, screen=screen)
+
+
+@dataclass
+class Reference:
+    """What a form's anchors say about themselves (no customer row in it): their vectors, the centre, and
+    the harmful side's leave-one-out margin that rescales every customer margin."""
+
+    h_vec: np.ndarray
+    s_vec: np.ndarray
+    mu: np.ndarray | None
+    h_margin: np.ndarray
+    s_margin: np.ndarray
+    levels: dict[str, float]
+    stats: dict[str, Any]
+
+
+def form_reference(
+    form: Form,
+    anchors: Anchors,
+    cache: VectorCache | None,
+    represent: Represent,
+    center: bool,
+    block_size: int,
+    device: str,
+) -> Reference:
+    (h_vec, h_stats), (s_vec, s_stats) = (represent(*side) for side in _form_sides(form, anchors, cache))
+    mu = None
+    if center:  # one centre for all three sets (the anchors' mean), so the two distances compare
+        mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
+        h_vec, s_vec = h_vec - mu, s_vec - mu
+    hh = _nearest(h_vec, h_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
+    h_margin = hh - _nearest(h_vec, s_vec, block_size, device).c_topk_sim[:, 0]
+    ss = _nearest(s_vec, s_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
+    s_margin = _nearest(s_vec, h_vec, block_size, device).c_topk_sim[:, 0] - ss
+    return Reference(
+        h_vec,
+        s_vec,
+        mu,
+        h_margin,
+        s_margin,
+        risk.anchor_levels(h_margin),
+        {"harmful": h_stats, "safe": s_stats},
+    )
+
+
+def form_rows(
+    c_vec: np.ndarray, ref: Reference, block_size: int, device: str, screen: bool | None = None
+) -> dict[str, np.ndarray]:
+    """One form's per-example margin, rescaled margin, and nearest harmful and safe anchor: row by row, so a
+    shard of the customer set gets the rows the whole set would (`screen` fixed by the whole set's size)."""
+    if ref.mu is not None:
+        c_vec = c_vec - ref.mu
+    ch = _nearest(c_vec, ref.h_vec, block_size, device, screen=screen)
+    cs = _nearest(c_vec, ref.s_vec, block_size, device, screen=screen)
+    margin = ch.c_topk_sim[:, 0] - cs.c_topk_sim[:, 0]
+    return {
+        "margin": margin.astype(np.float32),
+        "zh": np.clip(margin / ref.levels["harmful"], 0.0, 1.0),
+        "harmful_idx": ch.c_topk_idx[:, 0],
+        "harmful_sim": ch.c_topk_sim[:, 0],
+        "safe_idx": cs.c_topk_idx[:, 0],
+        "safe_sim": cs.c_topk_sim[:, 0],
+    }
+
+
+def form_info(form: Form, anchors: Anchors, ref: Reference, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One form's section of the report, from every customer row's arrays."""
+    rep = form.representer or anchors.representer
+    margin, zh, levels = arrays["margin"], arrays["zh"], ref.levels
+    edges = risk.shared_edges(margin, ref.h_margin, ref.s_margin)  # one set of bins: read side by side
+    return {
+        "view": form.view,
+        "representation": {"backend": rep.backend, "model": str(rep.describe().get("model"))},
+        "harmful": {"examples": len(form.harmful.examples), **form.harmful.meta},
+        "safe": {"examples": len(form.safe.examples), **form.safe.meta},
+        "cache": ref.stats,
+        "levels": levels,
+        "value": float(zh.mean()),
+        "customer_margin": risk.distribution(margin, edges),
+        "harmful_anchor_margin": risk.distribution(ref.h_margin, edges),
+        "safe_anchor_margin": risk.distribution(ref.s_margin, edges),
+        "share_closer_to_harmful": float((margin > 0).mean()),
+        "share_as_harmful_as_anchors": float((margin >= levels["harmful"]).mean()),
+    }
 
 
 def form_signal(
@@ -189,62 +288,42 @@ def form_signal(
     block_size: int,
     device: str,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """One form's per-example margin, rescaled margin, and nearest harmful and safe anchor."""
-    rep = form.representer or anchors.representer
-    (h_vec, h_stats), (s_vec, s_stats) = (represent(*side) for side in _form_sides(form, anchors, cache))
-    if center:  # one centre for all three sets (the anchors' mean), so the two distances compare
-        mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
-        c_vec, h_vec, s_vec = c_vec - mu, h_vec - mu, s_vec - mu
-    ch = _nearest(c_vec, h_vec, block_size, device)
-    cs = _nearest(c_vec, s_vec, block_size, device)
-    margin = ch.c_topk_sim[:, 0] - cs.c_topk_sim[:, 0]
-    hh = _nearest(h_vec, h_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
-    h_margin = hh - _nearest(h_vec, s_vec, block_size, device).c_topk_sim[:, 0]
-    ss = _nearest(s_vec, s_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
-    s_margin = _nearest(s_vec, h_vec, block_size, device).c_topk_sim[:, 0] - ss
-    levels = risk.anchor_levels(h_margin)
-    zh = np.clip(margin / levels["harmful"], 0.0, 1.0)
-    edges = risk.shared_edges(margin, h_margin, s_margin)  # one set of bins: the three read side by side
-    info = {
-        "view": form.view,
-        "representation": {"backend": rep.backend, "model": str(rep.describe().get("model"))},
-        "harmful": {"examples": len(form.harmful.examples), **form.harmful.meta},
-        "safe": {"examples": len(form.safe.examples), **form.safe.meta},
-        "cache": {"harmful": h_stats, "safe": s_stats},
-        "levels": levels,
-        "value": float(zh.mean()),
-        "customer_margin": risk.distribution(margin, edges),
-        "harmful_anchor_margin": risk.distribution(h_margin, edges),
-        "safe_anchor_margin": risk.distribution(s_margin, edges),
-        "share_closer_to_harmful": float((margin > 0).mean()),
-        "share_as_harmful_as_anchors": float((margin >= levels["harmful"]).mean()),
-    }
-    arrays = {
-        "margin": margin.astype(np.float32),
-        "zh": zh,
-        "harmful_idx": ch.c_topk_idx[:, 0],
-        "harmful_sim": ch.c_topk_sim[:, 0],
-        "safe_idx": cs.c_topk_idx[:, 0],
-        "safe_sim": cs.c_topk_sim[:, 0],
-    }
-    return arrays, info
+    """One form's per-example arrays and its report section."""
+    ref = form_reference(form, anchors, cache, represent, center, block_size, device)
+    arrays = form_rows(c_vec, ref, block_size, device)
+    return arrays, form_info(form, anchors, ref, arrays)
 
 
-def signal(
-    customer: Any,
-    c_vec: np.ndarray | None,
-    c_rep: Representer | None,
+def references(
     anchors: Anchors,
     cache: VectorCache | None,
     represent: Represent,
     center: bool,
     block_size: int,
     device: str,
+) -> dict[str, Reference]:
+    return {
+        f.name: form_reference(f, anchors, cache, represent, center, block_size, device)
+        for f in anchors.forms
+    }
+
+
+def rows(
+    customer: Any,
+    c_vec: np.ndarray | None,
+    c_rep: Representer | None,
+    anchors: Anchors,
+    refs: dict[str, Reference],
+    cache: VectorCache | None,
+    represent: Represent,
+    block_size: int,
+    device: str,
+    screen: bool | None = None,
     progress: Callable[[float], None] | None = None,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Every form's signal. `c_vec` holds the customer's vectors in the main representation, `c_rep`; a
-    form read in that space and on whole examples reuses them instead of a second pass. `progress` gets
-    the share of the forms whose comparisons are done (their passes report through `represent`)."""
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every form's per-row arrays for `customer` (the whole set or a shard of it). `c_vec` holds the
+    customer's vectors in the main representation, `c_rep`; a form read in that space and on whole examples
+    reuses them instead of a second pass. `progress` gets the share of the forms done."""
     rep = anchors.representer
     views: dict[tuple[str, str], np.ndarray] = {}
     for key, todo in _customer_views(customer, c_rep, anchors).items():
@@ -254,15 +333,20 @@ def signal(
         else:
             views[key], _ = represent(todo[0], todo[1], cache)
     per_form: dict[str, dict[str, np.ndarray]] = {}
-    forms_info: dict[str, Any] = {}
     for i, form in enumerate(anchors.forms):
         key = ((form.representer or rep).identity, form.view)
-        per_form[form.name], forms_info[form.name] = form_signal(
-            form, views[key], anchors, cache, represent, center, block_size, device
-        )
+        per_form[form.name] = form_rows(views[key], refs[form.name], block_size, device, screen)
         if progress is not None:
             progress((i + 1) / len(anchors.forms))
-    return per_form, {"representation": rep.describe() | {"identity": rep.identity}, "forms": forms_info}
+    return per_form
+
+
+def info(
+    anchors: Anchors, refs: dict[str, Reference], per_form: dict[str, dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    rep = anchors.representer
+    forms_info = {f.name: form_info(f, anchors, refs[f.name], per_form[f.name]) for f in anchors.forms}
+    return {"representation": rep.describe() | {"identity": rep.identity}, "forms": forms_info}
 
 
 def evidence(form: Form, arrays: dict[str, np.ndarray], i: int, snippet: Any) -> dict[str, Any]:

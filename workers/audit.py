@@ -19,25 +19,47 @@ from typing import Any
 import numpy as np
 
 
-def vendi_score(vectors: np.ndarray, *, center: bool = False) -> float:
+def _unit_rows(vectors: np.ndarray, center: bool) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float64)
-    if x.shape[0] == 0:
-        return 0.0
     if center:
         x = x - x.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms > 0, norms, 1.0)
-    lam = np.linalg.eigvalsh(x.T @ x / x.shape[0])
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def gram(vectors: np.ndarray) -> np.ndarray:
+    """X^T X of the unit rows (float64, d x d): Gram matrices of slices add up to the whole set's."""
+    x = _unit_rows(vectors, center=False)
+    return x.T @ x
+
+
+def vendi_of_gram(g: np.ndarray, n: int) -> float:
+    if n == 0:
+        return 0.0
+    lam = np.linalg.eigvalsh(g / n)
     lam = lam[lam > 1e-12]
     lam = lam / lam.sum()
     return float(np.exp(-(lam * np.log(lam)).sum()))
 
 
+def vendi_score(vectors: np.ndarray, *, center: bool = False) -> float:
+    x = _unit_rows(vectors, center)
+    return vendi_of_gram(x.T @ x, x.shape[0])
+
+
 def audit(
-    *, a_vec: np.ndarray, c_vec: np.ndarray, c_max: np.ndarray, near: float, center: bool, top: int = 10
+    *,
+    a_vec: np.ndarray,
+    c_vendi: float,
+    c_max: np.ndarray,
+    near: float,
+    center: bool,
+    top: int = 10,
 ) -> dict[str, Any]:
-    """Diversity of both sets and the customer examples the alignment set does not cover."""
-    v_a, v_c = vendi_score(a_vec, center=center), vendi_score(c_vec, center=center)
+    """Diversity of both sets and the customer examples the alignment set does not cover. `c_vendi` is the
+    customer set's Vendi score (from its summed Gram matrix: the set may have been screened in shards)."""
+    v_a, v_c = vendi_score(a_vec, center=center), c_vendi
+    n_c = len(c_max)
     uncovered = np.flatnonzero(c_max < near)
     farthest = uncovered[np.argsort(c_max[uncovered], kind="stable")][:top]
     return {
@@ -45,7 +67,7 @@ def audit(
         "alignment_vendi": round(v_a, 3),
         "alignment_effective_share": round(v_a / max(len(a_vec), 1), 4),
         "customer_vendi": round(v_c, 3),
-        "customer_effective_share": round(v_c / max(len(c_vec), 1), 4),
+        "customer_effective_share": round(v_c / max(n_c, 1), 4),
         "coverage_threshold": near,
         "uncovered_count": int(uncovered.size),
         "uncovered_share": float(uncovered.size / max(len(c_max), 1)),

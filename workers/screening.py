@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,12 @@ from workers import anchors as anchor_forms
 from workers import findings as finding_rules
 from workers import risk
 from workers.anchors import Anchors, bundled_anchors
-from workers.audit import audit
+from workers.audit import audit, vendi_of_gram, vendi_score
 from workers.cache import VectorCache
 from workers.progress import PRIOR_FLOPS, Plan, Reporter
 from workers.representations.base import Representer
-from workers.similarity import compare, self_reference
+from workers.rows import Rows, Work
+from workers.similarity import self_reference
 
 __all__ = ["Anchors", "Params", "Reporter", "Side", "bundled_anchors", "screen", "side_from_file"]
 
@@ -66,11 +68,18 @@ class Params:
     block_size: int = 4096
     method: str = "exact"
     faiss_threshold: int = 200_000
+    part_rows: int = 50_000  # the customer rows of one shard (rounded up to block_size): workers.rows
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Params:
         keys = ("top_k", "subset_size", "seed", "center", "block_size", "method", "faiss_threshold")
         return cls(**{k: d[k] for k in keys if k in d})
+
+    @property
+    def shardable(self) -> bool:
+        """Whether a slice of the customer set screens as the whole would: the exact method, not centred
+        (the centred customer audit needs every vector at once; faiss builds its index per run)."""
+        return self.method == "exact" and not self.center
 
 
 @dataclass
@@ -241,74 +250,77 @@ def screen(
     report: Reporter | None = None,
     device: str = "cpu",
     anchors: Anchors | None = None,
+    rows: Rows | None = None,
 ) -> Outcome:
     """Compare a customer dataset with an alignment set (and anchors, if given) and build the report.
 
+    `rows`, when given, are the customer rows' results already computed (a sharded screening's shards,
+    joined: workers.rows); otherwise they are computed here, the same way.
     `report` gets a `workers.progress.Tick` at each part's start and end and at most every second
     between (per batch of a representation pass, per block of a comparison); it returns False to stop,
     and `Cancelled` is raised. The parts are weighed before any runs (workers.progress says how)."""
     t0 = time.perf_counter()
     plan = Plan(report)
-    a_pass = Pass("represent_alignment", alignment, representer, cache, plan)
-    c_pass = Pass("represent_customer", customer, representer, cache, plan)
     n_c, n_a, dim = len(customer.examples), len(alignment.examples), representer.dim
-    compare_part = plan.compare_part("compare", float(n_c + min(2000, n_a)) * n_a * dim, device)
-    anchor_passes: dict[tuple[str, str, int], Pass] = {}
-    anchor_part = None
+    a_pass = Pass("represent_alignment", alignment, representer, cache, plan)
+    work = None
+    if rows is None:
+        work = Work(plan, customer, representer, cache, anchors, n_alignment=n_a, n_total=n_c, device=device)
+    # the alignment set's own nearest neighbours: part of its stage (it reads the alignment set alone)
+    ref_part = plan.compare_part("represent_alignment", float(min(2000, n_a)) * n_a * dim, device)
+    side_passes: dict[tuple[str, str, int], Pass] = {}
     if anchors is not None:
-        for side, rep, acache in anchor_forms.passes(customer, representer, anchors, cache):
-            key = (rep.identity, side.sha256, id(acache))
-            anchor_passes.setdefault(key, Pass("anchors", side, rep, acache, plan))
-        anchor_part = plan.compare_part("anchors", anchor_forms.multiply_adds(n_c, anchors), device)
+        for side, rep, acache in anchor_forms.side_passes(anchors, cache):
+            side_passes.setdefault(
+                (rep.identity, side.sha256, id(acache)), Pass("anchors", side, rep, acache, plan)
+            )
     score_part = plan.add("score", "score", float(n_c + n_a) * dim * dim, 2.0 / PRIOR_FLOPS)
 
-    def anchor_vectors(side: Any, rep: Representer, acache: VectorCache | None) -> Any:
+    def side_vectors(side: Any, rep: Representer, acache: VectorCache | None) -> Any:
         key = (rep.identity, side.sha256, id(acache))
-        if key not in anchor_passes:  # not planned (it should have been): runs, unweighted
-            anchor_passes[key] = Pass("anchors", side, rep, acache, plan)
-        return anchor_passes[key].run()
+        if key not in side_passes:  # not planned (it should have been): runs, unweighted
+            side_passes[key] = Pass("anchors", side, rep, acache, plan)
+        return side_passes[key].run()
 
     a_vec, a_stats = a_pass.run()
-    t1 = time.perf_counter()
-    c_vec, c_stats = c_pass.run()
-    t2 = time.perf_counter()
-    plan.start(compare_part, "comparing in blocks")
-    sim = compare(
-        c_vec,
-        a_vec,
-        k=params.top_k,
-        block_size=params.block_size,
-        center=params.center,
-        device=device,
-        method=params.method,
-        faiss_threshold=params.faiss_threshold,
-        progress=lambda f: plan.advance(compare_part, 0.9 * f),  # the self-reference takes the rest
-    )
+    plan.start(ref_part, "the alignment set's own nearest neighbours")
     ref = self_reference(
         a_vec, sample=2000, seed=params.seed, center=params.center, block_size=params.block_size
     )
-    plan.finish(compare_part)
-    t3 = time.perf_counter()
+    plan.finish(ref_part)
+    t1 = time.perf_counter()
+    refs: dict[str, Any] = {}
+
+    def references() -> dict[str, Any]:
+        """The anchors' references, once, when the anchor stage begins (after the comparison)."""
+        if not refs and anchors is not None:
+            refs.update(
+                anchor_forms.references(
+                    anchors, cache, side_vectors, params.center, params.block_size, device
+                )
+            )
+        return refs
+
+    c_vec = None
+    if work is not None:
+        rows, c_vec = work.run(a_vec, references, params)
+    references()
+    assert rows is not None
+    c_stats = rows.stats
+    sim = SimpleNamespace(
+        c_topk_sim=rows.c_topk_sim, c_topk_idx=rows.c_topk_idx, a_max_sim=rows.a_max, a_argmax=rows.a_argmax
+    )
+    if rows.gram is not None:
+        c_vendi = vendi_of_gram(rows.gram, n_c)
+    elif c_vec is not None:  # centred: the customer audit needs every vector at once (never sharded)
+        c_vendi = vendi_score(c_vec, center=True)
+    else:
+        raise ValueError("centred screenings are not sharded: their rows carry no Gram matrix")
     c_max = sim.c_topk_sim[:, 0]
     c_topk_mean = sim.c_topk_sim.mean(axis=1)
     levels = risk.reference_levels(ref)
-    per_form: dict[str, dict[str, np.ndarray]] = {}
-    anchor_info: dict[str, Any] | None = None
-    if anchors is not None and anchor_part is not None:
-        per_form, anchor_info = anchor_forms.signal(
-            customer,
-            c_vec,
-            representer,
-            anchors,
-            cache,
-            anchor_vectors,
-            params.center,
-            params.block_size,
-            device,
-            progress=lambda f: plan.advance(anchor_part, f),
-        )
-        plan.finish(anchor_part)
-    t4 = time.perf_counter()
+    per_form = rows.per_form
+    anchor_info = anchor_forms.info(anchors, refs, per_form) if anchors is not None and refs else None
     plan.start(score_part, "scoring and writing the report")
     scored = risk.score(c_max, levels, {k: v["zh"] for k, v in per_form.items()} or None)
     if anchor_info is not None:
@@ -340,7 +352,7 @@ def screen(
     body: dict[str, Any] = {
         "object": "screening.report",
         "representation": representer.describe() | {"identity": representer.identity, "dim": representer.dim},
-        "similarity": sim.meta,
+        "similarity": rows.meta,
         "params": {
             "top_k": params.top_k,
             "subset_size": params.subset_size,
@@ -375,15 +387,13 @@ def screen(
             per_form=per_form,
         ),
         "anchors": anchor_info,
-        "audit": audit(a_vec=a_vec, c_vec=c_vec, c_max=c_max, near=levels["near"], center=params.center),
+        "audit": audit(a_vec=a_vec, c_vendi=c_vendi, c_max=c_max, near=levels["near"], center=params.center),
         "findings": [f["text"] for f in fired],
         "finding_rules": [f["rule"] for f in fired],
         "warnings": [subset_warning] if subset_warning else [],
         "timings_s": {
             "represent_alignment": round(t1 - t0, 3),
-            "represent_customer": round(t2 - t1, 3),
-            "compare": round(t3 - t2, 3),
-            "anchors": round(t4 - t3, 3),
+            **{k: round(v, 3) for k, v in rows.timings.items()},
             "total": round(time.perf_counter() - t0, 3),
         },
         "cache": {

@@ -120,8 +120,7 @@ def compare(
             dev = torch.device(device)
             a_t = _normalise_(_to_tensor(A, dev), mu.to(dev) if mu is not None else None)
             if screen is None:
-                big = C.shape[0] * A.shape[0] >= _SCREEN_MIN_PAIRS
-                screen = dev.type == "cpu" and big and cpu_bf16_sound()
+                screen = screens(C.shape[0], A.shape[0], str(dev))
             if screen:
                 c_sim, c_idx, a_max, a_arg, fallback = _screened(C, a_t, mu, k, block_size, tick)
                 meta["precision"] = "bf16 screen, fp32 re-score"
@@ -135,6 +134,14 @@ def compare(
             meta.update(extra)
     tick.finish()
     return SimilarityResult(c_sim, c_idx, a_max, a_arg, meta)
+
+
+def screens(n_c: int, n_a: int, device: str) -> bool:
+    """Whether the exact method screens with bf16 tiles: on CPUs with native bf16 dot products, once the
+    comparison is big enough to pay. A shard passes the whole set's answer, so every slice compares alike."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type == "cpu" and n_c * n_a >= _SCREEN_MIN_PAIRS and cpu_bf16_sound()
 
 
 def self_reference(

@@ -24,8 +24,17 @@ def test_audit_lists_the_farthest_uncovered_customer_examples() -> None:
     rng = np.random.default_rng(1)
     c_max = np.array([0.9, 0.1, 0.5, 0.05, 0.3])
     out = audit(
-        a_vec=rng.normal(size=(20, 4)), c_vec=rng.normal(size=(5, 4)), c_max=c_max, near=0.4, center=False
+        a_vec=rng.normal(size=(20, 4)), c_vendi=2.5, c_max=c_max, near=0.4, center=False
     )
+    assert out["customer_vendi"] == 2.5 and out["customer_effective_share"] == 0.5
     assert out["uncovered_count"] == 3 and abs(out["uncovered_share"] - 0.6) < 1e-9
     assert [r["record"] for r in out["farthest_uncovered_records"]] == [4, 2, 5]
     assert 1.0 <= out["alignment_vendi"] <= 4.0 + 1e-9
+
+
+def test_gram_matrices_of_slices_add_up_to_the_vendi_score_of_the_whole_set() -> None:
+    from workers.audit import gram, vendi_of_gram
+
+    x = np.random.default_rng(2).normal(size=(50, 6))
+    whole = vendi_score(x)
+    assert abs(vendi_of_gram(gram(x[:20]) + gram(x[20:]), 50) - whole) < 1e-10
