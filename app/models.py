@@ -122,6 +122,29 @@ class Screening(Base):
         return value if isinstance(value, dict) else None
 
 
+class ScreeningShard(Base):
+    """One slice of a sharded screening's customer rows (migration 0008): a run of its own on any worker,
+    claimed by compare-and-set on `job_id` like a screening, alive while its heartbeat is fresh."""
+
+    __tablename__ = "screening_shards"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "<screening id>-<index>"
+    screening_id: Mapped[str] = mapped_column(ForeignKey("screenings.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    index: Mapped[int] = mapped_column(Integer)
+    start: Mapped[int] = mapped_column(Integer)  # first customer row (0-based), a multiple of the block size
+    stop: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|succeeded|failed|cancelled
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[str | None] = mapped_column(String(96))
+    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger)
+    # the comparison's metadata and the stage seconds of the shard (numbers: the arrays are in its blob)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 class Ranking(Base):
     """Candidate ranking: one customer dataset screened against several candidate models' alignment sets."""
 

@@ -6,6 +6,8 @@ line with the record after a crash.
   running (job `started` for over `stale_after_s`) is sent again.
 - An experiment stage `queued` in SQL with no job in Redis (accepted while Redis was down), or `running`
   and silent past `experiment_stale_s`, is enqueued again (`experiments.recover`).
+- A sharded screening waiting for its shards (stage `shards`) is alive while they are: a lost shard is sent
+  again alone, and a finished set of shards whose merge was never sent gets it (`_reconcile_shards`).
 - A `running` screening whose heartbeat is older than `stale_after_s` has lost its worker (SIGKILL, OOM,
   a machine gone): it is sent again, or failed with `worker_lost` once it has used its attempts
   (`job_retries` + 1).
@@ -35,7 +37,7 @@ from app.core.storage import clean_staging
 from app.datasets import service as datasets
 from app.experiments import service as experiments
 from app.models import Screening, now
-from app.screenings import scores
+from app.screenings import scores, shards
 from app.screenings import service as screenings
 
 log = logging.getLogger("ftguard.reconcile")
@@ -140,6 +142,43 @@ def _active(services: Services) -> list[Screening]:
             after = rows[-1].id
 
 
+def _reconcile_shards(services: Services, queue: JobQueue, scr: Screening, outcome: Outcome) -> None:
+    """A screening waiting for its shards: each lost shard is sent again alone (a running one silent past
+    `stale_after_s`, a queued one whose job is gone), or fails the screening past its attempts; when every
+    shard is done but the merge was never sent (its worker died in between), the merge is sent."""
+    s, t = services.settings, now()
+    with services.db.session() as session:
+        found = shards.of(session, scr.id)
+        if found and all(sh.status == "succeeded" for sh in found):
+            job = shards.to_merge(session, scr.id)
+            if job is not None:
+                queue.enqueue(SCREENING_JOB, scr.id, job_id=job)
+                outcome.requeued.append(scr.id)
+            return
+        for sh in found:
+            if sh.status == "running":
+                stale_for = t - (sh.heartbeat_at or sh.started_at or 0)
+                if stale_for < s.stale_after_s:
+                    continue
+                if sh.attempts > s.job_retries:
+                    message = f"its worker stopped (no heartbeat for {stale_for} s), {sh.attempts} times"
+                    shards.fail(session, sh, code="worker_lost", message=message, final=True)
+                    outcome.failed.append(scr.id)
+                    return
+                reason = "worker_lost"
+            elif sh.status == "queued":
+                state = queue.job_state(sh.job_id) if sh.job_id else None
+                status = None if state is None else state[0]
+                died_taking_it = status == "started" and t - ((state or ("", t))[1] or t) >= s.stale_after_s
+                if state is not None and status not in DEAD_JOB_STATES and not died_taking_it:
+                    continue
+                reason = "job_missing" if status is None else f"job_{status}"
+            else:
+                continue
+            if shards.dispatch(session, queue, sh, reason=reason):
+                outcome.requeued.append(sh.id)
+
+
 def reconcile_screenings(*, services: Services, queue: JobQueue, outcome: Outcome | None = None) -> Outcome:
     """Re-dispatch lost screenings and fail the ones past their attempts (see the module docstring)."""
     outcome = outcome or Outcome()
@@ -147,7 +186,9 @@ def reconcile_screenings(*, services: Services, queue: JobQueue, outcome: Outcom
     t = now()
     for scr in _active(services):
         try:
-            if scr.status == "running":
+            if scr.status == "running" and scr.stage == shards.SHARDS_STAGE:
+                _reconcile_shards(services, queue, scr, outcome)  # alive while its shards are
+            elif scr.status == "running":
                 stale_for = t - (scr.heartbeat_at or scr.started_at or 0)
                 if stale_for < s.stale_after_s:
                     continue  # a live worker has it, whatever Redis says

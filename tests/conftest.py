@@ -117,7 +117,7 @@ def make_settings(data_dir: Path, database_url: str | None, redis_url: str) -> S
                     "TRUNCATE reports, events, screenings, datasets, idempotency_keys, api_keys, tenants, "
                     "experiment_stages, experiments, comparisons, calibration_points, calibrations, "
                     "tenant_usage, upload_leases, blob_locks, policies, webhook_deliveries, "
-                    "webhook_endpoints CASCADE"
+                    "webhook_endpoints, screening_shards CASCADE"
                 )
             )
         eng.dispose()

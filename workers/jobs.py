@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -17,26 +18,31 @@ from app.core.db import Database
 from app.core.errors import Cancelled, FtguardError
 from app.core.storage import scores_key
 from app.datasets import service as datasets
-from app.models import Dataset, Screening, now
+from app.models import Dataset, Screening, ScreeningShard, now
 from app.policies import decide
 from app.screenings import explain, scores
 from app.screenings import service as screenings
+from app.screenings import shards as shard_sql
+from workers import shards
 from workers.experiments import calibration
 from workers.runtime import Runtime, get_runtime
-from workers.screening import Params, Side, bundled_anchors, screen
+from workers.screening import Anchors, Side, bundled_anchors, screen
 
 log = logging.getLogger("ftguard.worker")
 
 
-def _side(ds: Dataset, name: str, max_line_bytes: int) -> Side:
+def side_for(ds: Dataset, name: str, max_line_bytes: int, rows: tuple[int, int] | None = None) -> Side:
+    """A dataset as a screening side; with `rows` (start, stop), only those records (a shard's slice, keyed
+    apart in the vector cache)."""
     rt = get_runtime()
-    examples = [
-        ex for _, ex in datasets.open_records(store=rt.services.store, ds=ds, max_line_bytes=max_line_bytes)
-    ]
+    records = datasets.open_records(store=rt.services.store, ds=ds, max_line_bytes=max_line_bytes)
+    if rows is not None:
+        records = itertools.islice(records, rows[0], rows[1])
+    sha = ds.sha256 or ""
     return Side(
         name=name,
-        examples=examples,
-        sha256=ds.sha256 or "",
+        examples=[ex for _, ex in records],
+        sha256=f"{sha}:rows{rows[0]}-{rows[1]}" if rows is not None else sha,
         meta={"dataset_id": ds.id, "filename": ds.filename, "format": ds.format},
     )
 
@@ -58,8 +64,16 @@ class Heartbeat:
     (loading a model, one long forward pass). A screening whose heartbeat stops has lost its worker, and
     the reconciler sends it again. The UPDATE is conditional on the job still owning the screening."""
 
-    def __init__(self, db: Database, screening_id: str, job_id: str | None, interval: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        screening_id: str,
+        job_id: str | None,
+        interval: float,
+        model: type[Screening] | type[ScreeningShard] = Screening,
+    ) -> None:
         self.db, self.screening_id, self.job_id, self.interval = db, screening_id, job_id, interval
+        self.model = model
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{screening_id}", daemon=True)
 
@@ -73,15 +87,33 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            q = update(Screening).where(Screening.id == self.screening_id, Screening.status == "running")
+            m = self.model
+            q = update(m).where(m.id == self.screening_id, m.status == "running")
             if self.job_id is not None:
-                q = q.where(Screening.job_id == self.job_id)
+                q = q.where(m.job_id == self.job_id)
             try:
                 with self.db.session() as session:
                     session.execute(q.values(heartbeat_at=now()))
                     session.commit()
             except SQLAlchemyError:
                 log.warning("heartbeat not saved", exc_info=True, extra={"job_id": self.screening_id})
+
+
+def load_anchors(rt: Runtime, session: Session, scr: Screening) -> Anchors:
+    """The bundled anchor forms, with the tenant's own harmful or safe anchor sets where the screening names
+    them."""
+    params, settings = scr.params, rt.settings
+    anchor_rep = rt.representer(screenings.anchor_representation(params, settings))
+    # the persona and request forms are read by the service's default sentence embedder
+    semantic = rt.representer({"backend": settings.default_backend, "model": settings.default_model})
+    anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache(), semantic=semantic)
+    for key, attr in (("harmful_anchors_dataset_id", "harmful"), ("safe_anchors_dataset_id", "safe")):
+        if params.get(key):
+            ds = session.get(Dataset, params[key])
+            if ds is None or ds.tenant_id != scr.tenant_id:
+                raise FtguardError("an anchor dataset of this screening was deleted", code="dataset_deleted")
+            setattr(anchors, attr, side_for(ds, f"{attr} anchors", settings.max_line_bytes))
+    return anchors
 
 
 def run_screening(screening_id: str) -> dict[str, Any]:
@@ -135,38 +167,38 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
 
         loading("reading datasets")
         representer = rt.representer(params)
-        customer = _side(customer_ds, "customer", settings.max_line_bytes)
-        alignment = _side(align_ds, "alignment", settings.max_line_bytes)
+        customer = side_for(customer_ds, "customer", settings.max_line_bytes)
+        alignment = side_for(align_ds, "alignment", settings.max_line_bytes)
         t_load = time.perf_counter() - t0
         anchors = None
         if params.get("anchors", True):
             loading("loading the anchor models")
-            anchor_rep = rt.representer(screenings.anchor_representation(params, settings))
-            # the persona and request forms are read by the service's default sentence embedder
-            semantic = rt.representer({"backend": settings.default_backend, "model": settings.default_model})
-            anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache(), semantic=semantic)
-            for key, attr in (
-                ("harmful_anchors_dataset_id", "harmful"),
-                ("safe_anchors_dataset_id", "safe"),
-            ):
-                if params.get(key):
-                    ds = session.get(Dataset, params[key])
-                    if ds is None or ds.tenant_id != scr.tenant_id:
-                        raise FtguardError(
-                            "an anchor dataset of this screening was deleted", code="dataset_deleted"
-                        )
-                    setattr(anchors, attr, _side(ds, f"{attr} anchors", settings.max_line_bytes))
+            anchors = load_anchors(rt, session, scr)
+        rows = None
+        if shards.sharded(scr, customer_ds, align_ds, settings):
+            rows = shards.prepare_or_join(
+                rt, session, scr, job_id, customer_ds, alignment, representer, anchors
+            )
+            if rows is None:
+                return {"screening_id": screening_id, "status": "running", "stage": "shards"}
+        # a merge is the last stretch of the bar (its shards had the rest: app.screenings.shards)
+        low = 0.0 if rows is None else 1.0 - shard_sql.MERGE_SHARE
+
+        def share(fraction: float) -> float:
+            return low + (1.0 - low) * fraction
+
         outcome = screen(
             customer=customer,
             alignment=alignment,
             representer=representer,
-            params=Params.from_dict(params),
+            params=shards.params_of(scr, settings),  # its part size: the shards' (exact equality)
             cache=rt.cache_for(scr.tenant_id),
             report=lambda t: screenings.progress(
-                session, scr, stage=t.stage, fraction=t.fraction, message=t.message, job_id=job_id
+                session, scr, stage=t.stage, fraction=share(t.fraction), message=t.message, job_id=job_id
             ),
             device=rt.device,
             anchors=anchors,
+            rows=rows,
         )
         t_save = time.perf_counter()
         key = scores_key(scr.tenant_id, scr.id)
@@ -184,6 +216,8 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         screenings.succeed(
             session, scr, body=outcome.body, scores_key=key, facts=decide.facts(outcome.body, outcome.arrays)
         )
+        if rows is not None:
+            shards.remove_blobs(rt.services.store, scr, shard_sql.of(session, scr.id))
         timings = outcome.body["timings_s"]
         stages = {
             "load": t_load,

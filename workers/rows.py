@@ -27,7 +27,7 @@ import numpy as np
 from workers import anchors as anchor_forms
 from workers.audit import gram
 from workers.progress import Plan
-from workers.similarity import compare, screens
+from workers.similarity import compare, screens, self_reference
 
 ROW_FORM_KEYS = ("margin", "zh", "harmful_idx", "harmful_sim", "safe_idx", "safe_sim")
 STAT_KEYS = ("examples", "from_cache", "computed")
@@ -122,6 +122,72 @@ class Rows:
         )
 
 
+class Shared:
+    """The parts of a screening that read the alignment set and the anchors alone, planned into `plan`:
+    the alignment pass (and with `reference` its self-reference) and the anchors' references. Every step of
+    a sharded screening plans them: the prepare computes them into the cache, shards and merge read them."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        alignment: Any,
+        representer: Any,
+        cache: Any,
+        anchors: Any,
+        params: Any,
+        device: str,
+        *,
+        reference: bool,
+    ) -> None:
+        from workers.screening import Pass
+
+        self.plan, self.cache, self.anchors, self.params, self.device = plan, cache, anchors, params, device
+        self.a_pass = Pass("represent_alignment", alignment, representer, cache, plan)
+        n_a = len(alignment.examples)
+        # the alignment set's own nearest neighbours: part of its stage (it reads the alignment set alone)
+        self.ref_part = (
+            plan.compare_part("represent_alignment", float(min(2000, n_a)) * n_a * representer.dim, device)
+            if reference
+            else None
+        )
+        self.passes: dict[tuple[str, str, int], Any] = {}
+        if anchors is not None:
+            for side, rep, acache in anchor_forms.side_passes(anchors, cache):
+                key = (rep.identity, side.sha256, id(acache))
+                self.passes.setdefault(key, Pass("anchors", side, rep, acache, plan))
+        self.refs: dict[str, Any] = {}
+
+    def alignment(self) -> tuple[np.ndarray, dict[str, int], dict[str, Any] | None]:
+        """The alignment vectors, their cache stats and (if planned) the self-reference levels."""
+        a_vec, a_stats = self.a_pass.run()
+        ref = None
+        if self.ref_part is not None:
+            p = self.params
+            self.plan.start(self.ref_part, "the alignment set's own nearest neighbours")
+            ref = self_reference(a_vec, sample=2000, seed=p.seed, center=p.center, block_size=p.block_size)
+            self.plan.finish(self.ref_part)
+        return a_vec, a_stats, ref
+
+    def represent(self, side: Any, rep: Any, acache: Any) -> Any:
+        from workers.screening import Pass
+
+        key = (rep.identity, side.sha256, id(acache))
+        if key not in self.passes:  # not planned (it should have been): runs, unweighted
+            self.passes[key] = Pass("anchors", side, rep, acache, self.plan)
+        return self.passes[key].run()
+
+    def references(self) -> dict[str, Any]:
+        """The anchors' references, once, when first asked for (the anchor stage's start)."""
+        if not self.refs and self.anchors is not None:
+            p = self.params
+            self.refs.update(
+                anchor_forms.references(
+                    self.anchors, self.cache, self.represent, p.center, p.block_size, self.device
+                )
+            )
+        return self.refs
+
+
 class Work:
     """The row part of one slice as planned parts of a progress `Plan`, weighed before any runs: the
     customer pass, the comparison, and the anchor passes and searches over the slice's rows."""
@@ -190,7 +256,7 @@ class Work:
             device=self.device,
             method=params.method,
             faiss_threshold=params.faiss_threshold,
-            screen=screen if params.method == "exact" else None,
+            screen=screen if params.exact(self.n_a) else None,
             progress=lambda f: plan.advance(part, f),
         )
         plan.finish(part)

@@ -28,8 +28,7 @@ from workers.audit import audit, vendi_of_gram, vendi_score
 from workers.cache import VectorCache
 from workers.progress import PRIOR_FLOPS, Plan, Reporter
 from workers.representations.base import Representer
-from workers.rows import Rows, Work
-from workers.similarity import self_reference
+from workers.rows import Rows, Shared, Work
 
 __all__ = ["Anchors", "Params", "Reporter", "Side", "bundled_anchors", "screen", "side_from_file"]
 
@@ -75,11 +74,14 @@ class Params:
         keys = ("top_k", "subset_size", "seed", "center", "block_size", "method", "faiss_threshold")
         return cls(**{k: d[k] for k in keys if k in d})
 
-    @property
-    def shardable(self) -> bool:
+    def exact(self, n_alignment: int) -> bool:
+        """Whether the comparison runs the exact method ("auto" picks it below `faiss_threshold`)."""
+        return self.method == "exact" or (self.method == "auto" and n_alignment < self.faiss_threshold)
+
+    def shardable(self, n_alignment: int) -> bool:
         """Whether a slice of the customer set screens as the whole would: the exact method, not centred
         (the centred customer audit needs every vector at once; faiss builds its index per run)."""
-        return self.method == "exact" and not self.center
+        return self.exact(n_alignment) and not self.center
 
 
 @dataclass
@@ -262,50 +264,18 @@ def screen(
     t0 = time.perf_counter()
     plan = Plan(report)
     n_c, n_a, dim = len(customer.examples), len(alignment.examples), representer.dim
-    a_pass = Pass("represent_alignment", alignment, representer, cache, plan)
+    shared = Shared(plan, alignment, representer, cache, anchors, params, device, reference=True)
     work = None
     if rows is None:
         work = Work(plan, customer, representer, cache, anchors, n_alignment=n_a, n_total=n_c, device=device)
-    # the alignment set's own nearest neighbours: part of its stage (it reads the alignment set alone)
-    ref_part = plan.compare_part("represent_alignment", float(min(2000, n_a)) * n_a * dim, device)
-    side_passes: dict[tuple[str, str, int], Pass] = {}
-    if anchors is not None:
-        for side, rep, acache in anchor_forms.side_passes(anchors, cache):
-            side_passes.setdefault(
-                (rep.identity, side.sha256, id(acache)), Pass("anchors", side, rep, acache, plan)
-            )
     score_part = plan.add("score", "score", float(n_c + n_a) * dim * dim, 2.0 / PRIOR_FLOPS)
-
-    def side_vectors(side: Any, rep: Representer, acache: VectorCache | None) -> Any:
-        key = (rep.identity, side.sha256, id(acache))
-        if key not in side_passes:  # not planned (it should have been): runs, unweighted
-            side_passes[key] = Pass("anchors", side, rep, acache, plan)
-        return side_passes[key].run()
-
-    a_vec, a_stats = a_pass.run()
-    plan.start(ref_part, "the alignment set's own nearest neighbours")
-    ref = self_reference(
-        a_vec, sample=2000, seed=params.seed, center=params.center, block_size=params.block_size
-    )
-    plan.finish(ref_part)
+    a_vec, a_stats, ref = shared.alignment()
     t1 = time.perf_counter()
-    refs: dict[str, Any] = {}
-
-    def references() -> dict[str, Any]:
-        """The anchors' references, once, when the anchor stage begins (after the comparison)."""
-        if not refs and anchors is not None:
-            refs.update(
-                anchor_forms.references(
-                    anchors, cache, side_vectors, params.center, params.block_size, device
-                )
-            )
-        return refs
-
     c_vec = None
     if work is not None:
-        rows, c_vec = work.run(a_vec, references, params)
-    references()
-    assert rows is not None
+        rows, c_vec = work.run(a_vec, shared.references, params)
+    refs = shared.references()
+    assert rows is not None and ref is not None
     c_stats = rows.stats
     sim = SimpleNamespace(
         c_topk_sim=rows.c_topk_sim, c_topk_idx=rows.c_topk_idx, a_max_sim=rows.a_max, a_argmax=rows.a_argmax

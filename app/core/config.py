@@ -208,6 +208,12 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(
         default=120.0, gt=0, description="A running screening silent this long has lost its worker."
     )
+    shard_rows: int = Field(
+        default=50_000,
+        ge=64,
+        description="A screening with more customer rows than this is split into shards of this many rows "
+        "(rounded up to the similarity block size), each a job any worker takes.",
+    )
     reconcile_interval_s: float = Field(
         default=60.0, gt=0, description="How often each worker reconciles the queue with SQL."
     )

@@ -20,6 +20,7 @@ from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 
 SCREENING_JOB = "workers.jobs.run_screening"
+SHARD_JOB = "workers.shards.run_shard"
 EXPERIMENT_STAGE_JOB = "workers.experiments.jobs.run_stage"
 
 

@@ -25,7 +25,7 @@ from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
 from app.policies import decide
 from app.policies import service as policies
-from app.screenings import scores
+from app.screenings import scores, shards
 
 log = logging.getLogger("ftguard.api")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -306,6 +306,7 @@ def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
         raise Conflict(f"the screening is already {scr.status}", code="not_cancellable")
     scr.status = "cancelled"
     scr.finished_at = now()
+    shards.cancel_all(session, scr.id)
     events.record(
         session,
         tenant_id=tenant_id,

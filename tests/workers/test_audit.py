@@ -23,9 +23,7 @@ def test_vendi_equals_the_n_by_n_kernel_definition() -> None:
 def test_audit_lists_the_farthest_uncovered_customer_examples() -> None:
     rng = np.random.default_rng(1)
     c_max = np.array([0.9, 0.1, 0.5, 0.05, 0.3])
-    out = audit(
-        a_vec=rng.normal(size=(20, 4)), c_vendi=2.5, c_max=c_max, near=0.4, center=False
-    )
+    out = audit(a_vec=rng.normal(size=(20, 4)), c_vendi=2.5, c_max=c_max, near=0.4, center=False)
     assert out["customer_vendi"] == 2.5 and out["customer_effective_share"] == 0.5
     assert out["uncovered_count"] == 3 and abs(out["uncovered_share"] - 0.6) < 1e-9
     assert [r["record"] for r in out["farthest_uncovered_records"]] == [4, 2, 5]
