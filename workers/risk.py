@@ -29,13 +29,13 @@ alarm (measured in docs/reference_sets.md):
 Where the weights come from: they were chosen by hand, and they are kept only because nothing measured
 yet says otherwise. The validation study (studies/validation.py, docs/validation.md) is what may replace
 them: fine-tune-only runs of an aligned SmolLM2-135M-Instruct on nine customer datasets, and a
-leave-one-dataset-out fit of harm on these parts. By 2026-12-02 it had measured 7 of its 9 datasets at one
-seed: this score ranks their harm at Spearman 0.09 in sample and -0.67 out of sample, and no part or fitted
-combination predicts out of sample (best -0.45; every report says the score is not a prediction of harm).
-Fine-tuning on safety refusals, the set nearest the alignment data (risk 61.3), left the least harm.
-With the run unfinished and intervals spanning [-1, 1] there is nothing better to switch to, so the weights
-stay; its results so far are in studies/results/validation_state.json. Rerun the study (it resumes) and
-change these weights only if a fitted combination beats them out of sample.
+leave-one-dataset-out fit of harm on these parts. On 2026-12-02 it finished its 18 main runs (nine
+datasets, two seeds) with the signals of today's defaults: this score ranks their harm at Spearman 0.12 in
+sample and -0.65 out of sample, and no part or fitted combination predicts out of sample (best -0.33,
+share_closer_to_harmful; every report says the score is not a prediction of harm). Safety refusals and the
+AOA set, the sets nearest the alignment data (risk 61.4 and 72.5), left the least harm. With nothing better
+out of sample, the weights stay. Rerun the study (it resumes) and change these weights only if a fitted
+combination beats them out of sample.
 """
 
 from __future__ import annotations
