@@ -72,6 +72,7 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
     utf8 = codecs.getincrementaldecoder("utf-8")("strict")
     buf, pos, line_no, record, final = "", 0, 1, 0, False
     state = "start"  # start -> item|end -> sep -> item ... -> done
+    seen = [0, 0]  # newlines counted in buf[:seen[0]] (records come in order: each count starts there)
 
     def fill() -> bool:
         nonlocal buf, pos, final, line_no
@@ -79,6 +80,7 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
         line_no += buf.count("\n", 0, pos)
         buf = buf[pos:]
         pos = 0
+        seen[:] = [0, 0]
         try:
             buf += utf8.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
@@ -89,7 +91,11 @@ def read_json_array(stream: BinaryIO, *, max_line_bytes: int) -> Iterator[RawRec
         return bool(chunk)
 
     def line_at(i: int) -> int:
-        return line_no + buf.count("\n", 0, i)
+        if i < seen[0]:
+            return line_no + buf.count("\n", 0, i)
+        seen[1] += buf.count("\n", seen[0], i)
+        seen[0] = i
+        return line_no + seen[1]
 
     def skip_ws() -> bool:
         nonlocal pos
