@@ -8,10 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "studies"))
 
 import anchor_layers  # noqa: E402
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
 
 def _layer(k: int, crit: float) -> dict[str, object]:

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

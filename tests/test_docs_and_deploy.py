@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from app.cli import app as cli
 from app.core.config import Settings
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

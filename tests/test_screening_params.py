@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import pytest
+
 from app.core.config import Settings
 from app.screenings.service import with_defaults
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
 
 def test_centring_defaults_on_for_causal_lm_only_and_an_explicit_choice_wins() -> None:

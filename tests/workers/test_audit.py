@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from workers.audit import audit, vendi_score
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
 
 def test_vendi_is_one_for_copies_and_n_for_orthogonal_vectors() -> None:

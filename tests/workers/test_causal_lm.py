@@ -23,6 +23,8 @@ from workers.representations.causal_lm import (
     load_tokenizer,
 )
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 TOL = 1e-4
 
 

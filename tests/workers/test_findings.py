@@ -12,6 +12,8 @@ from workers import findings as F
 from workers import risk
 from workers.screening import subset_size_for
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 LEVELS = {"floor": 0.2, "near": 0.5, "high": 0.6}
 
 

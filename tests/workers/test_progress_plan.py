@@ -18,6 +18,8 @@ from workers.cache import VectorCache
 from workers.progress import Plan, Tick
 from workers.screening import Pass, Side
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 
 class Counting:
     """A representer that counts what it encodes and sleeps `per_example` seconds each."""

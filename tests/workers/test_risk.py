@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from workers import risk
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
 
 def test_cosines_keep_the_fixed_bins_and_margins_get_bins_that_resolve_them() -> None:

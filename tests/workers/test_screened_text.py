@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from app.datasets.formats import to_example
 from app.datasets.records import Example, RawRecord, render_calls
 from app.datasets.validate import training_summary
 from workers.representations.causal_lm import format_example, renders_tool_calls
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
 ARGS = json.dumps({"city": "Paris"})
 CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ARGS}}

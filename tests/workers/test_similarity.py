@@ -11,6 +11,8 @@ from app.core.errors import Cancelled
 from workers import similarity
 from workers.similarity import compare, self_reference
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 GAP = 1e-6  # neighbours closer than this count as tied: their order is not checked against brute force
 
 
