@@ -67,7 +67,7 @@ class Params:
     block_size: int = 4096
     method: str = "exact"
     faiss_threshold: int = 200_000
-    part_rows: int = 50_000  # the customer rows of one shard (rounded up to block_size): workers.rows
+    part_rows: int = 20_000  # the customer rows of one shard (rounded up to block_size): workers.rows
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Params:

@@ -209,7 +209,7 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="A running screening silent this long has lost its worker."
     )
     shard_rows: int = Field(
-        default=50_000,
+        default=20_000,  # x ~100 ms per long row on one thread stays well inside job_timeout_s
         ge=64,
         description="A screening with more customer rows than this is split into shards of this many rows "
         "(rounded up to the similarity block size), each a job any worker takes.",
