@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.db import page
 from app.models import Event
+from app.schemas import EventPublic, Page
 from app.webhooks import EVENT_TYPES
 
 WEBHOOK_EVENTS = frozenset(EVENT_TYPES)
@@ -39,7 +41,12 @@ def list_(
     *, session: Session, tenant_id: str, object_id: str, after: int | None = None, limit: int = 100
 ) -> tuple[list[Event], bool]:
     q = select(Event).where(Event.tenant_id == tenant_id, Event.object_id == object_id)
-    if after is not None:
-        q = q.where(Event.id > after)
-    rows = list(session.scalars(q.order_by(Event.id).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, Event.id, after=after, limit=limit, newest_first=False)
+
+
+def public_page(
+    *, session: Session, tenant_id: str, object_id: str, after: int | None, limit: int
+) -> Page[EventPublic]:
+    """The `GET .../{id}/events` page of an object the caller has already found to be the tenant's."""
+    rows, more = list_(session=session, tenant_id=tenant_id, object_id=object_id, after=after, limit=limit)
+    return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,11 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
 # driver raises instead of matching nothing.
 SQL_INT_MAX = 2**31 - 1
 
+# The list routes' keyset paging (app.core.db.page): the cursor is the last id (or event id) seen.
+Cursor = Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")]
+PageSize = Annotated[int, Query(ge=1, le=100)]
+EventCursor = Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")]
+EventPageSize = Annotated[int, Query(ge=1, le=500)]
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

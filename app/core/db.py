@@ -7,14 +7,44 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+
+from app.core.errors import NotFound
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+T = TypeVar("T")
+
+
+def owned(session: Session, model: type[T], key: Any, tenant_id: str, *, what: str, param: str) -> T:
+    """The tenant's row of `model` with this primary key, or NotFound: another tenant's row is not found
+    either, so an id never tells one tenant what another holds."""
+    row = session.get(model, key)
+    if row is None or getattr(row, "tenant_id", None) != tenant_id:
+        raise NotFound(f"no {what} {key!r}", param=param)
+    return row
+
+
+def page(
+    session: Session,
+    q: Select[T],
+    key: InstrumentedAttribute[Any],
+    *,
+    after: Any,
+    limit: int,
+    newest_first: bool = True,
+) -> tuple[list[T], bool]:
+    """One page of a list, by keyset on `key` (a unique column): the rows past `after` (the cursor, the
+    last key of the previous page; None or "" for the first page), at most `limit`, and whether more follow.
+    `newest_first` walks `key` downwards (ids that sort by creation time), else upwards."""
+    if after is not None and after != "":
+        q = q.where(key < after if newest_first else key > after)
+    rows = list(session.scalars(q.order_by(key.desc() if newest_first else key).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
 
 
 class _MigrationLog(logging.Filter):

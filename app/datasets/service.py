@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from app import quotas
 from app.access import holds_alignment
 from app.core.config import Settings
-from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, NotFound, PayloadTooLarge
+from app.core.db import owned, page
+from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, PayloadTooLarge
 from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, scores_key, staged_file
 from app.datasets import blobs
@@ -190,10 +191,7 @@ def read_file(*, path: Path, settings: Settings) -> tuple[ValidationReport, list
 
 def get(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     """The tenant's dataset, or NotFound (another tenant's id is not found too)."""
-    ds = session.get(Dataset, dataset_id)
-    if ds is None or ds.tenant_id != tenant_id:
-        raise NotFound(f"no dataset {dataset_id!r}", param="dataset_id")
-    return ds
+    return owned(session, Dataset, dataset_id, tenant_id, what="dataset", param="dataset_id")
 
 
 def list_(
@@ -203,10 +201,7 @@ def list_(
     q = select(Dataset).where(Dataset.tenant_id == tenant_id)
     if purpose:
         q = q.where(Dataset.purpose == purpose)
-    if after:
-        q = q.where(Dataset.id < after)
-    rows = list(session.scalars(q.order_by(Dataset.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, Dataset.id, after=after, limit=limit)
 
 
 ANCHOR_PARAMS = ("harmful_anchors_dataset_id", "safe_anchors_dataset_id")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app import access, events
 from app.core.config import Settings
+from app.core.db import owned, page
 from app.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
@@ -60,9 +61,9 @@ def _info(ds: Any) -> dict[str, Any]:
 
 def _aligned_from(session: Session, tenant_id: str, experiment_id: str) -> dict[str, Any]:
     """The aligned model an earlier experiment of this tenant left: its alignment stage's artefact."""
-    src = session.get(Experiment, experiment_id)
-    if src is None or src.tenant_id != tenant_id:
-        raise NotFound(f"no experiment {experiment_id!r}", param="aligned_from.experiment_id")
+    src = owned(
+        session, Experiment, experiment_id, tenant_id, what="experiment", param="aligned_from.experiment_id"
+    )
     st = session.get(ExperimentStage, (src.id, "align"))
     if st is None or st.status != "succeeded" or not st.artefact_key:
         raise InvalidRequest(
@@ -265,10 +266,7 @@ def create_comparison(
 
 
 def get(*, session: Session, tenant_id: str, experiment_id: str) -> Experiment:
-    exp = session.get(Experiment, experiment_id)
-    if exp is None or exp.tenant_id != tenant_id:
-        raise NotFound(f"no experiment {experiment_id!r}", param="experiment_id")
-    return exp
+    return owned(session, Experiment, experiment_id, tenant_id, what="experiment", param="experiment_id")
 
 
 def stages(*, session: Session, experiment_id: str) -> list[ExperimentStage]:
@@ -302,10 +300,7 @@ def list_(
         q = q.where(Experiment.status == status)
     if comparison_id:
         q = q.where(Experiment.comparison_id == comparison_id)
-    if after:
-        q = q.where(Experiment.id < after)
-    rows = list(session.scalars(q.order_by(Experiment.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, Experiment.id, after=after, limit=limit)
 
 
 def artefact_key(*, session: Session, tenant_id: str, experiment_id: str, stage_name: str) -> str:
@@ -417,9 +412,7 @@ def resume(
 def get_comparison(
     *, session: Session, tenant_id: str, comparison_id: str
 ) -> tuple[Comparison, list[Experiment]]:
-    cmp = session.get(Comparison, comparison_id)
-    if cmp is None or cmp.tenant_id != tenant_id:
-        raise NotFound(f"no comparison {comparison_id!r}", param="comparison_id")
+    cmp = owned(session, Comparison, comparison_id, tenant_id, what="comparison", param="comparison_id")
     exps = list(
         session.scalars(select(Experiment).where(Experiment.comparison_id == cmp.id).order_by(Experiment.id))
     )
@@ -430,11 +423,8 @@ def list_comparisons(
     *, session: Session, tenant_id: str, after: str | None = None, limit: int = 20
 ) -> tuple[list[tuple[Comparison, list[Experiment]]], bool]:
     q = select(Comparison).where(Comparison.tenant_id == tenant_id)
-    if after:
-        q = q.where(Comparison.id < after)
-    rows = list(session.scalars(q.order_by(Comparison.id.desc()).limit(limit + 1)))
-    out = [get_comparison(session=session, tenant_id=tenant_id, comparison_id=c.id) for c in rows[:limit]]
-    return out, len(rows) > limit
+    rows, more = page(session, q, Comparison.id, after=after, limit=limit)
+    return [get_comparison(session=session, tenant_id=tenant_id, comparison_id=c.id) for c in rows], more
 
 
 def cancel_comparison(

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import events
+from app.core.db import owned
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.storage import BlobStore
 from app.models import Policy, Report, Screening, new_id, now
@@ -201,9 +202,7 @@ def redecide(
 ) -> Screening:
     """Judge a finished screening again under a policy (default: the one it names, at its latest
     version), from its stored report: nothing is recomputed."""
-    scr = session.get(Screening, screening_id)
-    if scr is None or scr.tenant_id != tenant_id:
-        raise NotFound(f"no screening {screening_id!r}", param="screening_id")
+    scr = owned(session, Screening, screening_id, tenant_id, what="screening", param="screening_id")
     report = session.get(Report, scr.id)
     if report is None:
         raise Conflict(f"screening {scr.id} has no report (status {scr.status})", code="report_not_ready")

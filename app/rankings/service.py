@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.errors import InvalidRequest, NotFound
+from app.core.db import owned, page
+from app.core.errors import InvalidRequest
 from app.core.queue import JobQueue
 from app.datasets import roles
 from app.models import Ranking, Screening, new_id
@@ -71,20 +72,14 @@ def create(
 
 
 def get(*, session: Session, tenant_id: str, ranking_id: str) -> Ranking:
-    ranking = session.get(Ranking, ranking_id)
-    if ranking is None or ranking.tenant_id != tenant_id:
-        raise NotFound(f"no ranking {ranking_id!r}", param="ranking_id")
-    return ranking
+    return owned(session, Ranking, ranking_id, tenant_id, what="ranking", param="ranking_id")
 
 
 def list_(
     *, session: Session, tenant_id: str, after: str | None = None, limit: int = 20
 ) -> tuple[list[Ranking], bool]:
     q = select(Ranking).where(Ranking.tenant_id == tenant_id)
-    if after:
-        q = q.where(Ranking.id < after)
-    rows = list(session.scalars(q.order_by(Ranking.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, Ranking.id, after=after, limit=limit)
 
 
 def view(*, session: Session, ranking: Ranking) -> dict[str, Any]:

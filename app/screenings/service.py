@@ -17,6 +17,7 @@ from app import events
 from app.access import ALIGNMENT_READ
 from app.core import registry
 from app.core.config import Settings
+from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.storage import SCORES_PREFIX, BlobStore
@@ -159,10 +160,7 @@ def create(
 
 
 def get(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
-    scr = session.get(Screening, screening_id)
-    if scr is None or scr.tenant_id != tenant_id:
-        raise NotFound(f"no screening {screening_id!r}", param="screening_id")
-    return scr
+    return owned(session, Screening, screening_id, tenant_id, what="screening", param="screening_id")
 
 
 def list_(
@@ -182,10 +180,7 @@ def list_(
         q = q.where(Screening.tier == tier)
     if dataset_id:
         q = q.where(Screening.dataset_id == dataset_id)
-    if after:
-        q = q.where(Screening.id < after)
-    rows = list(session.scalars(q.order_by(Screening.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, Screening.id, after=after, limit=limit)
 
 
 @dataclass

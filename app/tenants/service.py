@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core.db import page
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.models import ApiKey, Tenant, new_id, now
 
@@ -87,10 +88,7 @@ def get_tenant(*, session: Session, tenant_id: str) -> Tenant:
 
 def list_tenants(*, session: Session, after: str | None = None, limit: int = 20) -> tuple[list[Tenant], bool]:
     q = select(Tenant)
-    if after:
-        q = q.where(Tenant.id > after)
-    rows = list(session.scalars(q.order_by(Tenant.id).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, Tenant.id, after=after, limit=limit, newest_first=False)
 
 
 # --------------------------------------------------------------------------- keys
@@ -136,10 +134,7 @@ def list_keys(
     q = select(ApiKey)
     if tenant_id:
         q = q.where(ApiKey.tenant_id == tenant_id)
-    if after:
-        q = q.where(ApiKey.id < after)
-    rows = list(session.scalars(q.order_by(ApiKey.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, ApiKey.id, after=after, limit=limit)
 
 
 def revoke_key(*, session: Session, key_id: str) -> ApiKey:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.db import page
 from app.core.errors import InvalidRequest, NotFound
 from app.models import Experiment, Screening, WebhookDelivery, WebhookEndpoint, new_id, now
 from app.webhooks import EVENT_TYPES
@@ -189,10 +190,7 @@ def deliveries(
     q = select(WebhookDelivery).where(
         WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.endpoint_id == endpoint_id
     )
-    if after:
-        q = q.where(WebhookDelivery.id < after)
-    rows = list(session.scalars(q.order_by(WebhookDelivery.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return page(session, q, WebhookDelivery.id, after=after, limit=limit)
 
 
 def replay(*, session: Session, tenant_id: str, endpoint_id: str, delivery_id: str) -> WebhookDelivery:

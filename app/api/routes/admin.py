@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.deps import AdminDep, SessionDep, require_admin
+from app.api.deps import AdminDep, Cursor, PageSize, SessionDep, require_admin
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.schemas import (
@@ -53,8 +53,8 @@ def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> Tenan
 def list_tenants(
     session: SessionDep,
     _: AdminDep,
-    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[TenantPublic]:
     rows, more = service.list_tenants(session=session, after=after, limit=limit)
     return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
@@ -81,8 +81,8 @@ def list_keys(
     session: SessionDep,
     _: AdminDep,
     tenant_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[ApiKeyPublic]:
     """Keys (never their secrets), newest first."""
     rows, more = service.list_keys(session=session, tenant_id=tenant_id, after=after, limit=limit)

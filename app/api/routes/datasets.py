@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app import access
-from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.deps import Cursor, PageSize, PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.datasets import service
@@ -116,8 +116,8 @@ def list_datasets(
     session: SessionDep,
     principal: PrincipalDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
-    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[DatasetPublic]:
     rows, more = service.list_(
         session=session, tenant_id=principal.tenant_id, purpose=purpose, after=after, limit=limit

@@ -9,7 +9,17 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app import access, events
-from app.api.deps import SQL_INT_MAX, PrincipalDep, SessionDep, StateDep, TenantDep, attachment
+from app.api.deps import (
+    Cursor,
+    EventCursor,
+    EventPageSize,
+    PageSize,
+    PrincipalDep,
+    SessionDep,
+    StateDep,
+    TenantDep,
+    attachment,
+)
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
@@ -102,8 +112,8 @@ def list_experiments(
     principal: PrincipalDep,
     status: Annotated[Status | None, Query()] = None,
     comparison_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[ExperimentPublic]:
     rows, more = service.list_(
         session=session,
@@ -176,14 +186,13 @@ def list_events(
     experiment_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: EventCursor = None,
+    limit: EventPageSize = 100,
 ) -> Page[EventPublic]:
     service.get(session=session, tenant_id=tenant, experiment_id=experiment_id)
-    rows, more = events.list_(
+    return events.public_page(
         session=session, tenant_id=tenant, object_id=experiment_id, after=after, limit=limit
     )
-    return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
 
 
 @router.get(
@@ -238,8 +247,8 @@ def create_comparison(
 def list_comparisons(
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[ComparisonPublic]:
     rows, more = service.list_comparisons(session=session, tenant_id=tenant, after=after, limit=limit)
     return Page[ComparisonPublic](data=[comparison_public(c, e) for c, e in rows], has_more=more)

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.deps import Cursor, PageSize, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.rankings import service
@@ -47,8 +45,8 @@ def create_ranking(
 def list_rankings(
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[RankingPublic]:
     rows, more = service.list_(session=session, tenant_id=tenant, after=after, limit=limit)
     return Page[RankingPublic](

@@ -7,7 +7,17 @@ from fastapi.responses import StreamingResponse
 
 from app import events
 from app.access import ALIGNMENT_READ, require_alignment_read
-from app.api.deps import SQL_INT_MAX, PrincipalDep, SessionDep, StateDep, TenantDep, attachment
+from app.api.deps import (
+    Cursor,
+    EventCursor,
+    EventPageSize,
+    PageSize,
+    PrincipalDep,
+    SessionDep,
+    StateDep,
+    TenantDep,
+    attachment,
+)
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.policies import flagged
@@ -82,8 +92,8 @@ def list_screenings(
     ] = None,
     tier: Annotated[Literal["low", "medium", "high", "critical"] | None, Query()] = None,
     dataset_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[ScreeningPublic]:
     rows, more = service.list_(
         session=session,
@@ -307,14 +317,13 @@ def list_events(
     screening_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: EventCursor = None,
+    limit: EventPageSize = 100,
 ) -> Page[EventPublic]:
     service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    rows, more = events.list_(
+    return events.public_page(
         session=session, tenant_id=tenant, object_id=screening_id, after=after, limit=limit
     )
-    return Page[EventPublic](data=[EventPublic.model_validate(r) for r in rows], has_more=more)
 
 
 @router.get("/{screening_id}/report", response_model=ReportPublic, responses={**ERRORS, **SCOPED})

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Query, Response
-
-from app.api.deps import SessionDep, StateDep, TenantDep
+from app.api.deps import Cursor, PageSize, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.schemas import ErrorEnvelope, Page
@@ -104,8 +102,8 @@ def list_deliveries(
     endpoint_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[str | None, Query(max_length=64, description="Cursor: last id seen.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Cursor = None,
+    limit: PageSize = 20,
 ) -> Page[DeliveryPublic]:
     """The delivery log, newest first: each message with its attempts (status code, error, duration)."""
     rows, more = service.deliveries(
