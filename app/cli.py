@@ -15,7 +15,17 @@ from rich.console import Console
 from rich.table import Table
 
 from app import cli_errors, cli_lab, cli_local, cli_remote
-from app.cli_local import _MODELS, Screener, console, load_side, out, print_report, quiet_libraries, summary
+from app.cli_local import (
+    _MODELS,
+    BackendOption,
+    Screener,
+    console,
+    load_side,
+    out,
+    print_report,
+    quiet_libraries,
+    summary,
+)
 from app.cli_ops import policy_app, webhooks_app
 from app.core import logs
 from app.core.config import get_settings
@@ -229,7 +239,7 @@ def audit(
     customer: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="Also report its coverage.")
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
+    backend: BackendOption = None,
     model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
     center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit as JSON.")] = None,

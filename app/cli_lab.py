@@ -22,6 +22,7 @@ from app import cli_errors
 from app.cli_local import console, load_side, quiet_libraries, stage_bars
 from app.core.config import get_settings
 from app.demo import ALIGNMENT
+from app.experiments.judge_kinds import JUDGES
 
 log = logging.getLogger("ftguard.cli")
 POLL_S = 0.5
@@ -206,7 +207,21 @@ EvalOpt = Annotated[
     ),
 ]
 BaseOpt = Annotated[str, typer.Option(help="Base model: a local folder or cached id, or bundled.")]
-JudgeOpt = Annotated[list[str] | None, typer.Option(help="keyword (default), llm (needs FTGUARD_JUDGE_*).")]
+
+
+def _judge_choices(values: list[str] | None) -> list[str] | None:
+    for v in values or []:
+        if v not in JUDGES:
+            raise typer.BadParameter(f"expected one of {', '.join(JUDGES)}")
+    return values
+
+
+JudgeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help=f"{', '.join(JUDGES)} (keyword by default; llm needs FTGUARD_JUDGE_*).", callback=_judge_choices
+    ),
+]
 # The options `experiment` and `compare` share.
 RepBackendOpt = Annotated[str | None, typer.Option(help="Representation of the selection.")]
 RepModelOpt = Annotated[str | None, typer.Option(help="Representation model.")]

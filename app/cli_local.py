@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from app import cli_remote
+from app.core.backends import BACKENDS
 from app.core.config import get_settings
 from app.core.errors import InvalidDataset
 from app.demo import ALIGNMENT
@@ -39,6 +40,19 @@ STAGE_LABELS = {
     "anchors": "harmful-anchor signal",
     "score": "score and report",
 }
+
+
+def _backend_choice(value: str | None) -> str | None:
+    if value is not None and value not in BACKENDS:
+        raise typer.BadParameter(f"expected one of {', '.join(BACKENDS)}")
+    return value
+
+
+# A command's --backend: the names of the backend registry (app.core.backends).
+BackendOption = Annotated[
+    str | None,
+    typer.Option(help=f"Representation backend: {' or '.join(BACKENDS)}.", callback=_backend_choice),
+]
 
 
 def quiet_libraries() -> None:
@@ -215,7 +229,7 @@ def screen(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="Alignment set; default: the bundled demo set."),
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="sentence-transformers or causal-lm.")] = None,
+    backend: BackendOption = None,
     model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     subset_size: Annotated[int, typer.Option(min=1)] = 100,

@@ -6,6 +6,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.backends import BackendName
+
 T = TypeVar("T")
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -124,7 +126,7 @@ class ScreeningCreate(BaseModel):
     alignment_dataset_id: str = Field(
         description="The provider's safety-alignment dataset (purpose alignment)."
     )
-    backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+    backend: BackendName | None = Field(
         default=None, description="Representation backend; default from settings."
     )
     model: str | None = Field(
@@ -152,7 +154,7 @@ class ScreeningCreate(BaseModel):
     safe_anchors_dataset_id: str | None = Field(
         default=None, description="Dataset of purpose safe-anchors; default: the bundled anchors."
     )
-    anchor_backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+    anchor_backend: BackendName | None = Field(
         default=None, description="Backend of the anchor signal; default from settings."
     )
     anchor_model: str | None = Field(
@@ -170,7 +172,7 @@ class CandidateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, description="A label for the candidate model.")
     alignment_dataset_id: str = Field(description="The candidate's safety-alignment set.")
-    backend: Literal["sentence-transformers", "causal-lm"] | None = None
+    backend: BackendName | None = None
     model: str | None = Field(
         default=None, max_length=500, description="The candidate's own model (a registry name), if any."
     )

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.backends import BackendName
+
 # The models that ship with ftguard, registered under the names they have always had.
 BUNDLED_MODELS = {
     "bundled:all-minilm-l6-v2": "bundled:all-minilm-l6-v2",
@@ -49,7 +51,9 @@ class Settings(BaseSettings):
     blob_max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per S3 request (retries).")
     blob_timeout_s: float = Field(default=10.0, gt=0, description="S3 connect and read timeout.")
 
-    default_backend: str = Field(default="sentence-transformers", description="Representation backend.")
+    default_backend: BackendName = Field(
+        default="sentence-transformers", description="Representation backend."
+    )
     default_model: str = Field(
         default="bundled:all-minilm-l6-v2",
         description="Model path, or `bundled:all-minilm-l6-v2` / `bundled:smollm2-135m-instruct`.",
@@ -57,7 +61,9 @@ class Settings(BaseSettings):
     # Chosen by measurement (docs/reference_sets.md): the anchor margin separates harmful and risky-by-form
     # data from safe data better in SmolLM2's hidden states (mean AUROC 0.826) than in MiniLM's (0.654);
     # alignment similarity does better in MiniLM (0.617 against 0.265), so it stays the default above.
-    anchor_backend: str = Field(default="causal-lm", description="Backend of the harmful-anchor signal.")
+    anchor_backend: BackendName = Field(
+        default="causal-lm", description="Backend of the harmful-anchor signal."
+    )
     anchor_model: str = Field(
         default="bundled:smollm2-135m-instruct", description="Model of the harmful-anchor signal."
     )

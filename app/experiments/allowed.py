@@ -6,6 +6,7 @@ from typing import Any
 
 from app.core import registry
 from app.core.config import Settings
+from app.experiments.judge_kinds import JUDGES
 
 
 def local_models(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -15,7 +16,7 @@ def local_models(spec: dict[str, Any]) -> list[tuple[str, str]]:
     if model:
         out.append(("alignment.representation.model", model))
     for i, judge in enumerate(spec["judges"]):
-        if judge["type"] == "classifier" and judge.get("model"):
+        if JUDGES[judge["type"]].model == "registry" and judge.get("model"):
             out.append((f"judges[{i}].model", judge["model"]))
     return out
 
@@ -25,7 +26,7 @@ def check(*, settings: Settings, spec: dict[str, Any]) -> None:
     for param, name in local_models(spec):
         registry.check(settings, name, param=param)
     for i, judge in enumerate(spec["judges"]):
-        if judge["type"] == "llm":
+        if JUDGES[judge["type"]].remote:
             registry.check_judge_model(settings, judge.get("model"), param=f"judges[{i}].model")
     lengths = [("training.max_length", spec["training"]["max_length"])]
     if spec.get("alignment"):

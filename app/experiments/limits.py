@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app import quotas
 from app.core.config import Settings
 from app.core.errors import InvalidRequest, TooManyRequests
+from app.experiments.judge_kinds import any_remote
 from app.models import Experiment
 
 ACTIVE = ("queued", "running")
@@ -109,7 +110,7 @@ def estimate(
     ft_tokens = _training_tokens(params["training"], n_ft)
     points = len((params.get("evaluation") or {}).get("checkpoints") or [1.0])
     generated = prompts * points * int(gen.get("max_new_tokens", 128))
-    paid = sum(1 for j in params["judges"] if j["type"] == "llm")
+    paid = any_remote(params["judges"])
     return {
         "alignment_examples": n_align,
         "finetune_examples": n_ft,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.experiments.judge_kinds import any_remote
 from app.models import Experiment, ExperimentStage
 
 STAGES = ("select", "align", "finetune", "generate", "judge", "summarise")
@@ -79,7 +80,7 @@ def measured_rates(session: Session, tenant_id: str) -> dict[str, float]:
 
 def weights(params: dict[str, Any], rates: dict[str, float]) -> dict[str, float]:
     """Each stage's share of the bar (sums to 1)."""
-    llm = any(j.get("type") == "llm" for j in params.get("judges") or [])
+    llm = any_remote(params.get("judges")) > 0
     prior = {**PRIOR_RATES, **({"judge": LLM_JUDGE_RATE} if llm else {})}
     work = units(params)
     expected = {s: work[s] * rates.get(s, prior[s]) for s in STAGES}

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.core.backends import BackendName
+from app.experiments.judge_kinds import JUDGES, JudgeType
 from app.schemas import Status
 
 Selection = Literal["high_sim", "low_sim", "random", "full"]
@@ -22,7 +24,7 @@ class _Spec(BaseModel):
 class RepresentationSpec(_Spec):
     """The space in which alignment examples are ranked by similarity to the fine-tuning data."""
 
-    backend: Literal["sentence-transformers", "causal-lm"] | None = Field(
+    backend: BackendName | None = Field(
         default=None, description="Representation backend; default from settings."
     )
     model: str | None = Field(
@@ -119,7 +121,7 @@ class GenerationSpec(_Spec):
 
 
 class JudgeSpec(_Spec):
-    type: Literal["keyword", "llm", "classifier"]
+    type: JudgeType
     model: str | None = Field(
         default=None,
         max_length=500,
@@ -160,8 +162,8 @@ class _ExperimentCommon(_Spec):
         if len(set(types)) != len(types):
             raise ValueError("at most one judge of each type")
         for j in judges:
-            if j.type == "classifier" and not j.model:
-                raise ValueError("the classifier judge needs `model`")
+            if JUDGES[j.type].model == "registry" and not j.model:
+                raise ValueError(f"the {j.type} judge needs `model`")
         return judges
 
 

@@ -27,6 +27,7 @@ from app.core.queue import JobQueue, stage_job_id
 from app.core.storage import BlobStore
 from app.datasets import roles
 from app.experiments import allowed, limits
+from app.experiments.judge_kinds import JUDGES
 from app.experiments.progress import STAGES
 from app.experiments.progress import of as overall_progress
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
@@ -98,11 +99,11 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
             session, tenant_id, spec["evaluation"]["dataset_id"], "eval_prompts", "evaluation.dataset_id"
         )
     for judge in spec["judges"]:
-        if judge["type"] == "llm" and not (
+        if JUDGES[judge["type"]].remote and not (
             settings.judge_base_url and (judge.get("model") or settings.judge_model)
         ):
             raise InvalidRequest(
-                "the llm judge needs FTGUARD_JUDGE_BASE_URL and a model "
+                f"the {judge['type']} judge needs FTGUARD_JUDGE_BASE_URL and a model "
                 "(FTGUARD_JUDGE_MODEL or judges[].model)",
                 param="judges",
                 code="judge_not_configured",

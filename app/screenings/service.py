@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from app import events
 from app.access import ALIGNMENT_READ
 from app.core import registry
+from app.core.backends import BACKENDS
 from app.core.config import Settings
 from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
@@ -42,7 +43,7 @@ def with_defaults(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
     center = params.get("center")
     return params | {
         "backend": backend,
-        "center": backend == "causal-lm" if center is None else center,
+        "center": BACKENDS[backend].center if center is None else center,
         "model": params.get("model") or s.default_model,
         **{f"anchor_{k}": v for k, v in anchor_representation(params, s).items()},
         "block_size": s.similarity_block_size,

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from app.core.errors import JudgeError
+from app.core.errors import FtguardError, JudgeError
 
 OnProgress = Callable[[int, int], None]  # (items done, total); may raise to stop
 
@@ -180,6 +180,10 @@ def is_refusal(response: str, window: int = KEYWORD_WINDOW) -> tuple[bool, str |
 class KeywordJudge:
     name = "keyword"
 
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], runtime: Any) -> KeywordJudge:
+        return cls()
+
     def applies_to(self, item: Item) -> bool:
         return True
 
@@ -235,6 +239,23 @@ class LLMJudge:
     """Scores answers through an OpenAI-compatible `POST {base_url}/chat/completions`."""
 
     name = "llm"
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], runtime: Any) -> LLMJudge:
+        """The worker's endpoint settings (FTGUARD_JUDGE_*), the request's model or the default."""
+        s = runtime.settings
+        if not s.judge_base_url:
+            raise FtguardError(
+                "FTGUARD_JUDGE_BASE_URL is not set on this worker", code="judge_not_configured"
+            )
+        return cls(
+            base_url=s.judge_base_url,
+            model=spec.get("model") or s.judge_model or "",
+            api_key=s.judge_api_key.get_secret_value() if s.judge_api_key else None,
+            concurrency=s.judge_concurrency,
+            max_retries=s.judge_max_retries,
+            timeout_s=s.judge_timeout_s,
+        )
 
     def __init__(
         self,
@@ -353,6 +374,17 @@ class ClassifierJudge:
     """A local sequence classifier (probability of its harmful label), or a guard LM (says safe/unsafe)."""
 
     name = "classifier"
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], runtime: Any) -> ClassifierJudge:
+        """The registry's model (its path on this worker), loaded once per process (`Runtime.cached`)."""
+        from app.core import registry
+
+        path, label = registry.path(runtime.settings, str(spec["model"])), spec.get("harmful_label")
+        built: ClassifierJudge = runtime.cached(
+            ("classifier", path, label), lambda: cls(path, device=runtime.device, harmful_label=label)
+        )
+        return built
 
     def __init__(
         self, model_path: str, *, device: str, harmful_label: str | None = None, batch_size: int = 16

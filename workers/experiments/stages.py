@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib
 import io
 import shutil
 import tempfile
@@ -22,13 +23,14 @@ from app.core.storage import copy_to, staged_file
 from app.datasets import service as datasets
 from app.datasets.formats import Example
 from app.datasets.validate import iter_examples
+from app.experiments.judge_kinds import JUDGES
 from app.experiments.service import DEFAULT_EVAL_PROMPTS
 from app.models import Dataset
 from app.screenings import service as screenings
 from workers.experiments import calibration
 from workers.experiments.context import StageContext, StageOutput, extract_dir, read_jsonl
 from workers.experiments.generate import GenerationConfig, generate
-from workers.experiments.judges import ClassifierJudge, Item, Judge, KeywordJudge, LLMJudge
+from workers.experiments.judges import Item, Judge, KeywordJudge
 from workers.experiments.metrics import durability
 from workers.experiments.select import sample, select
 from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
@@ -445,33 +447,13 @@ def generate_stage(ctx: StageContext) -> StageOutput:
 
 
 def _judges(ctx: StageContext) -> list[Judge]:
-    s, rt = ctx.runtime.settings, ctx.runtime
+    """The request's judges, each built by its class's `from_spec` (the kinds: app.experiments.judge_kinds),
+    and the keyword judge in any case."""
     out: list[Judge] = []
     for spec in ctx.params["judges"]:
-        if spec["type"] == "keyword":
-            out.append(KeywordJudge())
-        elif spec["type"] == "llm":
-            if not s.judge_base_url:
-                raise FtguardError(
-                    "FTGUARD_JUDGE_BASE_URL is not set on this worker", code="judge_not_configured"
-                )
-            out.append(
-                LLMJudge(
-                    base_url=s.judge_base_url,
-                    model=spec.get("model") or s.judge_model or "",
-                    api_key=s.judge_api_key.get_secret_value() if s.judge_api_key else None,
-                    concurrency=s.judge_concurrency,
-                    max_retries=s.judge_max_retries,
-                    timeout_s=s.judge_timeout_s,
-                )
-            )
-        else:
-            path, label = registry.path(s, str(spec["model"])), spec.get("harmful_label")
-
-            def build(path: str = path, label: str | None = label) -> ClassifierJudge:
-                return ClassifierJudge(path, device=rt.device, harmful_label=label)
-
-            out.append(rt.cached(("classifier", path, label), build))
+        module, _, cls_name = JUDGES[spec["type"]].path.partition(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        out.append(cls.from_spec(spec, ctx.runtime))
     if not any(j.name == "keyword" for j in out):  # free, and the measure of over-refusal
         out.append(KeywordJudge())
     return out

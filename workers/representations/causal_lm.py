@@ -37,7 +37,7 @@ import numpy as np
 
 from app.datasets.formats import Example
 from app.datasets.records import render_calls
-from workers.representations.base import Progress, resolve_device
+from workers.representations.base import Progress, Representer, resolve_device
 from workers.representations.sentence import weights_fingerprint
 
 if TYPE_CHECKING:
@@ -253,6 +253,11 @@ class _Stop(Exception):
 
 class CausalLMRepresenter:
     backend = "causal-lm"
+
+    @classmethod
+    def load(cls, model: str, **options: Any) -> Representer:
+        """The backend registry's constructor (app.core.backends): every option applies."""
+        return cls(model, **options)
 
     def __init__(
         self,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.datasets.formats import Example
-from workers.representations.base import Progress, resolve_device
+from workers.representations.base import Progress, Representer, resolve_device
 
 BUNDLED_MINILM = "bundled:all-minilm-l6-v2"
 
@@ -38,6 +39,12 @@ def weights_fingerprint(path: str) -> str:
 
 class SentenceTransformerRepresenter:
     backend = "sentence-transformers"
+
+    @classmethod
+    def load(cls, model: str, *, device: str, batch_size: int, name: str | None, **_: Any) -> Representer:
+        """The backend registry's constructor (app.core.backends): the model's own pooling and length;
+        the causal-LM options (layer, pooling, precision, ...) do not apply."""
+        return cls(model, device=device, batch_size=batch_size, name=name)
 
     def __init__(
         self,
