@@ -6,7 +6,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.backends import BackendName
+from app.core.backends import BackendField, BackendName, LayerField, MaxLengthField, ModelField, PoolingField
 
 T = TypeVar("T")
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -126,17 +126,11 @@ class ScreeningCreate(BaseModel):
     alignment_dataset_id: str = Field(
         description="The provider's safety-alignment dataset (purpose alignment)."
     )
-    backend: BackendName | None = Field(
-        default=None, description="Representation backend; default from settings."
-    )
-    model: str | None = Field(
-        default=None,
-        max_length=500,
-        description="A model of the provider's registry (GET /v1/models); default from settings.",
-    )
-    layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
-    pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
-    max_length: int = Field(default=512, ge=8, le=32768, description="causal-lm: tokens kept (the end).")
+    backend: BackendField = None
+    model: ModelField = None
+    layer: LayerField = -1
+    pooling: PoolingField = "last"
+    max_length: MaxLengthField = 512
     top_k: int = Field(default=5, ge=1, le=100, description="Nearest alignment examples kept per example.")
     subset_size: int = Field(default=100, ge=1, le=1_000_000, description="Size of each alignment subset.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the Random subset.")

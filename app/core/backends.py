@@ -11,9 +11,9 @@ backend is its module plus one line here (CONTRIBUTING.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,18 @@ def check(name: str) -> str:
 BackendName = Annotated[
     str, AfterValidator(check), WithJsonSchema({"type": "string", "enum": list(BACKENDS)})
 ]
+
+# The representation options of a request, one definition each (screenings, experiments' selections).
+BackendField = Annotated[
+    BackendName | None, Field(description="Representation backend; default from settings.")
+]
+ModelField = Annotated[
+    str | None,
+    Field(
+        max_length=500,
+        description="A model of the provider's registry (GET /v1/models); default from settings.",
+    ),
+]
+LayerField = Annotated[int, Field(ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")]
+PoolingField = Annotated[Literal["last", "mean"], Field(description="causal-lm: last token or mean.")]
+MaxLengthField = Annotated[int, Field(ge=8, le=32768, description="causal-lm: tokens kept (the end).")]

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.core.backends import BackendName
+from app.core.backends import BackendField, LayerField, MaxLengthField, ModelField, PoolingField
 from app.experiments.judge_kinds import JUDGES, JudgeType
 from app.schemas import Status
 
@@ -24,17 +24,11 @@ class _Spec(BaseModel):
 class RepresentationSpec(_Spec):
     """The space in which alignment examples are ranked by similarity to the fine-tuning data."""
 
-    backend: BackendName | None = Field(
-        default=None, description="Representation backend; default from settings."
-    )
-    model: str | None = Field(
-        default=None,
-        max_length=500,
-        description="A model of the provider's registry (GET /v1/models); default from settings.",
-    )
-    layer: int = Field(default=-1, ge=-1000, le=1000, description="causal-lm: hidden layer (-1 = final).")
-    pooling: Literal["last", "mean"] = Field(default="last", description="causal-lm: last token or mean.")
-    max_length: int = Field(default=512, ge=8, le=32768, description="causal-lm: tokens kept (the end).")
+    backend: BackendField = None
+    model: ModelField = None
+    layer: LayerField = -1
+    pooling: PoolingField = "last"
+    max_length: MaxLengthField = 512
     center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
 
 
