@@ -35,7 +35,7 @@ from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.services import Services
 from app.core.storage import clean_staging
 from app.datasets import service as datasets
-from app.experiments import service as experiments
+from app.experiments import transitions as experiments
 from app.models import Screening, now
 from app.screenings import scores, shards
 from app.screenings import service as screenings

@@ -18,7 +18,7 @@ from app import reconcile
 from app.core.config import Settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
-from app.experiments import service as experiments
+from app.experiments import transitions as experiments
 from app.screenings.service import anchor_representation
 from app.webhooks import dispatch
 from workers.runtime import Runtime, set_runtime

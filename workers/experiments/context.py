@@ -16,7 +16,7 @@ from typing import Any
 from app.core.db import Database
 from app.core.errors import Cancelled, Lost
 from app.core.storage import staged_file
-from app.experiments import service
+from app.experiments import transitions
 from app.models import Experiment
 from workers.runtime import Runtime
 
@@ -82,7 +82,7 @@ class StageContext:
             self._last_event = t
         self._last_write = t
         with self.runtime.services.db.session() as session:
-            state = service.progress(
+            state = transitions.progress(
                 session,
                 experiment_id=self.experiment.id,
                 stage_name=self.stage,
@@ -203,7 +203,7 @@ class Heartbeat:
         while not self._stop.wait(self.interval_s):
             try:
                 with self.db.session() as session:
-                    service.heartbeat(
+                    transitions.heartbeat(
                         session, experiment_id=self.experiment_id, stage_name=self.stage, attempt=self.attempt
                     )
             except Exception:  # a missed beat is not fatal; the next one may get through

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.core import logs
 from app.core.errors import Cancelled, Lost
-from app.experiments import service
+from app.experiments import service, transitions
 from workers.experiments.context import Heartbeat, StageContext
 from workers.experiments.stages import STAGE_FUNCTIONS
 from workers.jobs import classify
@@ -58,7 +58,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
     worker = _worker_name()
     db = rt.services.db
     with db.session() as session:
-        claimed = service.claim(session, experiment_id=experiment_id, stage_name=stage, worker=worker)
+        claimed = transitions.claim(session, experiment_id=experiment_id, stage_name=stage, worker=worker)
         if isinstance(claimed, str):
             log.info("stage not run: %s", claimed, extra={"job_id": experiment_id, "stage": stage})
             return {"experiment_id": experiment_id, "stage": stage, "skipped": claimed}
@@ -78,7 +78,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
             out = STAGE_FUNCTIONS[stage](ctx)
     except Cancelled:
         with db.session() as session:
-            service.stopped(session, experiment_id=experiment_id, stage_name=stage, attempt=attempt)
+            transitions.stopped(session, experiment_id=experiment_id, stage_name=stage, attempt=attempt)
         log.info("stage cancelled", extra=where)
         return {**where, "status": "cancelled"}
     except Lost:
@@ -89,7 +89,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
         retryable = code in RETRYABLE_CODES  # a bad input or a missing model fails the same way again
         log.exception("stage failed", extra={**where, "code": code})
         with db.session() as session:
-            final = service.fail(
+            final = transitions.fail(
                 session,
                 queue,
                 experiment_id=experiment_id,
@@ -102,7 +102,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
             )
         return {**where, "status": "failed" if final else "retrying", "code": code}
     with db.session() as session:
-        what = service.complete(
+        what = transitions.complete(
             session,
             queue,
             experiment_id=experiment_id,

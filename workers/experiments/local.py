@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.queue import EmbeddedRedis, JobQueue, connect
 from app.core.services import build_services
 from app.datasets import service as datasets
-from app.experiments import allowed
+from app.experiments import allowed, comparisons
 from app.experiments import service as experiments
 from app.experiments.schemas import ComparisonCreate, ExperimentCreate
 from app.models import DEFAULT_TENANT, Comparison, Dataset, Experiment
@@ -87,7 +87,7 @@ class LocalLab:
 
     def get_comparison(self, comparison_id: str) -> tuple[Comparison, list[Experiment]]:
         with self.services.db.session() as session:
-            return experiments.get_comparison(
+            return comparisons.get_comparison(
                 session=session, tenant_id=self.tenant_id, comparison_id=comparison_id
             )
 

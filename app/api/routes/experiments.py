@@ -23,6 +23,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
+from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
 from app.experiments import service
 from app.experiments.schemas import (
@@ -70,13 +71,13 @@ def public(session: SessionDep, exp: Experiment, principal: Principal) -> Experi
 
 
 def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPublic:
-    table, diffs = service.comparison_table(exps)
+    table, diffs = comparing.comparison_table(exps)
     return ComparisonPublic(
         id=cmp.id,
         created_at=cmp.created_at,
         name=cmp.name,
         dataset_id=cmp.dataset_id,
-        status=service.comparison_status(exps),  # type: ignore[arg-type]
+        status=comparing.comparison_status(exps),  # type: ignore[arg-type]
         params=cmp.params,
         experiments={e.params["alignment"]["selection"]: e.id for e in exps},
         table=table,
@@ -250,14 +251,14 @@ def list_comparisons(
     after: Cursor = None,
     limit: PageSize = 20,
 ) -> Page[ComparisonPublic]:
-    rows, more = service.list_comparisons(session=session, tenant_id=tenant, after=after, limit=limit)
+    rows, more = comparing.list_comparisons(session=session, tenant_id=tenant, after=after, limit=limit)
     return Page[ComparisonPublic](data=[comparison_public(c, e) for c, e in rows], has_more=more)
 
 
 @comparisons.get("/{comparison_id}", response_model=ComparisonPublic, responses=ERRORS)
 def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
     return comparison_public(
-        *service.get_comparison(session=session, tenant_id=tenant, comparison_id=comparison_id)
+        *comparing.get_comparison(session=session, tenant_id=tenant, comparison_id=comparison_id)
     )
 
 
@@ -269,7 +270,7 @@ def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -
 )
 def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
     return comparison_public(
-        *service.cancel_comparison(session=session, tenant_id=tenant, comparison_id=comparison_id)
+        *comparing.cancel_comparison(session=session, tenant_id=tenant, comparison_id=comparison_id)
     )
 
 

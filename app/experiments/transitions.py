@@ -1,0 +1,356 @@
+"""The stage transitions the workers make: claim (compare-and-set, queued -> running), progress, heartbeat,
+complete (and enqueue the next stage), fail (retry or give up), stop, and `recover`, which the reconciler
+and every worker at start run to re-enqueue a stage whose worker died (no heartbeat for
+`experiment_stale_s`) or whose job was lost with Redis. A finished stage is never run again."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Update, select, update
+from sqlalchemy.orm import Session
+
+from app import events
+from app.core.config import Settings
+from app.core.errors import ServiceUnavailable
+from app.core.queue import JobQueue, stage_job_id
+from app.experiments.progress import STAGES
+from app.experiments.progress import of as overall_progress
+from app.models import Experiment, ExperimentStage, now
+
+log = logging.getLogger("ftguard.experiments")
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+
+def dispatch(queue: JobQueue, experiment_id: str, stage_name: str, attempt: int) -> None:
+    """Enqueue a stage the request has just committed as queued. Accepted is accepted: with Redis down the
+    stage stays queued in SQL and `recover` (run by every worker's reconciler) enqueues it, so the client
+    gets its 201 and a retry does not start a second run."""
+    try:
+        queue.enqueue_stage(experiment_id, stage_name, attempt)
+    except ServiceUnavailable:
+        log.warning("queue unavailable; stage %s of %s stays queued for recovery", stage_name, experiment_id)
+
+
+def claim(
+    session: Session, *, experiment_id: str, stage_name: str, worker: str
+) -> tuple[Experiment, ExperimentStage] | str:
+    """Take a queued stage (compare-and-set); returns why not when another run has it or it is done."""
+    exp = session.get(Experiment, experiment_id)
+    if exp is None:
+        return "experiment not found"
+    if exp.status in TERMINAL:
+        return f"experiment {exp.status}"
+    ts = now()
+    took = session.execute(
+        update(ExperimentStage)
+        .where(
+            ExperimentStage.experiment_id == experiment_id,
+            ExperimentStage.name == stage_name,
+            ExperimentStage.status == "queued",
+        )
+        .values(
+            status="running",
+            attempts=ExperimentStage.attempts + 1,
+            worker=worker[:200],
+            started_at=ts,
+            heartbeat_at=ts,
+            finished_at=None,
+            progress=0.0,
+            detail={},
+        )
+    )
+    running = session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.in_(ACTIVE))
+        .values(status="running", stage=stage_name, heartbeat_at=ts)
+    )
+    if took.rowcount != 1 or running.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        st = session.get(ExperimentStage, (experiment_id, stage_name))
+        return f"stage {st.status if st else 'missing'}"
+    session.refresh(exp)
+    if exp.started_at is None:
+        exp.started_at = ts
+    st = session.get(ExperimentStage, (experiment_id, stage_name))
+    assert st is not None
+    session.refresh(st)
+    events.record(
+        session,
+        tenant_id=exp.tenant_id,
+        object_id=exp.id,
+        type=f"stage.{stage_name}.started",
+        message=f"{stage_name}: attempt {st.attempts} on {worker}",
+        data={"stage": stage_name, "attempt": st.attempts, "worker": worker},
+    )
+    session.commit()
+    return exp, st
+
+
+def _my_stage(experiment_id: str, stage_name: str, attempt: int) -> Update:
+    """UPDATE of the stage row this attempt owns; it matches no row once another run has taken the stage."""
+    return update(ExperimentStage).where(
+        ExperimentStage.experiment_id == experiment_id,
+        ExperimentStage.name == stage_name,
+        ExperimentStage.status == "running",
+        ExperimentStage.attempts == attempt,
+    )
+
+
+def _running(experiment_id: str) -> Update:
+    """UPDATE of the experiment while it is running; it matches no row once it was cancelled or ended."""
+    return update(Experiment).where(Experiment.id == experiment_id, Experiment.status == "running")
+
+
+def progress(
+    session: Session,
+    *,
+    experiment_id: str,
+    stage_name: str,
+    attempt: int,
+    fraction: float,
+    detail: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> str:
+    """Save a stage's progress; returns 'ok', 'cancelled' (the experiment was) or 'lost' (another run has
+    the stage now)."""
+    ts = now()
+    mine = session.execute(
+        _my_stage(experiment_id, stage_name, attempt).values(
+            progress=round(min(max(fraction, 0.0), 1.0), 4),
+            heartbeat_at=ts,
+            **({"detail": detail} if detail is not None else {}),
+        )
+    )
+    if mine.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return "lost"
+    exp = session.get(Experiment, experiment_id)
+    overall = overall_progress(session, exp, stage_name, fraction) if exp is not None else 0.0
+    alive = session.execute(_running(experiment_id).values(progress=overall, heartbeat_at=ts))
+    if alive.rowcount != 1:  # type: ignore[attr-defined]
+        session.commit()
+        return "cancelled"
+    if message:
+        exp = session.get(Experiment, experiment_id)
+        assert exp is not None
+        events.record(
+            session,
+            tenant_id=exp.tenant_id,
+            object_id=experiment_id,
+            type=f"stage.{stage_name}.progress",
+            message=message,
+            # the curve stays on the stage row: an event every few seconds need not copy it again
+            data={"stage": stage_name, **{k: v for k, v in (detail or {}).items() if k != "loss_curve"}},
+        )
+    session.commit()
+    return "ok"
+
+
+def heartbeat(session: Session, *, experiment_id: str, stage_name: str, attempt: int) -> None:
+    ts = now()
+    session.execute(_my_stage(experiment_id, stage_name, attempt).values(heartbeat_at=ts))
+    session.execute(_running(experiment_id).values(heartbeat_at=ts))
+    session.commit()
+
+
+def complete(
+    session: Session,
+    queue: JobQueue | None,
+    *,
+    experiment_id: str,
+    stage_name: str,
+    attempt: int,
+    artefact_key: str | None,
+    result: dict[str, Any],
+) -> str:
+    """Record a finished stage and enqueue the next (or finish the experiment). Returns what happened."""
+    ts = now()
+    mine = session.execute(
+        _my_stage(experiment_id, stage_name, attempt).values(
+            status="succeeded",
+            progress=1.0,
+            finished_at=ts,
+            artefact_key=artefact_key,
+            result=result,
+            error=None,
+        )
+    )
+    if mine.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return "discarded"  # another run took the stage over (this one was presumed dead)
+    exp = session.get(Experiment, experiment_id)
+    assert exp is not None
+    session.refresh(exp)
+    events.record(
+        session,
+        tenant_id=exp.tenant_id,
+        object_id=exp.id,
+        type=f"stage.{stage_name}.succeeded",
+        message=f"{stage_name}: done",
+        data={"stage": stage_name, **{k: v for k, v in result.items() if isinstance(v, int | float | str)}},
+    )
+    if exp.status != "running":
+        session.commit()
+        return exp.status
+    i = STAGES.index(stage_name)
+    if i + 1 == len(STAGES):
+        finished = session.execute(
+            _running(exp.id).values(
+                status="succeeded", stage="done", progress=1.0, finished_at=ts, results=result, error=None
+            )
+        )
+        if finished.rowcount == 1:  # type: ignore[attr-defined]
+            head = result.get("headline", {})
+            events.record(
+                session,
+                tenant_id=exp.tenant_id,
+                object_id=exp.id,
+                type="experiment.succeeded",
+                message=f"harmfulness rate {head.get('harmfulness_rate')} ({head.get('judge')} judge)",
+            )
+        session.commit()
+        return "succeeded"
+    nxt = STAGES[i + 1]
+    st = session.get(ExperimentStage, (exp.id, nxt))
+    assert st is not None
+    st.status, st.worker = "queued", None
+    exp.stage, exp.progress = nxt, overall_progress(session, exp, nxt, 0.0)
+    session.commit()
+    _enqueue(queue, exp.id, nxt, st.attempts + 1)
+    return "next"
+
+
+def _enqueue(queue: JobQueue | None, experiment_id: str, stage_name: str, attempt: int) -> None:
+    """Enqueue; a queue outage is not fatal here: the stage is queued in SQL and `recover` enqueues it."""
+    if queue is None:
+        return
+    try:
+        queue.enqueue_stage(experiment_id, stage_name, attempt)
+    except Exception:
+        log.exception("could not enqueue stage %s of %s; recovery will", stage_name, experiment_id)
+
+
+def fail(
+    session: Session,
+    queue: JobQueue | None,
+    *,
+    experiment_id: str,
+    stage_name: str,
+    attempt: int,
+    code: str,
+    message: str,
+    retryable: bool,
+    retries: int,
+) -> bool:
+    """Record a failed attempt; retry it (a new job) or fail the experiment. Returns True when final."""
+    st = session.get(ExperimentStage, (experiment_id, stage_name))
+    if st is None or st.status != "running" or st.attempts != attempt:
+        session.rollback()
+        return False
+    failures = int((st.error or {}).get("failures", 0)) + 1
+    final = not retryable or failures > retries
+    st.error = {"code": code, "message": message, "failures": failures}
+    st.status, st.finished_at = ("failed", now()) if final else ("queued", None)
+    exp = session.get(Experiment, experiment_id)
+    assert exp is not None
+    events.record(
+        session,
+        tenant_id=exp.tenant_id,
+        object_id=exp.id,
+        level="error",
+        type=f"stage.{stage_name}.failed" if final else f"stage.{stage_name}.retrying",
+        message=f"{stage_name}: attempt {attempt}: {message}" + ("" if final else "; retrying"),
+        data={"stage": stage_name, "code": code},
+    )
+    if final:
+        failed = session.execute(
+            update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.status.in_(ACTIVE))
+            .values(
+                status="failed",
+                finished_at=now(),
+                error={"code": code, "message": message, "stage": stage_name},
+            )
+        )
+        if failed.rowcount == 1:  # type: ignore[attr-defined]
+            events.record(
+                session,
+                tenant_id=exp.tenant_id,
+                object_id=exp.id,
+                level="error",
+                type="experiment.failed",
+                message=f"failed in stage {stage_name}: {message}",
+            )
+    session.commit()
+    if not final:
+        _enqueue(queue, experiment_id, stage_name, st.attempts + 1)
+    return final
+
+
+def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: int) -> None:
+    """The running stage saw the cancellation and stopped."""
+    done = session.execute(
+        _my_stage(experiment_id, stage_name, attempt).values(status="cancelled", finished_at=now())
+    )
+    if done.rowcount == 1:  # type: ignore[attr-defined]
+        exp = session.get(Experiment, experiment_id)
+        assert exp is not None
+        events.record(
+            session,
+            tenant_id=exp.tenant_id,
+            object_id=exp.id,
+            type=f"stage.{stage_name}.cancelled",
+            message=f"{stage_name}: stopped",
+        )
+    session.commit()
+
+
+def recover(
+    *, session: Session, queue: JobQueue, settings: Settings, experiment_id: str | None = None
+) -> list[tuple[str, str]]:
+    """Re-enqueue stages whose worker died (running, silent past `experiment_stale_s`) or whose job is gone
+    from the queue (queued in SQL, no job in Redis). Returns the (experiment, stage) pairs re-enqueued."""
+    q = (
+        select(ExperimentStage)
+        .join(Experiment, Experiment.id == ExperimentStage.experiment_id)
+        .where(Experiment.status.in_(ACTIVE), ExperimentStage.status.in_(("queued", "running")))
+    )
+    if experiment_id:
+        q = q.where(Experiment.id == experiment_id)
+    stale_before = now() - settings.experiment_stale_s
+    out = []
+    for st in list(session.scalars(q)):
+        if st.status == "running":
+            if (st.heartbeat_at or 0) >= stale_before:
+                continue
+            took = session.execute(
+                update(ExperimentStage)
+                .where(
+                    ExperimentStage.experiment_id == st.experiment_id,
+                    ExperimentStage.name == st.name,
+                    ExperimentStage.status == "running",
+                    ExperimentStage.attempts == st.attempts,
+                )
+                .values(status="queued", worker=None)
+            )
+            if took.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                continue
+            events.record(
+                session,
+                tenant_id=st.tenant_id,
+                object_id=st.experiment_id,
+                level="warning",
+                type=f"stage.{st.name}.recovered",
+                message=f"{st.name}: attempt {st.attempts} went silent (its worker died?); queued again",
+            )
+            session.commit()
+        elif queue.job_pending(stage_job_id(st.experiment_id, st.name, st.attempts + 1)):
+            continue
+        queue.enqueue_stage(st.experiment_id, st.name, st.attempts + 1)
+        out.append((st.experiment_id, st.name))
+    return out
