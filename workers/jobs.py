@@ -20,7 +20,7 @@ from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening, ScreeningShard, now
 from app.policies import decide
-from app.screenings import explain, scores
+from app.screenings import explain, scores, transitions
 from app.screenings import service as screenings
 from app.screenings import shards as shard_sql
 from workers import shards
@@ -139,8 +139,8 @@ def _run_screening(screening_id: str, job_id: str | None) -> dict[str, Any]:
         scr = session.get(Screening, screening_id)
         if scr is None:
             return {"screening_id": screening_id, "skipped": "not found"}
-        if not screenings.start(session, scr, job_id=job_id):
-            why = scr.status if screenings.owns(scr, job_id) else "superseded"
+        if not transitions.start(session, scr, job_id=job_id):
+            why = scr.status if transitions.owns(scr, job_id) else "superseded"
             return {"screening_id": screening_id, "skipped": why}
         log.info("screening started", extra={"screening_id": screening_id, "attempt": scr.attempts})
         with Heartbeat(rt.services.db, scr.id, job_id, settings.heartbeat_interval_s):
@@ -160,7 +160,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         def loading(message: str) -> None:
             """The load stage has no measure of its own (a model load is one call): a message and the
             cancellation check between its steps."""
-            if not screenings.progress(
+            if not transitions.progress(
                 session, scr, stage="load", fraction=0.0, message=message, job_id=job_id
             ):
                 raise Cancelled()
@@ -193,7 +193,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             representer=representer,
             params=shards.params_of(scr, settings),  # its part size: the shards' (exact equality)
             cache=rt.cache_for(scr.tenant_id),
-            report=lambda t: screenings.progress(
+            report=lambda t: transitions.progress(
                 session, scr, stage=t.stage, fraction=share(t.fraction), message=t.message, job_id=job_id
             ),
             device=rt.device,
@@ -203,7 +203,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         t_save = time.perf_counter()
         key = scores_key(scr.tenant_id, scr.id)
         scores.save(rt.services.store, key, outcome.arrays)  # uncompressed: pages read only their rows
-        if not screenings.still_owned(session, scr, job_id):
+        if not transitions.still_owned(session, scr, job_id):
             log.info("screening cancelled or superseded", extra={"screening_id": screening_id})
             if scr.status == "cancelled":  # nothing will read it (a superseding run rewrites the same key)
                 rt.services.store.delete(key)
@@ -213,7 +213,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
             session, settings=settings, tenant_id=scr.tenant_id, body=outcome.body
         )
         outcome.body["about"] = explain.about(outcome.body)  # with the calibration status just read
-        screenings.succeed(
+        transitions.succeed(
             session, scr, body=outcome.body, scores_key=key, facts=decide.facts(outcome.body, outcome.arrays)
         )
         if rows is not None:
@@ -256,10 +256,10 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         session.rollback()
         code, message = classify(exc)
         log.exception("screening attempt failed", extra={"screening_id": screening_id, "code": code})
-        if not screenings.still_owned(session, scr, job_id):
+        if not transitions.still_owned(session, scr, job_id):
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
         final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
-        screenings.fail(session, scr, code=code, message=message, final=final)
+        transitions.fail(session, scr, code=code, message=message, final=final)
         _record("screening", "failed" if final else "retried")
         if final:
             return {"screening_id": screening_id, "status": "failed", "code": code}

@@ -20,8 +20,8 @@ from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
 from app.core.queue import SCREENING_JOB
 from app.core.storage import BlobStore, staged_file
 from app.models import Dataset, Screening, ScreeningShard
-from app.screenings import service as screenings
 from app.screenings import shards as shard_sql
+from app.screenings import transitions
 from workers.progress import Plan
 from workers.rows import Rows, Shared, Work, part_rows
 from workers.runtime import Runtime, get_runtime
@@ -82,7 +82,7 @@ def prepare_or_join(
 
     def report(t: Any) -> bool:
         share = shard_sql.PREPARE_SHARE * t.fraction
-        return screenings.progress(
+        return transitions.progress(
             session, scr, stage="prepare", fraction=share, message=t.message, job_id=job_id
         )
 
@@ -94,7 +94,7 @@ def prepare_or_join(
     shared.references()
     planned = shard_sql.plan(session, scr, rows=customer_ds.examples, size=p.part_rows)
     message = f"{len(planned)} shards of up to {p.part_rows} rows"
-    if not screenings.progress(
+    if not transitions.progress(
         session,
         scr,
         stage=shard_sql.SHARDS_STAGE,

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import select
 
 from app.core.db import Database
-from app.core.errors import PayloadTooLarge
+from app.core.errors import InvalidRequest, PayloadTooLarge
 from app.core.storage import BlobStore, staged_file
 from app.models import Report
 
@@ -262,3 +262,54 @@ def migrate_all(*, db: Database, store: BlobStore) -> int:
         if len(rows) < 500:
             return done
         after = rows[-1][0]
+
+
+SCORE_SORTS = {
+    "customer": ("max_sim", "topk_mean", "anchor_margin", "record"),
+    "alignment": ("max_sim", "record"),
+}
+
+
+def scores_page(
+    *,
+    store: BlobStore,
+    report: Report,
+    side: str,
+    sort: str,
+    order: str,
+    offset: int,
+    limit: int,
+    max_read_bytes: int = 256 << 20,
+) -> tuple[list[dict[str, Any]], int]:
+    """Per-example scores, sorted and paged: reads only the page's rows (app.screenings.scores)."""
+    if side not in SCORE_SORTS:
+        raise InvalidRequest("side must be 'customer' or 'alignment'", param="side")
+    if sort not in SCORE_SORTS[side]:
+        raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
+    with Scores(store, report.scores_key, max_read_bytes=max_read_bytes) as z:
+        if side == "customer" and sort == "anchor_margin" and "c_anchor_margin" not in z:
+            raise InvalidRequest("this screening ran without anchors", param="sort")
+        n = z.rows("c_max" if side == "customer" else "a_max")
+        array = None if sort == "record" else SORTED[(side, sort)]
+        page = z.page_order(array, n, desc=order == "desc", offset=offset, limit=limit)
+        if side == "alignment":
+            a_max, a_arg = z.take("a_max", page), z.take("a_argmax", page)
+            rows = [
+                {"record": int(i) + 1, "max_sim": float(m), "nearest_customer_record": int(j) + 1}
+                for i, m, j in zip(page, a_max, a_arg, strict=True)
+            ]
+            return rows, n
+        c_max, c_mean = z.take("c_max", page), z.take("c_topk_mean", page)
+        margin = z.take("c_anchor_margin", page) if "c_anchor_margin" in z else None
+        idx, sim = z.take("c_topk_idx", page), z.take("c_topk_sim", page)
+    items: list[dict[str, Any]] = [
+        {
+            "record": int(i) + 1,
+            "max_sim": float(c_max[p]),
+            "topk_mean": float(c_mean[p]),
+            "anchor_margin": float(margin[p]) if margin is not None else None,
+            "nearest": [{"record": int(j) + 1, "sim": float(v)} for j, v in zip(idx[p], sim[p], strict=True)],
+        }
+        for p, i in enumerate(page)
+    ]
+    return items, n

@@ -1,4 +1,5 @@
-"""Screenings: create and enqueue, read, cancel; the state transitions the worker makes; report access."""
+"""Screenings: create and enqueue, read, cancel, report access. The state transitions the worker makes are
+`app.screenings.transitions`; a sharded screening's shards are `app.screenings.shards`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app import events
@@ -25,7 +26,6 @@ from app.core.storage import SCORES_PREFIX, BlobStore
 from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
-from app.policies import decide
 from app.policies import service as policies
 from app.screenings import scores, shards
 
@@ -358,57 +358,6 @@ def get_report(*, session: Session, tenant_id: str, screening_id: str) -> Report
     return report
 
 
-SCORE_SORTS = {
-    "customer": ("max_sim", "topk_mean", "anchor_margin", "record"),
-    "alignment": ("max_sim", "record"),
-}
-
-
-def scores_page(
-    *,
-    store: BlobStore,
-    report: Report,
-    side: str,
-    sort: str,
-    order: str,
-    offset: int,
-    limit: int,
-    max_read_bytes: int = 256 << 20,
-) -> tuple[list[dict[str, Any]], int]:
-    """Per-example scores, sorted and paged: reads only the page's rows (app.screenings.scores)."""
-    if side not in SCORE_SORTS:
-        raise InvalidRequest("side must be 'customer' or 'alignment'", param="side")
-    if sort not in SCORE_SORTS[side]:
-        raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
-    with scores.Scores(store, report.scores_key, max_read_bytes=max_read_bytes) as z:
-        if side == "customer" and sort == "anchor_margin" and "c_anchor_margin" not in z:
-            raise InvalidRequest("this screening ran without anchors", param="sort")
-        n = z.rows("c_max" if side == "customer" else "a_max")
-        array = None if sort == "record" else scores.SORTED[(side, sort)]
-        page = z.page_order(array, n, desc=order == "desc", offset=offset, limit=limit)
-        if side == "alignment":
-            a_max, a_arg = z.take("a_max", page), z.take("a_argmax", page)
-            rows = [
-                {"record": int(i) + 1, "max_sim": float(m), "nearest_customer_record": int(j) + 1}
-                for i, m, j in zip(page, a_max, a_arg, strict=True)
-            ]
-            return rows, n
-        c_max, c_mean = z.take("c_max", page), z.take("c_topk_mean", page)
-        margin = z.take("c_anchor_margin", page) if "c_anchor_margin" in z else None
-        idx, sim = z.take("c_topk_idx", page), z.take("c_topk_sim", page)
-    items: list[dict[str, Any]] = [
-        {
-            "record": int(i) + 1,
-            "max_sim": float(c_max[p]),
-            "topk_mean": float(c_mean[p]),
-            "anchor_margin": float(margin[p]) if margin is not None else None,
-            "nearest": [{"record": int(j) + 1, "sim": float(v)} for j, v in zip(idx[p], sim[p], strict=True)],
-        }
-        for p, i in enumerate(page)
-    ]
-    return items, n
-
-
 def subset_lines(
     *,
     session: Session,
@@ -463,120 +412,3 @@ def remove_orphan_scores(*, store: BlobStore, session: Session, min_age_s: float
                 store.delete(key)
                 removed += 1
     return removed
-
-
-# ---------------------------------------------------------------- transitions made by the worker
-
-
-def owns(scr: Screening, job_id: str | None) -> bool:
-    """Whether the job `job_id` is the screening's current dispatch (None: run outside RQ, always)."""
-    return job_id is None or scr.job_id is None or scr.job_id == job_id
-
-
-def start(session: Session, scr: Screening, *, job_id: str | None = None) -> bool:
-    """Mark running; False when the screening must not run (cancelled, finished, or handed to another job
-    by the reconciler). One conditional UPDATE, so a reconciler acting at the same moment cannot be
-    overwritten by a stale read."""
-    t = now()
-    q = update(Screening).where(Screening.id == scr.id, Screening.status.in_(ACTIVE))
-    if job_id is not None:
-        q = q.where(or_(Screening.job_id == job_id, Screening.job_id.is_(None)))
-    values: dict[str, Any] = {
-        "status": "running",
-        "stage": "starting",
-        "attempts": Screening.attempts + 1,
-        "started_at": t,
-        "heartbeat_at": t,
-    }
-    if job_id is not None:
-        values["job_id"] = func.coalesce(Screening.job_id, job_id)
-    res = session.execute(q.values(**values), execution_options={"synchronize_session": False})
-    session.commit()
-    session.refresh(scr)
-    if getattr(res, "rowcount", 0) != 1:
-        return False
-    events.record(
-        session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
-        type="screening.running",
-        message=f"attempt {scr.attempts} started",
-    )
-    session.commit()
-    return True
-
-
-def progress(
-    session: Session,
-    scr: Screening,
-    *,
-    stage: str,
-    fraction: float,
-    message: str | None = None,
-    job_id: str | None = None,
-) -> bool:
-    """Save progress; returns False when the screening was cancelled, or handed to another job, meanwhile."""
-    session.refresh(scr, ["status", "job_id"])
-    if scr.status != "running" or not owns(scr, job_id):
-        return False
-    scr.stage, scr.progress, scr.heartbeat_at = stage, round(min(max(fraction, 0.0), 1.0), 4), now()
-    if message:
-        events.record(
-            session,
-            tenant_id=scr.tenant_id,
-            object_id=scr.id,
-            type=f"stage.{stage}",
-            message=message,
-            data={"progress": scr.progress},
-        )
-    session.commit()
-    return True
-
-
-def succeed(
-    session: Session,
-    scr: Screening,
-    *,
-    body: dict[str, Any],
-    scores_key: str,
-    facts: decide.Facts | None = None,
-) -> None:
-    """Store the report and judge the screening under its policy: report, status, decision, their events
-    and webhook outbox rows commit together."""
-    session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
-    scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
-    scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
-    if facts is not None:  # first, so the `screening.succeeded` webhook carries the decision too
-        policies.apply(session, scr, policies.policy_for(session, scr), facts)
-    events.record(
-        session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
-        type="screening.succeeded",
-        message=f"risk {scr.risk_score:.1f} ({scr.tier})",
-    )
-    session.commit()
-
-
-def still_owned(session: Session, scr: Screening, job_id: str | None) -> bool:
-    """Re-read the screening: is it still running under this job (not cancelled, not re-dispatched)?"""
-    session.refresh(scr, ["status", "job_id"])
-    return scr.status == "running" and owns(scr, job_id)
-
-
-def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> None:
-    """Record a failed attempt; `final` marks the screening failed, else it goes back to queued."""
-    scr.error = {"code": code, "message": message}
-    events.record(
-        session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
-        level="error",
-        type="screening.failed" if final else "screening.retrying",
-        message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"),
-    )
-    if final:
-        scr.status, scr.finished_at = "failed", now()
-    else:
-        scr.status = "queued"
-    session.commit()

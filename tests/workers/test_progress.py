@@ -3,7 +3,7 @@
 The anchor stage runs the causal-LM backend (SmolLM2 by default; here the tiny random Llama of conftest,
 so the tests stay fast), over the whole customer set: it used to report nothing (the bar sat at 97%) and
 ignore cancel. Every progress write the worker makes is recorded by wrapping the real
-`app.screenings.service.progress`."""
+`app.screenings.transitions.progress`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _customer(n: int, tag: str) -> bytes:
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, str, str, float, bool]]:
     """(time, screening id, stage, fraction, accepted) of every progress write, in order. Each batch is
     reported (the one-second throttle would leave a tiny model's stage with its start and end only)."""
-    from app.screenings import service
+    from app.screenings import transitions as service
 
     monkeypatch.setattr(plan_progress, "EVERY_S", 0.0)
     real = service.progress
@@ -120,7 +120,7 @@ def test_progress_keeps_moving_through_the_anchor_stage(client, run_worker, writ
 
 @pytest.mark.usefixtures("one_thread")
 def test_cancel_stops_the_screening_in_its_anchor_stage(client, run_worker, writes, monkeypatch) -> None:
-    from app.screenings import service
+    from app.screenings import transitions as service
 
     first = _screen(client, _customer(120, "Bed"), "beds.jsonl")
     second = _screen(client, _customer(30, "Row"), "rows.jsonl")  # queued behind it

@@ -33,7 +33,7 @@ from app.schemas import (
     ScreeningCreate,
     ScreeningPublic,
 )
-from app.screenings import service, variants
+from app.screenings import scores, service, variants
 from app.screenings.rescreen import rescreen as rescreen_variant
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
@@ -377,7 +377,7 @@ def get_scores(
     screening stored in the old compressed format answers 413 `scores_too_large` when a page would
     decompress more than `max_scores_read_bytes` (`ftguard reconcile` converts it)."""
     rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    items, total = service.scores_page(
+    items, total = scores.scores_page(
         store=state.services.store,
         report=rep,
         side=side,

@@ -1,0 +1,131 @@
+"""The state transitions a worker makes on a screening, each a compare-and-set on the job id that owns it:
+start (queued -> running), progress (with the cancellation check), succeed (the report row) and fail
+(retry or give up). A job whose dispatch was superseded (a reconciler re-sent the screening) changes
+nothing. The shards of a sharded screening have their own (`app.screenings.shards`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.orm import Session
+
+from app import events
+from app.models import Report, Screening, now
+from app.policies import decide
+from app.policies import service as policies
+from app.screenings.service import ACTIVE
+
+
+def owns(scr: Screening, job_id: str | None) -> bool:
+    """Whether the job `job_id` is the screening's current dispatch (None: run outside RQ, always)."""
+    return job_id is None or scr.job_id is None or scr.job_id == job_id
+
+
+def start(session: Session, scr: Screening, *, job_id: str | None = None) -> bool:
+    """Mark running; False when the screening must not run (cancelled, finished, or handed to another job
+    by the reconciler). One conditional UPDATE, so a reconciler acting at the same moment cannot be
+    overwritten by a stale read."""
+    t = now()
+    q = update(Screening).where(Screening.id == scr.id, Screening.status.in_(ACTIVE))
+    if job_id is not None:
+        q = q.where(or_(Screening.job_id == job_id, Screening.job_id.is_(None)))
+    values: dict[str, Any] = {
+        "status": "running",
+        "stage": "starting",
+        "attempts": Screening.attempts + 1,
+        "started_at": t,
+        "heartbeat_at": t,
+    }
+    if job_id is not None:
+        values["job_id"] = func.coalesce(Screening.job_id, job_id)
+    res = session.execute(q.values(**values), execution_options={"synchronize_session": False})
+    session.commit()
+    session.refresh(scr)
+    if getattr(res, "rowcount", 0) != 1:
+        return False
+    events.record(
+        session,
+        tenant_id=scr.tenant_id,
+        object_id=scr.id,
+        type="screening.running",
+        message=f"attempt {scr.attempts} started",
+    )
+    session.commit()
+    return True
+
+
+def progress(
+    session: Session,
+    scr: Screening,
+    *,
+    stage: str,
+    fraction: float,
+    message: str | None = None,
+    job_id: str | None = None,
+) -> bool:
+    """Save progress; returns False when the screening was cancelled, or handed to another job, meanwhile."""
+    session.refresh(scr, ["status", "job_id"])
+    if scr.status != "running" or not owns(scr, job_id):
+        return False
+    scr.stage, scr.progress, scr.heartbeat_at = stage, round(min(max(fraction, 0.0), 1.0), 4), now()
+    if message:
+        events.record(
+            session,
+            tenant_id=scr.tenant_id,
+            object_id=scr.id,
+            type=f"stage.{stage}",
+            message=message,
+            data={"progress": scr.progress},
+        )
+    session.commit()
+    return True
+
+
+def succeed(
+    session: Session,
+    scr: Screening,
+    *,
+    body: dict[str, Any],
+    scores_key: str,
+    facts: decide.Facts | None = None,
+) -> None:
+    """Store the report and judge the screening under its policy: report, status, decision, their events
+    and webhook outbox rows commit together."""
+    session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
+    scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
+    scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
+    if facts is not None:  # first, so the `screening.succeeded` webhook carries the decision too
+        policies.apply(session, scr, policies.policy_for(session, scr), facts)
+    events.record(
+        session,
+        tenant_id=scr.tenant_id,
+        object_id=scr.id,
+        type="screening.succeeded",
+        message=f"risk {scr.risk_score:.1f} ({scr.tier})",
+    )
+    session.commit()
+
+
+def still_owned(session: Session, scr: Screening, job_id: str | None) -> bool:
+    """Re-read the screening: is it still running under this job (not cancelled, not re-dispatched)?"""
+    session.refresh(scr, ["status", "job_id"])
+    return scr.status == "running" and owns(scr, job_id)
+
+
+def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> None:
+    """Record a failed attempt; `final` marks the screening failed, else it goes back to queued."""
+    scr.error = {"code": code, "message": message}
+    events.record(
+        session,
+        tenant_id=scr.tenant_id,
+        object_id=scr.id,
+        level="error",
+        type="screening.failed" if final else "screening.retrying",
+        message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"),
+    )
+    if final:
+        scr.status, scr.finished_at = "failed", now()
+    else:
+        scr.status = "queued"
+    session.commit()
