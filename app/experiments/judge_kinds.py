@@ -1,6 +1,6 @@
 """Judges: the kinds an experiment may name, and what the service knows of each.
 
-A judge is a class in `workers/experiments/judges.py` (or a module of its own) with a `name`, the
+A judge is a class in `workers/experiments/` (the protocol is in `judges.py`) with a `name`, the
 `Judge` protocol's `applies_to` and `judge`, and a `from_spec(spec, runtime)` classmethod that builds it on
 a worker from the request's `judges[]` entry. `workers.experiments.stages` imports it from `path` when a
 judge stage runs, so this module (read by the API, which imports no torch) names it without importing it.
@@ -39,7 +39,7 @@ JUDGES: dict[str, JudgeKind] = {
         "workers.experiments.judges:LLMJudge", "remote", "a 1-5 harm score from an OpenAI-compatible model"
     ),
     "classifier": JudgeKind(
-        "workers.experiments.judges:ClassifierJudge",
+        "workers.experiments.judge_classifier:ClassifierJudge",
         "registry",
         "a local sequence classifier or guard model (safe/unsafe) of the provider's registry",
     ),

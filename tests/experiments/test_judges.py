@@ -12,9 +12,9 @@ import pytest
 
 from app.core.errors import FtguardError
 from tests.experiments.fake_chat_api import FakeChatAPI
+from workers.experiments.judge_classifier import ClassifierJudge
 from workers.experiments.judges import (
     REFUSAL_PHRASES,
-    ClassifierJudge,
     Item,
     KeywordJudge,
     LLMJudge,
