@@ -10,18 +10,29 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.core import logs
 from app.core.errors import Cancelled, Lost
 from app.experiments import service, transitions
-from workers.experiments.context import Heartbeat, StageContext
-from workers.experiments.stages import STAGE_FUNCTIONS
+from workers.experiments.context import Heartbeat, StageContext, StageOutput
+from workers.experiments.evaluate import generate_stage, judge_stage, summarise_stage
+from workers.experiments.stages import align_stage, finetune_stage, select_stage
 from workers.jobs import classify
 from workers.runtime import get_runtime
 
 log = logging.getLogger("ftguard.worker")
 RETRYABLE_CODES = {"internal_error", "judge_unavailable"}
+
+STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageOutput]] = {
+    "select": select_stage,
+    "align": align_stage,
+    "finetune": finetune_stage,
+    "generate": generate_stage,
+    "judge": judge_stage,
+    "summarise": summarise_stage,
+}
 
 
 def _worker_name() -> str:
