@@ -17,8 +17,9 @@ ones an unsharded run uses. Shards store their `Rows` as plain arrays (never a p
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,39 +85,53 @@ class Rows:
         )
 
     @staticmethod
-    def concat(parts: list[Rows]) -> Rows:
-        """Join slices given in row order (their `a_argmax` already offset to whole-set rows)."""
-        if not parts:
+    def concat(parts: Iterable[Rows]) -> Rows:
+        """Join slices given in row order (their `a_argmax` already offset to whole-set rows). `parts` may be
+        a generator: the column maxima, the Gram sum (d x d float64, the bulk of a shard's blob) and the
+        counts are folded in as each slice comes, so only the per-row arrays of all slices are held."""
+        it = iter(parts)
+        first = next(it, None)
+        if first is None:
             raise ValueError("no slices to join")
-        a_max, a_arg = parts[0].a_max.copy(), parts[0].a_argmax.copy()
-        for p in parts[1:]:
-            later = p.a_max > a_max  # strict: an equal value keeps the earlier row
-            a_max, a_arg = np.where(later, p.a_max, a_max), np.where(later, p.a_argmax, a_arg)
-        grams = [p.gram for p in parts if p.gram is not None]
-        g = None
-        if len(grams) == len(parts):
-            g = grams[0].copy()
-            for x in grams[1:]:
-                g += x
-        meta = dict(parts[0].meta)
-        falls: list[dict[str, int]] = [p.meta["fp32_fallback"] for p in parts if p.meta.get("fp32_fallback")]
-        if falls:
-            meta["fp32_fallback"] = {k: sum(int(f[k]) for f in falls) for k in falls[0]}
+        a_max, a_arg = first.a_max.copy(), first.a_argmax.copy()
+        g = None if first.gram is None else first.gram.copy()
+        all_gram = g is not None
+        rows: dict[str, list[np.ndarray]] = {"c_topk_sim": [], "c_topk_idx": []}
+        forms: dict[str, dict[str, list[np.ndarray]]] = {
+            f: {k: [] for k in ROW_FORM_KEYS} for f in first.per_form
+        }
+        falls: list[dict[str, int]] = []
         timings: dict[str, float] = {}
-        for p in parts:
+        stats = dict.fromkeys(STAT_KEYS, 0)
+        for i, p in enumerate(itertools.chain([first], it)):
+            if i:
+                later = p.a_max > a_max  # strict: an equal value keeps the earlier row
+                a_max, a_arg = np.where(later, p.a_max, a_max), np.where(later, p.a_argmax, a_arg)
+                all_gram = all_gram and p.gram is not None
+                if all_gram and g is not None and p.gram is not None:
+                    g += p.gram
+            rows["c_topk_sim"].append(p.c_topk_sim)
+            rows["c_topk_idx"].append(p.c_topk_idx)
+            for f, arrs in forms.items():
+                for k in ROW_FORM_KEYS:
+                    arrs[k].append(p.per_form[f][k])
+            if p.meta.get("fp32_fallback"):
+                falls.append(p.meta["fp32_fallback"])
             for k, v in p.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
+            for k in STAT_KEYS:
+                stats[k] += p.stats[k]
+        meta = dict(first.meta)
+        if falls:
+            meta["fp32_fallback"] = {k: sum(int(f[k]) for f in falls) for k in falls[0]}
         return Rows(
-            c_topk_sim=np.concatenate([p.c_topk_sim for p in parts]),
-            c_topk_idx=np.concatenate([p.c_topk_idx for p in parts]),
+            c_topk_sim=np.concatenate(rows["c_topk_sim"]),
+            c_topk_idx=np.concatenate(rows["c_topk_idx"]),
             a_max=a_max.astype(np.float32),
             a_argmax=a_arg.astype(np.int64),
-            per_form={
-                f: {k: np.concatenate([p.per_form[f][k] for p in parts]) for k in ROW_FORM_KEYS}
-                for f in parts[0].per_form
-            },
-            gram=g,
-            stats={k: sum(p.stats[k] for p in parts) for k in STAT_KEYS},
+            per_form={f: {k: np.concatenate(v) for k, v in arrs.items()} for f, arrs in forms.items()},
+            gram=g if all_gram else None,
+            stats=stats,
             meta=meta,
             timings=timings,
         )

@@ -77,7 +77,7 @@ def prepare_or_join(
     for every shard to read), the shards written and dispatched, and None (the screening waits for them)."""
     have = shard_sql.of(session, scr.id)
     if have and all(sh.status == "succeeded" for sh in have):
-        return Rows.concat([load_rows(rt.services.store, sh) for sh in have])
+        return Rows.concat(load_rows(rt.services.store, sh) for sh in have)  # one blob at a time
     p = params_of(scr, rt.settings)
 
     def report(t: Any) -> bool:
