@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from app import cli_errors, cli_lab, cli_local, cli_remote
+from app.cli_admin import admin_app, hint_first_key, open_services
 from app.cli_local import (
     _MODELS,
-    BackendOption,
     Screener,
     console,
     load_side,
@@ -45,9 +45,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
-admin_app = typer.Typer(
-    help="Tenants and API keys, straight on the database (FTGUARD_DATABASE_URL or the SQLite default)."
-)
 app.add_typer(admin_app, name="admin")
 app.add_typer(policy_app, name="policy")
 app.add_typer(webhooks_app, name="webhooks")
@@ -55,6 +52,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.command()(cli_local.screen)
 app.command()(cli_lab.experiment)
 app.command()(cli_lab.compare)
+app.command()(cli_local.audit)
 if TYPE_CHECKING:
     FormatOption = str
 else:
@@ -234,71 +232,6 @@ BOOTSTRAP = 200  # resamples of the customer examples behind `rank`'s uncertaint
 
 
 @app.command()
-def audit(
-    alignment: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Alignment set.")],
-    customer: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="Also report its coverage.")
-    ] = None,
-    backend: BackendOption = None,
-    model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
-    center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit as JSON.")] = None,
-) -> None:
-    """Audit an alignment set: its diversity (Vendi score) and, with --customer, what it leaves uncovered."""
-    from workers.audit import vendi_score
-    from workers.screening import represent
-
-    screener = Screener(backend, model, anchors=False)
-    align = load_side(alignment, "alignment")
-    t = Table(title=f"alignment-set audit: {alignment.name}")
-    t.add_column("measure")
-    t.add_column("value", justify="right")
-    result: dict[str, Any] = {"alignment": {"file": alignment.name, "examples": len(align.examples)}}
-    if customer is None:
-        vecs, _ = represent(align, screener.rep, screener.runtime.local_cache(), None, "represent_alignment")
-        v = vendi_score(vecs, center=center)
-        t.add_row("examples", str(len(align.examples)))
-        t.add_row("Vendi score (effective distinct examples)", f"{v:.1f}")
-        t.add_row("effective share", f"{v / len(align.examples):.1%}")
-        result |= {"alignment_vendi": v, "alignment_effective_share": v / len(align.examples)}
-    else:
-        body = screener.screen(load_side(customer, "customer"), align, {"center": center})
-        a = body["audit"]
-        t.add_row("alignment examples", str(body["alignment"]["examples"]))
-        t.add_row(
-            "alignment Vendi score", f"{a['alignment_vendi']:.1f} ({a['alignment_effective_share']:.1%})"
-        )
-        t.add_row("customer Vendi score", f"{a['customer_vendi']:.1f} ({a['customer_effective_share']:.1%})")
-        t.add_row("coverage threshold (cosine)", f"{a['coverage_threshold']:.3f}")
-        t.add_row("uncovered customer examples", f"{a['uncovered_count']} ({a['uncovered_share']:.0%})")
-        far = ", ".join(str(r["record"]) for r in a["farthest_uncovered_records"])
-        t.add_row("farthest uncovered records", far or "-")
-        result |= {"customer": {"file": customer.name, "examples": body["customer"]["examples"]}, "audit": a}
-    out.print(t)
-    if customer is not None:
-        out.print(UNCOVERED_HELP.format(**body["audit"]), soft_wrap=True)
-    if json_out:
-        json_out.write_text(json.dumps(result | {"uncovered_means": UNCOVERED_MEANS}, indent=2))
-        console.print(f"audit written to {json_out}")
-
-
-UNCOVERED_MEANS = (
-    "a customer example is uncovered when no alignment example is as close to it as most alignment examples "
-    "are to each other (its max cosine is under the coverage threshold, the alignment set's own `near` "
-    "level): the alignment data teaches nothing close to it, so safety training says least about it"
-)
-UNCOVERED_HELP = (
-    "Uncovered: {uncovered_count} customer examples ({uncovered_share:.0%}) have no alignment example within "
-    "cosine {coverage_threshold:.3f}. "
-    + UNCOVERED_MEANS[0].upper()
-    + UNCOVERED_MEANS[1:]
-    + ". Many uncovered "
-    "examples are not a risk in themselves (similar data is, Hsiung et al. 2025), but they show where the "
-    "alignment set could be widened; the farthest records are listed."
-)
-
-
-@app.command()
 def worker(
     queue: Annotated[list[str] | None, typer.Option(help="Queue(s) to listen on.")] = None,
     burst: Annotated[bool, typer.Option(help="Exit when the queues are empty.")] = False,
@@ -346,7 +279,7 @@ def serve(
         from app.core.db import migrate
 
         migrate(s.sqlalchemy_url)
-        _hint_first_key()
+        hint_first_key()
         env = {**os.environ, "FTGUARD_REDIS_URL": url}
         procs = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env) for _ in range(workers)
@@ -378,133 +311,6 @@ def serve(
             embedded.close()
 
 
-def _services() -> Any:
-    from app.core.services import build_services
-
-    return build_services(get_settings())
-
-
-def _hint_first_key() -> None:
-    from sqlalchemy import func, select
-
-    from app.models import ApiKey
-
-    services = _services()
-    with services.db.session() as session:
-        keys = session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None)))
-    services.close()
-    if not keys:
-        console.print(
-            "[yellow]No API key yet. Create one (against this same data dir) with:\n"
-            "  ftguard admin create-key --tenant default --admin[/yellow]"
-        )
-
-
-@admin_app.command("create-tenant")
-def admin_create_tenant(
-    tenant_id: Annotated[str, typer.Argument(help="Slug: a-z, 0-9, '-' and '_'.")],
-    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
-) -> None:
-    """Create a tenant."""
-    from app.core.errors import FtguardError
-    from app.tenants import service
-
-    services = _services()
-    try:
-        with services.db.session() as session:
-            t = service.create_tenant(session=session, tenant_id=tenant_id, name=name)
-            console.print(f"tenant {t.id} created")
-    except FtguardError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        services.close()
-
-
-@admin_app.command("create-key")
-def admin_create_key(
-    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
-    admin: Annotated[bool, typer.Option("--admin", help="An admin key (tenants and keys of all).")] = False,
-    name: Annotated[str, typer.Option(help="A label for people.")] = "",
-    scopes: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated scopes (default: all; '' for none, i.e. redacted reports)."),
-    ] = None,
-) -> None:
-    """Create an API key and print it once, alone on stdout (only its SHA-256 is kept)."""
-    from app.core.errors import FtguardError
-    from app.tenants import service
-
-    services = _services()
-    try:
-        with services.db.session() as session:
-            key, secret = service.create_key(
-                session=session,
-                tenant_id=tenant,
-                role="admin" if admin else "member",
-                scopes=None if scopes is None else [x.strip() for x in scopes.split(",") if x.strip()],
-                name=name,
-            )
-            console.print(
-                f"key {key.id} ({key.prefix}..., {key.role}, tenant {key.tenant_id}, scopes {key.scopes}); "
-                "it is shown once, store it now:"
-            )
-            typer.echo(secret)
-    except FtguardError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        services.close()
-
-
-@admin_app.command("list-keys")
-def admin_list_keys(tenant: Annotated[str | None, typer.Option(help="Only this tenant's.")] = None) -> None:
-    """List keys (id, prefix, tenant, role, scopes, revoked); never the secrets."""
-    from app.tenants import service
-
-    services = _services()
-    t = Table(title="API keys")
-    for col in ("id", "prefix", "tenant", "role", "scopes", "name", "revoked"):
-        t.add_column(col)
-    with services.db.session() as session:
-        after = None
-        while True:
-            rows, more = service.list_keys(session=session, tenant_id=tenant, after=after, limit=100)
-            for k in rows:
-                t.add_row(
-                    k.id,
-                    k.prefix,
-                    k.tenant_id,
-                    k.role,
-                    ",".join(k.scopes),
-                    k.name,
-                    "yes" if k.revoked_at else "",
-                )
-            if not more:
-                break
-            after = rows[-1].id
-    services.close()
-    Console().print(t)
-
-
-@admin_app.command("revoke-key")
-def admin_revoke_key(key_id: Annotated[str, typer.Argument(help="Key id (key_...) or its prefix.")]) -> None:
-    """Revoke a key: its next request gets a 401."""
-    from app.core.errors import FtguardError
-    from app.tenants import service
-
-    services = _services()
-    try:
-        with services.db.session() as session:
-            key = service.revoke_key(session=session, key_id=key_id)
-            console.print(f"key {key.id} ({key.prefix}...) revoked")
-    except FtguardError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        services.close()
-
-
 @app.command()
 def reconcile() -> None:
     """Re-enqueue accepted screenings the queue lost, retry or fail those whose worker died, purge expired
@@ -516,7 +322,7 @@ def reconcile() -> None:
     if not s.redis_url:
         console.print("[red]FTGUARD_REDIS_URL is not set: nothing to reconcile against[/red]")
         raise typer.Exit(2)
-    services = _services()
+    services = open_services()
     try:
         outcome = rec.reconcile(services=services, queue=JobQueue(connect(s.redis_url), s), storage=True)
     finally:

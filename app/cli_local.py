@@ -301,3 +301,67 @@ def screen(
 
         html_out.write_text(report_document(body, title=f"{customer.name}: risk report"), encoding="utf-8")
         console.print(f"HTML report written to {html_out}")
+
+
+def audit(
+    alignment: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Alignment set.")],
+    customer: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Also report its coverage.")
+    ] = None,
+    backend: BackendOption = None,
+    model: Annotated[str | None, typer.Option(help="Model path or id.")] = None,
+    center: Annotated[bool, typer.Option(help="Mean-centre before cosine.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit as JSON.")] = None,
+) -> None:
+    """Audit an alignment set: its diversity (Vendi score) and, with --customer, what it leaves uncovered."""
+    from workers.audit import vendi_score
+    from workers.screening import represent
+
+    screener = Screener(backend, model, anchors=False)
+    align = load_side(alignment, "alignment")
+    t = Table(title=f"alignment-set audit: {alignment.name}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    result: dict[str, Any] = {"alignment": {"file": alignment.name, "examples": len(align.examples)}}
+    if customer is None:
+        vecs, _ = represent(align, screener.rep, screener.runtime.local_cache(), None, "represent_alignment")
+        v = vendi_score(vecs, center=center)
+        t.add_row("examples", str(len(align.examples)))
+        t.add_row("Vendi score (effective distinct examples)", f"{v:.1f}")
+        t.add_row("effective share", f"{v / len(align.examples):.1%}")
+        result |= {"alignment_vendi": v, "alignment_effective_share": v / len(align.examples)}
+    else:
+        body = screener.screen(load_side(customer, "customer"), align, {"center": center})
+        a = body["audit"]
+        t.add_row("alignment examples", str(body["alignment"]["examples"]))
+        t.add_row(
+            "alignment Vendi score", f"{a['alignment_vendi']:.1f} ({a['alignment_effective_share']:.1%})"
+        )
+        t.add_row("customer Vendi score", f"{a['customer_vendi']:.1f} ({a['customer_effective_share']:.1%})")
+        t.add_row("coverage threshold (cosine)", f"{a['coverage_threshold']:.3f}")
+        t.add_row("uncovered customer examples", f"{a['uncovered_count']} ({a['uncovered_share']:.0%})")
+        far = ", ".join(str(r["record"]) for r in a["farthest_uncovered_records"])
+        t.add_row("farthest uncovered records", far or "-")
+        result |= {"customer": {"file": customer.name, "examples": body["customer"]["examples"]}, "audit": a}
+    out.print(t)
+    if customer is not None:
+        out.print(UNCOVERED_HELP.format(**body["audit"]), soft_wrap=True)
+    if json_out:
+        json_out.write_text(json.dumps(result | {"uncovered_means": UNCOVERED_MEANS}, indent=2))
+        console.print(f"audit written to {json_out}")
+
+
+UNCOVERED_MEANS = (
+    "a customer example is uncovered when no alignment example is as close to it as most alignment examples "
+    "are to each other (its max cosine is under the coverage threshold, the alignment set's own `near` "
+    "level): the alignment data teaches nothing close to it, so safety training says least about it"
+)
+UNCOVERED_HELP = (
+    "Uncovered: {uncovered_count} customer examples ({uncovered_share:.0%}) have no alignment example within "
+    "cosine {coverage_threshold:.3f}. "
+    + UNCOVERED_MEANS[0].upper()
+    + UNCOVERED_MEANS[1:]
+    + ". Many uncovered "
+    "examples are not a risk in themselves (similar data is, Hsiung et al. 2025), but they show where the "
+    "alignment set could be widened; the farthest records are listed."
+)
