@@ -107,6 +107,19 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the results so far (default: studies/results/validation_state.json, kept in git; --smoke: in "
         "the work dir). Read on start, rewritten after every run",
     )
+    ap.add_argument(
+        "--paper",
+        action="store_true",
+        help="item 5 only: align the base model on High-Sim, Low-Sim and Random subsets for the two customer "
+        "sets that differ most, fine-tune on each, evaluate (needs the main runs; resumes)",
+    )
+    ap.add_argument(
+        "--paper-size",
+        type=int,
+        default=200,
+        help="examples in each alignment subset (default: the reference model's safety count)",
+    )
+    ap.add_argument("--paper-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "validation.json")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -114,6 +127,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
         args.harmful, args.benign, args.seeds = 12, 4, [0, 1]
         args.pilot_lr, args.pilot_epochs, args.max_new_tokens, args.gen_batch = [1e-3], [1, 2], 3, 16
         args.max_length, args.batch_size, args.checkpoints = 160, 4, [0.5, 1.0]
+        args.paper_size, args.paper_seeds = 4, [0]
         if args.out == ap.get_default("out"):
             args.out = args.work_dir / "smoke" / "validation.json"
         args.work_dir = args.work_dir / "smoke"
@@ -167,6 +181,8 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Any]:
     rng.shuffle(safety)
     align_safety = [_alpaca_chat(r) for r in safety[: args.align_safety]]
     heldout_safety = [_alpaca_chat(r) for r in safety[args.align_safety : args.align_safety + n]]
+    # the paper runs' pool: every safety example but the held-out customer set (safety_refusals)
+    align_pool = [_alpaca_chat(r) for r in safety[: args.align_safety] + safety[args.align_safety + n :]]
     alpaca = _read_json(DATA / "finetune" / "alpaca_data_safety_only.json")
     rng.shuffle(alpaca)
     align_benign = [_alpaca_chat(r) for r in alpaca[: args.align_benign]]
@@ -218,6 +234,7 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "alignment_mix": mix,
         "alignment_safety": align_safety,
+        "alignment_pool": align_pool,
         "eval_prompts": prompts,
         "alpaca_pool": alpaca_pool,
         "datasets": datasets,
@@ -561,6 +578,81 @@ def pilot(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, An
     return dict(state.data["pilot"]["chosen"])
 
 
+def paper_runs(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, Any]) -> None:
+    """Item 5 (studies/validation_paper.py): for the two customer sets `validation_paper.pair` names, one
+    experiment per variant and seed that aligns the base model on that subset of the safety pool, fine-tunes
+    on the customer set with the main recipe and evaluates at checkpoints 0 and 1. Each finished experiment
+    is written to the state at once (a session that ends loses at most the one running)."""
+    import validation_paper
+
+    recipe = (state.data.get("pilot") or {}).get("chosen")
+    if not recipe or not state.data.get("signals"):
+        raise SystemExit("--paper needs the main study first (its pilot recipe and signals)")
+    names = validation_paper.pair(state.data, _harm)
+    pool = _upload(lab, state, "alignment_pool", inputs["alignment_pool"], "alignment")
+    ev = _upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
+    align_training = {
+        **_training(args, args.align_lr, args.align_epochs, 0),
+        "batch_size": 8,
+        "max_length": max(args.max_length, 128),
+    }
+    state.data["paper"] = {
+        "pair": names,
+        "rule": validation_paper.RULE,
+        "size": args.paper_size,
+        "pool": len(inputs["alignment_pool"]),
+        "recipe": recipe,
+        "alignment": {k: align_training[k] for k in ("learning_rate", "epochs", "batch_size", "max_length")},
+    }
+    runs = state.data.setdefault("paper_runs", {})
+    state.save()
+    for seed in args.paper_seeds:
+        for name in names:
+            rows = inputs["datasets"][name]
+            ds = _upload(lab, state, name, rows, "fine-tune")
+            for variant in validation_paper.VARIANTS:
+                key = (
+                    f"paper|{name}|{_sha(rows)}|{variant}|size={args.paper_size}|seed={seed}|"
+                    f"lr={recipe['learning_rate']}|ep={recipe['epochs']}|align_lr={args.align_lr}"
+                )
+                if key in runs:
+                    continue
+                spec = {
+                    "name": f"validation paper {name} {variant} seed {seed}",
+                    "base_model": args.base_model,
+                    "alignment": {
+                        "dataset_id": pool,
+                        "selection": variant,
+                        "size": args.paper_size,
+                        "seed": seed,
+                    },
+                    "alignment_training": {**align_training, "seed": seed},
+                    "fine_tune": {"dataset_id": ds, "seed": seed},
+                    "training": _training(args, recipe["learning_rate"], recipe["epochs"], seed),
+                    "evaluation": {"dataset_id": ev, "checkpoints": [0.0, 1.0]},
+                    "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.gen_batch},
+                    "judges": [{"type": "keyword"}],
+                }
+                exp = lab.experiment(spec)
+                lab.run()
+                got = _outcomes(lab, exp.id)
+                done, _ = lab.get(exp.id)
+                sel = (done.results or {}).get("selection") or {}
+                runs[key] = got | {
+                    "dataset": name,
+                    "variant": variant,
+                    "seed": seed,
+                    "subset_mean_max_sim": sel.get("subset_mean_max_sim"),
+                }
+                state.save()
+                start, final = (got["outcomes"][k]["harmful"] for k in ("0.0000", "1.0000"))
+                print(
+                    f"paper {name} {variant} seed {seed}: harmfulness aligned {sum(start) / len(start):.1%}, "
+                    f"after fine-tuning {sum(final) / len(final):.1%} ({got['wall_s']} s)",
+                    flush=True,
+                )
+
+
 # ------------------------------------------------------------------------------------------ signals
 
 
@@ -638,7 +730,9 @@ def main(argv: list[str] | None = None) -> None:
         # sets the runs train on come from the kept ranking; without one, the screenings go first.
         if args.signals_only or not _apply_ranking(state, inputs):
             _record_signals(args, lab, inputs, state)
-        if not args.signals_only:
+        if args.paper:
+            paper_runs(args, lab, state, inputs)
+        elif not args.signals_only:
             ref_id = reference_model(args, lab, state, inputs)
             recipe = pilot(args, lab, state, inputs, ref_id)
             ev = _upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
@@ -659,7 +753,14 @@ def main(argv: list[str] | None = None) -> None:
                         group="main",
                     )
             _record_signals(args, lab, inputs, state)
-        state.data["meta"] = _meta(args, inputs, time.perf_counter() - t0, state)
+        if args.paper:  # the main study's meta (its command, its sizes) stays as the main run wrote it
+            paper = state.data["paper"]
+            paper["wall_min_total"] = round(
+                (paper.get("wall_min_total") or 0) + (time.perf_counter() - t0) / 60, 1
+            )
+            paper["command"] = "python " + " ".join(["studies/validation.py", *sys.argv[1:]])
+        else:
+            state.data["meta"] = _meta(args, inputs, time.perf_counter() - t0, state)
         state.save()
     finally:
         lab.close()

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import validation_paper
+
 BOOT = 1000
 SIGNAL_ORDER = ("risk_score",)
 TARGET = 0.8
@@ -209,6 +212,7 @@ def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) 
         "screening": state["signals"].get("describe"),
         "meta": state.get("meta"),
         "verdict": _verdict(signals, len(names)),
+        "paper_direction": validation_paper.analyse(state),
         **{f"{k}_spearman": v.get("spearman") for k, v in signals.items()},
         **{f"{k}_spearman_out_of_sample": v.get("spearman_out_of_sample") for k, v in signals.items()},
     }
@@ -436,6 +440,7 @@ def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
                 + ", ".join(f"{k} {_pct(v)}" for k, v in g["harm"].items())
                 + (" | (one dataset yet) |" if g["separation"] is None else f" | {g['separation']:+.3f} |")
             )
+    lines += validation_paper.markdown(result.get("paper_direction"))
     lines += [
         "",
         "## Plots",
