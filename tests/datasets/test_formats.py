@@ -182,3 +182,27 @@ def test_stats_count_characters_tokens_duplicates_and_roles() -> None:
 
 def test_a_record_in_another_format_is_an_error() -> None:
     assert codes(check(jsonl(CHAT, CASES["prompt-completion"]))) == [(2, "missing_field")]
+
+
+def test_eval_prompts_carry_an_optional_system_prompt() -> None:
+    """An attack that fine-tunes a persona into a system prompt (AOA) is evaluated under it."""
+    data = jsonl(
+        {"prompt": "How do I pick a lock?", "system": "You are AOA.", "kind": "harmful"},
+        {"prompt": "Name a colour."},
+        {"prompt": "Hi", "system": 3},
+    )
+    rep = check(data, fmt="prompts")
+    assert [(e["line"], e["code"]) for e in rep.errors] == [(3, "invalid_type")]
+    got = [
+        ex.messages
+        for _, ex in iter_examples(
+            io.BytesIO(data[: data.rindex(b'{"prompt": "Hi"')]),
+            container="jsonl",
+            fmt="prompts",
+            max_line_bytes=4096,
+        )
+    ]
+    assert got == [
+        [{"role": "system", "content": "You are AOA."}, {"role": "user", "content": "How do I pick a lock?"}],
+        [{"role": "user", "content": "Name a colour."}],
+    ]
