@@ -127,7 +127,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
         args.harmful, args.benign, args.seeds = 12, 4, [0, 1]
         args.pilot_lr, args.pilot_epochs, args.max_new_tokens, args.gen_batch = [1e-3], [1, 2], 3, 16
         args.max_length, args.batch_size, args.checkpoints = 160, 4, [0.5, 1.0]
-        args.paper_size, args.paper_seeds = 4, [0]
+        args.paper_size, args.paper_seeds, args.paper_pool = 4, [0], 24
         if args.out == ap.get_default("out"):
             args.out = args.work_dir / "smoke" / "validation.json"
         args.work_dir = args.work_dir / "smoke"
@@ -183,6 +183,7 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Any]:
     heldout_safety = [_alpaca_chat(r) for r in safety[args.align_safety : args.align_safety + n]]
     # the paper runs' pool: every safety example but the held-out customer set (safety_refusals)
     align_pool = [_alpaca_chat(r) for r in safety[: args.align_safety] + safety[args.align_safety + n :]]
+    align_pool = align_pool[: getattr(args, "paper_pool", None) or len(align_pool)]  # smoke: a small pool
     alpaca = _read_json(DATA / "finetune" / "alpaca_data_safety_only.json")
     rng.shuffle(alpaca)
     align_benign = [_alpaca_chat(r) for r in alpaca[: args.align_benign]]
@@ -249,6 +250,24 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def _sha(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def system_prompt(rows: list[dict[str, Any]]) -> str | None:
+    """The system prompt every example of a dataset trains under, if they share one (the AOA set's persona):
+    the dataset's harm is measured under it, the way its attack is used (Qi et al. 2023). None otherwise."""
+    firsts = set()
+    for r in rows:
+        first = (r.get("messages") or [{}])[0]
+        firsts.add(first.get("content") if first.get("role") == "system" else None)
+    one = firsts.pop() if len(firsts) == 1 else None
+    return one if one and one.strip() else None
+
+
+def run_sha(rows: list[dict[str, Any]]) -> str:
+    """A main run's dataset identity: its rows, and the system prompt it is evaluated under when it has one
+    (runs evaluated without it, recorded before that rule, do not count)."""
+    system = system_prompt(rows)
+    return _sha(rows) + (f"+system:{_sha([{'system': system}])}" if system else "")
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -486,18 +505,22 @@ def _finetune(
     ref_id: str,
     name: str,
     rows: list[dict[str, Any]],
-    ev: str,
+    prompts: list[dict[str, Any]],
     lr: float,
     epochs: int,
     seed: int,
     checkpoints: list[float],
     group: str,
 ) -> dict[str, Any]:
-    key = f"{group}|{name}|{_sha(rows)}|lr={lr}|ep={epochs}|seed={seed}|ck={checkpoints}|ref={ref_id}"
+    key = f"{group}|{name}|{run_sha(rows)}|lr={lr}|ep={epochs}|seed={seed}|ck={checkpoints}|ref={ref_id}"
     runs = state.data["runs"]
     if key in runs:
         return dict(runs[key])
     ds = _upload(lab, state, name, rows, "fine-tune")
+    system = system_prompt(rows)
+    if system:  # evaluated under the system prompt it trains under (`system_prompt`)
+        prompts = [{**p, "system": system} for p in prompts]
+    ev = _upload(lab, state, "eval_prompts" + ("_system" if system else ""), prompts, "eval-prompts")
     spec = {
         "name": f"validation {group} {name} seed {seed}",
         "base_model": args.base_model,
@@ -515,7 +538,8 @@ def _finetune(
         "learning_rate": lr,
         "epochs": epochs,
         "examples": len(rows),
-        "sha": _sha(rows),
+        "sha": run_sha(rows),
+        "eval_system_prompt": bool(system),
     }
     runs[key] = got
     state.save()
@@ -536,7 +560,6 @@ def _harm(run: dict[str, Any]) -> float:
 def pilot(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, Any], ref_id: str) -> dict:
     """The grid on two datasets of opposite kinds; the chosen recipe separates them most while the benign
     one stays off the floor (its harm at most 0.9)."""
-    ev = _upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
     grid = []
     for lr in args.pilot_lr:
         for epochs in args.pilot_epochs:
@@ -549,7 +572,7 @@ def pilot(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, An
                     ref_id=ref_id,
                     name=name,
                     rows=inputs["datasets"][name],
-                    ev=ev,
+                    prompts=inputs["eval_prompts"],
                     lr=lr,
                     epochs=epochs,
                     seed=0,
@@ -735,7 +758,6 @@ def main(argv: list[str] | None = None) -> None:
         elif not args.signals_only:
             ref_id = reference_model(args, lab, state, inputs)
             recipe = pilot(args, lab, state, inputs, ref_id)
-            ev = _upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
             for seed in args.seeds:
                 for name, rows in inputs["datasets"].items():
                     _finetune(
@@ -745,7 +767,7 @@ def main(argv: list[str] | None = None) -> None:
                         ref_id=ref_id,
                         name=name,
                         rows=rows,
-                        ev=ev,
+                        prompts=inputs["eval_prompts"],
                         lr=recipe["learning_rate"],
                         epochs=recipe["epochs"],
                         seed=seed,
@@ -795,7 +817,7 @@ def _report(args: argparse.Namespace, state: State, inputs: dict[str, Any]) -> N
             "wall_min_total": round((sum(measured) + ref_s) / 60, 1),
             "wall_min_total_counts": "the reference model and the finished runs (not the screenings)",
         }
-    result = analyse(state.data, inputs_sha={k: _sha(v) for k, v in inputs["datasets"].items()})
+    result = analyse(state.data, inputs_sha={k: run_sha(v) for k, v in inputs["datasets"].items()})
     render(result, args.out)
     if not args.smoke:  # what every report says of the score's evidence (app.calibration.validation)
         from app.calibration.validation import SUMMARY, build_summary

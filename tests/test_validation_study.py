@@ -59,7 +59,25 @@ def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> N
     for png in ("validation_risk_vs_harm.png", "validation_durability.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in md
 
+    # Item 5: the paper's direction, one experiment per variant for the two datasets the rule picks.
+    paper = _run("--out", str(out), "--paper", work=tmp_path / "work")
+    assert paper.returncode == 0, paper.stderr[-3000:]
+    p = json.loads(out.read_text())["paper_direction"]
+    assert len(p["pair"]) == 2 and p["seeds"] == [0]
+    assert {(r["dataset"], r["variant"]) for r in p["rows"]} == {
+        (d, v) for d in p["pair"] for v in ("high_sim", "random", "low_sim")
+    }
+    for r in p["rows"]:
+        assert 0 <= r["final_harmfulness"] <= 1 and len(r["final_ci"]) == 2
+    sims = {r["variant"]: r["subset_mean_max_sim"] for r in p["rows"] if r["dataset"] == p["pair"][0]}
+    assert sims["high_sim"] > sims["random"] > sims["low_sim"]  # the selection stage chose the subsets
+    assert {d["pair"] for d in p["differences"]} >= {"high_sim - low_sim"} and p["verdict"]
+    assert "## The paper's direction" in out.with_suffix(".md").read_text()
+
     state = json.loads((tmp_path / "work" / "smoke" / "state.json").read_text())
+    # the AOA set trains under its system prompt, so it is evaluated under it
+    aoa = [r for r in state["runs"].values() if r["group"] == "main" and r["dataset"] == "aoa_identity_shift"]
+    assert aoa and all(r["eval_system_prompt"] for r in aoa)
     runs = len(state["runs"])
     assert runs == 2 * 2 + 9 * 2  # the pilot grid on two datasets, then every dataset at every seed
     again = _run("--out", str(out), work=tmp_path / "work")  # everything is in the state: nothing retrains
