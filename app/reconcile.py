@@ -5,7 +5,7 @@ line with the record after a crash.
   between commit and enqueue), dead (failed, stopped), or taken by a worker that died before marking it
   running (job `started` for over `stale_after_s`) is sent again.
 - An experiment stage `queued` in SQL with no job in Redis (accepted while Redis was down), or `running`
-  and silent past `experiment_stale_s`, is enqueued again (`experiments.recover`).
+  and silent past `stale_after_s`, is enqueued again (`experiments.recover`).
 - A sharded screening waiting for its shards (stage `shards`) is alive while they are: a lost shard is sent
   again alone, and a finished set of shards whose merge was never sent gets it (`_reconcile_shards`).
 - A `running` screening whose heartbeat is older than `stale_after_s` has lost its worker (SIGKILL, OOM,

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-import threading
 import time
 from typing import Any
 
 from rq import get_current_job
-from sqlalchemy import update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.core import logs
-from app.core.db import Database
 from app.core.errors import Cancelled, FtguardError
 from app.core.storage import scores_key
 from app.datasets import service as datasets
-from app.models import Dataset, Screening, ScreeningShard, now
+from app.models import Dataset, Screening
 from app.policies import decide
 from app.screenings import explain, scores, transitions
 from app.screenings import service as screenings
 from app.screenings import shards as shard_sql
 from workers import shards
 from workers.experiments import calibration
+from workers.heartbeat import Heartbeat
 from workers.runtime import Runtime, get_runtime
 from workers.screening import Anchors, Side, bundled_anchors, screen
 
@@ -57,46 +55,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if name == "JobTimeoutException":
         return "timeout", "the job ran past its time limit"
     return "internal_error", f"internal error ({name}); see the worker log"
-
-
-class Heartbeat:
-    """Marks a running screening alive every `interval` seconds from a thread, whatever the job is doing
-    (loading a model, one long forward pass). A screening whose heartbeat stops has lost its worker, and
-    the reconciler sends it again. The UPDATE is conditional on the job still owning the screening."""
-
-    def __init__(
-        self,
-        db: Database,
-        screening_id: str,
-        job_id: str | None,
-        interval: float,
-        model: type[Screening] | type[ScreeningShard] = Screening,
-    ) -> None:
-        self.db, self.screening_id, self.job_id, self.interval = db, screening_id, job_id, interval
-        self.model = model
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{screening_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            m = self.model
-            q = update(m).where(m.id == self.screening_id, m.status == "running")
-            if self.job_id is not None:
-                q = q.where(m.job_id == self.job_id)
-            try:
-                with self.db.session() as session:
-                    session.execute(q.values(heartbeat_at=now()))
-                    session.commit()
-            except SQLAlchemyError:
-                log.warning("heartbeat not saved", exc_info=True, extra={"job_id": self.screening_id})
 
 
 def load_anchors(rt: Runtime, session: Session, scr: Screening) -> Anchors:
@@ -143,7 +101,8 @@ def _run_screening(screening_id: str, job_id: str | None) -> dict[str, Any]:
             why = scr.status if transitions.owns(scr, job_id) else "superseded"
             return {"screening_id": screening_id, "skipped": why}
         log.info("screening started", extra={"screening_id": screening_id, "attempt": scr.attempts})
-        with Heartbeat(rt.services.db, scr.id, job_id, settings.heartbeat_interval_s):
+        beat = functools.partial(transitions.heartbeat, model=Screening, run_id=scr.id, job_id=job_id)
+        with Heartbeat(rt.services.db, beat, interval_s=settings.heartbeat_interval_s, name=scr.id):
             return _run(rt, session, scr, job_id, t0)
 
 

@@ -6,6 +6,7 @@ unsharded screening runs over all its rows, so the merged report equals the unsh
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from typing import Any
@@ -22,6 +23,7 @@ from app.core.storage import BlobStore, staged_file
 from app.models import Dataset, Screening, ScreeningShard
 from app.screenings import shards as shard_sql
 from app.screenings import transitions
+from workers.heartbeat import Heartbeat
 from workers.progress import Plan
 from workers.rows import Rows, Shared, Work, part_rows
 from workers.runtime import Runtime, get_runtime
@@ -124,7 +126,7 @@ def run_shard(shard_id: str) -> dict[str, Any]:
 
 
 def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
-    from workers.jobs import Heartbeat, classify
+    from workers.jobs import classify
 
     rt = get_runtime()
     settings = rt.settings
@@ -134,7 +136,8 @@ def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
             return {"shard_id": shard_id, "skipped": "not found"}
         if not shard_sql.claim(session, sh, job_id):
             return {"shard_id": shard_id, "skipped": sh.status}
-        with Heartbeat(rt.services.db, sh.id, job_id, settings.heartbeat_interval_s, model=ScreeningShard):
+        beat = functools.partial(transitions.heartbeat, model=ScreeningShard, run_id=sh.id, job_id=job_id)
+        with Heartbeat(rt.services.db, beat, interval_s=settings.heartbeat_interval_s, name=sh.id):
             try:
                 return _shard(rt, session, sh, job_id)
             except Cancelled:

@@ -209,10 +209,16 @@ class Settings(BaseSettings):
         default=86_400, ge=0, description="How long RQ keeps job results (SQL keeps reports)."
     )
     heartbeat_interval_s: float = Field(
-        default=10.0, gt=0, description="How often a worker marks its running screening alive."
+        default=10.0,
+        gt=0,
+        description="How often a worker marks its running job alive (a screening, a shard, an experiment "
+        "stage).",
     )
     stale_after_s: float = Field(
-        default=120.0, gt=0, description="A running screening silent this long has lost its worker."
+        default=120.0,
+        gt=0,
+        description="A running screening, shard or experiment stage silent this long has lost its worker: the "
+        "reconciler sends it again.",
     )
     shard_rows: int = Field(
         default=20_000,  # x ~100 ms per long row on one thread stays well inside job_timeout_s
@@ -232,9 +238,6 @@ class Settings(BaseSettings):
     )
     experiment_stage_timeout_s: int = Field(
         default=86_400, ge=10, description="An experiment stage running longer is stopped."
-    )
-    experiment_stale_s: int = Field(
-        default=120, ge=1, description="A running stage silent this long is taken over by another worker."
     )
     torch_threads: int = Field(default=0, ge=0, description="CPU threads per worker; 0: torch's default.")
     judge_base_url: str | None = Field(

@@ -1,7 +1,7 @@
 """The stage transitions the workers make: claim (compare-and-set, queued -> running), progress, heartbeat,
 complete (and enqueue the next stage), fail (retry or give up), stop, and `recover`, which the reconciler
 and every worker at start run to re-enqueue a stage whose worker died (no heartbeat for
-`experiment_stale_s`) or whose job was lost with Redis. A finished stage is never run again."""
+`stale_after_s`) or whose job was lost with Redis. A finished stage is never run again."""
 
 from __future__ import annotations
 
@@ -312,7 +312,7 @@ def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: i
 def recover(
     *, session: Session, queue: JobQueue, settings: Settings, experiment_id: str | None = None
 ) -> list[tuple[str, str]]:
-    """Re-enqueue stages whose worker died (running, silent past `experiment_stale_s`) or whose job is gone
+    """Re-enqueue stages whose worker died (running, silent past `stale_after_s`) or whose job is gone
     from the queue (queued in SQL, no job in Redis). Returns the (experiment, stage) pairs re-enqueued."""
     q = (
         select(ExperimentStage)
@@ -321,7 +321,7 @@ def recover(
     )
     if experiment_id:
         q = q.where(Experiment.id == experiment_id)
-    stale_before = now() - settings.experiment_stale_s
+    stale_before = now() - settings.stale_after_s
     out = []
     for st in list(session.scalars(q)):
         if st.status == "running":

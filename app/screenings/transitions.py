@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from app import events
-from app.models import Report, Screening, now
+from app.models import Report, Screening, ScreeningShard, now
 from app.policies import decide
 from app.policies import service as policies
 from app.screenings.service import ACTIVE
@@ -20,6 +20,17 @@ from app.screenings.service import ACTIVE
 def owns(scr: Screening, job_id: str | None) -> bool:
     """Whether the job `job_id` is the screening's current dispatch (None: run outside RQ, always)."""
     return job_id is None or scr.job_id is None or scr.job_id == job_id
+
+
+def heartbeat(
+    session: Session, *, model: type[Screening] | type[ScreeningShard], run_id: str, job_id: str | None
+) -> None:
+    """Mark a running screening (or shard) alive, while the job `job_id` still owns it."""
+    q = update(model).where(model.id == run_id, model.status == "running")
+    if job_id is not None:
+        q = q.where(model.job_id == job_id)
+    session.execute(q.values(heartbeat_at=now()))
+    session.commit()
 
 
 def start(session: Session, scr: Screening, *, job_id: str | None = None) -> bool:

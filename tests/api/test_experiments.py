@@ -226,7 +226,8 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "FTGUARD_DATABASE_URL": settings.sqlalchemy_url,
         "FTGUARD_REDIS_URL": str(settings.redis_url),
         "FTGUARD_QUEUE_PREFIX": settings.queue_prefix,
-        "FTGUARD_EXPERIMENT_STALE_S": str(settings.experiment_stale_s),
+        "FTGUARD_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+        "FTGUARD_STALE_AFTER_S": str(settings.stale_after_s),
         "FTGUARD_MODELS": json.dumps(settings.models),
         "FTGUARD_TORCH_THREADS": "1",
         "FTGUARD_LOG_LEVEL": "WARNING",
@@ -238,7 +239,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
 def test_a_restarted_worker_resumes_from_the_last_finished_stage(
     client, run_worker, settings, tiny_llama
 ) -> None:
-    settings.experiment_stale_s = 2
+    settings.heartbeat_interval_s, settings.stale_after_s = 0.5, 2.0
     cust, align = _datasets(client)
     body = _body(
         cust,
@@ -278,7 +279,7 @@ def test_a_restarted_worker_resumes_from_the_last_finished_stage(
             proc.stderr.close()
     stage = _stages(client, exp["id"])
     assert stage["finetune"]["status"] == "running" and stage["generate"]["status"] == "pending"
-    time.sleep(settings.experiment_stale_s + 1.5)  # its heartbeat goes stale
+    time.sleep(settings.stale_after_s + 1.5)  # its heartbeat goes stale
 
     run_worker()  # a fresh worker: recovers the silent stage at start-up, then runs the rest
 

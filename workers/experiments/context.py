@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.db import Database
 from app.core.errors import Cancelled, Lost
 from app.core.storage import staged_file
 from app.experiments import transitions
@@ -177,34 +175,3 @@ def _describe(stage: str, d: dict[str, Any]) -> str:
     if d.get("eta_s") is not None:
         parts.append(f"ETA {d['eta_s']:.0f} s")
     return ", ".join(parts)
-
-
-class Heartbeat:
-    """A thread that keeps the stage's heartbeat fresh while it runs (model loads and long steps included),
-    so `recover` can tell a slow stage from a dead worker."""
-
-    def __init__(
-        self, db: Database, *, experiment_id: str, stage: str, attempt: int, interval_s: float
-    ) -> None:
-        self.db, self.experiment_id, self.stage, self.attempt = db, experiment_id, stage, attempt
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{experiment_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                with self.db.session() as session:
-                    transitions.heartbeat(
-                        session, experiment_id=self.experiment_id, stage_name=self.stage, attempt=self.attempt
-                    )
-            except Exception:  # a missed beat is not fatal; the next one may get through
-                log.warning("heartbeat failed", exc_info=True)

@@ -6,6 +6,7 @@ returns at once, so a duplicate (re-enqueued after a presumed worker death, or r
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -16,9 +17,10 @@ from typing import Any
 from app.core import logs
 from app.core.errors import Cancelled, Lost
 from app.experiments import service, transitions
-from workers.experiments.context import Heartbeat, StageContext, StageOutput
+from workers.experiments.context import StageContext, StageOutput
 from workers.experiments.evaluate import generate_stage, judge_stage, summarise_stage
 from workers.experiments.stages import align_stage, finetune_stage, select_stage
+from workers.heartbeat import Heartbeat
 from workers.jobs import classify
 from workers.runtime import get_runtime
 
@@ -82,10 +84,14 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
     attempt = st.attempts
     ctx = StageContext(runtime=rt, experiment=exp, stage=stage, attempt=attempt, previous=previous)
     queue = rt.job_queue()
-    beat = max(0.5, min(rt.settings.experiment_stale_s / 4, 15.0))
+    beat = functools.partial(
+        transitions.heartbeat, experiment_id=experiment_id, stage_name=stage, attempt=attempt
+    )
     where = {"experiment_id": experiment_id, "stage": stage, "attempt": attempt}
     try:
-        with Heartbeat(db, experiment_id=experiment_id, stage=stage, attempt=attempt, interval_s=beat):
+        with Heartbeat(
+            db, beat, interval_s=rt.settings.heartbeat_interval_s, name=f"{experiment_id}/{stage}"
+        ):
             out = STAGE_FUNCTIONS[stage](ctx)
     except Cancelled:
         with db.session() as session:
