@@ -49,10 +49,13 @@ class Screener:
         )
 
     def screen(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> dict[str, Any]:
-        """The report's risk score, tier and parts, and the anchor share."""
-        body = self._outcome(rows, align).body
+        """The report's risk score, tier and parts, the anchor share, and the candidate signals
+        (`candidates`) that no report shows yet, for the study to test against harm."""
+        out = self._outcome(rows, align)
+        body = out.body
         r = body["risk"]
         return {
+            "candidates": self.candidates(rows, out),
             "risk_score": r["risk_score"],
             "tier": r["tier"],
             "parts": {p["name"]: p["value"] for p in r["parts"]},
@@ -60,6 +63,32 @@ class Screener:
             "formula": r["formula"],
             "share_closer_to_harmful": (body.get("anchors") or {}).get("share_closer_to_harmful"),
             "examples": body["customer"]["examples"],
+        }
+
+    def candidates(self, rows: list[dict[str, Any]], out: Any) -> dict[str, float]:
+        """Signals the study tests before any report uses them.
+
+        * `refusal_share`: the share of examples whose (last) answer the keyword judge reads as a refusal.
+        * `risk_refusals_excluded`: the default risk formula with those examples counted as neither similar
+          to the alignment data nor close to any harmful anchor: fine-tuning on a refusal teaches refusal
+          (the held-out safety data left the least harm of any set in the first study), so only the
+          examples that answer count toward the erosion the score estimates.
+        """
+        from workers import risk
+        from workers.experiments.judges import is_refusal
+
+        answers = [[m for m in r["messages"] if m["role"] == "assistant"][-1]["content"] for r in rows]
+        refuses = np.array([is_refusal(a)[0] for a in answers], dtype=bool)
+        c_max = np.where(refuses, -1.0, out.arrays["c_max"].astype(np.float64))
+        zh = {
+            k[len("c_anchor_zh_") :]: np.where(refuses, 0.0, v.astype(np.float64))
+            for k, v in out.arrays.items()
+            if k.startswith("c_anchor_zh_")
+        }
+        masked = risk.score(c_max, out.body["risk"]["reference_levels"], zh or None)
+        return {
+            "refusal_share": round(float(refuses.mean()), 4),
+            "risk_refusals_excluded": masked["risk_score"],
         }
 
     def rank_examples(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> list[int]:
@@ -101,7 +130,8 @@ class Screener:
         import hashlib
 
         root = Path(__file__).resolve().parents[1]
-        plumbing = {"jobs.py", "runner.py", "progress.py"}  # job bookkeeping: no number depends on it
+        # job bookkeeping: no number depends on it (the shards' exactness tests hold sharded = unsharded)
+        plumbing = {"jobs.py", "runner.py", "progress.py", "heartbeat.py", "shards.py"}
         code = [*(root / "workers").glob("*.py"), *(root / "workers" / "representations").glob("*.py")]
         files = [*sorted(f for f in code if f.name not in plumbing), Path(__file__).resolve()]
         h = hashlib.sha256()

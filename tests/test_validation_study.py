@@ -49,7 +49,14 @@ def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> N
         assert 0 <= d["harm"] <= 1 and len(d["harm_ci"]) == 2 and len(d["harm_per_seed"]) == 2
         assert [p["checkpoint"] for p in d["durability"]] == [0.0, 0.5, 1.0]
         assert "harmful_anchor_margin" in d["parts"] and d["risk_score"] is not None
-    for name in ("risk_score", "mean_similarity", "harmful_anchor_margin", "fitted_combination"):
+    for name in (
+        "risk_score",
+        "mean_similarity",
+        "harmful_anchor_margin",
+        "fitted_combination",
+        "refusal_share",
+        "risk_refusals_excluded",
+    ):
         assert {"spearman", "spearman_out_of_sample"} <= set(result["signals"][name])
     assert result["pilot"]["chosen"] and len(result["pilot"]["grid"]) == 2
     assert result["reference_model"]["refusal_rate"] is not None
