@@ -217,8 +217,8 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(
         default=120.0,
         gt=0,
-        description="A running screening, shard or experiment stage silent this long has lost its worker: the "
-        "reconciler sends it again.",
+        description="A running screening, shard or experiment stage silent this long has lost its worker: "
+        "the reconciler sends it again.",
     )
     shard_rows: int = Field(
         default=20_000,  # x ~100 ms per long row on one thread stays well inside job_timeout_s

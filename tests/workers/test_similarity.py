@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.core.errors import Cancelled
-from workers import similarity
+from workers import similarity, similarity_bf16
 from workers.similarity import compare, self_reference
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
@@ -276,11 +276,11 @@ def test_bf16_error_bound_holds_for_every_pair():
     X[60:70] *= 1e3  # large, same direction once normalised
     with torch.inference_mode():
         x = torch.nn.functional.normalize(torch.from_numpy(X), dim=1)
-        xb, err = similarity._bf16_split(x)
+        xb, err = similarity_bf16.bf16_split(x)
         got = torch.mm(xb, xb.T).double()
         true = x.double() @ x.double().T
-        bound = similarity._pair_bound(err.double()[:, None], err.double()[None, :], d)
-        bound = bound + similarity._BF16_ROUND * got.abs()
+        bound = similarity_bf16.pair_bound(err.double()[:, None], err.double()[None, :], d)
+        bound = bound + similarity_bf16.BF16_ROUND * got.abs()
         assert bool(((got - true).abs() <= bound).all())
         assert float((bound / (got - true).abs().clamp(min=1e-12)).min()) < 20  # not vacuous either
 
@@ -294,9 +294,9 @@ def test_screen_falls_back_to_fp32_where_near_duplicates_crowd_the_band():
         return (centre + rng.standard_normal((n, d)) * noise).astype(np.float32)
 
     g_a, g_c = rng.standard_normal((2, d)) * 3
-    crowd = similarity._SCREEN_EXTRA + k + 8  # more near-ties per customer row than the screen keeps
+    crowd = similarity_bf16.SCREEN_EXTRA + k + 8  # more near-ties per customer row than the screen keeps
     A = np.concatenate([near(g_a, crowd, 2e-3), near(g_c, 5, 0.3), rng.standard_normal((600, d))])
-    rows = (similarity._SCREEN_CHUNKS + 2) * similarity._SCREEN_ROWS  # more than a column's chunks hold
+    rows = (similarity_bf16.SCREEN_CHUNKS + 2) * similarity_bf16.SCREEN_ROWS  # more than a column holds
     C = np.concatenate([rng.standard_normal((700, d)), near(g_a, 20, 0.3), near(g_c, rows, 2e-3)])
     C, A = C.astype(np.float32), A.astype(np.float32)
     res = compare(C, A, k=k, block_size=256, screen=True)
@@ -345,7 +345,7 @@ def test_screen_is_chosen_by_capability_and_cpu_only(monkeypatch):
     probe = similarity.cpu_bf16_sound.__wrapped__  # uncached
     monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: True)
     assert compare(C, A).meta["precision"] == "fp32"  # too small to pay
-    monkeypatch.setattr(similarity, "_SCREEN_MIN_PAIRS", 600)
+    monkeypatch.setattr(similarity, "SCREEN_MIN_PAIRS", 600)
     assert compare(C, A).meta["precision"] == "bf16 screen, fp32 re-score"
     monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: False)
     assert compare(C, A).meta["precision"] == "fp32"
