@@ -29,11 +29,9 @@ import numpy as np
 import torch
 
 from app.datasets.formats import Example, RawRecord, to_example
-from workers.representations.causal_lm import (
-    BUNDLED_SMOLLM2,
-    CausalLMRepresenter,
-    format_example,
-)
+from workers.representations.causal_lm import CausalLMRepresenter
+from workers.representations.chat_format import format_example
+from workers.representations.loading import BUNDLED_SMOLLM2
 
 DATA = (
     Path(__file__).resolve().parent.parent

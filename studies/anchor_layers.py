@@ -188,7 +188,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("FTGUARD_DATA_DIR", str(args.data_dir))
     from app.core.config import get_settings
-    from workers.representations.causal_lm import representation_dtype
+    from workers.representations.loading import representation_dtype
 
     settings = get_settings()
     sets = reference_sides(args.sample, settings)

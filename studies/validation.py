@@ -314,7 +314,7 @@ def _tiny_llama(folder: Path) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workers.representations.causal_lm import load_tokenizer
+    from workers.representations.loading import load_tokenizer
 
     tok = load_tokenizer(BASE)
     torch.manual_seed(0)

@@ -224,7 +224,7 @@ def run_worker(settings: Settings, redis_url: str, shared_models: dict[Any, Any]
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Any:
-    from workers.representations.causal_lm import BUNDLED_SMOLLM2, load_tokenizer
+    from workers.representations.loading import BUNDLED_SMOLLM2, load_tokenizer
 
     return load_tokenizer(BUNDLED_SMOLLM2)
 

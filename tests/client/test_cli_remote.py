@@ -113,7 +113,7 @@ def test_refused_request_is_one_line_and_exit_5(server, monkeypatch, capsys) -> 
 
 
 def test_missing_model_wheel_is_one_line_and_exit_3(monkeypatch, capsys, tmp_path) -> None:
-    import workers.representations.causal_lm as clm
+    import workers.representations.loading as clm
 
     # A data dir of its own: an earlier test's converted SmolLM2 copy would be read without the wheel.
     monkeypatch.setenv("FTGUARD_DATA_DIR", str(tmp_path))

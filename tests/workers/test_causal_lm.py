@@ -16,12 +16,9 @@ import pytest
 import torch
 
 from app.datasets.formats import Example
-from workers.representations.causal_lm import (
-    BUNDLED_SMOLLM2,
-    CausalLMRepresenter,
-    format_example,
-    load_tokenizer,
-)
+from workers.representations.causal_lm import CausalLMRepresenter
+from workers.representations.chat_format import format_example
+from workers.representations.loading import BUNDLED_SMOLLM2, load_tokenizer
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
@@ -160,7 +157,7 @@ def test_every_layer_at_once_equals_each_layer_alone(make: Any, side: str) -> No
 def test_precision_is_part_of_the_identity(tokenizer: Any, tiny_model: Any) -> None:
     import copy
 
-    from workers.representations import causal_lm
+    from workers.representations import loading
 
     fp32 = CausalLMRepresenter.from_model(tiny_model, tokenizer, name="tiny-llama")
     bf16 = CausalLMRepresenter.from_model(
@@ -174,16 +171,16 @@ def test_precision_is_part_of_the_identity(tokenizer: Any, tiny_model: Any) -> N
         for a, b in zip(fp32.encode(EXAMPLES), bf16.encode(EXAMPLES), strict=True)
     ]
     assert min(cos) > 0.99, cos
-    assert causal_lm.representation_dtype("cuda", "auto") == "bfloat16"
-    assert causal_lm.representation_dtype("cpu", "fp32") == "float32"
-    assert causal_lm.representation_dtype("cpu", "bf16") == "bfloat16"
+    assert loading.representation_dtype("cuda", "auto") == "bfloat16"
+    assert loading.representation_dtype("cpu", "fp32") == "float32"
+    assert loading.representation_dtype("cpu", "bf16") == "bfloat16"
     with pytest.raises(ValueError):
-        causal_lm.representation_dtype("cpu", "fp16")
+        loading.representation_dtype("cpu", "fp16")
 
 
 def test_precision_auto_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     from workers import similarity
-    from workers.representations.causal_lm import representation_dtype
+    from workers.representations.loading import representation_dtype
 
     monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: True)
     assert representation_dtype("cpu") == "bfloat16"

@@ -12,7 +12,7 @@ import pytest
 from app.datasets.formats import to_example
 from app.datasets.records import Example, RawRecord, render_calls
 from app.datasets.validate import training_summary
-from workers.representations.causal_lm import format_example, renders_tool_calls
+from workers.representations.chat_format import format_example, renders_tool_calls
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 

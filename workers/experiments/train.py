@@ -184,7 +184,7 @@ def load_model(
 ) -> tuple[Any, Any]:
     """The base model with earlier stages applied: `adapters` is (method, folder) in order; a full model
     replaces what came before it, a LoRA adapter is merged into it."""
-    from workers.representations.causal_lm import load_causal_lm
+    from workers.representations.loading import load_causal_lm
 
     start = base
     for i, (method, folder) in enumerate(adapters):
