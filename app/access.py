@@ -12,10 +12,10 @@ import copy
 from typing import Any
 
 from app.core.errors import Forbidden
+from app.core.vocab import PRIVATE_PURPOSES
 
 ALIGNMENT_READ = "alignment:read"
 # Purposes of the provider's own data: texts, names and hashes need the scope.
-PRIVATE_PURPOSES = ("alignment", "harmful-anchors", "safe-anchors")
 HIDDEN_FIELDS = ("filename", "sha256")
 
 

@@ -34,6 +34,7 @@ from app.core.errors import ServiceUnavailable
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.services import Services
 from app.core.storage import clean_staging
+from app.core.vocab import EventType
 from app.datasets import service as datasets
 from app.experiments import transitions as experiments
 from app.models import Screening, now
@@ -84,7 +85,7 @@ def _dispatch(services: Services, queue: JobQueue, scr: Screening, *, reason: st
         scr,
         q.values(status="queued", stage="queued", job_id=new_job),
         level="warning",
-        type="screening.requeued",
+        type=EventType.SCREENING_REQUEUED,
         message=message,
         data={"reason": reason, "attempts": scr.attempts},
     ):
@@ -117,7 +118,7 @@ def _give_up(services: Services, scr: Screening, *, stale_for: int) -> bool:
         .where(Screening.id == scr.id, Screening.status == "running", Screening.job_id == scr.job_id)
         .values(status="failed", finished_at=now(), error={"code": "worker_lost", "message": message}),
         level="error",
-        type="screening.failed",
+        type=EventType.SCREENING_FAILED,
         message=message,
         data={"reason": "worker_lost"},
     )

@@ -22,14 +22,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from app.access import holds_alignment
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.core.errors import NotFound
+from app.core.vocab import ACTIVE, TERMINAL, Tier
 from app.dashboard import charts, render
 from app.screenings import service
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 root = APIRouter(include_in_schema=False)
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TIERS = ("critical", "high", "medium", "low")
+STATUSES = tuple(str(s) for s in (*ACTIVE, *TERMINAL))
+TIERS = tuple(str(t) for t in reversed(Tier))  # worst first
 PAGE_SIZE = 50
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; "

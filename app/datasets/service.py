@@ -18,13 +18,11 @@ from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, PayloadTooLarge
 from app.core.services import Services
 from app.core.storage import BlobStore, dataset_key, scores_key, staged_file
+from app.core.vocab import ACTIVE, PURPOSES
 from app.datasets import blobs
 from app.datasets.formats import PROMPTS, Example, RawRecord
 from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
 from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
-
-PURPOSES = ("fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts")
-ACTIVE = ("queued", "running")
 
 
 def limits(settings: Settings) -> Limits:

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.core.db import owned, page
 from app.core.errors import Conflict
+from app.core.vocab import ACTIVE
 from app.experiments.service import cancel
-from app.experiments.transitions import ACTIVE
 from app.models import Comparison, Experiment
 
 

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict
 from app.core.storage import BlobStore
-from app.experiments.service import ACTIVE, get
+from app.core.vocab import ACTIVE
+from app.experiments.service import get
 from app.models import CalibrationPoint, Comparison, Event, Experiment, ExperimentStage
 
 log = logging.getLogger("ftguard.experiments")

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from app import quotas
 from app.core.config import Settings
 from app.core.errors import InvalidRequest, TooManyRequests
+from app.core.vocab import ACTIVE
 from app.experiments.judge_kinds import any_remote
 from app.models import Experiment
 
-ACTIVE = ("queued", "running")
 ACTIVE_RETRY_AFTER_S = 30
 TRAININGS = ("training", "alignment_training")
 # (field under each training spec, settings attribute, "max" or "min")

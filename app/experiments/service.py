@@ -24,11 +24,12 @@ from app.core.db import owned, page
 from app.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.core.queue import JobQueue
 from app.core.storage import BlobStore
+from app.core.vocab import ACTIVE, EventType
 from app.datasets import roles
 from app.experiments import allowed, limits
 from app.experiments.judge_kinds import JUDGES
 from app.experiments.progress import STAGES
-from app.experiments.transitions import ACTIVE, dispatch, recover
+from app.experiments.transitions import dispatch, recover
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 
 log = logging.getLogger("ftguard.experiments")
@@ -208,7 +209,7 @@ def _build(
         session,
         tenant_id=tenant_id,
         object_id=exp.id,
-        type="experiment.queued",
+        type=EventType.EXPERIMENT_QUEUED,
         message=f"queued: {describe(params)}",
     )
     return exp
@@ -352,7 +353,7 @@ def cancel(*, session: Session, tenant_id: str, experiment_id: str) -> Experimen
         session,
         tenant_id=tenant_id,
         object_id=exp.id,
-        type="experiment.cancelled",
+        type=EventType.EXPERIMENT_CANCELLED,
         message="cancelled by request",
     )
     session.commit()
@@ -386,7 +387,7 @@ def resume(
         session,
         tenant_id=tenant_id,
         object_id=exp.id,
-        type="experiment.resumed",
+        type=EventType.EXPERIMENT_RESUMED,
         message=f"resumed from stage {first.name}",
     )
     session.commit()

@@ -15,14 +15,12 @@ from app import events
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 from app.core.queue import JobQueue, stage_job_id
+from app.core.vocab import ACTIVE, TERMINAL, EventType, StageEvent, stage_event
 from app.experiments.progress import STAGES
 from app.experiments.progress import of as overall_progress
 from app.models import Experiment, ExperimentStage, now
 
 log = logging.getLogger("ftguard.experiments")
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running")
 
 
 def dispatch(queue: JobQueue, experiment_id: str, stage_name: str, attempt: int) -> None:
@@ -82,7 +80,7 @@ def claim(
         session,
         tenant_id=exp.tenant_id,
         object_id=exp.id,
-        type=f"stage.{stage_name}.started",
+        type=stage_event(stage_name, StageEvent.STARTED),
         message=f"{stage_name}: attempt {st.attempts} on {worker}",
         data={"stage": stage_name, "attempt": st.attempts, "worker": worker},
     )
@@ -141,7 +139,7 @@ def progress(
             session,
             tenant_id=exp.tenant_id,
             object_id=experiment_id,
-            type=f"stage.{stage_name}.progress",
+            type=stage_event(stage_name, StageEvent.PROGRESS),
             message=message,
             # the curve stays on the stage row: an event every few seconds need not copy it again
             data={"stage": stage_name, **{k: v for k, v in (detail or {}).items() if k != "loss_curve"}},
@@ -189,7 +187,7 @@ def complete(
         session,
         tenant_id=exp.tenant_id,
         object_id=exp.id,
-        type=f"stage.{stage_name}.succeeded",
+        type=stage_event(stage_name, StageEvent.SUCCEEDED),
         message=f"{stage_name}: done",
         data={"stage": stage_name, **{k: v for k, v in result.items() if isinstance(v, int | float | str)}},
     )
@@ -209,7 +207,7 @@ def complete(
                 session,
                 tenant_id=exp.tenant_id,
                 object_id=exp.id,
-                type="experiment.succeeded",
+                type=EventType.EXPERIMENT_SUCCEEDED,
                 message=f"harmfulness rate {head.get('harmfulness_rate')} ({head.get('judge')} judge)",
             )
         session.commit()
@@ -262,7 +260,7 @@ def fail(
         tenant_id=exp.tenant_id,
         object_id=exp.id,
         level="error",
-        type=f"stage.{stage_name}.failed" if final else f"stage.{stage_name}.retrying",
+        type=stage_event(stage_name, StageEvent.FAILED if final else StageEvent.RETRYING),
         message=f"{stage_name}: attempt {attempt}: {message}" + ("" if final else "; retrying"),
         data={"stage": stage_name, "code": code},
     )
@@ -282,7 +280,7 @@ def fail(
                 tenant_id=exp.tenant_id,
                 object_id=exp.id,
                 level="error",
-                type="experiment.failed",
+                type=EventType.EXPERIMENT_FAILED,
                 message=f"failed in stage {stage_name}: {message}",
             )
     session.commit()
@@ -303,7 +301,7 @@ def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: i
             session,
             tenant_id=exp.tenant_id,
             object_id=exp.id,
-            type=f"stage.{stage_name}.cancelled",
+            type=stage_event(stage_name, StageEvent.CANCELLED),
             message=f"{stage_name}: stopped",
         )
     session.commit()
@@ -345,7 +343,7 @@ def recover(
                 tenant_id=st.tenant_id,
                 object_id=st.experiment_id,
                 level="warning",
-                type=f"stage.{st.name}.recovered",
+                type=stage_event(st.name, StageEvent.RECOVERED),
                 message=f"{st.name}: attempt {st.attempts} went silent (its worker died?); queued again",
             )
             session.commit()

@@ -11,6 +11,7 @@ from app import events
 from app.core.db import owned
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.storage import BlobStore
+from app.core.vocab import EventType
 from app.models import Policy, Report, Screening, new_id, now
 from app.policies import decide
 from app.screenings import scores
@@ -174,7 +175,7 @@ def apply(session: Session, scr: Screening, policy: PolicyLike, f: decide.Facts)
         session,
         tenant_id=scr.tenant_id,
         object_id=scr.id,
-        type="decision.made",
+        type=EventType.DECISION_MADE,
         message=f"{out['decision']} under policy {policy.name} v{policy.version}: {why}",
         data={"decision": out["decision"], "policy": policy.name, "policy_version": policy.version},
     )

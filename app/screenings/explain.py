@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-TIERS = ((25.0, "low"), (50.0, "medium"), (75.0, "high"), (float("inf"), "critical"))
+from app.core.vocab import TIER_BOUNDS
+
+TIERS = TIER_BOUNDS
 TIER_MEANINGS = {
     "low": "mostly away from the safety-alignment data and the harmful anchors; no review needed by this "
     "score alone",
@@ -46,7 +48,7 @@ UNCALIBRATED_NOTE = (
 
 
 def tier_of(score: float) -> str:
-    return next(name for bound, name in TIERS if score < bound)
+    return str(next(name for bound, name in TIERS if score < bound))  # the plain string reports store
 
 
 def tier_definitions() -> list[dict[str, Any]]:
@@ -54,7 +56,7 @@ def tier_definitions() -> list[dict[str, Any]]:
     for bound, name in TIERS:
         hi = min(bound, 100.0)
         rng = f"{lo:.0f} to under {hi:.0f}" if bound != float("inf") else f"{lo:.0f} to 100"
-        out.append({"tier": name, "from": lo, "to": hi, "range": rng, "meaning": TIER_MEANINGS[name]})
+        out.append({"tier": str(name), "from": lo, "to": hi, "range": rng, "meaning": TIER_MEANINGS[name]})
         lo = bound
     return out
 

@@ -23,6 +23,7 @@ from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
 from app.core.storage import SCORES_PREFIX, BlobStore
+from app.core.vocab import ACTIVE, TERMINAL, EventType
 from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
@@ -30,8 +31,6 @@ from app.policies import service as policies
 from app.screenings import scores, shards
 
 log = logging.getLogger("ftguard.api")
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running")
 SUBSETS = ("high_sim", "low_sim", "random")
 ACTIVE_LIMIT_RETRY_AFTER_S = 10
 
@@ -148,7 +147,7 @@ def create(
         session,
         tenant_id=tenant_id,
         object_id=scr.id,
-        type="screening.queued",
+        type=EventType.SCREENING_QUEUED,
         message=f"queued: {ds.examples} customer examples against {align.examples} alignment examples",
     )
     session.commit()
@@ -307,7 +306,7 @@ def cancel(*, session: Session, tenant_id: str, screening_id: str) -> Screening:
         session,
         tenant_id=tenant_id,
         object_id=scr.id,
-        type="screening.cancelled",
+        type=EventType.SCREENING_CANCELLED,
         message="cancelled by request",
     )
     session.commit()

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 from app import events
 from app.core.errors import ServiceUnavailable
 from app.core.queue import SCREENING_JOB, SHARD_JOB, JobQueue, job_id_for
+from app.core.vocab import ACTIVE, EventType
 from app.models import Screening, ScreeningShard, now
 
-ACTIVE = ("queued", "running")
 PREPARE_SHARE, SHARDS_SHARE, MERGE_SHARE = 0.05, 0.90, 0.05
 SHARDS_STAGE, MERGE_STAGE = "shards", "merge"
 
@@ -94,7 +94,7 @@ def dispatch(session: Session, queue: JobQueue, sh: ScreeningShard, *, reason: s
             tenant_id=sh.tenant_id,
             object_id=sh.screening_id,
             level="warning",
-            type="screening.shard_requeued",
+            type=EventType.SCREENING_SHARD_REQUEUED,
             message=f"shard {sh.index} sent again ({reason})",
             data={"shard": sh.index, "reason": reason, "attempts": sh.attempts},
         )
@@ -204,7 +204,7 @@ def to_merge(session: Session, screening_id: str) -> str | None:
         session,
         tenant_id=scr.tenant_id,
         object_id=screening_id,
-        type="screening.shards_done",
+        type=EventType.SCREENING_SHARDS_DONE,
         message="every shard is done; merging",
     )
     session.commit()
@@ -226,7 +226,7 @@ def fail(session: Session, sh: ScreeningShard, *, code: str, message: str, final
                 tenant_id=sh.tenant_id,
                 object_id=sh.screening_id,
                 level="error",
-                type="screening.failed",
+                type=EventType.SCREENING_FAILED,
                 message=f"shard {sh.index}, attempt {sh.attempts}: {message}",
             )
         cancel_all(session, sh.screening_id)

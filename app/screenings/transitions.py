@@ -11,10 +11,10 @@ from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from app import events
+from app.core.vocab import ACTIVE, EventType, StageEvent, stage_event
 from app.models import Report, Screening, ScreeningShard, now
 from app.policies import decide
 from app.policies import service as policies
-from app.screenings.service import ACTIVE
 
 
 def owns(scr: Screening, job_id: str | None) -> bool:
@@ -59,7 +59,7 @@ def start(session: Session, scr: Screening, *, job_id: str | None = None) -> boo
         session,
         tenant_id=scr.tenant_id,
         object_id=scr.id,
-        type="screening.running",
+        type=EventType.SCREENING_RUNNING,
         message=f"attempt {scr.attempts} started",
     )
     session.commit()
@@ -85,7 +85,7 @@ def progress(
             session,
             tenant_id=scr.tenant_id,
             object_id=scr.id,
-            type=f"stage.{stage}",
+            type=stage_event(stage, StageEvent.PROGRESS),
             message=message,
             data={"progress": scr.progress},
         )
@@ -112,7 +112,7 @@ def succeed(
         session,
         tenant_id=scr.tenant_id,
         object_id=scr.id,
-        type="screening.succeeded",
+        type=EventType.SCREENING_SUCCEEDED,
         message=f"risk {scr.risk_score:.1f} ({scr.tier})",
     )
     session.commit()
@@ -132,7 +132,7 @@ def fail(session: Session, scr: Screening, *, code: str, message: str, final: bo
         tenant_id=scr.tenant_id,
         object_id=scr.id,
         level="error",
-        type="screening.failed" if final else "screening.retrying",
+        type=EventType.SCREENING_FAILED if final else EventType.SCREENING_RETRYING,
         message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"),
     )
     if final:

@@ -1,12 +1,6 @@
 """Webhooks (Standard Webhooks): endpoints, the SQL outbox written with each state change, and the
 dispatcher that signs, sends and retries."""
 
-EVENT_TYPES = (
-    "screening.succeeded",
-    "screening.failed",
-    "screening.cancelled",
-    "experiment.succeeded",
-    "experiment.failed",
-    "experiment.cancelled",
-    "decision.made",
-)
+from app.core.vocab import WEBHOOK_EVENTS
+
+EVENT_TYPES: tuple[str, ...] = tuple(str(t) for t in WEBHOOK_EVENTS)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from app.datasets.service import PURPOSES
+from app.core.vocab import PURPOSES
 from tests.conftest import DEMO, upload
 
 FILES = {
