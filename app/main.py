@@ -12,18 +12,8 @@ from app import reconcile
 from app.api import errors
 from app.api.deps import AppState
 from app.api.middleware import Authenticate, BodySizeLimit, IdempotencyCapture, RequestContext
-from app.api.routes import (
-    admin,
-    datasets,
-    experiments,
-    health,
-    metrics,
-    models,
-    policies,
-    rankings,
-    screenings,
-    webhooks,
-)
+from app.api.router import api_router
+from app.api.routes import health, metrics
 from app.api.upload_slots import UploadSlots
 from app.core.config import Settings, get_settings
 from app.core.metrics import ApiMetrics
@@ -92,20 +82,11 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.include_router(datasets.router)
-    app.include_router(screenings.router)
-    app.include_router(policies.router)
-    app.include_router(webhooks.router)
-    app.include_router(rankings.router)
-    app.include_router(models.router)
-    app.include_router(admin.router)
+    app.include_router(api_router)  # every /v1 route (app/api/router.py)
     app.include_router(signin.router)
     app.include_router(dashboard.router)
     app.include_router(experiment_pages.router)
     app.include_router(dashboard.root)
-    app.include_router(experiments.router)
-    app.include_router(experiments.comparisons)
-    app.include_router(experiments.calibrations)
     # Added innermost first. A request meets: its request id and metrics (outermost, so refusals by the
     # layers inside are counted too), the size limit, authentication and rate limit, idempotency capture.
     app.add_middleware(UploadSlots)  # inside authentication: it needs the tenant
