@@ -1,5 +1,5 @@
 """The validation study's analysis: per-dataset harm with bootstrap intervals, the rank correlation of every
-signal with harm, leave-one-dataset-out fits, the verdict, and docs/validation.{json,md} with two plots.
+signal with harm, leave-one-dataset-out fits and the verdict (rendered by studies/validation_render.py).
 
     python studies/validation_analysis.py .ftguard-studies/validation/state.json   # re-render from a state
 """
@@ -97,16 +97,37 @@ def _loo(x: np.ndarray, y: np.ndarray, *, signed: bool) -> dict[str, Any]:
     }
 
 
+def _current_runs(
+    runs: list[dict[str, Any]], inputs_sha: dict[str, str] | None
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The main runs of the datasets as they are now. A dataset evaluated under its system prompt (AOA) has
+    runs keyed `<rows sha>+system:...`; until those exist at every seed of the plain-rows runs, the runs
+    recorded before that rule (evaluated without it) stand in, and the dataset is named in the second
+    value so the report says so."""
+    if inputs_sha is None:
+        return runs, set()
+    out, fallback = [], set()
+    for name, want in inputs_sha.items():
+        exact = [r for r in runs if r["dataset"] == name and r.get("sha") == want]
+        plain = want.split("+system:")[0]
+        old = [r for r in runs if r["dataset"] == name and r.get("sha") == plain] if plain != want else []
+        if old and {r["seed"] for r in exact} < {r["seed"] for r in old}:
+            out += old
+            fallback.add(name)
+        else:
+            out += exact
+    return out, fallback
+
+
 def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) -> dict[str, Any]:
     sig = state["signals"]["datasets"]
     recipe = (state.get("pilot") or {}).get("chosen") or {}
-    main = [
+    candidates = [
         r
         for r in state["runs"].values()
-        if r["group"] == "main"
-        and (inputs_sha is None or r.get("sha") == inputs_sha.get(r["dataset"]))
-        and all(r.get(k) == v for k, v in recipe.items())
+        if r["group"] == "main" and all(r.get(k) == v for k, v in recipe.items())
     ]
+    main, fallback = _current_runs(candidates, inputs_sha)
     seeds = sorted({r["seed"] for r in main})
     runs = {(r["dataset"], r["seed"]): r for r in main}
     # a dataset counts once every seed has measured it (a study cut short reports the complete ones)
@@ -144,6 +165,7 @@ def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) 
                 "parts": sig[n]["parts"],
                 "share_closer_to_harmful": sig[n]["share_closer_to_harmful"],
                 "candidates": sig[n].get("candidates") or {},
+                "evaluated_without_its_system_prompt": n in fallback,
                 "harm": round(float(harm[j]), 4),
                 "harm_ci": [round(float(lo), 4), round(float(hi), 4)],
                 "final_harmfulness": round(float(np.mean([_harm_from(r)[1] for r in per_seed])), 4),
@@ -262,209 +284,9 @@ def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
     return {"text": " ".join(parts), "best": best}
 
 
-# ------------------------------------------------------------------------------------------ render
-
-
-def _status(result: dict[str, Any]) -> list[str]:
-    st = result.get("status") or {}
-    if not st or st.get("complete"):
-        return []
-    secs = [x for x in st.get("main_run_seconds") or [] if x]
-    took = f" (a main run took {max(secs)} s here)" if secs else ""
-    return [
-        f"**Incomplete run.** {st.get('main_runs_measured')} of {st.get('main_runs_planned')} main runs are "
-        f"measured{took}; {st.get('datasets_measured')} of {st.get('datasets_screened')} datasets have their "
-        "harm measured at every seed. Nothing below is the study's answer: rerun "
-        "`python studies/validation.py` (it resumes from its state) to finish it.",
-        "",
-    ]
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def render(result: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    png = _plots(result, out)
-    out.with_suffix(".md").write_text(markdown(result, png))
-
-
-def _plots(result: dict[str, Any], out: Path) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ds = result["datasets"]
-    names = {
-        "risk": out.with_name(out.stem + "_risk_vs_harm.png"),
-        "durability": out.with_name(out.stem + "_durability.png"),
-    }
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    for d in ds:
-        lo, hi = d["harm_ci"]
-        ax.errorbar(d["risk_score"], d["harm"], yerr=[[d["harm"] - lo], [hi - d["harm"]]], fmt="o", capsize=3)
-        ax.annotate(
-            d["dataset"], (d["risk_score"], d["harm"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
-        )
-    rho = result["signals"].get("risk_score", {}).get("spearman")
-    ax.set_xlabel("ftguard risk score (default formula)")
-    ax.set_ylabel("measured harm (mean harmfulness over checkpoints)")
-    ax.set_title(f"Risk score vs harm after fine-tuning (Spearman {rho})")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(names["risk"])
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    for d in ds:
-        xs = [p["checkpoint"] for p in d["durability"]]
-        ax.plot(xs, [p["harmfulness_rate"] for p in d["durability"]], marker="o", label=d["dataset"])
-    ax.set_xlabel("share of fine-tuning steps done")
-    ax.set_ylabel("harmfulness rate (keyword judge)")
-    ax.set_title("Durability of the reference model's guardrails, per customer dataset")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(names["durability"])
-    plt.close(fig)
-    return {k: v.name for k, v in names.items()}
-
-
-def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
-    m, ref, pilot = result.get("meta") or {}, result["reference_model"], result.get("pilot") or {}
-    al = ref.get("alignment", {})
-    lines = [
-        "# Validation: does the risk score predict harm after fine-tuning?",
-        "",
-        "Generated by `studies/validation.py` (analysis: `studies/validation_analysis.py`); every number is "
-        "measured, none edited. Command:",
-        "",
-        f"    {m.get('command')}",
-        "",
-        "## Verdict",
-        "",
-        result["verdict"]["text"],
-        "",
-        *_status(result),
-        "## Setup",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        f"| reference model | {m.get('base_model')} aligned once (LoRA) on {al.get('safety')} safety "
-        f"examples of safety_only_data_Instructions.json and {al.get('benign')} benign Alpaca examples, "
-        f"{al.get('epochs')} epoch(s), lr {al.get('learning_rate')} |",
-        f"| reference model measured | refuses {_pct(ref.get('refusal_rate'))} of the harmful prompts, "
-        f"over-refuses {_pct(ref.get('over_refusal_rate'))} of the benign ones |",
-        f"| customer datasets | {len(result['datasets'])}; sizes {m.get('sizes')} |",
-        f"| fine-tuning | fine-tune-only experiments from the reference model (`aligned_from`), LoRA rank "
-        f"{(m.get('training') or {}).get('lora_rank')}, batch {(m.get('training') or {}).get('batch_size')}, "
-        f"max length {(m.get('training') or {}).get('max_length')}; recipe from the pilot: "
-        f"{pilot.get('chosen')} |",
-        f"| evaluation | {(m.get('eval') or {}).get('harmful')} harmful prompts (AdvBench not used in any "
-        f"customer set + I-MaliciousInstructions), {(m.get('eval') or {}).get('benign')} benign (I-Alpaca); "
-        f"{(m.get('generation') or {}).get('decoding')}, {(m.get('generation') or {}).get('max_new_tokens')} "
-        f"new tokens, {(m.get('generation') or {}).get('judge')} judge; checkpoints {m.get('checkpoints')} |",
-        f"| harm measure (fixed before the runs) | {m.get('harm_measure')} |",
-        f"| seeds | {result['seeds']}; intervals: bootstrap over prompts and seeds ({BOOT} draws); rho "
-        "intervals resample the datasets too |",
-        "| signals | a default screening of each dataset against the reference model's safety alignment "
-        f"data: {result.get('screening')} |",
-        f"| machine | {m.get('machine')}; torch {m.get('torch')} |",
-        f"| date | {m.get('date')} |",
-        "",
-        "## Per dataset",
-        "",
-        "| dataset | risk | tier | parts | closer to harmful | harm (95% CI) | final harmfulness | "
-        "over-refusal (final) | harm per seed |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for d in sorted(result["datasets"], key=lambda d: -d["harm"]):
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in d["parts"].items())
-        lines.append(
-            f"| {d['dataset']} | {d['risk_score']:.1f} | {d['tier']} | {parts} | "
-            f"{_pct(d['share_closer_to_harmful'])} | {_pct(d['harm'])} ({_pct(d['harm_ci'][0])}-"
-            f"{_pct(d['harm_ci'][1])}) | {_pct(d['final_harmfulness'])} | {_pct(d['over_refusal_final'])} | "
-            f"{', '.join(_pct(h) for h in d['harm_per_seed'])} |"
-        )
-    lines += [
-        "",
-        "Durability (harmfulness at each checkpoint, mean over seeds; 0 is the reference model):",
-        "",
-    ]
-    for d in result["datasets"]:
-        lines.append(
-            f"- {d['dataset']}: "
-            + ", ".join(f"{p['checkpoint']:.0%} {_pct(p['harmfulness_rate'])}" for p in d["durability"])
-        )
-    lines += [
-        "",
-        "## Signals of every dataset (default screening, whether or not its harm is measured yet)",
-        "",
-        "| dataset | risk | tier | parts |",
-        "|---|---|---|---|",
-    ]
-    for n, v in result.get("signals_all", {}).items():
-        parts = ", ".join(f"{k} {x:.3f}" for k, x in v["parts"].items())
-        lines.append(f"| {n} | {v['risk_score']:.1f} | {v['tier']} | {parts} |")
-    lines += [
-        "",
-        "## Signals against harm",
-        "",
-        "Candidate signals (`refusal_share`, `risk_refusals_excluded`: studies/signals.py) are no report's "
-        "yet. They were written after the first run of this study had shown which sets it misread, so their "
-        "numbers here are a first check, not a clean out-of-sample test.",
-        "",
-        "| signal | Spearman (95% CI) | leave-one-dataset-out Spearman | out-of-sample MAE |",
-        "|---|---|---|---|",
-    ]
-    for k, v in result["signals"].items():
-        lines.append(
-            f"| {k} | {v.get('spearman')} ({v.get('spearman_ci')}) | {v.get('spearman_out_of_sample')} | "
-            f"{v.get('mae_out_of_sample')} |"
-        )
-    combo = result.get("fitted_combination") or {}
-    if combo:
-        lines += [
-            "",
-            "Fitted combination (non-negative least squares of harm on the parts, fitted on all but one "
-            "dataset and scored on the one left out; the weights below are the fit on all of them): "
-            + ", ".join(f"{p} {w}" for p, w in zip(combo["parts"], combo["weights_normalised"], strict=True))
-            + f" (normalised; intercept {combo['intercept']}).",
-        ]
-    if pilot:
-        lines += [
-            "",
-            "## Pilot grid",
-            "",
-            f"Rule: {pilot.get('rule')}.",
-            "",
-            "| learning rate | epochs | harm per dataset | separation |",
-            "|---|---|---|---|",
-        ]
-        for g in pilot["grid"]:
-            lines.append(
-                f"| {g['learning_rate']} | {g['epochs']} | "
-                + ", ".join(f"{k} {_pct(v)}" for k, v in g["harm"].items())
-                + (" | (one dataset yet) |" if g["separation"] is None else f" | {g['separation']:+.3f} |")
-            )
-    lines += validation_paper.markdown(result.get("paper_direction"))
-    lines += [
-        "",
-        "## Plots",
-        "",
-        f"![risk score against measured harm]({png['risk']})",
-        "",
-        f"![durability curves]({png['durability']})",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
+    from validation_render import render
+
     state_path = Path(sys.argv[1])
     out = (
         Path(sys.argv[2])

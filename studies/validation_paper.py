@@ -16,9 +16,12 @@ High-Sim minus Low-Sim difference and whether its 95% interval excludes 0, per d
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import numpy as np
+from validation_inputs import sha
+from validation_lab import State, harm_of, outcomes_of, training_spec, upload
 
 VARIANTS = ("high_sim", "random", "low_sim")
 BOOT = 1000
@@ -202,3 +205,76 @@ def markdown(p: dict[str, Any] | None) -> list[str]:
             f"({100 * d['increase_ci'][0]:+.1f} to {100 * d['increase_ci'][1]:+.1f}) |"
         )
     return lines
+
+
+def run(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, Any]) -> None:
+    """Item 5 (studies/py): for the two customer sets `pair` names, one
+    experiment per variant and seed that aligns the base model on that subset of the safety pool, fine-tunes
+    on the customer set with the main recipe and evaluates at checkpoints 0 and 1. Each finished experiment
+    is written to the state at once (a session that ends loses at most the one running)."""
+    recipe = (state.data.get("pilot") or {}).get("chosen")
+    if not recipe or not state.data.get("signals"):
+        raise SystemExit("--paper needs the main study first (its pilot recipe and signals)")
+    names = pair(state.data, harm_of)
+    pool = upload(lab, state, "alignment_pool", inputs["alignment_pool"], "alignment")
+    ev = upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
+    align_training = {
+        **training_spec(args, args.align_lr, args.align_epochs, 0),
+        "batch_size": 8,
+        "max_length": max(args.max_length, 128),
+    }
+    state.data["paper"] = {
+        "pair": names,
+        "rule": RULE,
+        "size": args.paper_size,
+        "pool": len(inputs["alignment_pool"]),
+        "recipe": recipe,
+        "alignment": {k: align_training[k] for k in ("learning_rate", "epochs", "batch_size", "max_length")},
+    }
+    runs = state.data.setdefault("paper_runs", {})
+    state.save()
+    for seed in args.paper_seeds:
+        for name in names:
+            rows = inputs["datasets"][name]
+            ds = upload(lab, state, name, rows, "fine-tune")
+            for variant in VARIANTS:
+                key = (
+                    f"paper|{name}|{sha(rows)}|{variant}|size={args.paper_size}|seed={seed}|"
+                    f"lr={recipe['learning_rate']}|ep={recipe['epochs']}|align_lr={args.align_lr}"
+                )
+                if key in runs:
+                    continue
+                spec = {
+                    "name": f"validation paper {name} {variant} seed {seed}",
+                    "base_model": args.base_model,
+                    "alignment": {
+                        "dataset_id": pool,
+                        "selection": variant,
+                        "size": args.paper_size,
+                        "seed": seed,
+                    },
+                    "alignment_training": {**align_training, "seed": seed},
+                    "fine_tune": {"dataset_id": ds, "seed": seed},
+                    "training": training_spec(args, recipe["learning_rate"], recipe["epochs"], seed),
+                    "evaluation": {"dataset_id": ev, "checkpoints": [0.0, 1.0]},
+                    "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": args.gen_batch},
+                    "judges": [{"type": "keyword"}],
+                }
+                exp = lab.experiment(spec)
+                lab.run()
+                got = outcomes_of(lab, exp.id)
+                done, _ = lab.get(exp.id)
+                sel = (done.results or {}).get("selection") or {}
+                runs[key] = got | {
+                    "dataset": name,
+                    "variant": variant,
+                    "seed": seed,
+                    "subset_mean_max_sim": sel.get("subset_mean_max_sim"),
+                }
+                state.save()
+                start, final = (got["outcomes"][k]["harmful"] for k in ("0.0000", "1.0000"))
+                print(
+                    f"paper {name} {variant} seed {seed}: harmfulness aligned {sum(start) / len(start):.1%}, "
+                    f"after fine-tuning {sum(final) / len(final):.1%} ({got['wall_s']} s)",
+                    flush=True,
+                )
