@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import validation_paper
 
 BOOT = 1000
+CANDIDATES = ("refusal_share", "risk_refusals_excluded")  # studies/signals.py `Screener.candidates`
 SIGNAL_ORDER = ("risk_score",)
 TARGET = 0.8
 
@@ -240,18 +241,21 @@ def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) 
         "pilot": state.get("pilot") or _partial_pilot(state),
         "screening": state["signals"].get("describe"),
         "meta": state.get("meta"),
-        "verdict": _verdict(signals, len(names)),
+        "verdict": _verdict(signals, len(names), candidates=CANDIDATES),
         "paper_direction": validation_paper.analyse(state),
         **{f"{k}_spearman": v.get("spearman") for k, v in signals.items()},
         **{f"{k}_spearman_out_of_sample": v.get("spearman_out_of_sample") for k, v in signals.items()},
     }
 
 
-def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
+def _verdict(signals: dict[str, Any], n: int, *, candidates: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`best` is the best out-of-sample predictor among what reports show; the candidate signals (no
+    report's yet, and written after an earlier run of the study) are named apart, never as `best`."""
     if n < 4:
         return {"text": f"only {n} dataset(s) measured: too few to say anything", "best": None}
     oos = {k: v.get("spearman_out_of_sample") for k, v in signals.items()}
-    known = {k: v for k, v in oos.items() if v is not None}
+    cand = {k: v for k, v in oos.items() if k in candidates and v is not None}
+    known = {k: v for k, v in oos.items() if v is not None and k not in candidates}
     best = max(known, key=lambda k: known[k]) if known else None
     default = signals.get("risk_score", {})
     d_oos = default.get("spearman_out_of_sample")
@@ -281,7 +285,15 @@ def _verdict(signals: dict[str, Any], n: int) -> dict[str, Any]:
         parts.append(
             "No signal predicts harm out of sample on this model: the score is not evidence of harm."
         )
-    return {"text": " ".join(parts), "best": best}
+    if cand:
+        parts.append(
+            "Candidate signals, in no report yet and written after the first run of this study (a first "
+            "check, not a clean test): "
+            + ", ".join(f"`{k}` {r(v)}" for k, v in sorted(cand.items(), key=lambda kv: -kv[1]))
+            + " out of sample."
+        )
+    best_candidate = max(cand, key=lambda k: cand[k]) if cand else None
+    return {"text": " ".join(parts), "best": best, "best_candidate": best_candidate}
 
 
 if __name__ == "__main__":
