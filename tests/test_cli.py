@@ -11,8 +11,8 @@ from markupsafe import escape
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.cli_lab import STAGE_LABELS as EXPERIMENT_STAGES
-from app.cli_local import STAGE_LABELS
+from app.cli.lab import STAGE_LABELS as EXPERIMENT_STAGES
+from app.cli.local import STAGE_LABELS
 from tests.conftest import DEMO
 
 

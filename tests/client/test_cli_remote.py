@@ -1,5 +1,5 @@
 """`ftguard screen|validate --server` through a real server (uvicorn on loopback, in a thread), and the
-CLI's one-line errors with their documented exit codes (app/cli_errors.py)."""
+CLI's one-line errors with their documented exit codes (app/cli/errors.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from app import cli, cli_errors, cli_local
+from app import cli
+from app.cli import errors as cli_errors
+from app.cli import local as cli_local
 from tests.conftest import DEMO, key_for
 
 

@@ -129,7 +129,11 @@ def test_a_sharded_screening_equals_the_unsharded_one_exactly(
     store = client.app.state.ftguard.services.store
     assert not any(store.exists(shard_sql.blob_key("test", sharded, s.index)) for s in found)  # merged: gone
     kinds = [e["type"] for e in client.get(f"/v1/screenings/{sharded}/events").json()["data"]]
-    assert "stage.shards.progress" in kinds and "screening.shards_done" in kinds and kinds[-1] == "screening.succeeded"
+    assert (
+        "stage.shards.progress" in kinds
+        and "screening.shards_done" in kinds
+        and kinds[-1] == "screening.succeeded"
+    )
 
 
 def test_shards_that_compute_their_own_vectors_agree_to_float_rounding(

@@ -23,7 +23,7 @@ from app.tenants import service
 # The admin check is on the router, so it runs before every route's own dependencies: an Idempotency-Key
 # replay (a route dependency) must never answer a key that is not an admin's.
 router = APIRouter(
-    prefix="/admin",
+    prefix="/v1/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
     responses={

@@ -29,7 +29,7 @@ FORMAT_DOC = (
 )
 CONTAINER_DOC = "How records are stored; auto detects it from the first bytes."
 
-router = APIRouter(prefix="/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such dataset for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request or dataset; errors carry line numbers."},

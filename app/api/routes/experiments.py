@@ -41,9 +41,9 @@ from app.tenants.service import Principal
 
 # Every route answers 401/429 (auth, rate limit) and, for writes, 409/413 (idempotency, body size).
 _COMMON = {**AUTH_RESPONSES, **WRITE_RESPONSES}
-router = APIRouter(prefix="/experiments", tags=["experiments"], responses=_COMMON)
-comparisons = APIRouter(prefix="/comparisons", tags=["experiments"], responses=_COMMON)
-calibrations = APIRouter(prefix="/calibration", tags=["calibration"], responses=_COMMON)
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=_COMMON)
+comparisons = APIRouter(prefix="/v1/comparisons", tags=["experiments"], responses=_COMMON)
+calibrations = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=_COMMON)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such object for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},

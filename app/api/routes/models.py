@@ -10,7 +10,7 @@ from app.core import registry
 from app.core.config import BUNDLED_MODELS
 from app.schemas import ModelPublic, Page
 
-router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
 
 
 @router.get("", response_model=Page[ModelPublic])

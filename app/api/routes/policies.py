@@ -13,7 +13,7 @@ from app.policies import service
 from app.policies.schemas import NAME_PATTERN, PolicyBody, PolicyCreate, PolicyPublic
 from app.schemas import ErrorEnvelope, Page
 
-router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such policy (or version) for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},

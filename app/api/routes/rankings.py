@@ -9,7 +9,7 @@ from app.rankings import service
 from app.schemas import ErrorEnvelope, Page, RankingCreate, RankingPublic
 from app.screenings import service as screenings
 
-router = APIRouter(prefix="/rankings", tags=["rankings"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/rankings", tags=["rankings"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such ranking or dataset for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},

@@ -36,7 +36,7 @@ from app.schemas import (
 from app.screenings import scores, service, variants
 from app.screenings.rescreen import rescreen as rescreen_variant
 
-router = APIRouter(prefix="/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such screening (or report) for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request."},

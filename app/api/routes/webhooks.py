@@ -17,7 +17,7 @@ from app.webhooks.schemas import (
     EndpointWithSecret,
 )
 
-router = APIRouter(prefix="/webhook_endpoints", tags=["webhooks"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such endpoint (or delivery) for this tenant."},
     422: {"model": ErrorEnvelope, "description": "Invalid request, or a refused URL (webhook_url_refused)."},

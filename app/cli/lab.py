@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from app import cli_errors
-from app.cli_local import console, load_side, quiet_libraries, stage_bars
+from app.cli import errors as cli_errors
+from app.cli.local import console, load_side, quiet_libraries, stage_bars
 from app.core.config import get_settings
 from app.demo import ALIGNMENT
 from app.experiments.judge_kinds import JUDGES

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.cli_local import console
+from app.cli.local import console
 from app.core.config import get_settings
 from app.core.errors import FtguardError
 

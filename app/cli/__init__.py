@@ -1,4 +1,6 @@
-"""The `ftguard` command line: screen locally, run the demo, serve the API, run workers, migrate."""
+"""The `ftguard` command line: screen locally, run the demo, serve the API, run workers, migrate. The
+commands' bodies live beside this file: local screening (`local`), experiments (`lab`), policies and
+webhooks (`ops`), tenants and keys (`admin`), the remote client (`remote`) and the exit codes (`errors`)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app import cli_errors, cli_lab, cli_local, cli_remote
-from app.cli_admin import admin_app, hint_first_key, open_services
-from app.cli_local import (
+from app.cli import errors as cli_errors
+from app.cli import lab as cli_lab
+from app.cli import local as cli_local
+from app.cli import remote as cli_remote
+from app.cli.admin import admin_app, hint_first_key, open_services
+from app.cli.local import (
     _MODELS,
     Screener,
     console,
@@ -26,7 +31,7 @@ from app.cli_local import (
     quiet_libraries,
     summary,
 )
-from app.cli_ops import policy_app, webhooks_app
+from app.cli.ops import policy_app, webhooks_app
 from app.core import logs
 from app.core.config import get_settings
 from app.core.errors import FtguardError
@@ -48,7 +53,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(policy_app, name="policy")
 app.add_typer(webhooks_app, name="webhooks")
-# Local screening and experiments live in their own modules (app.cli_local, app.cli_lab).
+# Local screening and experiments live in their own modules (app.cli.local, app.cli.lab).
 app.command()(cli_local.screen)
 app.command()(cli_lab.experiment)
 app.command()(cli_lab.compare)
@@ -395,7 +400,3 @@ def db_upgrade() -> None:
 
 def main() -> None:
     cli_errors.run(app, console)
-
-
-if __name__ == "__main__":
-    main()

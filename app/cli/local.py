@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app import cli_remote
+from app.cli import remote as cli_remote
 from app.core.backends import BACKENDS
 from app.core.config import get_settings
 from app.core.errors import InvalidDataset
@@ -279,7 +279,7 @@ def screen(
         cust = load_side(customer, "customer")
         body = screener.screen(cust, align, params, keep_bars=True)
         if scores_out:
-            from app.cli_scores import write_scores
+            from app.cli.scores import write_scores
 
             n = write_scores(
                 scores_out,
