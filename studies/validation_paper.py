@@ -64,20 +64,25 @@ def analyse(state: dict[str, Any]) -> dict[str, Any] | None:
     by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for r in runs:
         by.setdefault((r["dataset"], r["variant"]), {})[r["seed"]] = r
-    seeds = sorted({r["seed"] for r in runs})
+    all_seeds = sorted({r["seed"] for r in runs})
     rng = np.random.default_rng(0)
-    rows, diffs = [], []
+    rows, diffs, per_dataset = [], [], {}
     for name in meta["pair"]:
-        complete = [v for v in VARIANTS if all(s in by.get((name, v), {}) for s in seeds)]
-        if not complete:
+        # the seeds at which every variant of this dataset is measured (paired comparisons need all three)
+        seeds = [s for s in all_seeds if all(s in by.get((name, v), {}) for v in VARIANTS)]
+        if not seeds:
             continue
+        per_dataset[name] = seeds
+        complete = list(VARIANTS)
         first = by[(name, complete[0])][seeds[0]]
         n_prompts = len(first["outcomes"]["1.0000"]["harmful"])
         draws = [(rng.integers(0, n_prompts, n_prompts), rng.choice(seeds, len(seeds))) for _ in range(BOOT)]
 
-        def stat(v: str, point: str, idx: Any = None, ss: Any = None, d: str = name) -> float:
+        def stat(
+            v: str, point: str, idx: Any = None, ss: Any = None, d: str = name, sd: list[int] = seeds
+        ) -> float:
             cells = by[(d, v)]
-            picked = seeds if ss is None else ss
+            picked = sd if ss is None else ss
             return float(np.mean([_rate(cells[s]["outcomes"][point]["harmful"], idx) for s in picked]))
 
         for v in complete:
@@ -127,11 +132,12 @@ def analyse(state: dict[str, Any]) -> dict[str, Any] | None:
             )
     return {
         **meta,
-        "seeds": seeds,
+        "seeds": all_seeds,
+        "seeds_per_dataset": per_dataset,
         "harm_measure": HARM,
         "rows": rows,
         "differences": diffs,
-        "verdict": _verdict(meta["pair"], diffs, len(seeds)),
+        "verdict": _verdict(meta["pair"], diffs, per_dataset),
     }
 
 
@@ -140,7 +146,7 @@ def _mean(xs: list[Any]) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
-def _verdict(names: list[str], diffs: list[dict[str, Any]], n_seeds: int) -> str:
+def _verdict(names: list[str], diffs: list[dict[str, Any]], seeds: dict[str, list[int]]) -> str:
     parts = []
     for name in names:
         d = next((x for x in diffs if x["dataset"] == name and x["pair"] == "high_sim - low_sim"), None)
@@ -155,13 +161,13 @@ def _verdict(names: list[str], diffs: list[dict[str, Any]], n_seeds: int) -> str
         else:
             word = "no difference beyond the noise"
         parts.append(
-            f"{name}: High-Sim minus Low-Sim harmfulness after fine-tuning "
+            f"{name} ({len(seeds[name])} seed(s)): High-Sim minus Low-Sim harmfulness after fine-tuning "
             f"{100 * d['final_difference']:+.1f} "
             f"points (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; increase over the aligned model "
             f"{100 * d['increase_difference']:+.1f}, CI {100 * d['increase_ci'][0]:+.1f} to "
             f"{100 * d['increase_ci'][1]:+.1f}): {word}."
         )
-    return f"Over {n_seeds} seed(s): " + " ".join(parts)
+    return " ".join(parts)
 
 
 def markdown(p: dict[str, Any] | None) -> list[str]:
@@ -175,7 +181,8 @@ def markdown(p: dict[str, Any] | None) -> list[str]:
         f"Datasets: {', '.join(p['pair'])} (rule: {p['rule']}). The base model is aligned on {p['size']} "
         f"examples of the safety pool ({p['pool']} examples: safety_only_data_Instructions.json less the "
         "held-out safety_refusals set), selected by ftguard's alignment stage, then fine-tuned with the main "
-        f"recipe {p['recipe']}; alignment {p['alignment']}. Seeds {p['seeds']}; harm measure: "
+        f"recipe {p['recipe']}; alignment {p['alignment']}. Seeds per dataset {p['seeds_per_dataset']}; "
+        "harm measure: "
         f"{p['harm_measure']}.",
         "",
         p["verdict"],
