@@ -1,9 +1,9 @@
 """The worker process: build the runtime and load the default model once, then take jobs.
 
 It is an RQ `SimpleWorker`: jobs run in this process, so a loaded model (and CUDA) is reused by every job
-and nothing forks after CUDA is initialised. A daemon thread runs the reconciler every
-`reconcile_interval_s` (at once, too), so a worker that comes up after a crash picks the lost jobs up;
-another sends due webhook deliveries every `webhook_poll_s`.
+and nothing forks after CUDA is initialised. The reconciler runs once before the first job, so a worker
+that comes up after a crash picks the lost runs up, and then on a daemon thread every
+`reconcile_interval_s`; another thread sends due webhook deliveries every `webhook_poll_s`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from app import reconcile
 from app.core.config import Settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
-from app.experiments import transitions as experiments
 from app.screenings.service import anchor_representation
 from app.webhooks import dispatch
 from workers.runtime import Runtime, set_runtime
@@ -26,14 +25,19 @@ from workers.runtime import Runtime, set_runtime
 log = logging.getLogger("ftguard.worker")
 
 
+def _reconcile(runtime: Runtime, queue: JobQueue) -> None:
+    try:
+        outcome = reconcile.reconcile(services=runtime.services, queue=queue)
+    except Exception:  # a database or Redis outage: try again next time
+        log.warning("reconciliation failed", exc_info=True)
+        return
+    for label in outcome.requeued + outcome.stages_requeued:
+        log.info("sent again: %s", label)
+
+
 def _reconcile_loop(runtime: Runtime, queue: JobQueue, stop: threading.Event) -> None:
-    while True:
-        try:
-            reconcile.reconcile(services=runtime.services, queue=queue)
-        except Exception:  # a database or Redis outage: try again next time
-            log.warning("reconciliation failed", exc_info=True)
-        if stop.wait(runtime.settings.reconcile_interval_s):
-            return
+    while not stop.wait(runtime.settings.reconcile_interval_s):
+        _reconcile(runtime, queue)
 
 
 def run_worker(
@@ -60,7 +64,7 @@ def run_worker(
     runtime.metrics = WorkerMetrics(connection, settings.queue_prefix)
     jq = JobQueue(connection, settings)
     runtime.queue = jq
-    recover(runtime, jq)
+    _reconcile(runtime, jq)  # before the first job: what a crash left behind is sent again
     worker = SimpleWorker(
         [jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer, name=name
     )
@@ -82,15 +86,3 @@ def run_worker(
         return bool(worker.work(burst=burst, logging_level=logging_level or settings.log_level))
     finally:
         stop.set()
-
-
-def recover(runtime: Runtime, jq: JobQueue) -> None:
-    """Re-enqueue experiment stages left behind by a dead worker or a lost queue (SQL is the record)."""
-    try:
-        with runtime.services.db.session() as session:
-            found = experiments.recover(session=session, queue=jq, settings=runtime.settings)
-    except Exception:  # a worker that cannot recover others can still take jobs
-        log.exception("experiment recovery failed")
-        return
-    for exp_id, stage in found:
-        log.info("re-enqueued stage %s of %s", stage, exp_id)

@@ -29,8 +29,10 @@ from app.datasets import roles
 from app.experiments import allowed, limits
 from app.experiments.judge_kinds import JUDGES
 from app.experiments.progress import STAGES
-from app.experiments.transitions import dispatch, recover
+from app.experiments.runs import StageRuns
+from app.experiments.transitions import dispatch
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
+from app.runs.kinds import recover
 
 log = logging.getLogger("ftguard.experiments")
 
@@ -371,7 +373,7 @@ def resume(
         raise Conflict("the experiment has already succeeded", code="not_resumable")
     if exp.status in ACTIVE:
         with contextlib.suppress(ServiceUnavailable):  # queued in SQL: the reconciler enqueues it later
-            recover(session=session, queue=queue, settings=settings, experiment_id=exp.id)
+            recover(session, queue, settings, only=(StageRuns(),), scope=exp.id)
         session.refresh(exp)
         return exp
     rows = stages(session=session, experiment_id=exp.id)

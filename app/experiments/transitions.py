@@ -1,24 +1,25 @@
-"""The stage transitions the workers make: claim (compare-and-set, queued -> running), progress, heartbeat,
-complete (and enqueue the next stage), fail (retry or give up), stop, and `recover`, which the reconciler
-and every worker at start run to re-enqueue a stage whose worker died (no heartbeat for
-`stale_after_s`) or whose job was lost with Redis. A finished stage is never run again."""
+"""The stage transitions the workers make, the lifecycle of `app.runs` for a stage: claim (compare-and-set,
+queued -> running), progress, heartbeat, complete (and enqueue the next stage), fail (retry or give up), and
+stop. Recovery of a stage whose worker died or whose job was lost is the one reconciler's
+(`app.experiments.runs`). A finished stage is never run again."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, update
 from sqlalchemy.orm import Session
 
 from app import events
-from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
-from app.core.queue import JobQueue, stage_job_id
+from app.core.queue import JobQueue
 from app.core.vocab import ACTIVE, TERMINAL, EventType, StageEvent, stage_event
 from app.experiments.progress import STAGES
 from app.experiments.progress import of as overall_progress
 from app.models import Experiment, ExperimentStage, now
+from app.runs import lifecycle
+from app.runs.lifecycle import matched
 
 log = logging.getLogger("ftguard.experiments")
 
@@ -43,7 +44,8 @@ def claim(
     if exp.status in TERMINAL:
         return f"experiment {exp.status}"
     ts = now()
-    took = session.execute(
+    took = lifecycle.changed(
+        session,
         update(ExperimentStage)
         .where(
             ExperimentStage.experiment_id == experiment_id,
@@ -59,15 +61,17 @@ def claim(
             finished_at=None,
             progress=0.0,
             detail={},
-        )
+        ),
+        synchronize=True,
     )
-    running = session.execute(
+    running = took and lifecycle.changed(
+        session,
         update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status.in_(ACTIVE))
-        .values(status="running", stage=stage_name, heartbeat_at=ts)
+        .values(status="running", stage=stage_name, heartbeat_at=ts),
+        synchronize=True,
     )
-    if took.rowcount != 1 or running.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not running:
         st = session.get(ExperimentStage, (experiment_id, stage_name))
         return f"stage {st.status if st else 'missing'}"
     session.refresh(exp)
@@ -116,20 +120,16 @@ def progress(
     """Save a stage's progress; returns 'ok', 'cancelled' (the experiment was) or 'lost' (another run has
     the stage now)."""
     ts = now()
-    mine = session.execute(
-        _my_stage(experiment_id, stage_name, attempt).values(
-            progress=round(min(max(fraction, 0.0), 1.0), 4),
-            heartbeat_at=ts,
-            **({"detail": detail} if detail is not None else {}),
-        )
+    mine = _my_stage(experiment_id, stage_name, attempt).values(
+        progress=round(min(max(fraction, 0.0), 1.0), 4),
+        heartbeat_at=ts,
+        **({"detail": detail} if detail is not None else {}),
     )
-    if mine.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not lifecycle.changed(session, mine, synchronize=True):
         return "lost"
     exp = session.get(Experiment, experiment_id)
     overall = overall_progress(session, exp, stage_name, fraction) if exp is not None else 0.0
-    alive = session.execute(_running(experiment_id).values(progress=overall, heartbeat_at=ts))
-    if alive.rowcount != 1:  # type: ignore[attr-defined]
+    if not matched(session.execute(_running(experiment_id).values(progress=overall, heartbeat_at=ts))):
         session.commit()
         return "cancelled"
     if message:
@@ -167,18 +167,10 @@ def complete(
 ) -> str:
     """Record a finished stage and enqueue the next (or finish the experiment). Returns what happened."""
     ts = now()
-    mine = session.execute(
-        _my_stage(experiment_id, stage_name, attempt).values(
-            status="succeeded",
-            progress=1.0,
-            finished_at=ts,
-            artefact_key=artefact_key,
-            result=result,
-            error=None,
-        )
+    mine = _my_stage(experiment_id, stage_name, attempt).values(
+        status="succeeded", progress=1.0, finished_at=ts, artefact_key=artefact_key, result=result, error=None
     )
-    if mine.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not lifecycle.changed(session, mine, synchronize=True):
         return "discarded"  # another run took the stage over (this one was presumed dead)
     exp = session.get(Experiment, experiment_id)
     assert exp is not None
@@ -201,7 +193,7 @@ def complete(
                 status="succeeded", stage="done", progress=1.0, finished_at=ts, results=result, error=None
             )
         )
-        if finished.rowcount == 1:  # type: ignore[attr-defined]
+        if matched(finished):
             head = result.get("headline", {})
             events.record(
                 session,
@@ -274,7 +266,7 @@ def fail(
                 error={"code": code, "message": message, "stage": stage_name},
             )
         )
-        if failed.rowcount == 1:  # type: ignore[attr-defined]
+        if matched(failed):
             events.record(
                 session,
                 tenant_id=exp.tenant_id,
@@ -294,7 +286,7 @@ def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: i
     done = session.execute(
         _my_stage(experiment_id, stage_name, attempt).values(status="cancelled", finished_at=now())
     )
-    if done.rowcount == 1:  # type: ignore[attr-defined]
+    if matched(done):
         exp = session.get(Experiment, experiment_id)
         assert exp is not None
         events.record(
@@ -305,50 +297,3 @@ def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: i
             message=f"{stage_name}: stopped",
         )
     session.commit()
-
-
-def recover(
-    *, session: Session, queue: JobQueue, settings: Settings, experiment_id: str | None = None
-) -> list[tuple[str, str]]:
-    """Re-enqueue stages whose worker died (running, silent past `stale_after_s`) or whose job is gone
-    from the queue (queued in SQL, no job in Redis). Returns the (experiment, stage) pairs re-enqueued."""
-    q = (
-        select(ExperimentStage)
-        .join(Experiment, Experiment.id == ExperimentStage.experiment_id)
-        .where(Experiment.status.in_(ACTIVE), ExperimentStage.status.in_(("queued", "running")))
-    )
-    if experiment_id:
-        q = q.where(Experiment.id == experiment_id)
-    stale_before = now() - settings.stale_after_s
-    out = []
-    for st in list(session.scalars(q)):
-        if st.status == "running":
-            if (st.heartbeat_at or 0) >= stale_before:
-                continue
-            took = session.execute(
-                update(ExperimentStage)
-                .where(
-                    ExperimentStage.experiment_id == st.experiment_id,
-                    ExperimentStage.name == st.name,
-                    ExperimentStage.status == "running",
-                    ExperimentStage.attempts == st.attempts,
-                )
-                .values(status="queued", worker=None)
-            )
-            if took.rowcount != 1:  # type: ignore[attr-defined]
-                session.rollback()
-                continue
-            events.record(
-                session,
-                tenant_id=st.tenant_id,
-                object_id=st.experiment_id,
-                level="warning",
-                type=stage_event(st.name, StageEvent.RECOVERED),
-                message=f"{st.name}: attempt {st.attempts} went silent (its worker died?); queued again",
-            )
-            session.commit()
-        elif queue.job_pending(stage_job_id(st.experiment_id, st.name, st.attempts + 1)):
-            continue
-        queue.enqueue_stage(st.experiment_id, st.name, st.attempts + 1)
-        out.append((st.experiment_id, st.name))
-    return out

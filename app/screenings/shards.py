@@ -28,6 +28,7 @@ from app.core.errors import ServiceUnavailable
 from app.core.queue import SCREENING_JOB, SHARD_JOB, JobQueue, job_id_for
 from app.core.vocab import ACTIVE, EventType
 from app.models import Screening, ScreeningShard, now
+from app.runs import lifecycle
 
 PREPARE_SHARE, SHARDS_SHARE, MERGE_SHARE = 0.05, 0.90, 0.05
 SHARDS_STAGE, MERGE_STAGE = "shards", "merge"
@@ -77,16 +78,12 @@ def dispatch(session: Session, queue: JobQueue, sh: ScreeningShard, *, reason: s
     """Send a shard (again) under a new job id, if nobody changed it since it was read. With the queue down
     the shard stays queued in SQL and the reconciler sends it later."""
     new_job = job_id_for(SHARD_JOB, sh.id, os.urandom(4).hex())
-    q = update(ScreeningShard).where(ScreeningShard.id == sh.id, ScreeningShard.status == sh.status)
-    q = q.where(ScreeningShard.job_id == sh.job_id if sh.job_id else ScreeningShard.job_id.is_(None))
-    if sh.status == "running":  # not if its worker beat since we read it
-        q = q.where(ScreeningShard.heartbeat_at == sh.heartbeat_at)
-    res = session.execute(
-        q.values(status="queued", job_id=new_job, progress=0.0),
-        execution_options={"synchronize_session": False},
+    stmt = (
+        update(ScreeningShard)
+        .where(*lifecycle.as_read(ScreeningShard, sh))
+        .values(status="queued", job_id=new_job, progress=0.0)
     )
-    if getattr(res, "rowcount", 0) != 1:
-        session.rollback()
+    if not lifecycle.changed(session, stmt):
         return False
     if reason != "planned":
         events.record(
@@ -119,7 +116,7 @@ def claim(session: Session, sh: ScreeningShard, job_id: str | None) -> bool:
     )
     session.commit()
     session.refresh(sh)
-    return getattr(res, "rowcount", 0) == 1 and waiting(session, sh)
+    return lifecycle.matched(res) and waiting(session, sh)
 
 
 def waiting(session: Session, sh: ScreeningShard) -> bool:
@@ -171,7 +168,7 @@ def succeed(session: Session, sh: ScreeningShard, meta: dict[str, Any], job_id: 
         execution_options={"synchronize_session": False},
     )
     session.commit()
-    if getattr(res, "rowcount", 0) != 1:
+    if not lifecycle.matched(res):
         return None
     left = session.scalar(
         select(func.count())
@@ -188,15 +185,13 @@ def to_merge(session: Session, screening_id: str) -> str | None:
     None when it is not waiting for shards any more. The caller enqueues the job; if that fails, the
     screening is queued in SQL and the reconciler sends it."""
     new_job = job_id_for(SCREENING_JOB, screening_id, os.urandom(4).hex())
-    res = session.execute(
+    stmt = (
         update(Screening)
         .where(Screening.id == screening_id, Screening.status == "running", Screening.stage == SHARDS_STAGE)
         # the merge is a phase of its own: its attempts count from zero
-        .values(status="queued", stage=MERGE_STAGE, job_id=new_job, attempts=0, heartbeat_at=now()),
-        execution_options={"synchronize_session": False},
+        .values(status="queued", stage=MERGE_STAGE, job_id=new_job, attempts=0, heartbeat_at=now())
     )
-    if getattr(res, "rowcount", 0) != 1:
-        session.rollback()
+    if not lifecycle.changed(session, stmt):
         return None
     scr = session.get(Screening, screening_id)
     assert scr is not None

@@ -15,6 +15,7 @@ from app.core.vocab import ACTIVE, EventType, StageEvent, stage_event
 from app.models import Report, Screening, ScreeningShard, now
 from app.policies import decide
 from app.policies import service as policies
+from app.runs.lifecycle import matched
 
 
 def owns(scr: Screening, job_id: str | None) -> bool:
@@ -53,7 +54,7 @@ def start(session: Session, scr: Screening, *, job_id: str | None = None) -> boo
     res = session.execute(q.values(**values), execution_options={"synchronize_session": False})
     session.commit()
     session.refresh(scr)
-    if getattr(res, "rowcount", 0) != 1:
+    if not matched(res):
         return False
     events.record(
         session,

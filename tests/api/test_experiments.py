@@ -306,6 +306,68 @@ def test_recovery_re_enqueues_a_stage_whose_job_was_lost(client, run_worker, set
     assert client.get(f"/v1/experiments/{exp['id']}").json()["status"] == "succeeded"
 
 
+def _claim_and_go_silent(client: Any, exp_id: str, stage: str, *, attempts: int, settings: Settings) -> None:
+    """A worker took the stage and died: it stays `running`, its heartbeat stale, its job gone."""
+    from sqlalchemy import update
+
+    from app.experiments import transitions
+    from app.models import ExperimentStage, now
+
+    st = client.app.state.ftguard
+    st.queue.queue(settings.experiment_queue).empty()
+    with st.services.db.session() as session:
+        assert not isinstance(
+            transitions.claim(session, experiment_id=exp_id, stage_name=stage, worker="gone"), str
+        )
+        old = now() - int(settings.stale_after_s) - 5
+        session.execute(
+            update(ExperimentStage)
+            .where(ExperimentStage.experiment_id == exp_id, ExperimentStage.name == stage)
+            .values(heartbeat_at=old, attempts=attempts)
+        )
+        session.commit()
+
+
+def test_the_reconciler_recovers_a_killed_stage_with_no_worker_restart(
+    client, run_worker, settings, tiny_llama
+) -> None:
+    from app import reconcile
+
+    cust, align = _datasets(client)
+    exp = client.post("/v1/experiments", json=_body(cust, align, tiny_llama)).json()["id"]
+    _claim_and_go_silent(client, exp, "select", attempts=1, settings=settings)
+    st = client.app.state.ftguard
+    out = reconcile.reconcile(services=st.services, queue=st.queue)  # what every worker's loop runs
+    assert out.stages_requeued == [f"{exp}:select"] and out.requeued == []
+    assert _stages(client, exp)["select"]["status"] == "queued"
+    assert st.queue.job_pending(f"exp-{exp}-select-2")
+    assert reconcile.reconcile(services=st.services, queue=st.queue).stages_requeued == []  # once only
+    run_worker()
+    got = client.get(f"/v1/experiments/{exp}").json()
+    assert got["status"] == "succeeded", got["error"]
+    assert _stages(client, exp)["select"]["attempts"] == 2
+    evs = [
+        e["type"] for e in client.get(f"/v1/experiments/{exp}/events", params={"limit": 500}).json()["data"]
+    ]
+    assert evs.count("stage.select.recovered") == 1
+
+
+def test_a_stage_whose_worker_is_lost_on_every_attempt_fails_the_experiment(
+    client, settings, tiny_llama
+) -> None:
+    from app import reconcile
+
+    cust, align = _datasets(client)
+    exp = client.post("/v1/experiments", json=_body(cust, align, tiny_llama)).json()["id"]
+    _claim_and_go_silent(client, exp, "select", attempts=settings.job_retries + 1, settings=settings)
+    st = client.app.state.ftguard
+    out = reconcile.reconcile(services=st.services, queue=st.queue)
+    assert out.stages_failed == [f"{exp}:select"] and out.stages_requeued == []
+    got = client.get(f"/v1/experiments/{exp}").json()
+    assert got["status"] == "failed" and got["error"]["code"] == "worker_lost"
+    assert "no heartbeat" in got["error"]["message"]
+
+
 def test_comparison_runs_the_three_variants_and_calibrates_the_risk_score(
     client, run_worker, settings, tiny_llama
 ) -> None:
