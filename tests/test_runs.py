@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from app.core.errors import FtguardError, JudgeError
 from app.runs.kinds import kinds
-from app.runs.lifecycle import Action, is_final, judge
+from app.runs.lifecycle import Action, is_final, judge, retryable
 
 T, STALE, RETRIES = 10_000, 30, 2
 
@@ -57,6 +58,12 @@ def test_a_queued_run_is_kept_while_its_job_lives(job, action, reason) -> None: 
 def test_a_failure_is_final_past_the_retries_or_when_a_retry_would_repeat_it() -> None:
     assert not is_final(1, 2) and not is_final(2, 2) and is_final(3, 2)
     assert is_final(1, 2, retryable=False)
+    # one rule for screenings, shards and stages: our errors say whether a retry could help
+    assert not retryable(FtguardError("a dataset of this screening was deleted", code="dataset_deleted"))
+    assert retryable(
+        JudgeError("the llm judge scored 1 of 9 answers", code="judge_unavailable", retryable=True)
+    )
+    assert retryable(RuntimeError("a crash")) and retryable(MemoryError())
 
 
 def test_every_kind_is_recovered_by_the_one_reconciler() -> None:

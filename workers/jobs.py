@@ -17,6 +17,7 @@ from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening
 from app.policies import decide
+from app.runs import lifecycle
 from app.screenings import explain, scores, transitions
 from app.screenings import service as screenings
 from app.screenings import shards as shard_sql
@@ -217,7 +218,7 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         log.exception("screening attempt failed", extra={"screening_id": screening_id, "code": code})
         if not transitions.still_owned(session, scr, job_id):
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
-        final = scr.attempts > settings.job_retries or isinstance(exc, FtguardError)
+        final = lifecycle.is_final(scr.attempts, settings.job_retries, retryable=lifecycle.retryable(exc))
         transitions.fail(session, scr, code=code, message=message, final=final)
         _record("screening", "failed" if final else "retried")
         if final:

@@ -21,6 +21,7 @@ from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
 from app.core.queue import SCREENING_JOB
 from app.core.storage import BlobStore, staged_file
 from app.models import Dataset, Screening, ScreeningShard
+from app.runs import lifecycle
 from app.screenings import shards as shard_sql
 from app.screenings import transitions
 from workers.heartbeat import Heartbeat
@@ -149,7 +150,9 @@ def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
                 log.exception("shard attempt failed", extra={"shard_id": shard_id, "code": code})
                 if not shard_sql.owned(session, sh, job_id):
                     return {"shard_id": shard_id, "stopped": "cancelled or superseded"}
-                final = sh.attempts > settings.job_retries or isinstance(exc, FtguardError)
+                final = lifecycle.is_final(
+                    sh.attempts, settings.job_retries, retryable=lifecycle.retryable(exc)
+                )
                 shard_sql.fail(session, sh, code=code, message=message, final=final)
                 queue = rt.job_queue()
                 if not final and queue is not None:

@@ -32,9 +32,16 @@ class FtguardError(Exception):
     status_code = 500
     type = "internal_error"
     code = "internal_error"
+    retryable = False  # in a job: would another attempt go differently? (a judge's service down: yes)
 
     def __init__(
-        self, message: str, *, code: str | None = None, param: str | None = None, details: Any = None
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        details: Any = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -42,6 +49,8 @@ class FtguardError(Exception):
         self.details = details
         if code is not None:
             self.code = code
+        if retryable is not None:
+            self.retryable = retryable
 
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -242,7 +242,7 @@ def fail(
         session.rollback()
         return False
     failures = int((st.error or {}).get("failures", 0)) + 1
-    final = not retryable or failures > retries
+    final = lifecycle.is_final(failures, retries, retryable=retryable)
     st.error = {"code": code, "message": message, "failures": failures}
     st.status, st.finished_at = ("failed", now()) if final else ("queued", None)
     exp = session.get(Experiment, experiment_id)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from app.core.errors import FtguardError
 from app.core.vocab import Status
 
 # RQ's states of a job that will never run (again) by itself
@@ -55,6 +56,13 @@ def as_read(model: Any, run: Any) -> list[Any]:
             model.heartbeat_at == run.heartbeat_at if run.heartbeat_at else model.heartbeat_at.is_(None)
         )
     return where
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether another attempt could go differently: our own errors say so (a bad input or a missing model
+    fails the same way again; a judge's service being down may not), anything else (a crash, out of memory,
+    a timeout) is tried again."""
+    return exc.retryable if isinstance(exc, FtguardError) else True
 
 
 def is_final(attempts: int, retries: int, *, retryable: bool = True) -> bool:

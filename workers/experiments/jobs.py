@@ -17,6 +17,7 @@ from typing import Any
 from app.core import logs
 from app.core.errors import Cancelled, Lost
 from app.experiments import service, transitions
+from app.runs import lifecycle
 from workers.experiments.context import StageContext, StageOutput
 from workers.experiments.evaluate import generate_stage, judge_stage, summarise_stage
 from workers.experiments.stages import align_stage, finetune_stage, select_stage
@@ -25,8 +26,6 @@ from workers.jobs import classify
 from workers.runtime import get_runtime
 
 log = logging.getLogger("ftguard.worker")
-RETRYABLE_CODES = {"internal_error", "judge_unavailable"}
-
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageOutput]] = {
     "select": select_stage,
     "align": align_stage,
@@ -103,7 +102,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
         return {**where, "status": "lost"}
     except Exception as exc:
         code, message = classify(exc)
-        retryable = code in RETRYABLE_CODES  # a bad input or a missing model fails the same way again
+        retryable = lifecycle.retryable(exc)  # a bad input or a missing model fails the same way again
         log.exception("stage failed", extra={**where, "code": code})
         with db.session() as session:
             final = transitions.fail(

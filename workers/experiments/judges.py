@@ -362,5 +362,6 @@ class LLMJudge:
             raise JudgeError(
                 f"the llm judge scored only {judged} of {len(items)} answers ({'; '.join(errors)})",
                 code="judge_unavailable",
+                retryable=True,
             )
         return out
