@@ -135,3 +135,38 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
     assert reconcile.reconcile(services=st.services, queue=st.queue).requeued == [scr]
     run_worker()
     assert client.get(f"/v1/screenings/{scr}").json()["status"] == "succeeded"
+
+
+def test_a_crashed_attempt_is_retried_under_a_new_job_and_a_bad_input_is_not(
+    client, run_worker, monkeypatch
+) -> None:
+    """Retries are counted in SQL and sent by the run's lifecycle, as for shards and stages, not by RQ."""
+    from app.core.errors import FtguardError
+    from workers import jobs
+
+    real, calls = jobs.screen, []
+
+    def crash_once(**kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the worker's process hit a bug")
+        return real(**kw)
+
+    monkeypatch.setattr(jobs, "screen", crash_once)
+    scr = _screening(client)
+    run_worker()
+    got = client.get(f"/v1/screenings/{scr}").json()
+    assert got["status"] == "succeeded" and got["attempts"] == 2, got
+    with _state(client).services.db.session() as session:  # the retry ran as a job of its own
+        assert session.get(Screening, scr).job_id != job_id_for(SCREENING_JOB, scr)
+    assert _events(client, scr).count("screening.retrying") == 1
+
+    def bad_input(**kw: Any) -> Any:
+        raise FtguardError("the customer set has no usable text", code="empty_dataset")
+
+    monkeypatch.setattr(jobs, "screen", bad_input)
+    scr = _screening(client)
+    run_worker()
+    got = client.get(f"/v1/screenings/{scr}").json()
+    assert got["status"] == "failed" and got["attempts"] == 1
+    assert got["error"]["code"] == "empty_dataset"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -12,7 +13,8 @@ from rq import get_current_job
 from sqlalchemy.orm import Session
 
 from app.core import logs
-from app.core.errors import Cancelled, FtguardError
+from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
+from app.core.queue import SCREENING_JOB
 from app.core.storage import scores_key
 from app.datasets import service as datasets
 from app.models import Dataset, Screening
@@ -219,8 +221,13 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         if not transitions.still_owned(session, scr, job_id):
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
         final = lifecycle.is_final(scr.attempts, settings.job_retries, retryable=lifecycle.retryable(exc))
-        transitions.fail(session, scr, code=code, message=message, final=final)
+        retry_job = transitions.fail(session, scr, code=code, message=message, final=final)
         _record("screening", "failed" if final else "retried")
         if final:
             return {"screening_id": screening_id, "status": "failed", "code": code}
-        raise
+        queue = rt.job_queue()
+        if queue is None:  # run outside a queue (in-process): the caller sees the error
+            raise
+        with contextlib.suppress(ServiceUnavailable):  # queued in SQL: the reconciler sends it
+            queue.enqueue(SCREENING_JOB, screening_id, job_id=retry_job)
+        return {"screening_id": screening_id, "status": "retrying", "code": code}

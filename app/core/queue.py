@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -50,7 +50,8 @@ def connect(url: str) -> redis.Redis:
 
 
 class JobQueue:
-    """Enqueues our jobs with explicit timeouts, retries, TTLs and ids we control."""
+    """Enqueues our jobs with explicit timeouts, TTLs and ids we control. No RQ retries: a failed attempt is
+    counted in SQL and sent again under a new job id by the run's own lifecycle (`app.runs`)."""
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self.connection = connection
@@ -74,7 +75,6 @@ class JobQueue:
                 timeout=s.job_timeout_s,
                 result_ttl=s.result_ttl_s,
                 failure_ttl=s.result_ttl_s,
-                retry=Retry(max=s.job_retries) if s.job_retries else None,
                 description=f"{func}({object_id})",
             )
         except redis.RedisError as exc:

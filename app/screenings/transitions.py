@@ -5,12 +5,14 @@ nothing. The shards of a sharded screening have their own (`app.screenings.shard
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from app import events
+from app.core.queue import SCREENING_JOB, job_id_for
 from app.core.vocab import ACTIVE, EventType, StageEvent, stage_event
 from app.models import Report, Screening, ScreeningShard, now
 from app.policies import decide
@@ -125,8 +127,10 @@ def still_owned(session: Session, scr: Screening, job_id: str | None) -> bool:
     return scr.status == "running" and owns(scr, job_id)
 
 
-def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> None:
-    """Record a failed attempt; `final` marks the screening failed, else it goes back to queued."""
+def fail(session: Session, scr: Screening, *, code: str, message: str, final: bool) -> str | None:
+    """Record a failed attempt; `final` marks the screening failed, else it goes back to queued under a new
+    job id, returned for the caller to enqueue (if that fails, the reconciler finds no job and sends it).
+    Retries are counted in SQL (`attempts`), as for every kind of run, not by RQ."""
     scr.error = {"code": code, "message": message}
     events.record(
         session,
@@ -139,5 +143,6 @@ def fail(session: Session, scr: Screening, *, code: str, message: str, final: bo
     if final:
         scr.status, scr.finished_at = "failed", now()
     else:
-        scr.status = "queued"
+        scr.status, scr.job_id = "queued", job_id_for(SCREENING_JOB, scr.id, os.urandom(4).hex())
     session.commit()
+    return None if final else scr.job_id
