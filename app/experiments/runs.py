@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import events
 from app.core.queue import JobQueue, stage_job_id
 from app.core.vocab import ACTIVE, StageEvent, Status, stage_event
 from app.experiments import transitions
@@ -54,18 +53,16 @@ class StageRuns:
                 )
                 .values(status=Status.QUEUED, worker=None)
             )
-            if not lifecycle.changed(session, stmt):
+            event = {
+                "level": "warning",
+                "type": stage_event(run.name, StageEvent.RECOVERED),
+                "message": f"{run.name}: {lifecycle.requeue_message(self.name, run, v)}",
+                "data": {"stage": run.name, "reason": v.reason, "attempts": run.attempts},
+            }
+            if not lifecycle.transition(
+                session, stmt, tenant_id=run.tenant_id, object_id=run.experiment_id, event=event
+            ):
                 return False
-            events.record(
-                session,
-                tenant_id=run.tenant_id,
-                object_id=run.experiment_id,
-                level="warning",
-                type=stage_event(run.name, StageEvent.RECOVERED),
-                message=f"{run.name}: {lifecycle.requeue_message(self.name, run, v)}",
-                data={"stage": run.name, "reason": v.reason, "attempts": run.attempts},
-            )
-            session.commit()
         queue.enqueue_stage(run.experiment_id, run.name, run.attempts + 1)
         return True
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from app import events
 from app.core.errors import FtguardError
 from app.core.vocab import Status
 
@@ -40,6 +41,18 @@ def changed(session: Session, stmt: Any, *, synchronize: bool = False) -> bool:
     if not matched(session.execute(stmt, execution_options=options)):
         session.rollback()
         return False
+    return True
+
+
+def transition(
+    session: Session, stmt: Any, *, tenant_id: str, object_id: str, event: dict[str, Any] | None
+) -> bool:
+    """A compare-and-set and its event (`events.record`'s fields), committed together, or neither."""
+    if not changed(session, stmt):
+        return False
+    if event is not None:
+        events.record(session, tenant_id=tenant_id, object_id=object_id, **event)
+    session.commit()
     return True
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import events
 from app.core.queue import SCREENING_JOB, SHARD_JOB, JobQueue, job_id_for
 from app.core.vocab import ACTIVE, EventType, Status
 from app.models import Screening, ScreeningShard, now
@@ -19,7 +19,23 @@ from app.runs.lifecycle import Verdict
 from app.screenings import shards
 
 
-class ScreeningRuns:
+class _WithJobIds:
+    """Runs that keep their own job id (a screening, a shard): the label is the id, the job is the one
+    recorded, or the first dispatch's."""
+
+    job_func = SCREENING_JOB
+
+    def label(self, run: Screening | ScreeningShard) -> str:
+        return run.id
+
+    def job_id(self, run: Screening | ScreeningShard) -> str:
+        return run.job_id or job_id_for(self.job_func, run.id)
+
+    def sweep(self, session: Session, queue: JobQueue) -> list[str]:
+        return []
+
+
+class ScreeningRuns(_WithJobIds):
     name, outcome, failed_into = "screening", "requeued", "failed"
 
     def active(self, session: Session, scope: str | None = None) -> Iterator[Screening]:
@@ -32,12 +48,6 @@ class ScreeningRuns:
             q = q.where(Screening.id == scope)
         yield from paged(session, q, Screening.id)  # type: ignore[misc]
 
-    def label(self, run: Screening) -> str:
-        return run.id
-
-    def job_id(self, run: Screening) -> str:
-        return run.job_id or job_id_for(SCREENING_JOB, run.id)
-
     def requeue(self, session: Session, queue: JobQueue, run: Screening, v: Verdict) -> bool:
         new_job = job_id_for(SCREENING_JOB, run.id, os.urandom(4).hex())
         stmt = (
@@ -45,18 +55,14 @@ class ScreeningRuns:
             .where(*lifecycle.as_read(Screening, run))
             .values(status="queued", stage="queued", job_id=new_job)
         )
-        if not lifecycle.changed(session, stmt):
+        event = {
+            "level": "warning",
+            "type": EventType.SCREENING_REQUEUED,
+            "message": lifecycle.requeue_message(self.name, run, v),
+            "data": {"reason": v.reason, "attempts": run.attempts},
+        }
+        if not lifecycle.transition(session, stmt, tenant_id=run.tenant_id, object_id=run.id, event=event):
             return False
-        events.record(
-            session,
-            tenant_id=run.tenant_id,
-            object_id=run.id,
-            level="warning",
-            type=EventType.SCREENING_REQUEUED,
-            message=lifecycle.requeue_message(self.name, run, v),
-            data={"reason": v.reason, "attempts": run.attempts},
-        )
-        session.commit()
         queue.enqueue(SCREENING_JOB, run.id, job_id=new_job)
         return True
 
@@ -67,26 +73,14 @@ class ScreeningRuns:
             .where(*lifecycle.as_read(Screening, run))
             .values(status="failed", finished_at=now(), error={"code": "worker_lost", "message": message})
         )
-        if not lifecycle.changed(session, stmt):
-            return False
-        events.record(
-            session,
-            tenant_id=run.tenant_id,
-            object_id=run.id,
-            level="error",
-            type=EventType.SCREENING_FAILED,
-            message=message,
-            data={"reason": "worker_lost"},
-        )
-        session.commit()
-        return True
-
-    def sweep(self, session: Session, queue: JobQueue) -> list[str]:
-        return []
+        event: dict[str, Any] = {"level": "error", "type": EventType.SCREENING_FAILED, "message": message}
+        event["data"] = {"reason": "worker_lost"}
+        return lifecycle.transition(session, stmt, tenant_id=run.tenant_id, object_id=run.id, event=event)
 
 
-class ShardRuns:
+class ShardRuns(_WithJobIds):
     name, outcome, failed_into = "shard", "requeued", "failed"
+    job_func = SHARD_JOB
 
     def active(self, session: Session, scope: str | None = None) -> Iterator[ScreeningShard]:
         q = (
@@ -101,12 +95,6 @@ class ShardRuns:
         if scope is not None:
             q = q.where(ScreeningShard.screening_id == scope)
         yield from paged(session, q, ScreeningShard.id)  # type: ignore[misc]
-
-    def label(self, run: ScreeningShard) -> str:
-        return run.id
-
-    def job_id(self, run: ScreeningShard) -> str:
-        return run.job_id or job_id_for(SHARD_JOB, run.id)
 
     def requeue(self, session: Session, queue: JobQueue, run: ScreeningShard, v: Verdict) -> bool:
         return shards.dispatch(session, queue, run, reason=v.reason)

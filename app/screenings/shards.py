@@ -83,19 +83,17 @@ def dispatch(session: Session, queue: JobQueue, sh: ScreeningShard, *, reason: s
         .where(*lifecycle.as_read(ScreeningShard, sh))
         .values(status="queued", job_id=new_job, progress=0.0)
     )
-    if not lifecycle.changed(session, stmt):
-        return False
+    event = None
     if reason != "planned":
-        events.record(
-            session,
-            tenant_id=sh.tenant_id,
-            object_id=sh.screening_id,
-            level="warning",
-            type=EventType.SCREENING_SHARD_REQUEUED,
-            message=f"shard {sh.index} sent again ({reason})",
-            data={"shard": sh.index, "reason": reason, "attempts": sh.attempts},
-        )
-    session.commit()
+        event = {
+            "level": "warning",
+            "type": EventType.SCREENING_SHARD_REQUEUED,
+            "message": f"shard {sh.index} sent again ({reason})",
+            "data": {"shard": sh.index, "reason": reason, "attempts": sh.attempts},
+        }
+    where = {"tenant_id": sh.tenant_id, "object_id": sh.screening_id}
+    if not lifecycle.transition(session, stmt, **where, event=event):
+        return False
     try:
         queue.enqueue(SHARD_JOB, sh.id, job_id=new_job)
     except ServiceUnavailable:
