@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's `app` and `workers`, whatever else is installed
 sys.path.insert(0, str(ROOT / "studies"))
 import validation_paper  # noqa: E402  (studies/ is on the path from here)
+import validation_replication  # noqa: E402
 from validation_inputs import build_inputs, chat, run_sha, system_prompt  # noqa: E402
 from validation_lab import (  # noqa: E402
     BASE,
@@ -138,6 +139,13 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
         help="examples in each alignment subset (default: the reference model's safety count)",
     )
     ap.add_argument("--paper-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--replication",
+        type=Path,
+        default=None,
+        help="the state of a fresh run of the study: compared with this one, and what this one lacks is "
+        "taken from it when its reference model is identical (studies/validation_replication.py)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "validation.json")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -152,15 +160,6 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     elif args.state is None:
         args.state = ROOT / "studies" / "results" / "validation_state.json"
     return args
-
-
-# ------------------------------------------------------------------------------------------ inputs
-
-
-# ------------------------------------------------------------------------------------------ state
-
-
-# ------------------------------------------------------------------------------------------ the lab
 
 
 def reference_model(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, Any]) -> str:
@@ -314,9 +313,6 @@ def pilot(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, An
     return dict(state.data["pilot"]["chosen"])
 
 
-# ------------------------------------------------------------------------------------------ signals
-
-
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -336,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
         args.base_model = tiny_llama(args.work_dir / "tiny-llama")
     state = State(args.state or args.work_dir / "state.json")
     inputs = build_inputs(args)
+    if args.replication:
+        validation_replication.replicate(args, state, inputs)
     if args.report_only:
         _report(args, state, inputs)
         return

@@ -243,6 +243,7 @@ def analyse(state: dict[str, Any], *, inputs_sha: dict[str, str] | None = None) 
         "meta": state.get("meta"),
         "verdict": _verdict(signals, len(names), candidates=CANDIDATES),
         "paper_direction": validation_paper.analyse(state),
+        "replication": state.get("replication"),
         **{f"{k}_spearman": v.get("spearman") for k, v in signals.items()},
         **{f"{k}_spearman_out_of_sample": v.get("spearman_out_of_sample") for k, v in signals.items()},
     }

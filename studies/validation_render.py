@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import validation_paper
+import validation_replication
 from validation_analysis import BOOT
 
 
@@ -206,6 +207,7 @@ def markdown(result: dict[str, Any], png: dict[str, str]) -> str:
                 + (" | (one dataset yet) |" if g["separation"] is None else f" | {g['separation']:+.3f} |")
             )
     lines += validation_paper.markdown(result.get("paper_direction"))
+    lines += ["", *validation_replication.markdown(result.get("replication"))]
     lines += [
         "",
         "## Plots",
