@@ -112,3 +112,29 @@ def test_validation_study_smoke_runs_end_to_end_and_resumes(tmp_path: Path) -> N
     assert only.returncode == 0, only.stderr[-3000:]
     assert json.loads(report.read_text())["seeds"] == [0, 1]
     assert not re.search(r"^signals \S+: risk", only.stdout, re.M)  # nothing was screened
+
+    # --replication: a fresh run (here the moved state, made in another work dir) is compared run by run, and
+    # a record that lacks a run takes it from the fresh run, whose reference model is identical.
+    partial = json.loads((tmp_path / "work" / "smoke" / "state.json").read_text())
+    lacking = next(k for k, r in partial["runs"].items() if r["group"] == "main")
+    del partial["runs"][lacking]
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    rep = _run(
+        "--out",
+        str(report),
+        "--state",
+        str(tmp_path / "partial.json"),
+        "--report-only",
+        "--replication",
+        str(moved),
+        work=tmp_path / "elsewhere",
+    )
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert "replication: 1 run(s) taken" in rep.stdout
+    r = json.loads(report.read_text())["replication"]
+    assert r["reference_identical"] and r["runs"] == 18 and r["runs_matched"] == 17
+    assert r["runs_identical"] == 17 and r["runs_different"] == [] and len(r["runs_adopted"]) == 1
+    assert r["complete"] and r["wall_min"] is not None
+    assert "## A fresh run, timed" in report.with_suffix(".md").read_text()
+    kept = json.loads((tmp_path / "partial.json").read_text())
+    assert len(kept["runs"]) == runs and kept["lab"] == json.loads(moved.read_text())["lab"]
