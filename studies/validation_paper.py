@@ -38,8 +38,10 @@ def pair(state: dict[str, Any], harm_of: Any) -> list[str]:
     sig = state["signals"]["datasets"]
     start = 1 - (state.get("reference") or {}).get("refusal_rate", 0.0)
     harm: dict[str, list[float]] = {}
-    for r in state["runs"].values():
-        if r["group"] == "main" and r["dataset"] in sig:
+    main = [r for r in state["runs"].values() if r["group"] == "main" and r["dataset"] in sig]
+    under_system = {r["dataset"] for r in main if r.get("eval_system_prompt")}
+    for r in main:  # a set measured under its system prompt counts by those runs only
+        if r.get("eval_system_prompt") or r["dataset"] not in under_system:
             harm.setdefault(r["dataset"], []).append(harm_of(r))
     measured = {n: float(np.mean(v)) for n, v in harm.items()}
     eroding = [n for n, h in measured.items() if h > start]
@@ -130,8 +132,12 @@ def analyse(state: dict[str, Any]) -> dict[str, Any] | None:
                     "increase_ci": [round(float(x), 4) for x in np.percentile(inc, [2.5, 97.5])],
                 }
             )
+    from validation_lab import harm_of
+
+    now = pair(state, harm_of)
     return {
         **meta,
+        "pair_by_the_rule_now": now if set(now) != set(meta["pair"]) else None,
         "seeds": all_seeds,
         "seeds_per_dataset": per_dataset,
         "harm_measure": HARM,
@@ -187,6 +193,15 @@ def markdown(p: dict[str, Any] | None) -> list[str]:
         "",
         p["verdict"],
         "",
+        *(
+            [
+                f"The pair was fixed when these runs began. On the main runs recorded since, the rule would "
+                f"pick {' and '.join(p['pair_by_the_rule_now'])}; those runs are not made.",
+                "",
+            ]
+            if p.get("pair_by_the_rule_now")
+            else []
+        ),
         "| dataset | variant | subset mean max sim | aligned harmfulness | aligned over-refusal | "
         "final harmfulness (95% CI) | per seed | increase | final over-refusal |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -222,7 +237,10 @@ def run(args: argparse.Namespace, lab: Any, state: State, inputs: dict[str, Any]
     recipe = (state.data.get("pilot") or {}).get("chosen")
     if not recipe or not state.data.get("signals"):
         raise SystemExit("--paper needs the main study first (its pilot recipe and signals)")
-    names = pair(state.data, harm_of)
+    # the pair is fixed when its first runs start: later main runs (a dataset measured again under a new
+    # rule) do not move runs already made onto other datasets; `analyse` says if the rule would now differ
+    kept = (state.data.get("paper") or {}).get("pair")
+    names = kept if kept and all(n in inputs["datasets"] for n in kept) else pair(state.data, harm_of)
     pool = upload(lab, state, "alignment_pool", inputs["alignment_pool"], "alignment")
     ev = upload(lab, state, "eval_prompts", inputs["eval_prompts"], "eval-prompts")
     align_training = {
