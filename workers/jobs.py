@@ -12,6 +12,7 @@ from typing import Any
 from rq import get_current_job
 from sqlalchemy.orm import Session
 
+from app.calibration import feed as calibration
 from app.core import logs
 from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
 from app.core.queue import SCREENING_JOB
@@ -24,7 +25,6 @@ from app.screenings import explain, scores, transitions
 from app.screenings import service as screenings
 from app.screenings import shards as shard_sql
 from workers import shards
-from workers.experiments import calibration
 from workers.heartbeat import Heartbeat
 from workers.runtime import Runtime, get_runtime
 from workers.screening import Anchors, Side, bundled_anchors, screen

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from app.calibration import feed as calibration
 from app.core import registry
 from app.experiments.judge_kinds import JUDGES
-from workers.experiments import calibration
 from workers.experiments.context import StageContext, StageOutput, extract_dir, read_jsonl
 from workers.experiments.generate import GenerationConfig, generate
 from workers.experiments.judges import Item, Judge, KeywordJudge

@@ -1,6 +1,7 @@
-"""The worker's side of calibration: what a finished experiment contributes, and the `calibration` section
-of every screening report. The fit itself lives in `app.calibration.service` (numpy and scikit-learn, no
-torch), so the API can refit without a worker."""
+"""What feeds calibration and what it feeds: the point a finished experiment contributes, and the
+`calibration` section of every screening report. Workers call both; the fit itself is
+`app.calibration.service` (numpy and scikit-learn, no torch), so the API can refit without a worker. One
+domain, one folder: calibration has no half under workers/."""
 
 from __future__ import annotations
 
