@@ -44,9 +44,9 @@ STAGES = ("represent_alignment", "represent_customer", "compare", "anchors", "sc
 def _path(settings: Any, customer: Path, alignment: Path) -> dict[str, Any]:
     """One cold screening with `settings`: seconds end to end (parse to report) and per stage."""
     from app.screenings.service import anchor_representation, with_defaults
-    from workers.anchors import bundled_anchors
     from workers.runtime import Runtime
-    from workers.screening import Params, screen, side_from_file
+    from workers.screenings.anchors import bundled_anchors
+    from workers.screenings.screening import Params, screen, side_from_file
 
     runtime = Runtime(settings)
     params = with_defaults({}, settings)
@@ -85,7 +85,7 @@ def _path(settings: Any, customer: Path, alignment: Path) -> dict[str, Any]:
 
 def _bound(run: dict[str, Any]) -> dict[str, float]:
     """The bare forward passes of both models over what `run` represented (module docstring)."""
-    from workers.anchors import request_view
+    from workers.screenings.anchors import request_view
 
     rep, anchor, anchors = run["rep"], run["anchor"], run["anchors"]
     minilm = [ex.text for ex in run["alignment"].examples] + [ex.text for ex in run["customer"].examples]

@@ -38,7 +38,7 @@ def main() -> None:
     from app.cli import load_side
     from app.core.config import get_settings
     from workers.runtime import Runtime
-    from workers.screening import Params, screen
+    from workers.screenings.screening import Params, screen
 
     runtime = Runtime(get_settings())
     rep = runtime.representer({})

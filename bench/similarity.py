@@ -4,7 +4,8 @@
                                [--screen auto|on|off]
 
 Data: n x n random unit vectors (float32, seeded) for C and A.  Methods:
-  ours       workers.similarity.compare(method="exact"): C->A top-k AND A->C max/argmax, in one pass, as a
+  ours       workers.screenings.similarity.compare(method="exact"): C->A top-k AND A->C max/argmax, in one
+  pass, as a
              screening runs it (on a CPU with AVX512-BF16: bf16 screen, fp32 re-score; exact either way;
              --screen on/off forces it, e.g. at sizes too small for the automatic choice)
   ours-fp32  the same with screen=False: every tile in fp32
@@ -72,7 +73,7 @@ def _data(n: int, dim: int, seed: int) -> np.ndarray:
 def _runner(method: str, k: int, block_size: int, screen: str, meta: dict):
     """A callable computing the method's top-k indices (C->A) for (C, A); ours also fill `meta`."""
     if method.startswith("ours"):
-        from workers.similarity import compare
+        from workers.screenings.similarity import compare
 
         def ours(C: np.ndarray, A: np.ndarray) -> np.ndarray:
             forced = {"auto": None, "on": True, "off": False}[screen]

@@ -1,16 +1,17 @@
 """Which layer of the anchor model should the compliance anchor form read, and in which precision?
 
-The compliance form is the one anchor form read in SmolLM2 (`workers/anchors.py`); a screening runs SmolLM2
-over every customer example for it, which is most of a default screening's compute. A screening stops the
-forward pass at the layer it reads (`workers/representations/causal_lm.py`), so a middle layer costs that
-share of the blocks. Published work on the same signal (LARF, arXiv 2507.18631) finds middle layers as good
-or better. This measures it on the reference sets of `studies/reference_sets.py` (the same sets, samples
+The compliance form is the one anchor form read in SmolLM2 (`workers/screenings/anchors.py`); a screening
+runs SmolLM2 over every customer example for it, which is most of a default screening's compute. A screening
+stops the forward pass at the layer it reads (`workers/representations/causal_lm.py`), so a middle layer costs
+that share of the blocks. Published work on the same signal (LARF, arXiv 2507.18631) finds middle layers as
+good or better. This measures it on the reference sets of `studies/reference_sets.py` (the same sets, samples
 and pairs):
 
 * every layer's vectors of every set and of the compliance anchors, from one full pass per precision
   (`CausalLMRepresenter.encode_layers`, which a test holds equal to each layer's own early-exit pass);
 * per layer, the compliance margin of every example exactly as a screening computes it
-  (`workers.anchors.form_signal`, the default screening's centring), and its AUROC on each reference pair;
+  (`workers.screenings.anchors.form_signal`, the default screening's centring), and its AUROC on each
+  reference pair;
 * the selection rule: the criterion is the one that chose SmolLM2 as the anchor backend, the mean AUROC of
   AdvBench probes (harmful-form data) and of GSM8K (data risky by its form, He et al. 2024) against Dolly
   prose; the layer chosen is the cheapest (fewest blocks run) within 0.01 of the best, read in the
@@ -53,9 +54,9 @@ def measure(precision: str, sets: dict[str, Any], settings: Any) -> dict[str, An
     """Every layer's AUROCs in one precision, and the vectors (for the fp32/bf16 agreement)."""
     from app.core import registry
     from app.screenings.service import with_defaults
-    from workers.anchors import bundled_anchors, form_signal
     from workers.representations.causal_lm import CausalLMRepresenter
-    from workers.screening import Params
+    from workers.screenings.anchors import bundled_anchors, form_signal
+    from workers.screenings.screening import Params
 
     rep = CausalLMRepresenter(
         registry.path(settings, settings.anchor_model),

@@ -77,7 +77,7 @@ def _inputs(tmp: Path, gsm8k_n: int) -> dict[str, Path]:
 def run_backend(backend: str, inputs: dict[str, Path], align_path: Path, max_length: int) -> dict[str, Any]:
     from app.core.config import get_settings
     from workers.runtime import Runtime
-    from workers.screening import Params, bundled_anchors, screen, side_from_file
+    from workers.screenings.screening import Params, bundled_anchors, screen, side_from_file
 
     settings = get_settings()
     runtime = Runtime(settings)
@@ -130,7 +130,7 @@ BENIGN = ("benign general demo", "benign list-heavy demo", "Dolly safety-only", 
 
 def _sample(side: Any, n: int) -> Any:
     """A seeded sample of n examples (all of them when the set is smaller)."""
-    from workers.screening import Side
+    from workers.screenings.screening import Side
 
     if not n or len(side.examples) <= n:
         return side
@@ -145,7 +145,7 @@ def _sample(side: Any, n: int) -> Any:
 
 def reference_sides(sample: int, settings: Any) -> dict[str, Any]:
     """The reference sets as screening sides (Dolly and AdvBench a seeded sample, GSM8K the first n)."""
-    from workers.screening import side_from_file
+    from workers.screenings.screening import side_from_file
 
     files = _inputs(Path(tempfile.mkdtemp()), sample)
     paths = {
@@ -168,7 +168,7 @@ def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
     from app.core.config import get_settings
     from app.screenings.service import anchor_representation
     from workers.runtime import Runtime
-    from workers.screening import Params, bundled_anchors, screen, side_from_file
+    from workers.screenings.screening import Params, bundled_anchors, screen, side_from_file
 
     settings = get_settings()
     runtime = Runtime(settings)
@@ -206,11 +206,11 @@ def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
         "Each set screened with the service's defaults: alignment similarity in MiniLM "
         f"(`{settings.default_model}`), the compliance anchor form in `{settings.anchor_model}` "
         f"(layer {settings.anchor_layer}, {anchor_rep.describe()['dtype']}), the persona "
-        "and request forms in MiniLM (`workers/anchors.py`). **now** is the risk score with the anchor "
-        "forms (max of the weighted reading and the attack reading); **before** is the weighted reading of "
-        "the same report, which is exactly the score the previous defaults gave (similarity parts plus the "
-        "compliance anchors, weights 0.3/0.2/0.2/0.3). Anchor columns: mean rescaled margin zh per form "
-        "(0-1).",
+        "and request forms in MiniLM (`workers/screenings/anchors.py`). **now** is the risk score with the "
+        "anchor forms (max of the weighted reading and the attack reading); **before** is the weighted "
+        "reading of the same report, which is exactly the score the previous defaults gave (similarity "
+        "parts plus the compliance anchors, weights 0.3/0.2/0.2/0.3). Anchor columns: mean rescaled margin "
+        "zh per form (0-1).",
         "",
     ]
     for an in aligns:

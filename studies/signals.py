@@ -1,6 +1,6 @@
 """A screening as the service runs it, for studies: records in, the report's risk and every part out, and the
-per-example score that ranks examples. The same code path as a screening job (`workers.screening.screen`,
-the settings' default models and the bundled anchors)."""
+per-example score that ranks examples. The same code path as a screening job
+(`workers.screenings.screening.screen`, the settings' default models and the bundled anchors)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class Screener:
         from app.core.services import build_services
         from app.screenings.service import anchor_representation, with_defaults
         from workers.runtime import Runtime
-        from workers.screening import bundled_anchors
+        from workers.screenings.screening import bundled_anchors
 
         self.settings = settings
         self.runtime = Runtime(settings, services=build_services(settings))
@@ -29,14 +29,14 @@ class Screener:
         self._tmp = Path(tempfile.mkdtemp(prefix="ftguard-signals-"))
 
     def _side(self, rows: list[dict[str, Any]], name: str) -> Any:
-        from workers.screening import side_from_file
+        from workers.screenings.screening import side_from_file
 
         path = self._tmp / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         return side_from_file(path, name, self.settings)
 
     def _outcome(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> Any:
-        from workers.screening import Params, screen
+        from workers.screenings.screening import Params, screen
 
         return screen(
             customer=self._side(rows, "customer"),
@@ -74,8 +74,8 @@ class Screener:
           (the held-out safety data left the least harm of any set in the first study), so only the
           examples that answer count toward the erosion the score estimates.
         """
-        from workers import risk
         from workers.experiments.judges import is_refusal
+        from workers.screenings import risk
 
         answers = [[m for m in r["messages"] if m["role"] == "assistant"][-1]["content"] for r in rows]
         refuses = np.array([is_refusal(a)[0] for a in answers], dtype=bool)
@@ -94,7 +94,7 @@ class Screener:
     def rank_examples(self, rows: list[dict[str, Any]], align: list[dict[str, Any]]) -> list[int]:
         """Indices of `rows`, riskiest first, by ftguard's per-example score: the risk formula applied to
         each example alone (its rescaled similarity and its rescaled margin in every anchor form)."""
-        from workers import risk
+        from workers.screenings import risk
 
         out = self._outcome(rows, align)
         r = out.body["risk"]
@@ -124,7 +124,8 @@ class Screener:
 
     def fingerprint(self) -> str:
         """What a screening's numbers depend on besides its inputs and models: the source of the screening
-        code (workers/ but its job plumbing, its representation backends, this file) and the bundled anchor
+        code (workers/ and workers/screenings/ but their job plumbing, the representation backends, this file)
+        and the bundled anchor
         sets. A study
         keeps its recorded signals only while this is unchanged, so a changed signal is always re-screened."""
         import hashlib
@@ -132,7 +133,11 @@ class Screener:
         root = Path(__file__).resolve().parents[1]
         # job bookkeeping: no number depends on it (the shards' exactness tests hold sharded = unsharded)
         plumbing = {"jobs.py", "runner.py", "progress.py", "heartbeat.py", "shards.py"}
-        code = [*(root / "workers").glob("*.py"), *(root / "workers" / "representations").glob("*.py")]
+        code = [*(root / "workers").glob("*.py")]
+        code += [
+            *(root / "workers" / "screenings").glob("*.py"),
+            *(root / "workers" / "representations").glob("*.py"),
+        ]
         files = [*sorted(f for f in code if f.name not in plumbing), Path(__file__).resolve()]
         h = hashlib.sha256()
         for f in files:

@@ -142,7 +142,7 @@ def test_a_crashed_attempt_is_retried_under_a_new_job_and_a_bad_input_is_not(
 ) -> None:
     """Retries are counted in SQL and sent by the run's lifecycle, as for shards and stages, not by RQ."""
     from app.core.errors import FtguardError
-    from workers import jobs
+    from workers.screenings import jobs
 
     real, calls = jobs.screen, []
 

@@ -39,7 +39,7 @@ from app.demo import ALIGNMENT, CUSTOMERS
 from app.screenings import explain
 
 if TYPE_CHECKING:
-    from workers.screening import Side
+    from workers.screenings.screening import Side
 
 __all__ = ["_MODELS", "app", "load_side", "main", "print_report"]  # tests and benches import these from here
 
@@ -187,7 +187,7 @@ def rank(
         rows.append((name, body))
         arrays[name] = screener.arrays
     rows.sort(key=lambda r: r[1]["risk"]["risk_score"])
-    from workers.risk import bootstrap_ranking
+    from workers.screenings.risk import bootstrap_ranking
 
     boot = bootstrap_ranking({n: (b, arrays[n]) for n, b in rows}, resamples=BOOTSTRAP)
     intervals = [f"{boot['intervals'][n][0]:.1f} to {boot['intervals'][n][1]:.1f}" for n, _ in rows]

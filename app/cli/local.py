@@ -2,7 +2,8 @@
 screening side, one set of loaded models per process, one progress bar per stage, the summary table.
 
 The bars are on stderr (stdout keeps the tables); each stage gets its own bar when it starts, and the
-bar's share is that stage's own (workers.progress weighs the stages for the one-number progress of a job).
+bar's share is that stage's own (workers.screenings.progress weighs the stages for the one-number progress
+of a job).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from app.screenings import explain
 from app.screenings.service import anchor_representation
 
 if TYPE_CHECKING:
-    from workers.progress import Tick
-    from workers.screening import Side
+    from workers.screenings.progress import Tick
+    from workers.screenings.screening import Side
 
 console = Console(stderr=True)
 out = Console(width=max(Console().width, 120))
@@ -80,7 +81,8 @@ def stage_bars(transient: bool) -> Progress:
 
 
 class StageBars:
-    """A screening reporter (workers.progress.Reporter) that draws one bar per stage; never cancels."""
+    """A screening reporter (workers.screenings.progress.Reporter) that draws one bar per stage; never
+    cancels."""
 
     def __init__(self, bars: Progress, prefix: str = "") -> None:
         self.bars, self.prefix = bars, prefix
@@ -98,7 +100,7 @@ class StageBars:
 
 def load_side(path: Path, name: str) -> Side:
     """A local file as a screening side; exits with its located errors when it is invalid."""
-    from workers.screening import side_from_file
+    from workers.screenings.screening import side_from_file
 
     try:
         return side_from_file(path, name, get_settings())
@@ -126,7 +128,7 @@ class Screener:
     ) -> None:
         quiet_libraries()
         from workers.runtime import Runtime
-        from workers.screening import Anchors, bundled_anchors
+        from workers.screenings.screening import Anchors, bundled_anchors
 
         s = get_settings()
         self.runtime = Runtime(s, models=_MODELS)
@@ -150,7 +152,7 @@ class Screener:
     ) -> dict[str, Any]:
         """One screening with a bar per stage; `keep_bars` leaves them on screen (one screening per run)."""
         from app.screenings.service import with_defaults
-        from workers.screening import Params, screen
+        from workers.screenings.screening import Params, screen
 
         name = str(customer.meta.get("filename", "screening"))
         with stage_bars(transient=not keep_bars) as bars:
@@ -314,8 +316,8 @@ def audit(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit as JSON.")] = None,
 ) -> None:
     """Audit an alignment set: its diversity (Vendi score) and, with --customer, what it leaves uncovered."""
-    from workers.audit import vendi_score
-    from workers.screening import represent
+    from workers.screenings.audit import vendi_score
+    from workers.screenings.screening import represent
 
     screener = Screener(backend, model, anchors=False)
     align = load_side(alignment, "alignment")

@@ -25,8 +25,8 @@ from app.datasets.validate import iter_examples
 from app.policies import decide
 
 if TYPE_CHECKING:
-    from workers.anchors import Anchors
-    from workers.screening import Side
+    from workers.screenings.anchors import Anchors
+    from workers.screenings.screening import Side
 
 
 def write_scores(
@@ -42,7 +42,7 @@ def write_scores(
     policy: dict[str, Any] | None = None,
 ) -> int:
     """Write the rows; returns how many. `policy` (default: the built-in one) gives the row threshold."""
-    from workers import risk
+    from workers.screenings import risk
 
     facts = decide.facts(body, arrays)
     threshold = float((policy or decide.DEFAULT_POLICY)["row_threshold"])

@@ -19,8 +19,8 @@ from rq.serializers import JSONSerializer
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable
 
-SCREENING_JOB = "workers.jobs.run_screening"
-SHARD_JOB = "workers.shards.run_shard"
+SCREENING_JOB = "workers.screenings.jobs.run_screening"
+SHARD_JOB = "workers.screenings.shards.run_shard"
 EXPERIMENT_STAGE_JOB = "workers.experiments.jobs.run_stage"
 
 

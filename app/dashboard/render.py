@@ -205,7 +205,8 @@ def cache_summary(cache: dict[str, Any]) -> str:
 
 
 def similarity_summary(meta: dict[str, Any]) -> str:
-    """One line on how the comparison ran (workers.similarity's meta): method, precision, what fell back."""
+    """One line on how the comparison ran (workers.screenings.similarity's meta): method, precision, what
+    fell back."""
     if not meta:
         return ""
     parts = [str(meta.get("method", "exact")), str(meta.get("precision", "fp32"))]

@@ -64,8 +64,8 @@ def row_scores(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each customer example's own risk, 0-100, with its parts in [0, 1]: its rescaled similarity
     z = clip((s - floor) / (high - floor), 0, 1) and, with anchors, its rescaled harmful-anchor margin
-    zh = clip(m / m_h, 0, 1) (the same rescalings as the dataset's score, workers.risk); the score is
-    100 * z without anchors and 100 * (0.5 z + 0.5 zh) with them."""
+    zh = clip(m / m_h, 0, 1) (the same rescalings as the dataset's score, workers.screenings.risk); the
+    score is 100 * z without anchors and 100 * (0.5 z + 0.5 zh) with them."""
     s = np.asarray(c_max, dtype=np.float64)
     z = np.clip((s - levels["floor"]) / max(levels["high"] - levels["floor"], 1e-9), 0.0, 1.0)
     parts = {"similarity": z}

@@ -75,7 +75,8 @@ def flagged_rows(
     return rows, int(idx.size), threshold
 
 
-# The form whose margin is the row score's anchor part (`c_anchor_margin`): workers/risk.py's headline_form.
+# The form whose margin is the row score's anchor part (`c_anchor_margin`): workers/screenings/risk.py's
+# headline_form.
 ANCHOR_FORM = "compliance"
 
 

@@ -1,4 +1,5 @@
-"""The shards of a sharded screening: their SQL state and transitions (the compute is workers.shards).
+"""The shards of a sharded screening: their SQL state and transitions (the compute is
+workers.screenings.shards).
 
 A screening whose customer set has more rows than `shard_rows` runs in three steps:
 

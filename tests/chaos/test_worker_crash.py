@@ -43,7 +43,7 @@ def test_a_killed_worker_s_screening_is_retried_by_the_next_worker(chaos_setting
             got = api.get(f"/v1/screenings/{scr}").json()
             assert got["status"] in ("queued", "running"), got
             # the alignment set's vectors are stored before this stage starts; its share of the bar is its
-            # measured cost (workers/progress.py), so no fixed fraction marks "half way" any more
+            # measured cost (workers/screenings/progress.py), so no fixed fraction marks "half way" any more
             return got["stage"] == "represent_customer" and got["progress"] > 0.0
 
         wait_for("the worker to be representing the customer set", mid_customer, timeout=120)

@@ -224,7 +224,7 @@ class _BytesRepresenter:
 
 
 def test_the_four_containers_give_the_same_screening_report() -> None:
-    from workers.screening import Params, Side, screen
+    from workers.screenings.screening import Params, Side, screen
 
     records = [
         {"prompt": f"Question {i}: list {i} steps", "completion": f"Step {i}, then more."} for i in range(12)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.audit import audit, vendi_score
+from workers.screenings.audit import audit, vendi_score
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 
@@ -34,7 +34,7 @@ def test_audit_lists_the_farthest_uncovered_customer_examples() -> None:
 
 
 def test_gram_matrices_of_slices_add_up_to_the_vendi_score_of_the_whole_set() -> None:
-    from workers.audit import gram, vendi_of_gram
+    from workers.screenings.audit import gram, vendi_of_gram
 
     x = np.random.default_rng(2).normal(size=(50, 6))
     whole = vendi_score(x)

@@ -179,8 +179,8 @@ def test_precision_is_part_of_the_identity(tokenizer: Any, tiny_model: Any) -> N
 
 
 def test_precision_auto_on_cpu_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers import similarity
     from workers.representations.loading import representation_dtype
+    from workers.screenings import similarity
 
     monkeypatch.setattr(similarity, "cpu_bf16_sound", lambda: True)
     assert representation_dtype("cpu") == "bfloat16"

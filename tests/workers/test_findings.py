@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workers import findings as F
-from workers import risk
-from workers.screening import subset_size_for
+from workers.screenings import findings as F
+from workers.screenings import risk
+from workers.screenings.screening import subset_size_for
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 

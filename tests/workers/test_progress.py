@@ -16,7 +16,7 @@ import pytest
 
 from app.core.config import Settings
 from tests.conftest import DEMO, make_settings, upload
-from workers import progress as plan_progress
+from workers.screenings import progress as plan_progress
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The progress plan (workers/progress.py) and the screening's representation passes, without a model: a
-counting representer stands in, so the weights, the measured rates and cancellation are checked exactly."""
+"""The progress plan (workers/screenings/progress.py) and the screening's representation passes, without a
+model: a counting representer stands in, so the weights, the measured rates and cancellation are checked
+exactly."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 from app.core.errors import Cancelled
 from app.core.storage import LocalBlobStore
 from app.datasets.records import Example
-from workers import progress
 from workers.cache import VectorCache
-from workers.progress import Plan, Tick
-from workers.screening import Pass, Side
+from workers.screenings import progress
+from workers.screenings.progress import Plan, Tick
+from workers.screenings.screening import Pass, Side
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers import risk
+from workers.screenings import risk
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 

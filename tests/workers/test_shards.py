@@ -18,8 +18,8 @@ from app.core.storage import scores_key
 from app.models import ScreeningShard, now
 from app.screenings import shards as shard_sql
 from tests.conftest import DEMO, client_as, make_settings, upload
-from workers import rows as rows_mod
-from workers import shards as shard_jobs
+from workers.screenings import rows as rows_mod
+from workers.screenings import shards as shard_jobs
 
 ROWS, SHARD = 300, 64  # 5 shards: four of 64 rows and one of 44
 
@@ -208,7 +208,7 @@ def test_slices_joined_give_the_whole_sets_rows() -> None:
     rng = np.random.default_rng(0)
     c, a = rng.normal(size=(200, 16)).astype(np.float32), rng.normal(size=(50, 16)).astype(np.float32)
     a[7] = c[150] * 3  # alignment row 7's best match sits in the last slice
-    from workers.similarity import compare
+    from workers.screenings.similarity import compare
 
     whole = compare(c, a, k=3, block_size=64)
     parts = []

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from app.core.errors import Cancelled
-from workers import similarity, similarity_bf16
-from workers.similarity import compare, self_reference
+from workers.screenings import similarity, similarity_bf16
+from workers.screenings.similarity import compare, self_reference
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 

@@ -22,8 +22,8 @@ from workers.experiments.context import StageContext, StageOutput
 from workers.experiments.evaluate import generate_stage, judge_stage, summarise_stage
 from workers.experiments.stages import align_stage, finetune_stage, select_stage
 from workers.heartbeat import Heartbeat
-from workers.jobs import classify
 from workers.runtime import get_runtime
+from workers.screenings.jobs import classify
 
 log = logging.getLogger("ftguard.worker")
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageOutput]] = {

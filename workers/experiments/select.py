@@ -1,16 +1,16 @@
 """Selection: which alignment examples a model is aligned on.
 
 Each alignment example is scored by its maximum cosine to the fine-tuning data (the paper's selection
-score, `workers.similarity.compare`); High-Sim is the top N, Low-Sim the bottom N, Random a seeded N
-(`workers.screening.subsets`), full is all of them.
+score, `workers.screenings.similarity.compare`); High-Sim is the top N, Low-Sim the bottom N, Random a
+seeded N (`workers.screenings.screening.subsets`), full is all of them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from workers.screening import subsets
-from workers.similarity import compare
+from workers.screenings.screening import subsets
+from workers.screenings.similarity import compare
 
 
 def sample(n: int, max_examples: int | None, seed: int) -> np.ndarray:

@@ -29,8 +29,8 @@ from app.screenings import service as screenings
 from workers.experiments.context import StageContext, StageOutput, extract_dir
 from workers.experiments.select import sample, select
 from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
-from workers.progress import Plan, Tick
-from workers.screening import Params, Pass, Side, bundled_anchors, screen
+from workers.screenings.progress import Plan, Tick
+from workers.screenings.screening import Params, Pass, Side, bundled_anchors, screen
 
 # ---------------------------------------------------------------------------------------------- inputs
 
@@ -148,7 +148,7 @@ def select_stage(ctx: StageContext) -> StageOutput:
         ctx.progress(t.fraction * 0.9, message=t.message)
         return True
 
-    plan = Plan(report)  # both passes weighed by their measured cost (workers.progress)
+    plan = Plan(report)  # both passes weighed by their measured cost (workers.screenings.progress)
     c_sha = ft_ds.sha256 or ""
     if ft_idx.size < len(ft_all):  # a sample has its own vectors in the cache
         c_sha += "-sample-" + hashlib.sha256(ft_idx.tobytes()).hexdigest()[:16]
@@ -198,9 +198,10 @@ def _screening_features(
     al_ds: Dataset,
     idx: np.ndarray,
 ) -> dict[str, Any] | None:
-    """What a screening of the customer data against the selected subset reports (`workers.screening.screen`
-    itself, with a screening's defaults: anchors on), so the calibration fitted on experiments applies to
-    screenings as they are run. The vector cache (per example) makes the second look free."""
+    """What a screening of the customer data against the selected subset reports
+    (`workers.screenings.screening.screen` itself, with a screening's defaults: anchors on), so the
+    calibration fitted on experiments applies to screenings as they are run. The vector cache (per example)
+    makes the second look free."""
     if len(subset) < 2:
         return None  # no reference levels inside a one-example set
     rt, rep = ctx.runtime, ctx.params["alignment"]["representation"]

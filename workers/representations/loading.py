@@ -123,7 +123,7 @@ def representation_dtype(device: str, precision: str = "auto") -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "auto":
-        from workers.similarity import cpu_bf16_sound
+        from workers.screenings.similarity import cpu_bf16_sound
 
         native = device.startswith("cuda") or (device == "cpu" and cpu_bf16_sound())
         precision = "bf16" if native else "fp32"

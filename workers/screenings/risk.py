@@ -16,10 +16,10 @@ Each customer example's max cosine s_i to the alignment set is rescaled to z_i =
 
 and the tier is low (< 25), medium (< 50), high (< 75) or critical (>= 75).
 
-With anchors (workers.anchors), each form's margin m_i = max cosine to its harmful anchors - max cosine to
-its safe anchors is rescaled by the form's harmful anchors' own median margin m_h (leave-one-out): zh_i =
-clip(m_i / m_h, 0, 1). The compliance form (He et al. 2024: benign data of the shape of compliance) joins
-the similarity parts in a weighted sum; the attack forms (an identity-shift persona, Qi et al. 2023; a
+With anchors (workers.screenings.anchors), each form's margin m_i = max cosine to its harmful anchors - max
+cosine to its safe anchors is rescaled by the form's harmful anchors' own median margin m_h (leave-one-out):
+zh_i = clip(m_i / m_h, 0, 1). The compliance form (He et al. 2024: benign data of the shape of compliance)
+joins the similarity parts in a weighted sum; the attack forms (an identity-shift persona, Qi et al. 2023; a
 harmful request) make a second reading; the score is the larger of the two, so neither cancels the other's
 alarm (measured in docs/reference_sets.md):
 
@@ -166,7 +166,7 @@ def score(
 ) -> dict[str, Any]:
     """Risk score, tier and each part with its value, weight and contribution.
 
-    `anchor_z`: per anchor form, each example's rescaled margin zh (workers.anchors). With it, the
+    `anchor_z`: per anchor form, each example's rescaled margin zh (workers.screenings.anchors). With it, the
     compliance form joins the similarity parts in a weighted sum (the index of benign data that breaks
     safety), the attack forms (persona, request) make a second reading, and the score is the larger of the
     two, so that neither can cancel the other's alarm.

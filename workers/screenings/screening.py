@@ -1,7 +1,8 @@
 """The screening computation: represent both sets (cached), compare in blocks, score, build the report.
 
 `screen()` is plain: it takes examples and a backend and returns the report body and the per-example
-arrays. The RQ job (workers.jobs) and the local CLI both call it; only they touch SQL, blobs and files.
+arrays. The RQ job (workers.screenings.jobs) and the local CLI both call it; only they touch SQL, blobs and
+files.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from app.datasets.formats import Example
 from app.datasets.service import read_file
 from app.datasets.validate import training_summary
 from app.screenings import explain
-from workers import anchors as anchor_forms
-from workers import findings as finding_rules
-from workers import risk
-from workers.anchors import Anchors, bundled_anchors
-from workers.audit import audit, vendi_of_gram, vendi_score
 from workers.cache import VectorCache
-from workers.progress import PRIOR_FLOPS, Plan, Reporter
 from workers.representations.base import Representer
-from workers.rows import Rows, Shared, Work
+from workers.screenings import anchors as anchor_forms
+from workers.screenings import findings as finding_rules
+from workers.screenings import risk
+from workers.screenings.anchors import Anchors, bundled_anchors
+from workers.screenings.audit import audit, vendi_of_gram, vendi_score
+from workers.screenings.progress import PRIOR_FLOPS, Plan, Reporter
+from workers.screenings.rows import Rows, Shared, Work
 
 __all__ = ["Anchors", "Params", "Reporter", "Side", "bundled_anchors", "screen", "side_from_file"]
 
@@ -67,7 +68,9 @@ class Params:
     block_size: int = 4096
     method: str = "exact"
     faiss_threshold: int = 200_000
-    part_rows: int = 20_000  # the customer rows of one shard (rounded up to block_size): workers.rows
+    part_rows: int = (
+        20_000  # the customer rows of one shard (rounded up to block_size): workers.screenings.rows
+    )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Params:
@@ -257,10 +260,11 @@ def screen(
     """Compare a customer dataset with an alignment set (and anchors, if given) and build the report.
 
     `rows`, when given, are the customer rows' results already computed (a sharded screening's shards,
-    joined: workers.rows); otherwise they are computed here, the same way.
-    `report` gets a `workers.progress.Tick` at each part's start and end and at most every second
+    joined: workers.screenings.rows); otherwise they are computed here, the same way.
+    `report` gets a `workers.screenings.progress.Tick` at each part's start and end and at most every second
     between (per batch of a representation pass, per block of a comparison); it returns False to stop,
-    and `Cancelled` is raised. The parts are weighed before any runs (workers.progress says how)."""
+    and `Cancelled` is raised. The parts are weighed before any runs (workers.screenings.progress says
+    how)."""
     t0 = time.perf_counter()
     plan = Plan(report)
     n_c, n_a, dim = len(customer.examples), len(alignment.examples), representer.dim

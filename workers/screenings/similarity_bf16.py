@@ -1,6 +1,6 @@
-"""The bf16 screen of the exact similarity pass (workers.similarity): on CPUs with native bf16 dot products,
-bf16 tiles nominate candidates and fp32 re-scores them, with a proven error bound, so the answer is the
-exact one (docs/benchmarks.md)."""
+"""The bf16 screen of the exact similarity pass (workers.screenings.similarity): on CPUs with native bf16
+dot products, bf16 tiles nominate candidates and fp32 re-scores them, with a proven error bound, so the answer
+is the exact one (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.similarity_tiles import Ticker, exact_pass, normalise_, ordered, to_tensor
+from workers.screenings.similarity_tiles import Ticker, exact_pass, normalise_, ordered, to_tensor
 
 # bf16 screening (see screened): candidates kept per customer row beyond k, row chunks kept per alignment
 # column, and the rows in one such chunk.  Rows or columns whose error band holds more fall back to fp32.

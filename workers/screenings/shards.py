@@ -1,7 +1,7 @@
 """Sharded screenings: the prepare and merge steps of the screening's own job, and the shard job.
 
-The states and transitions are app.screenings.shards; the row computation is workers.rows, the same code an
-unsharded screening runs over all its rows, so the merged report equals the unsharded one.
+The states and transitions are app.screenings.shards; the row computation is workers.screenings.rows, the
+same code an unsharded screening runs over all its rows, so the merged report equals the unsharded one.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from app.runs import lifecycle
 from app.screenings import shards as shard_sql
 from app.screenings import transitions
 from workers.heartbeat import Heartbeat
-from workers.progress import Plan
-from workers.rows import Rows, Shared, Work, part_rows
 from workers.runtime import Runtime, get_runtime
-from workers.screening import Anchors, Params, Side
+from workers.screenings.progress import Plan
+from workers.screenings.rows import Rows, Shared, Work, part_rows
+from workers.screenings.screening import Anchors, Params, Side
 
 log = logging.getLogger("ftguard.worker")
 
@@ -127,7 +127,7 @@ def run_shard(shard_id: str) -> dict[str, Any]:
 
 
 def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
-    from workers.jobs import classify
+    from workers.screenings.jobs import classify
 
     rt = get_runtime()
     settings = rt.settings
@@ -164,7 +164,7 @@ def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
 def _shard(rt: Runtime, session: Session, sh: ScreeningShard, job_id: str | None) -> dict[str, Any]:
     """Represent and compare the shard's rows against the cached alignment and anchor vectors, store its
     rows, and, as the last shard done, send the screening to its merge."""
-    from workers.jobs import load_anchors, side_for
+    from workers.screenings.jobs import load_anchors, side_for
 
     settings = rt.settings
     scr = session.get(Screening, sh.screening_id)

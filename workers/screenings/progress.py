@@ -19,8 +19,8 @@ of its seconds:
 
 A part's weight is fixed when the plan starts, and a part's done share only grows, so the fraction never
 goes back. Parts that turn up later (none should) get no weight. Every report is also the cancellation
-check: the reporter returns False and the plan raises `Cancelled` (workers.similarity), the one exception
-a job treats as "stop, write nothing"."""
+check: the reporter returns False and the plan raises `Cancelled` (workers.screenings.similarity), the one
+exception a job treats as "stop, write nothing"."""
 
 from __future__ import annotations
 
@@ -129,7 +129,8 @@ class Plan:
         self.frozen = False
         self.fraction = 0.0
         self._last = 0.0
-        # representations whose vectors a pass of this plan stored (workers.screening looks again for them)
+        # representations whose vectors a pass of this plan stored (workers.screenings.screening looks again
+        # for them)
         self.stored: set[str] = set()
 
     def add(self, stage: str, kind: str, units: float, prior: float) -> Part:

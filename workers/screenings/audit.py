@@ -8,8 +8,9 @@ is -inf for rank-deficient sets and has no unit a person can read. With unit vec
 eigenvalues of K/n equal those of the d x d matrix X^T X / n, so it costs O(n d^2), not O(n^2).
 
 Coverage: a customer example is uncovered when its max cosine to the alignment set is below the set's own
-`near` level (the 10th percentile of its leave-one-out nearest-neighbour cosine, see workers/risk.py): the
-alignment data holds nothing as close to it as its own examples are to each other.
+`near` level (the 10th percentile of its leave-one-out nearest-neighbour cosine, see
+workers/screenings/risk.py): the alignment data holds nothing as close to it as its own examples are to each
+other.
 """
 
 from __future__ import annotations

@@ -26,20 +26,20 @@ import numpy as np
 from app.core.config import Settings
 from app.datasets.formats import Example
 from app.demo import ANCHOR_FORMS
-from workers import risk
 from workers.cache import VectorCache
 from workers.representations.base import Representer
-from workers.similarity import compare
+from workers.screenings import risk
+from workers.screenings.similarity import compare
 
 VIEWS = ("whole", "request")
-# One side's vectors in one representation, and its cache stats (workers.screening's passes).
+# One side's vectors in one representation, and its cache stats (workers.screenings.screening's passes).
 Represent = Callable[[Any, Representer, VectorCache | None], tuple[np.ndarray, dict[str, int]]]
 
 
 @dataclass
 class Form:
     name: str
-    harmful: Any  # workers.screening.Side
+    harmful: Any  # workers.screenings.screening.Side
     safe: Any
     view: str = "whole"
     representer: Representer | None = None  # None: the Anchors' representer
@@ -100,7 +100,7 @@ def bundled_anchors(
     `semantic` (the sentence embedder, by default the service's default model) reads the persona and request
     forms; without it every form is read by `representer`. The bundled sets hold no tenant's data, so their
     vectors may live in a cache shared by every tenant (`shared_cache`)."""
-    from workers.screening import Side, side_from_file
+    from workers.screenings.screening import Side, side_from_file
 
     forms = []
     for name, spec in ANCHOR_FORMS.items():

@@ -5,8 +5,9 @@ self-reference, the anchors' own margins) is computed once. Everything about the
 vectors, their top-k alignment neighbours, their anchor margins, and each alignment row's best customer
 match) is computed row by row, so a slice of the customer set gives exactly the rows the whole set would:
 
-* `compute` runs the row part over one slice: the whole set (`workers.screening.screen`), or one shard of a
-  sharded screening (`workers.shards`);
+* `compute` runs the row part over one slice: the whole set (`workers.screenings.screening.screen`), or one
+shard of a
+  sharded screening (`workers.screenings.shards`);
 * `Rows.concat` joins slices in order: row results concatenate, each alignment row's best match combines by
   max with its argmax (ties keep the earlier row, as the comparison itself does), the Gram sums add in order.
 
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from workers import anchors as anchor_forms
-from workers.audit import gram
-from workers.progress import Plan
-from workers.similarity import compare, screens, self_reference
+from workers.screenings import anchors as anchor_forms
+from workers.screenings.audit import gram
+from workers.screenings.progress import Plan
+from workers.screenings.similarity import compare, screens, self_reference
 
 ROW_FORM_KEYS = ("margin", "zh", "harmful_idx", "harmful_sim", "safe_idx", "safe_sim")
 STAT_KEYS = ("examples", "from_cache", "computed")
@@ -154,7 +155,7 @@ class Shared:
         *,
         reference: bool,
     ) -> None:
-        from workers.screening import Pass
+        from workers.screenings.screening import Pass
 
         self.plan, self.cache, self.anchors, self.params, self.device = plan, cache, anchors, params, device
         self.a_pass = Pass("represent_alignment", alignment, representer, cache, plan)
@@ -184,7 +185,7 @@ class Shared:
         return a_vec, a_stats, ref
 
     def represent(self, side: Any, rep: Any, acache: Any) -> Any:
-        from workers.screening import Pass
+        from workers.screenings.screening import Pass
 
         key = (rep.identity, side.sha256, id(acache))
         if key not in self.passes:  # not planned (it should have been): runs, unweighted
@@ -219,7 +220,7 @@ class Work:
         n_total: int,
         device: str,
     ) -> None:
-        from workers.screening import Pass
+        from workers.screenings.screening import Pass
 
         self.plan, self.customer, self.representer, self.cache, self.anchors = (
             plan,
@@ -243,7 +244,7 @@ class Work:
             )
 
     def represent(self, side: Any, rep: Any, acache: Any) -> Any:
-        from workers.screening import Pass
+        from workers.screenings.screening import Pass
 
         key = (rep.identity, side.sha256, id(acache))
         if key not in self.passes:  # not planned (it should have been): runs, unweighted
@@ -254,8 +255,8 @@ class Work:
         self, a_vec: np.ndarray, references: Callable[[], dict[str, Any]], params: Any, *, start: int = 0
     ) -> tuple[Rows, np.ndarray]:
         """The slice's rows (their `a_argmax` offset by `start`, the slice's first row in the whole set) and
-        the slice's customer vectors. `references` gives the anchors' references (workers.anchors), asked
-        for when the anchor stage begins."""
+        the slice's customer vectors. `references` gives the anchors' references
+        (workers.screenings.anchors), asked for when the anchor stage begins."""
         t0 = time.perf_counter()
         c_vec, stats = self.c_pass.run()
         t1 = time.perf_counter()

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.similarity_bf16 import SCREEN_MIN_PAIRS, cpu_bf16_sound, screened
-from workers.similarity_tiles import (
+from workers.screenings.similarity_bf16 import SCREEN_MIN_PAIRS, cpu_bf16_sound, screened
+from workers.screenings.similarity_tiles import (
     Progress,
     ShouldStop,
     Ticker,

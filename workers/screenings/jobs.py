@@ -24,10 +24,10 @@ from app.runs import lifecycle
 from app.screenings import explain, scores, transitions
 from app.screenings import service as screenings
 from app.screenings import shards as shard_sql
-from workers import shards
 from workers.heartbeat import Heartbeat
 from workers.runtime import Runtime, get_runtime
-from workers.screening import Anchors, Side, bundled_anchors, screen
+from workers.screenings import shards
+from workers.screenings.screening import Anchors, Side, bundled_anchors, screen
 
 log = logging.getLogger("ftguard.worker")
 

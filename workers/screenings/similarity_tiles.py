@@ -1,6 +1,7 @@
-"""The exact similarity pass's tile kernels (workers.similarity): one C x A block at a time, a running top-k
-per customer row and a running max/argmax per alignment column, with deterministic ties towards the lower
-index. The bf16 screen (workers.similarity_bf16) uses the same kernels to re-score its candidates."""
+"""The exact similarity pass's tile kernels (workers.screenings.similarity): one C x A block at a time, a
+running top-k per customer row and a running max/argmax per alignment column, with deterministic ties towards
+the lower index. The bf16 screen (workers.screenings.similarity_bf16) uses the same kernels to re-score its
+candidates."""
 
 from __future__ import annotations
 
