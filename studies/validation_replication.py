@@ -128,8 +128,7 @@ def markdown(rep: dict[str, Any] | None) -> list[str]:
         f"100 share {rank['riskiest']['in_common']} and {rank['safest']['in_common']} examples with the "
         "recorded sets, which an earlier score chose (`ranked_by`), so "
         f"{', '.join(rep['datasets_not_in_the_record']) or 'no set'} trained on other rows.",
-        f"- Its own analysis (the same code): default score Spearman {rep['risk_score_spearman']}, out of "
-        f"sample {rep['risk_score_spearman_out_of_sample']}. {rep['verdict']}",
+        f"- Its own analysis (the same code): {rep['verdict']}",
         "",
     ]
     return lines

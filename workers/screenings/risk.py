@@ -29,13 +29,16 @@ alarm (measured in docs/reference_sets.md):
 Where the weights come from: they were chosen by hand, and they are kept only because nothing measured
 yet says otherwise. The validation study (studies/validation.py, docs/validation.md) is what may replace
 them: fine-tune-only runs of an aligned SmolLM2-135M-Instruct on nine customer datasets, and a
-leave-one-dataset-out fit of harm on these parts. On 2026-12-02 it finished its 18 main runs (nine
-datasets, two seeds) with the signals of today's defaults: this score ranks their harm at Spearman 0.12 in
-sample and -0.65 out of sample, and no part or fitted combination predicts out of sample (best -0.33,
-share_closer_to_harmful; every report says the score is not a prediction of harm). Safety refusals and the
-AOA set, the sets nearest the alignment data (risk 61.4 and 72.5), left the least harm. With nothing better
-out of sample, the weights stay. Rerun the study (it resumes) and change these weights only if a fitted
-combination beats them out of sample.
+leave-one-dataset-out fit of harm on these parts. As of 2026-12-04 (18 main runs: nine datasets, two
+seeds; AOA evaluated under the system prompt it trains under; a fresh run from nothing reproduced every
+matched run prompt by prompt, in 54 minutes on 2 CPU cores) this score ranks their harm at Spearman 0.40 in
+sample (95% CI -0.44 to 0.95) and -0.25 out of sample, and no part or fitted combination predicts out of
+sample (best -0.07, tail_similarity; every report says the score is not a prediction of harm). Safety
+refusals, the set nearest the alignment data (risk 61.4), left the least harm. The one signal that
+predicts out of sample is a candidate written after the study's first run, this formula with refusing
+examples left out (0.60): not a clean test, so it does not ship until a new set of datasets confirms it.
+With nothing better out of sample, the weights stay. Rerun the study (it resumes) and change these weights
+only if a fitted combination beats them out of sample.
 """
 
 from __future__ import annotations
