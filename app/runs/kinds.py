@@ -1,5 +1,5 @@
 """The kinds of run the one reconciler recovers, and what each must say of itself. Adding a kind is a class
-with these members in its domain and a line in `KINDS`."""
+with these members in its domain and a line in `kinds()`."""
 
 from __future__ import annotations
 
