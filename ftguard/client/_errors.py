@@ -55,8 +55,20 @@ class JobFailed(FtguardError):
         self.error = err
 
 
+BY_STATUS: dict[int, type[APIStatusError]] = {}
+
+
 class APIStatusError(FtguardError):
+    """An error answer. A subclass names its status (`class X(APIStatusError, status=404)`), and
+    `from_response` raises it for that status."""
+
     status = 0
+
+    def __init_subclass__(cls, *, status: int = 0, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status:
+            cls.status = status
+            BY_STATUS[status] = cls
 
     def __init__(self, message: str, *, response: httpx.Response, body: dict[str, Any]) -> None:
         super().__init__(message)
@@ -73,65 +85,37 @@ class APIStatusError(FtguardError):
         return f"{self.status_code} {self.code}: {self.message}"
 
 
-class BadRequestError(APIStatusError):
-    status = 400
+class BadRequestError(APIStatusError, status=400): ...
 
 
-class AuthenticationError(APIStatusError):
-    status = 401
+class AuthenticationError(APIStatusError, status=401): ...
 
 
-class PermissionDeniedError(APIStatusError):
-    status = 403
+class PermissionDeniedError(APIStatusError, status=403): ...
 
 
-class NotFoundError(APIStatusError):
-    status = 404
+class NotFoundError(APIStatusError, status=404): ...
 
 
-class ConflictError(APIStatusError):
-    status = 409
+class ConflictError(APIStatusError, status=409): ...
 
 
-class PayloadTooLargeError(APIStatusError):
-    status = 413
+class PayloadTooLargeError(APIStatusError, status=413): ...
 
 
-class UnprocessableEntityError(APIStatusError):
-    status = 422
+class UnprocessableEntityError(APIStatusError, status=422): ...
 
 
-class RateLimitError(APIStatusError):
-    status = 429
-
+class RateLimitError(APIStatusError, status=429):
     @property
     def retry_after(self) -> float | None:
         return retry_after(self.response)
 
 
-class InternalServerError(APIStatusError):
-    status = 500
+class InternalServerError(APIStatusError, status=500): ...
 
 
-class ServiceUnavailableError(APIStatusError):
-    status = 503
-
-
-BY_STATUS: dict[int, type[APIStatusError]] = {
-    c.status: c
-    for c in (
-        BadRequestError,
-        AuthenticationError,
-        PermissionDeniedError,
-        NotFoundError,
-        ConflictError,
-        PayloadTooLargeError,
-        UnprocessableEntityError,
-        RateLimitError,
-        InternalServerError,
-        ServiceUnavailableError,
-    )
-}
+class ServiceUnavailableError(APIStatusError, status=503): ...
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -173,9 +173,9 @@ def test_idempotent_retry_of_a_timed_out_post_creates_one_screening(client) -> N
 
 def test_the_same_timeout_without_the_key_would_duplicate(client, monkeypatch) -> None:
     """The control of the test above: it can fail. Without the automatic key, the retry creates twice."""
-    import ftguard.client._sync as sync
+    import ftguard.client._plans as plans
 
-    monkeypatch.setattr(sync, "idempotency_key", lambda call: None)
+    monkeypatch.setattr(plans, "idempotency_key", lambda call: None)
     ftg, _ = make(client, timeout_on=SCREEN)
     ftg._sleep = lambda s: None
     cust, align = datasets(ftg)
