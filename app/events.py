@@ -3,7 +3,7 @@ webhook event types (app.webhooks.EVENT_TYPES) also writes its outbox rows, in t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +14,13 @@ from app.schemas import EventPublic, Page
 from app.webhooks import EVENT_TYPES
 
 WEBHOOK_EVENTS = frozenset(EVENT_TYPES)
+
+
+class Subject(Protocol):
+    """A row events are about (a screening, an experiment): its tenant and its id."""
+
+    tenant_id: str
+    id: str
 
 
 def record(
@@ -35,6 +42,11 @@ def record(
 
         webhooks.emit(session, tenant_id=tenant_id, object_id=object_id, event_type=type)
     return ev
+
+
+def record_on(session: Session, row: Subject, type: str, message: str, **fields: Any) -> Event:
+    """`record` an event about `row`, under its tenant; `fields` are `record`'s others (`level`, `data`)."""
+    return record(session, tenant_id=row.tenant_id, object_id=row.id, type=type, message=message, **fields)
 
 
 def list_(

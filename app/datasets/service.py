@@ -214,6 +214,13 @@ def _anchors_in_use(session: Session, tenant_id: str, dataset_id: str) -> bool:
     return any(dataset_id in (s.params.get(k) for k in ANCHOR_PARAMS) for s in active)
 
 
+def _in_use(by: str) -> Conflict:
+    """The refusal to delete a dataset that a queued or running job reads."""
+    return Conflict(
+        f"the dataset is used by {by}; cancel it first", param="dataset_id", code="dataset_in_use"
+    )
+
+
 def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: str) -> None:
     """Delete a dataset, the finished screenings that used it, and its bytes when no other row shares them."""
     ds = get(session=session, tenant_id=tenant_id, dataset_id=dataset_id)
@@ -237,17 +244,9 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
         .limit(1)
     )
     if in_experiment is not None:
-        raise Conflict(
-            f"the dataset is used by experiment {in_experiment}, still queued or running; cancel it first",
-            param="dataset_id",
-            code="dataset_in_use",
-        )
+        raise _in_use(f"experiment {in_experiment}, still queued or running")
     if any(s.status in ACTIVE for s in uses) or _anchors_in_use(session, tenant_id, dataset_id):
-        raise Conflict(
-            "the dataset is used by a screening that is still queued or running; cancel it first",
-            param="dataset_id",
-            code="dataset_in_use",
-        )
+        raise _in_use("a screening that is still queued or running")
     for s in uses:
         report = session.get(Report, s.id)
         if report is not None:

@@ -28,26 +28,23 @@ def artefact_prefix(tenant_id: str, experiment_id: str) -> str:
     return f"experiments/{tenant_id}/{experiment_id}"
 
 
+def _active(message: str) -> Conflict:
+    """The refusal to delete an experiment that has not stopped yet."""
+    return Conflict(message, param="experiment_id", code="experiment_active")
+
+
 def delete(*, session: Session, store: BlobStore, tenant_id: str, experiment_id: str) -> int:
     """Delete a finished experiment and its artefacts; returns how many blobs were removed."""
     exp = get(session=session, tenant_id=tenant_id, experiment_id=experiment_id)
     if exp.status in ACTIVE:
-        raise Conflict(
-            f"the experiment is {exp.status}; cancel it first",
-            param="experiment_id",
-            code="experiment_active",
-        )
+        raise _active(f"the experiment is {exp.status}; cancel it first")
     stopping = session.scalar(
         select(ExperimentStage.name)
         .where(ExperimentStage.experiment_id == exp.id, ExperimentStage.status == "running")
         .limit(1)
     )
     if stopping is not None:
-        raise Conflict(
-            f"stage {stopping} is still stopping after the cancellation; retry in a moment",
-            param="experiment_id",
-            code="experiment_active",
-        )
+        raise _active(f"stage {stopping} is still stopping after the cancellation; retry in a moment")
     session.execute(sql_delete(CalibrationPoint).where(CalibrationPoint.experiment_id == exp.id))
     session.execute(sql_delete(ExperimentStage).where(ExperimentStage.experiment_id == exp.id))
     session.execute(sql_delete(Event).where(Event.tenant_id == tenant_id, Event.object_id == exp.id))

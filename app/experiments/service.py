@@ -207,13 +207,7 @@ def _build(
                 detail={},
             )
         )
-    events.record(
-        session,
-        tenant_id=tenant_id,
-        object_id=exp.id,
-        type=EventType.EXPERIMENT_QUEUED,
-        message=f"queued: {describe(params)}",
-    )
+    events.record_on(session, exp, EventType.EXPERIMENT_QUEUED, f"queued: {describe(params)}")
     return exp
 
 
@@ -351,13 +345,7 @@ def cancel(*, session: Session, tenant_id: str, experiment_id: str) -> Experimen
         .where(ExperimentStage.experiment_id == exp.id, ExperimentStage.status == "queued")
         .values(status="cancelled", finished_at=now())
     )
-    events.record(
-        session,
-        tenant_id=tenant_id,
-        object_id=exp.id,
-        type=EventType.EXPERIMENT_CANCELLED,
-        message="cancelled by request",
-    )
+    events.record_on(session, exp, EventType.EXPERIMENT_CANCELLED, "cancelled by request")
     session.commit()
     session.refresh(exp)
     return exp
@@ -385,13 +373,7 @@ def resume(
             st.status, st.progress, st.detail, st.error = "pending", 0.0, {}, None
     first.status, first.progress, first.detail, first.error, first.worker = "queued", 0.0, {}, None, None
     exp.status, exp.stage, exp.error, exp.finished_at = "queued", first.name, None, None
-    events.record(
-        session,
-        tenant_id=tenant_id,
-        object_id=exp.id,
-        type=EventType.EXPERIMENT_RESUMED,
-        message=f"resumed from stage {first.name}",
-    )
+    events.record_on(session, exp, EventType.EXPERIMENT_RESUMED, f"resumed from stage {first.name}")
     session.commit()
     dispatch(queue, exp.id, first.name, first.attempts + 1)
     return exp

@@ -80,16 +80,27 @@ def claim(
     st = session.get(ExperimentStage, (experiment_id, stage_name))
     assert st is not None
     session.refresh(st)
-    events.record(
-        session,
-        tenant_id=exp.tenant_id,
-        object_id=exp.id,
-        type=stage_event(stage_name, StageEvent.STARTED),
-        message=f"{stage_name}: attempt {st.attempts} on {worker}",
-        data={"stage": stage_name, "attempt": st.attempts, "worker": worker},
-    )
+    data = {"attempt": st.attempts, "worker": worker}
+    _stage_event(session, exp, stage_name, StageEvent.STARTED, f"attempt {st.attempts} on {worker}", data)
     session.commit()
     return exp, st
+
+
+def _stage_event(
+    session: Session,
+    exp: Experiment,
+    stage_name: str,
+    what: StageEvent,
+    message: str,
+    data: dict[str, Any] | None = None,
+    *,
+    level: str = "info",
+) -> None:
+    """Record the stage's event `what`: its message after the stage's name, its `data` (if any) with it."""
+    fields = {} if data is None else {"stage": stage_name, **data}
+    events.record_on(
+        session, exp, stage_event(stage_name, what), f"{stage_name}: {message}", level=level, data=fields
+    )
 
 
 def _my_stage(experiment_id: str, stage_name: str, attempt: int) -> Update:
@@ -135,12 +146,11 @@ def progress(
     if message:
         exp = session.get(Experiment, experiment_id)
         assert exp is not None
-        events.record(
+        events.record_on(
             session,
-            tenant_id=exp.tenant_id,
-            object_id=experiment_id,
-            type=stage_event(stage_name, StageEvent.PROGRESS),
-            message=message,
+            exp,
+            stage_event(stage_name, StageEvent.PROGRESS),
+            message,
             # the curve stays on the stage row: an event every few seconds need not copy it again
             data={"stage": stage_name, **{k: v for k, v in (detail or {}).items() if k != "loss_curve"}},
         )
@@ -175,14 +185,8 @@ def complete(
     exp = session.get(Experiment, experiment_id)
     assert exp is not None
     session.refresh(exp)
-    events.record(
-        session,
-        tenant_id=exp.tenant_id,
-        object_id=exp.id,
-        type=stage_event(stage_name, StageEvent.SUCCEEDED),
-        message=f"{stage_name}: done",
-        data={"stage": stage_name, **{k: v for k, v in result.items() if isinstance(v, int | float | str)}},
-    )
+    scalars = {k: v for k, v in result.items() if isinstance(v, int | float | str)}
+    _stage_event(session, exp, stage_name, StageEvent.SUCCEEDED, "done", scalars)
     if exp.status != "running":
         session.commit()
         return exp.status
@@ -195,12 +199,11 @@ def complete(
         )
         if matched(finished):
             head = result.get("headline", {})
-            events.record(
+            events.record_on(
                 session,
-                tenant_id=exp.tenant_id,
-                object_id=exp.id,
-                type=EventType.EXPERIMENT_SUCCEEDED,
-                message=f"harmfulness rate {head.get('harmfulness_rate')} ({head.get('judge')} judge)",
+                exp,
+                EventType.EXPERIMENT_SUCCEEDED,
+                f"harmfulness rate {head.get('harmfulness_rate')} ({head.get('judge')} judge)",
             )
         session.commit()
         return "succeeded"
@@ -247,15 +250,8 @@ def fail(
     st.status, st.finished_at = ("failed", now()) if final else ("queued", None)
     exp = session.get(Experiment, experiment_id)
     assert exp is not None
-    events.record(
-        session,
-        tenant_id=exp.tenant_id,
-        object_id=exp.id,
-        level="error",
-        type=stage_event(stage_name, StageEvent.FAILED if final else StageEvent.RETRYING),
-        message=f"{stage_name}: attempt {attempt}: {message}" + ("" if final else "; retrying"),
-        data={"stage": stage_name, "code": code},
-    )
+    what, text = (StageEvent.FAILED, message) if final else (StageEvent.RETRYING, f"{message}; retrying")
+    _stage_event(session, exp, stage_name, what, f"attempt {attempt}: {text}", {"code": code}, level="error")
     if final:
         failed = session.execute(
             update(Experiment)
@@ -267,13 +263,12 @@ def fail(
             )
         )
         if matched(failed):
-            events.record(
+            events.record_on(
                 session,
-                tenant_id=exp.tenant_id,
-                object_id=exp.id,
+                exp,
+                EventType.EXPERIMENT_FAILED,
+                f"failed in stage {stage_name}: {message}",
                 level="error",
-                type=EventType.EXPERIMENT_FAILED,
-                message=f"failed in stage {stage_name}: {message}",
             )
     session.commit()
     if not final:
@@ -289,11 +284,5 @@ def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: i
     if matched(done):
         exp = session.get(Experiment, experiment_id)
         assert exp is not None
-        events.record(
-            session,
-            tenant_id=exp.tenant_id,
-            object_id=exp.id,
-            type=stage_event(stage_name, StageEvent.CANCELLED),
-            message=f"{stage_name}: stopped",
-        )
+        _stage_event(session, exp, stage_name, StageEvent.CANCELLED, "stopped")
     session.commit()

@@ -171,12 +171,11 @@ def apply(session: Session, scr: Screening, policy: PolicyLike, f: decide.Facts)
         else f"{rule['metric']}{'/' + rule['part'] if rule['part'] else ''} {rule['value']:g} >= "
         f"{rule['threshold']:g}"
     )
-    events.record(
+    events.record_on(
         session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
-        type=EventType.DECISION_MADE,
-        message=f"{out['decision']} under policy {policy.name} v{policy.version}: {why}",
+        scr,
+        EventType.DECISION_MADE,
+        f"{out['decision']} under policy {policy.name} v{policy.version}: {why}",
         data={"decision": out["decision"], "policy": policy.name, "policy_version": policy.version},
     )
     return out

@@ -194,13 +194,7 @@ def to_merge(session: Session, screening_id: str) -> str | None:
         return None
     scr = session.get(Screening, screening_id)
     assert scr is not None
-    events.record(
-        session,
-        tenant_id=scr.tenant_id,
-        object_id=screening_id,
-        type=EventType.SCREENING_SHARDS_DONE,
-        message="every shard is done; merging",
-    )
+    events.record_on(session, scr, EventType.SCREENING_SHARDS_DONE, "every shard is done; merging")
     session.commit()
     return new_job
 
@@ -215,13 +209,12 @@ def fail(session: Session, sh: ScreeningShard, *, code: str, message: str, final
         if scr is not None and scr.status == "running":
             scr.status, scr.finished_at = "failed", now()
             scr.error = {"code": code, "message": f"shard {sh.index}: {message}"}
-            events.record(
+            events.record_on(
                 session,
-                tenant_id=sh.tenant_id,
-                object_id=sh.screening_id,
+                scr,
+                EventType.SCREENING_FAILED,
+                f"shard {sh.index}, attempt {sh.attempts}: {message}",
                 level="error",
-                type=EventType.SCREENING_FAILED,
-                message=f"shard {sh.index}, attempt {sh.attempts}: {message}",
             )
         cancel_all(session, sh.screening_id)
     session.commit()

@@ -58,13 +58,7 @@ def start(session: Session, scr: Screening, *, job_id: str | None = None) -> boo
     session.refresh(scr)
     if not matched(res):
         return False
-    events.record(
-        session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
-        type=EventType.SCREENING_RUNNING,
-        message=f"attempt {scr.attempts} started",
-    )
+    events.record_on(session, scr, EventType.SCREENING_RUNNING, f"attempt {scr.attempts} started")
     session.commit()
     return True
 
@@ -84,13 +78,8 @@ def progress(
         return False
     scr.stage, scr.progress, scr.heartbeat_at = stage, round(min(max(fraction, 0.0), 1.0), 4), now()
     if message:
-        events.record(
-            session,
-            tenant_id=scr.tenant_id,
-            object_id=scr.id,
-            type=stage_event(stage, StageEvent.PROGRESS),
-            message=message,
-            data={"progress": scr.progress},
+        events.record_on(
+            session, scr, stage_event(stage, StageEvent.PROGRESS), message, data={"progress": scr.progress}
         )
     session.commit()
     return True
@@ -111,13 +100,7 @@ def succeed(
     scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
     if facts is not None:  # first, so the `screening.succeeded` webhook carries the decision too
         policies.apply(session, scr, policies.policy_for(session, scr), facts)
-    events.record(
-        session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
-        type=EventType.SCREENING_SUCCEEDED,
-        message=f"risk {scr.risk_score:.1f} ({scr.tier})",
-    )
+    events.record_on(session, scr, EventType.SCREENING_SUCCEEDED, f"risk {scr.risk_score:.1f} ({scr.tier})")
     session.commit()
 
 
@@ -132,13 +115,12 @@ def fail(session: Session, scr: Screening, *, code: str, message: str, final: bo
     job id, returned for the caller to enqueue (if that fails, the reconciler finds no job and sends it).
     Retries are counted in SQL (`attempts`), as for every kind of run, not by RQ."""
     scr.error = {"code": code, "message": message}
-    events.record(
+    events.record_on(
         session,
-        tenant_id=scr.tenant_id,
-        object_id=scr.id,
+        scr,
+        EventType.SCREENING_FAILED if final else EventType.SCREENING_RETRYING,
+        f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"),
         level="error",
-        type=EventType.SCREENING_FAILED if final else EventType.SCREENING_RETRYING,
-        message=f"attempt {scr.attempts}: {message}" + ("" if final else "; retrying"),
     )
     if final:
         scr.status, scr.finished_at = "failed", now()

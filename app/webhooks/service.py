@@ -110,36 +110,36 @@ def rotate(*, session: Session, tenant_id: str, endpoint_id: str, grace_s: int) 
     return ep
 
 
+# the fields a webhook shows of each kind of object, after its id, kind and status
+_SCREENING_FIELDS: tuple[str, ...] = (
+    "dataset_id",
+    "alignment_dataset_id",
+    "risk_score",
+    "tier",
+    "policy",
+    "policy_version",
+    "decision",
+    "decision_rule",
+    "error",
+)
+_EXPERIMENT_FIELDS: tuple[str, ...] = ("dataset_id", "error")
+
+
 def _object_data(session: Session, object_id: str, event_type: str) -> dict[str, Any]:
     """The object the event is about, as the API shows its main fields (never a secret or a text)."""
     status = event_type.split(".", 1)[1] if not event_type.startswith("decision.") else None
+    obj: Screening | Experiment | None
     if object_id.startswith("scr_"):
-        scr = session.get(Screening, object_id)
-        if scr is None:
-            return {"id": object_id}
-        return {
-            "id": scr.id,
-            "object": "screening",
-            "status": status or scr.status,
-            "dataset_id": scr.dataset_id,
-            "alignment_dataset_id": scr.alignment_dataset_id,
-            "risk_score": scr.risk_score,
-            "tier": scr.tier,
-            "policy": scr.policy,
-            "policy_version": scr.policy_version,
-            "decision": scr.decision,
-            "decision_rule": scr.decision_rule,
-            "error": scr.error,
-        }
-    exp = session.get(Experiment, object_id)
-    if exp is None:
+        obj, kind, fields = session.get(Screening, object_id), "screening", _SCREENING_FIELDS
+    else:
+        obj, kind, fields = session.get(Experiment, object_id), "experiment", _EXPERIMENT_FIELDS
+    if obj is None:
         return {"id": object_id}
     return {
-        "id": exp.id,
-        "object": "experiment",
-        "status": status or exp.status,
-        "dataset_id": exp.dataset_id,
-        "error": exp.error,
+        "id": obj.id,
+        "object": kind,
+        "status": status or obj.status,
+        **{f: getattr(obj, f) for f in fields},
     }
 
 

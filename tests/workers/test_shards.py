@@ -186,6 +186,37 @@ def test_a_lost_shard_is_sent_again_alone_by_the_reconciler(
     assert [s.attempts for s in _shards(client, scr)] == [1, 1, 2, 1, 1]
 
 
+def test_a_crashed_shard_is_retried_alone_and_a_bad_input_fails_the_screening(
+    client, settings, redis_url, shared_models, monkeypatch
+) -> None:
+    from app.core.errors import FtguardError
+
+    real = shard_jobs._shard
+    raises: dict[int, Exception] = {1: RuntimeError("the worker's process hit a bug")}  # shard index: once
+
+    def failing(rt: Any, session: Any, sh: Any, job_id: Any) -> dict[str, Any]:
+        if sh.index in raises:
+            raise raises.pop(sh.index)
+        return real(rt, session, sh, job_id)
+
+    monkeypatch.setattr(shard_jobs, "_shard", failing)
+    scr = _screen(client)
+    _worker(settings, redis_url, shared_models)
+    assert client.get(f"/v1/screenings/{scr}").json()["status"] == "succeeded"
+    assert [s.attempts for s in _shards(client, scr)] == [1, 2, 1, 1, 1]
+
+    raises[3] = FtguardError("the shard's rows are unreadable", code="bad_rows")
+    scr = _screen(client)
+    _worker(settings, redis_url, shared_models)
+    got = client.get(f"/v1/screenings/{scr}").json()
+    assert got["status"] == "failed", got
+    assert got["error"] == {"code": "bad_rows", "message": "shard 3: the shard's rows are unreadable"}
+    failed = [e for e in client.get(f"/v1/screenings/{scr}/events").json()["data"] if e["level"] == "error"]
+    assert [(e["type"], e["message"]) for e in failed] == [
+        ("screening.failed", "shard 3, attempt 1: the shard's rows are unreadable")
+    ]
+
+
 def test_cancel_stops_every_shard(client, settings, redis_url, shared_models, monkeypatch) -> None:
     real = shard_sql.progress
     scr = _screen(client)

@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 
 from app.calibration import feed as calibration
-from app.core import registry
 from app.experiments.judge_kinds import JUDGES
 from workers.experiments.context import StageContext, StageOutput, extract_dir, read_jsonl
 from workers.experiments.generate import GenerationConfig, generate
 from workers.experiments.judges import Item, Judge, KeywordJudge
 from workers.experiments.metrics import durability
-from workers.experiments.stages import aligned_adapters, checkpoints, eval_prompts, release
-from workers.experiments.train import load_model, resolve_precision
+from workers.experiments.stages import aligned_adapters, base_model, checkpoints, eval_prompts, release
+from workers.experiments.train import resolve_precision
 
 # ---------------------------------------------------------------------------------------------- generate
 
@@ -55,13 +54,7 @@ def generate_stage(ctx: StageContext) -> StageOutput:
                 n / len(points),
                 message=f"loading the model at {frac:.0%} of fine-tuning; {len(prompts)} prompts to answer",
             )
-            model, tokenizer = load_model(
-                registry.path(rt.settings, ctx.params["base_model"]),
-                adapters=adapters,
-                device=rt.device,
-                dtype=dtype,
-                data_dir=rt.settings.data_dir,
-            )
+            model, tokenizer = base_model(ctx, adapters, dtype)
 
         def on_batch(done: int, _total: int, n: int = n) -> None:
             finished = n * len(prompts) + done

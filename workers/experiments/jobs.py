@@ -83,9 +83,9 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
     attempt = st.attempts
     ctx = StageContext(runtime=rt, experiment=exp, stage=stage, attempt=attempt, previous=previous)
     queue = rt.job_queue()
-    beat = functools.partial(
-        transitions.heartbeat, experiment_id=experiment_id, stage_name=stage, attempt=attempt
-    )
+    # the attempt, as every transition of it names it
+    mine: dict[str, Any] = {"experiment_id": experiment_id, "stage_name": stage, "attempt": attempt}
+    beat = functools.partial(transitions.heartbeat, **mine)
     where = {"experiment_id": experiment_id, "stage": stage, "attempt": attempt}
     try:
         with Heartbeat(
@@ -94,7 +94,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
             out = STAGE_FUNCTIONS[stage](ctx)
     except Cancelled:
         with db.session() as session:
-            transitions.stopped(session, experiment_id=experiment_id, stage_name=stage, attempt=attempt)
+            transitions.stopped(session, **mine)
         log.info("stage cancelled", extra=where)
         return {**where, "status": "cancelled"}
     except Lost:
@@ -108,9 +108,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
             final = transitions.fail(
                 session,
                 queue,
-                experiment_id=experiment_id,
-                stage_name=stage,
-                attempt=attempt,
+                **mine,
                 code=code,
                 message=message,
                 retryable=retryable,
@@ -118,13 +116,5 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
             )
         return {**where, "status": "failed" if final else "retrying", "code": code}
     with db.session() as session:
-        what = transitions.complete(
-            session,
-            queue,
-            experiment_id=experiment_id,
-            stage_name=stage,
-            attempt=attempt,
-            artefact_key=out.artefact_key,
-            result=out.result,
-        )
+        what = transitions.complete(session, queue, **mine, artefact_key=out.artefact_key, result=out.result)
     return {**where, "status": what}

@@ -256,6 +256,18 @@ def aligned_adapters(ctx: StageContext, tmp: Path) -> list[tuple[str, Path]]:
     return [(align[1]["method"], extract_dir(ctx.store, align[0], tmp / "align"))]
 
 
+def base_model(ctx: StageContext, adapters: list[tuple[str, Path]], dtype: str) -> tuple[Any, Any]:
+    """The experiment's base model (and tokenizer) on the worker's device, with `adapters` applied."""
+    rt = ctx.runtime
+    return load_model(
+        registry.path(rt.settings, ctx.params["base_model"]),
+        adapters=adapters,
+        device=rt.device,
+        dtype=dtype,
+        data_dir=rt.settings.data_dir,
+    )
+
+
 def _train_stage(
     ctx: StageContext,
     conversations: list[list[dict[str, str]]],
@@ -269,13 +281,7 @@ def _train_stage(
     with tempfile.TemporaryDirectory(dir=ctx.store.staging(), prefix="exp-") as tmp:
         adapters = aligned_adapters(ctx, Path(tmp)) if after_alignment else []
         ctx.progress(0.0, message=f"loading {ctx.params['base_model']} ({dtype}) on {rt.device}")
-        model, tokenizer = load_model(
-            registry.path(rt.settings, ctx.params["base_model"]),
-            adapters=adapters,
-            device=rt.device,
-            dtype=dtype,
-            data_dir=rt.settings.data_dir,
-        )
+        model, tokenizer = base_model(ctx, adapters, dtype)
         ctx.progress(
             0.0, message=f"training on {len(conversations)} examples ({cfg.method}, {cfg.epochs} epoch(s))"
         )

@@ -45,6 +45,14 @@ class Form:
     representer: Representer | None = None  # None: the Anchors' representer
 
 
+def _compliance_side(role: str) -> property:
+    """A property of the Anchors: the compliance form's `role` side ("harmful" or "safe"), read and set."""
+    return property(
+        lambda anchors: getattr(anchors.form("compliance"), role),
+        lambda anchors, side: setattr(anchors.form("compliance"), role, side),
+    )
+
+
 @dataclass
 class Anchors:
     """Anchor forms and the representation the anchor signal is measured in. `harmful` and `safe` are the
@@ -57,21 +65,8 @@ class Anchors:
     def form(self, name: str) -> Form:
         return next(f for f in self.forms if f.name == name)
 
-    @property
-    def harmful(self) -> Any:
-        return self.form("compliance").harmful
-
-    @harmful.setter
-    def harmful(self, side: Any) -> None:
-        self.form("compliance").harmful = side
-
-    @property
-    def safe(self) -> Any:
-        return self.form("compliance").safe
-
-    @safe.setter
-    def safe(self, side: Any) -> None:
-        self.form("compliance").safe = side
+    harmful = _compliance_side("harmful")
+    safe = _compliance_side("safe")
 
     def cache_for(self, side: Any, tenant_cache: VectorCache | None) -> VectorCache | None:
         if side.meta.get("bundled") and self.shared_cache is not None:

@@ -7,6 +7,7 @@ import functools
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rq import get_current_job
@@ -18,7 +19,7 @@ from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
 from app.core.queue import SCREENING_JOB
 from app.core.storage import scores_key
 from app.datasets import service as datasets
-from app.models import Dataset, Screening
+from app.models import Dataset, Screening, ScreeningShard
 from app.policies import decide
 from app.runs import lifecycle
 from app.screenings import explain, scores, transitions
@@ -58,6 +59,27 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if name == "JobTimeoutException":
         return "timeout", "the job ran past its time limit"
     return "internal_error", f"internal error ({name}); see the worker log"
+
+
+def attempt_failed(
+    session: Session,
+    exc: BaseException,
+    run: Screening | ScreeningShard,
+    owned: Callable[[], bool],
+    *,
+    kind: str,
+    run_id: str,
+) -> tuple[str, str, bool] | None:
+    """After a screening's (or shard's) attempt raised `exc`: its work rolled back, the error logged, and
+    (code, message, whether the attempt was the run's last); None when `owned`, read after the rollback,
+    says the run is no longer this job's (cancelled or superseded)."""
+    session.rollback()
+    code, message = classify(exc)
+    log.exception(f"{kind} attempt failed", extra={f"{kind}_id": run_id, "code": code})
+    if not owned():
+        return None
+    retries = get_runtime().settings.job_retries
+    return code, message, lifecycle.is_final(run.attempts, retries, retryable=lifecycle.retryable(exc))
 
 
 def load_anchors(rt: Runtime, session: Session, scr: Screening) -> Anchors:
@@ -215,12 +237,11 @@ def _run(rt: Runtime, session: Session, scr: Screening, job_id: str | None, t0: 
         _record("screening", "cancelled")
         return {"screening_id": screening_id, "status": "cancelled"}
     except Exception as exc:
-        session.rollback()
-        code, message = classify(exc)
-        log.exception("screening attempt failed", extra={"screening_id": screening_id, "code": code})
-        if not transitions.still_owned(session, scr, job_id):
+        owned = functools.partial(transitions.still_owned, session, scr, job_id)
+        failed = attempt_failed(session, exc, scr, owned, kind="screening", run_id=screening_id)
+        if failed is None:
             return {"screening_id": screening_id, "status": scr.status, "stopped": "cancelled or superseded"}
-        final = lifecycle.is_final(scr.attempts, settings.job_retries, retryable=lifecycle.retryable(exc))
+        code, message, final = failed
         retry_job = transitions.fail(session, scr, code=code, message=message, final=final)
         _record("screening", "failed" if final else "retried")
         if final:

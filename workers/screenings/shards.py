@@ -21,7 +21,6 @@ from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
 from app.core.queue import SCREENING_JOB
 from app.core.storage import BlobStore, staged_file
 from app.models import Dataset, Screening, ScreeningShard
-from app.runs import lifecycle
 from app.screenings import shards as shard_sql
 from app.screenings import transitions
 from workers.heartbeat import Heartbeat
@@ -127,7 +126,7 @@ def run_shard(shard_id: str) -> dict[str, Any]:
 
 
 def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
-    from workers.screenings.jobs import classify
+    from workers.screenings.jobs import attempt_failed
 
     rt = get_runtime()
     settings = rt.settings
@@ -145,14 +144,11 @@ def _run_shard(shard_id: str, job_id: str | None) -> dict[str, Any]:
                 log.info("shard cancelled or superseded", extra={"shard_id": shard_id})
                 return {"shard_id": shard_id, "status": "cancelled"}
             except Exception as exc:
-                session.rollback()
-                code, message = classify(exc)
-                log.exception("shard attempt failed", extra={"shard_id": shard_id, "code": code})
-                if not shard_sql.owned(session, sh, job_id):
+                owned = functools.partial(shard_sql.owned, session, sh, job_id)
+                failed = attempt_failed(session, exc, sh, owned, kind="shard", run_id=shard_id)
+                if failed is None:
                     return {"shard_id": shard_id, "stopped": "cancelled or superseded"}
-                final = lifecycle.is_final(
-                    sh.attempts, settings.job_retries, retryable=lifecycle.retryable(exc)
-                )
+                code, message, final = failed
                 shard_sql.fail(session, sh, code=code, message=message, final=final)
                 queue = rt.job_queue()
                 if not final and queue is not None:
