@@ -145,8 +145,7 @@ def test_the_whole_chain_through_a_real_worker(client, run_worker, tiny_llama) -
     metrics = client.get("/metrics").text
     assert 'ftguard_jobs_total{kind="experiment",status="succeeded"} 6.0' in metrics
     assert 'ftguard_job_duration_seconds_count{kind="experiment",stage="finetune"} 1.0' in metrics
-    print(f"whole chain through a real worker: {elapsed:.1f} s")
-    assert elapsed < 60
+    print(f"whole chain through a real worker: {elapsed:.1f} s")  # reported, not asserted: no timed tests
 
 
 def test_a_failing_stage_fails_the_experiment_with_a_clear_error(
@@ -194,7 +193,6 @@ def test_cancel_stops_the_running_stage(client, run_worker, settings, tiny_llama
 
     watcher = threading.Thread(target=cancel_when_training)
     watcher.start()
-    t0 = time.perf_counter()
     run_worker()
     watcher.join()
     assert seen["response"].status_code == 200 and seen["response"].json()["status"] == "cancelled"
@@ -204,8 +202,7 @@ def test_cancel_stops_the_running_stage(client, run_worker, settings, tiny_llama
     assert stage["align"]["status"] == "cancelled"
     assert stage["align"]["detail"]["step"] < stage["align"]["detail"]["total_steps"]
     assert stage["align"]["detail"]["total_steps"] >= 500
-    assert stage["finetune"]["status"] == "pending" and got["results"] is None
-    assert time.perf_counter() - t0 < 60
+    assert stage["finetune"]["status"] == "pending" and got["results"] is None  # stopped, not trained out
     r = client.post(f"/v1/experiments/{exp['id']}/cancel")
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_cancellable"
 
