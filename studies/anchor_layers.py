@@ -55,7 +55,7 @@ def measure(precision: str, sets: dict[str, Any], settings: Any) -> dict[str, An
     from app.core import registry
     from app.screenings.service import with_defaults
     from workers.representations.causal_lm import CausalLMRepresenter
-    from workers.screenings.anchors import bundled_anchors, form_signal
+    from workers.screenings.anchors import Reading, bundled_anchors, form_signal
     from workers.screenings.screening import Params
 
     rep = CausalLMRepresenter(
@@ -78,12 +78,8 @@ def measure(precision: str, sets: dict[str, Any], settings: Any) -> dict[str, An
         def represent(side: Any, _rep: Any, _cache: Any, k: int = k) -> tuple[np.ndarray, dict[str, int]]:
             return vecs[side.name][k], {}
 
-        margin = {
-            name: form_signal(
-                form, vecs[name][k], anchors, None, represent, params.center, params.block_size, "cpu"
-            )[0]["margin"]
-            for name in sets
-        }
+        reading = Reading(anchors, None, represent, params.center, params.block_size, "cpu")
+        margin = {name: form_signal(form, vecs[name][k], reading)[0]["margin"] for name in sets}
         aurocs = {f"{p} vs {n}": auroc(margin[p], margin[n]) for p, n in PAIRS}
         crit = float(np.mean([aurocs[f"{p} vs {n}"] for p, n in CRITERION]))
         layers.append({"layer": k, "blocks_run": k, "aurocs": aurocs, "criterion": crit})

@@ -24,6 +24,7 @@ network: every load is `local_files_only`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -85,17 +86,9 @@ class CausalLMRepresenter:
         dtype = dtype or representation_dtype(resolve_device(device), precision)
         lm, tokenizer = load_causal_lm(model, device=device, dtype=dtype, data_dir=data_dir)
         fingerprint = weights_fingerprint(resolve_causal_lm_path(model, data_dir))
-        self._setup(
-            lm,
-            tokenizer,
-            name=name or model,  # the registry name: reports never show the provider's paths
-            fingerprint=fingerprint,
-            batch_size=batch_size,
-            layer=layer,
-            pooling=pooling,
-            max_length=max_length,
-            max_batch_tokens=max_batch_tokens,
-        )
+        # the registry name: reports never show the provider's paths
+        self._hold(lm, tokenizer, name or model, fingerprint, batch_size, max_batch_tokens)
+        self._read_at(layer, pooling, max_length)
 
     @classmethod
     def from_model(
@@ -121,52 +114,31 @@ class CausalLMRepresenter:
         if dtype is not None:
             model = model.to(resolve_dtype(str(next(model.parameters()).device), dtype))
         self = cls.__new__(cls)
-        self._setup(
-            model.eval(),
-            tokenizer,
-            name=name,
-            fingerprint=state_fingerprint(model),
-            batch_size=batch_size,
-            layer=layer,
-            pooling=pooling,
-            max_length=max_length,
-            max_batch_tokens=max_batch_tokens,
-        )
+        self._hold(model.eval(), tokenizer, name, state_fingerprint(model), batch_size, max_batch_tokens)
+        self._read_at(layer, pooling, max_length)
         return self
 
-    def _setup(
+    def _hold(
         self,
         model: Any,
         tokenizer: Any,
-        *,
         name: str,
         fingerprint: str,
         batch_size: int,
-        layer: int,
-        pooling: str,
-        max_length: int,
         max_batch_tokens: int | None,
     ) -> None:
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
-        if batch_size < 1 or max_length < 1:
-            raise ValueError("batch_size and max_length must be positive")
+        """Keep the loaded model and how it is batched (what every view of it shares)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        n_layers = int(config.num_hidden_layers)
-        if not -(n_layers + 1) <= layer <= n_layers:
-            raise ValueError(f"layer {layer} out of range for {n_layers} layers (0 = embeddings, -1 = last)")
+        self.config = config
         self.model = model
         # The transformer body without the LM head: the 49k-vocab projection is never computed.
         self.body = getattr(model, "base_model", model)
         self.tokenizer = tokenizer
         self.model_name = name
         self.batch_size = batch_size
-        self.layer = layer
-        self.pooling: Pooling = "mean" if pooling == "mean" else "last"
-        # A model reads no further than its context: past it a request only costs memory (and pads).
-        context = getattr(config, "max_position_embeddings", None)
-        self.max_length = min(max_length, int(context)) if context else max_length
-        self.n_layers = n_layers
+        self.n_layers = int(config.num_hidden_layers)
         self.fingerprint = fingerprint
         self.dim = int(config.hidden_size)
         first = next(model.parameters())
@@ -174,29 +146,34 @@ class CausalLMRepresenter:
         self.dtype = first.dtype
         # Padded tokens per batch (on top of batch_size); None: CPU_BATCH_TOKENS on CPU, no cap on GPU.
         self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else None)
+
+    def _read_at(self, layer: int, pooling: str, max_length: int) -> None:
+        """Read the held model at `layer`, pooled by `pooling`, over at most `max_length` tokens."""
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        if max_length < 1:
+            raise ValueError("max_length must be positive")
+        n_layers = self.n_layers
+        if not -(n_layers + 1) <= layer <= n_layers:
+            raise ValueError(f"layer {layer} out of range for {n_layers} layers (0 = embeddings, -1 = last)")
+        self.layer = layer
+        self.pooling: Pooling = "mean" if pooling == "mean" else "last"
+        # A model reads no further than its context: past it a request only costs memory (and pads).
+        context = getattr(self.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, int(context)) if context else max_length
         # the layer as a count of blocks run (-1 and n_layers are the same layer; -2 is n_layers - 1)
         self.block = layer if layer >= 0 else n_layers + 1 + layer
         dtype = str(self.dtype).removeprefix("torch.")
         self.identity = (
-            f"{self.backend}|{name}|{fingerprint}|layer={layer}|pool={self.pooling}|max_len={self.max_length}"
-            + ("" if dtype == "float32" else f"|dtype={dtype}")
+            f"{self.backend}|{self.model_name}|{self.fingerprint}|layer={layer}|pool={self.pooling}"
+            f"|max_len={self.max_length}" + ("" if dtype == "float32" else f"|dtype={dtype}")
         )
 
     def view(self, *, layer: int, pooling: str, max_length: int) -> CausalLMRepresenter:
         """The same loaded weights read at another layer, pooling or length: no second copy of the model,
         so a request with a new `max_length` costs no load and evicts nobody's model."""
-        out = type(self).__new__(type(self))
-        out._setup(
-            self.model,
-            self.tokenizer,
-            name=self.model_name,
-            fingerprint=self.fingerprint,
-            batch_size=self.batch_size,
-            layer=layer,
-            pooling=pooling,
-            max_length=max_length,
-            max_batch_tokens=self.max_batch_tokens,
-        )
+        out = copy.copy(self)
+        out._read_at(layer, pooling, max_length)
         return out
 
     def describe(self) -> dict[str, object]:

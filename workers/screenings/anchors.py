@@ -203,18 +203,25 @@ class Reference:
     stats: dict[str, Any]
 
 
-def form_reference(
-    form: Form,
-    anchors: Anchors,
-    cache: VectorCache | None,
-    represent: Represent,
-    center: bool,
-    block_size: int,
-    device: str,
-) -> Reference:
-    (h_vec, h_stats), (s_vec, s_stats) = (represent(*side) for side in _form_sides(form, anchors, cache))
+@dataclass(frozen=True)
+class Reading:
+    """How a screening reads its anchor sets: their vectors come from `represent` (through `cache`), centred
+    on the anchors' mean or not, and are compared in blocks of `block_size` rows on `device`."""
+
+    anchors: Anchors
+    cache: VectorCache | None
+    represent: Represent
+    center: bool
+    block_size: int
+    device: str
+
+
+def form_reference(form: Form, reading: Reading) -> Reference:
+    anchors, block_size, device = reading.anchors, reading.block_size, reading.device
+    sides = _form_sides(form, anchors, reading.cache)
+    (h_vec, h_stats), (s_vec, s_stats) = (reading.represent(*side) for side in sides)
     mu = None
-    if center:  # one centre for all three sets (the anchors' mean), so the two distances compare
+    if reading.center:  # one centre for all three sets (the anchors' mean), so the two distances compare
         mu = np.vstack([h_vec, s_vec]).mean(axis=0, keepdims=True)
         h_vec, s_vec = h_vec - mu, s_vec - mu
     hh = _nearest(h_vec, h_vec, block_size, device, skip_self=True).c_topk_sim[:, 1]
@@ -274,51 +281,31 @@ def form_info(form: Form, anchors: Anchors, ref: Reference, arrays: dict[str, np
 
 
 def form_signal(
-    form: Form,
-    c_vec: np.ndarray,
-    anchors: Anchors,
-    cache: VectorCache | None,
-    represent: Represent,
-    center: bool,
-    block_size: int,
-    device: str,
+    form: Form, c_vec: np.ndarray, reading: Reading
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One form's per-example arrays and its report section."""
-    ref = form_reference(form, anchors, cache, represent, center, block_size, device)
-    arrays = form_rows(c_vec, ref, block_size, device)
-    return arrays, form_info(form, anchors, ref, arrays)
+    ref = form_reference(form, reading)
+    arrays = form_rows(c_vec, ref, reading.block_size, reading.device)
+    return arrays, form_info(form, reading.anchors, ref, arrays)
 
 
-def references(
-    anchors: Anchors,
-    cache: VectorCache | None,
-    represent: Represent,
-    center: bool,
-    block_size: int,
-    device: str,
-) -> dict[str, Reference]:
-    return {
-        f.name: form_reference(f, anchors, cache, represent, center, block_size, device)
-        for f in anchors.forms
-    }
+def references(reading: Reading) -> dict[str, Reference]:
+    return {f.name: form_reference(f, reading) for f in reading.anchors.forms}
 
 
 def rows(
     customer: Any,
     c_vec: np.ndarray | None,
     c_rep: Representer | None,
-    anchors: Anchors,
+    reading: Reading,
     refs: dict[str, Reference],
-    cache: VectorCache | None,
-    represent: Represent,
-    block_size: int,
-    device: str,
     screen: bool | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Every form's per-row arrays for `customer` (the whole set or a shard of it). `c_vec` holds the
     customer's vectors in the main representation, `c_rep`; a form read in that space and on whole examples
     reuses them instead of a second pass. `progress` gets the share of the forms done."""
+    anchors = reading.anchors
     rep = anchors.representer
     views: dict[tuple[str, str], np.ndarray] = {}
     for key, todo in _customer_views(customer, c_rep, anchors).items():
@@ -326,11 +313,13 @@ def rows(
             assert c_vec is not None
             views[key] = c_vec
         else:
-            views[key], _ = represent(todo[0], todo[1], cache)
+            views[key], _ = reading.represent(todo[0], todo[1], reading.cache)
     per_form: dict[str, dict[str, np.ndarray]] = {}
     for i, form in enumerate(anchors.forms):
         key = ((form.representer or rep).identity, form.view)
-        per_form[form.name] = form_rows(views[key], refs[form.name], block_size, device, screen)
+        per_form[form.name] = form_rows(
+            views[key], refs[form.name], reading.block_size, reading.device, screen
+        )
         if progress is not None:
             progress((i + 1) / len(anchors.forms))
     return per_form

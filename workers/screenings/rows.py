@@ -195,13 +195,14 @@ class Shared:
     def references(self) -> dict[str, Any]:
         """The anchors' references, once, when first asked for (the anchor stage's start)."""
         if not self.refs and self.anchors is not None:
-            p = self.params
-            self.refs.update(
-                anchor_forms.references(
-                    self.anchors, self.cache, self.represent, p.center, p.block_size, self.device
-                )
-            )
+            self.refs.update(anchor_forms.references(self.reading()))
         return self.refs
+
+    def reading(self) -> anchor_forms.Reading:
+        p = self.params
+        return anchor_forms.Reading(
+            self.anchors, self.cache, self.represent, p.center, p.block_size, self.device
+        )
 
 
 class Work:
@@ -280,16 +281,15 @@ class Work:
         per_form: dict[str, dict[str, np.ndarray]] = {}
         if self.anchors is not None and self.anchor_part is not None:
             apart, refs = self.anchor_part, references()
+            reading = anchor_forms.Reading(
+                self.anchors, self.cache, self.represent, params.center, params.block_size, self.device
+            )
             per_form = anchor_forms.rows(
                 self.customer,
                 c_vec,
                 self.representer,
-                self.anchors,
+                reading,
                 refs,
-                self.cache,
-                self.represent,
-                params.block_size,
-                self.device,
                 screens(self.n_total, max(len(f.harmful.examples) for f in self.anchors.forms), self.device),
                 progress=lambda f: plan.advance(apart, f),
             )
