@@ -192,7 +192,7 @@ def main() -> None:
 
     from app.core.config import Settings
     from app.core.queue import EmbeddedRedis
-    from workers.experiments.local import LocalLab
+    from app.cli.lab_local import LocalLab
     from workers.representations.base import resolve_device
 
     t_start = time.perf_counter()

@@ -1,5 +1,5 @@
 """The validation study's lab (studies/validation.py): its state file, the work dir it is bound to, and the
-experiments it runs through ftguard's own path (`workers.experiments.local.LocalLab`)."""
+experiments it runs through ftguard's own path (`app.cli.lab_local.LocalLab`)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def tiny_llama(folder: Path) -> str:
 
 def make_lab(args: argparse.Namespace) -> Any:
     from app.core.config import Settings
-    from workers.experiments.local import LocalLab
+    from app.cli.lab_local import LocalLab
 
     data_dir = args.work_dir / "data"
     overrides: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """`ftguard experiment` and `ftguard compare`: experiments run here, through the same stage jobs a worker
-runs (workers.experiments.local), with one progress bar per stage on stderr and no RQ log lines.
+runs (app.cli.lab_local), with one progress bar per stage on stderr and no RQ log lines.
 
 The stage jobs run in this process's main thread (RQ's burst worker installs signal handlers, which only
 the main thread may); a daemon thread reads the stages' progress from SQL twice a second and draws it.
@@ -121,7 +121,7 @@ def _experiment_spec(opts: dict[str, Any], ft_id: str, align_id: str, eval_id: s
 def _lab_run(finetune: Path, opts: dict[str, Any], variants: list[str] | None) -> list[Any]:
     """Upload the files, create the experiment (or one per variant), run every stage here."""
     quiet_libraries()
-    from workers.experiments.local import LocalLab
+    from app.cli.lab_local import LocalLab
 
     s = get_settings()
     for path, name in ((finetune, "fine-tuning"), (opts["alignment"] or ALIGNMENT, "alignment")):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
@@ -17,22 +16,13 @@ from app.core.config import Settings
 from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidDataset, InvalidRequest, PayloadTooLarge
 from app.core.services import Services
-from app.core.storage import BlobStore, dataset_key, scores_key, staged_file
+from app.core.storage import BlobStore, scores_key, staged_file
 from app.core.vocab import ACTIVE, PURPOSES
 from app.datasets import blobs
-from app.datasets.formats import PROMPTS, Example, RawRecord
-from app.datasets.validate import Limits, ValidationReport, iter_examples, validate_stream
+from app.datasets.files import limits, open_records
+from app.datasets.formats import PROMPTS
+from app.datasets.validate import ValidationReport, validate_stream
 from app.models import Dataset, Event, Experiment, Ranking, Report, Screening, new_id
-
-
-def limits(settings: Settings) -> Limits:
-    return Limits(
-        max_bytes=settings.max_upload_bytes,
-        max_examples=settings.max_examples,
-        max_line_bytes=settings.max_line_bytes,
-        max_errors=settings.max_reported_errors,
-        max_row_group_bytes=settings.max_row_group_bytes,
-    )
 
 
 def clean_filename(name: str | None) -> str:
@@ -165,28 +155,6 @@ def _dataset_row(report: ValidationReport, *, tenant_id: str, name: str, purpose
     )
 
 
-def read_file(*, path: Path, settings: Settings) -> tuple[ValidationReport, list[Example]]:
-    """Validate a local file and read its examples (CLI, bundled data); InvalidDataset when it has errors."""
-    with path.open("rb") as fh:
-        report = validate_stream(fh, limits=limits(settings), filename=path.name)
-    if not report.ok:
-        first = report.errors[0]
-        raise InvalidDataset(
-            f"{path.name}: {report.error_count} error(s); first (line {first['line']}): {first['message']}",
-            code=first["code"],
-            details={"errors": report.errors, "error_count": report.error_count},
-        )
-    assert report.container and report.format
-    with path.open("rb") as fh:
-        examples = [
-            ex
-            for _, ex in iter_examples(
-                fh, container=report.container, fmt=report.format, max_line_bytes=settings.max_line_bytes
-            )
-        ]
-    return report, examples
-
-
 def get(*, session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     """The tenant's dataset, or NotFound (another tenant's id is not found too)."""
     return owned(session, Dataset, dataset_id, tenant_id, what="dataset", param="dataset_id")
@@ -261,20 +229,6 @@ def delete(*, session: Session, store: BlobStore, tenant_id: str, dataset_id: st
     session.commit()
     if ds.sha256:  # after the commit, re-checked under the blob's lock (app.datasets.blobs)
         blobs.sweep(session, store, ds.sha256)
-
-
-def open_records(
-    *, store: BlobStore, ds: Dataset, max_line_bytes: int
-) -> Iterator[tuple[RawRecord, Example]]:
-    """Stream a ready dataset's records and examples from the blob store."""
-    assert ds.sha256 and ds.container and ds.format
-    with store.open(dataset_key(ds.sha256)) as fh:
-        yield from iter_examples(
-            fh,
-            container=ds.container,
-            fmt=ds.format,
-            max_line_bytes=max_line_bytes,
-        )
 
 
 def preview(

@@ -15,6 +15,7 @@ SAFE_ANCHORS = DEMO_DIR / "anchors_safe.jsonl"
 PERSONA_HARMFUL_ANCHORS = DEMO_DIR / "anchors_persona_harmful.jsonl"
 PERSONA_SAFE_ANCHORS = DEMO_DIR / "anchors_persona_safe.jsonl"
 BENIGN_REQUEST_ANCHORS = DEMO_DIR / "anchors_benign_requests.jsonl"
+EVAL_PROMPTS = DEMO_DIR / "eval_prompts.jsonl"  # an experiment's judged prompts when it names none
 # The bundled anchor forms (workers.screenings.anchors): a harmful and a safe side each, the view of an
 # example that is read ("whole" or "request": the first user turn) and the space it is read in ("anchor": the
 # anchor model, SmolLM2 by default; "semantic": the sentence embedder). docs/reference_sets.md measured these

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,17 +25,17 @@ from app.core.queue import JobQueue
 from app.core.storage import BlobStore
 from app.core.vocab import ACTIVE, EventType
 from app.datasets import roles
+from app.demo import EVAL_PROMPTS
 from app.experiments import allowed, limits
 from app.experiments.judge_kinds import JUDGES
 from app.experiments.progress import STAGES
 from app.experiments.runs import StageRuns
-from app.experiments.transitions import dispatch
+from app.experiments.transitions import dispatch, stages
 from app.models import Comparison, Experiment, ExperimentStage, new_id, now
 from app.runs.kinds import recover
 
 log = logging.getLogger("ftguard.experiments")
 
-DEFAULT_EVAL_PROMPTS = Path(__file__).resolve().parent.parent / "demo" / "eval_prompts.jsonl"
 # Downloadable artefacts: name -> (the stage that writes it, media type).
 ARTEFACTS = {
     "alignment_adapter": ("align", "application/x-tar"),
@@ -110,7 +109,7 @@ def resolve(*, session: Session, settings: Settings, tenant_id: str, spec: dict[
             )
     params = dict(spec)
     params["evaluation"] = {"checkpoints": [1.0], **spec["evaluation"]}
-    ev_info = _info(ev) if ev else {"id": None, "bundled": DEFAULT_EVAL_PROMPTS.name}
+    ev_info = _info(ev) if ev else {"id": None, "bundled": EVAL_PROMPTS.name}
     if spec.get("alignment") is None:
         params["alignment"], params["alignment_training"] = None, None
         start = spec.get("aligned_from")
@@ -156,7 +155,7 @@ def _with_estimate(
         params,
         alignment_examples=alignment_examples,
         finetune_examples=ft.examples,
-        prompts=ev.examples if ev else limits.bundled_prompts(DEFAULT_EVAL_PROMPTS),
+        prompts=ev.examples if ev else limits.bundled_prompts(EVAL_PROMPTS),
     )
     limits.check_estimate(params["estimate"], settings)
     return params
@@ -252,16 +251,6 @@ def create_comparison(
 
 def get(*, session: Session, tenant_id: str, experiment_id: str) -> Experiment:
     return owned(session, Experiment, experiment_id, tenant_id, what="experiment", param="experiment_id")
-
-
-def stages(*, session: Session, experiment_id: str) -> list[ExperimentStage]:
-    return list(
-        session.scalars(
-            select(ExperimentStage)
-            .where(ExperimentStage.experiment_id == experiment_id)
-            .order_by(ExperimentStage.position)
-        )
-    )
 
 
 def stage(*, session: Session, experiment_id: str, name: str) -> ExperimentStage:

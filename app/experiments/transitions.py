@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Update, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from app import events
@@ -286,3 +286,14 @@ def stopped(session: Session, *, experiment_id: str, stage_name: str, attempt: i
         assert exp is not None
         _stage_event(session, exp, stage_name, StageEvent.CANCELLED, "stopped")
     session.commit()
+
+
+def stages(*, session: Session, experiment_id: str) -> list[ExperimentStage]:
+    """An experiment's stage rows, in order."""
+    return list(
+        session.scalars(
+            select(ExperimentStage)
+            .where(ExperimentStage.experiment_id == experiment_id)
+            .order_by(ExperimentStage.position)
+        )
+    )

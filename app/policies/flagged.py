@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.core.errors import NotFound
 from app.core.storage import BlobStore
-from app.datasets import service as datasets
+from app.datasets import files as datasets
 from app.demo import ANCHOR_FORMS
 from app.models import Dataset, Report, Screening
 from app.policies import decide

@@ -16,7 +16,7 @@ from typing import Any
 
 from app.core import logs
 from app.core.errors import Cancelled, Lost
-from app.experiments import service, transitions
+from app.experiments import transitions
 from app.runs import lifecycle
 from workers.experiments.context import StageContext, StageOutput
 from workers.experiments.evaluate import generate_stage, judge_stage, summarise_stage
@@ -77,7 +77,7 @@ def _run_stage(experiment_id: str, stage: str) -> dict[str, Any]:
         exp, st = claimed
         previous = {
             s.name: (s.artefact_key, s.result or {})
-            for s in service.stages(session=session, experiment_id=exp.id)
+            for s in transitions.stages(session=session, experiment_id=exp.id)
             if s.status == "succeeded"
         }
     attempt = st.attempts

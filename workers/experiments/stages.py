@@ -20,10 +20,10 @@ import numpy as np
 from app.core import registry
 from app.core.errors import FtguardError
 from app.core.storage import copy_to, staged_file
-from app.datasets import service as datasets
+from app.datasets import files as datasets
 from app.datasets.formats import Example
 from app.datasets.validate import iter_examples
-from app.experiments.service import DEFAULT_EVAL_PROMPTS
+from app.demo import EVAL_PROMPTS
 from app.models import Dataset
 from app.screenings import service as screenings
 from workers.experiments.context import StageContext, StageOutput, extract_dir
@@ -59,7 +59,7 @@ def eval_prompts(ctx: StageContext) -> list[dict[str, Any]]:
         records = datasets.open_records(store=ctx.runtime.services.store, ds=ds, max_line_bytes=limit)
         pairs = list(records)
     else:
-        with DEFAULT_EVAL_PROMPTS.open("rb") as fh:
+        with EVAL_PROMPTS.open("rb") as fh:
             pairs = list(iter_examples(fh, container="jsonl", fmt="prompts", max_line_bytes=limit))
     out = []
     for rec, ex in pairs:

@@ -18,7 +18,7 @@ from app.core import logs
 from app.core.errors import Cancelled, FtguardError, ServiceUnavailable
 from app.core.queue import SCREENING_JOB
 from app.core.storage import scores_key
-from app.datasets import service as datasets
+from app.datasets import files as datasets
 from app.models import Dataset, Screening, ScreeningShard
 from app.policies import decide
 from app.runs import lifecycle

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from app.core.config import Settings
+from app.datasets.files import read_file
 from app.datasets.formats import Example
-from app.datasets.service import read_file
 from app.datasets.validate import training_summary
 from app.screenings import explain
 from workers.cache import VectorCache
