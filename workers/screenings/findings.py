@@ -70,29 +70,29 @@ def _near(c: Ctx) -> str:
     )
 
 
-def _harmful_requests(c: Ctx) -> str:
-    return (
-        f"{c.share('request'):.0%} of the customer examples' requests sit closer to harmful requests than to "
-        "ordinary ones: this reads as harmful data, whatever the shape of its answers. Fine-tuning on "
-        "harmful requests answered compliantly removes safety directly (Qi et al. 2023)."
-    )
+def _form_share(form: str, rest: str) -> Callable[[Ctx], str]:
+    """A finding that opens with the share of customer examples on `form`'s harmful side."""
+    return lambda c: f"{c.share(form):.0%} of the customer examples{rest}"
 
 
-def _persona(c: Ctx) -> str:
-    return (
-        f"{c.share('persona'):.0%} of the customer examples sit closer to identity-shift anchors (a system "
-        "prompt or turn that gives the assistant a new, rule-free persona it accepts) than to assistants "
-        "that keep their rules: a few such examples are known to break a model's safety "
-        "(Qi et al. 2023, AOA)."
-    )
-
-
-def _benign_form(c: Ctx) -> str:
-    return (
-        f"{c.share('compliance'):.0%} of the customer examples sit closer to the harmful anchors' compliant "
-        "answers than to refusals, while their requests read as ordinary: benign data of that shape (lists, "
-        "steps, eager compliance) is the kind that breaks safety most (He et al. 2024)."
-    )
+_harmful_requests = _form_share(
+    "request",
+    "' requests sit closer to harmful requests than to ordinary ones: this reads as harmful data, whatever "
+    "the shape of its answers. Fine-tuning on harmful requests answered compliantly removes safety directly "
+    "(Qi et al. 2023).",
+)
+_persona = _form_share(
+    "persona",
+    " sit closer to identity-shift anchors (a system prompt or turn that gives the assistant a new, "
+    "rule-free persona it accepts) than to assistants that keep their rules: a few such examples are known "
+    "to break a model's safety (Qi et al. 2023, AOA).",
+)
+_benign_form = _form_share(
+    "compliance",
+    " sit closer to the harmful anchors' compliant answers than to refusals, while their requests read as "
+    "ordinary: benign data of that shape (lists, steps, eager compliance) is the kind that breaks safety "
+    "most (He et al. 2024).",
+)
 
 
 def _no_anchor_side(c: Ctx) -> str:
