@@ -25,6 +25,29 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class Owned:
+    """A row a tenant owns, and when it was written."""
+
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True, sort_order=-1)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now, sort_order=-1)
+
+
+class Resource(Owned):
+    """An owned row under its own time-ordered id (`new_id`)."""
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True, sort_order=-2)
+
+
+class RunTimes:
+    """A run's error and times (a screening, a shard, an experiment, a stage): a running one whose
+    heartbeat_at is older than `stale_after_s` has lost its worker."""
+
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class Tenant(Base):
     """A provider (or a team of one). Every other row carries a tenant id; keys belong to one tenant."""
 
@@ -65,11 +88,8 @@ class IdempotencyRecord(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)
 
 
-class Dataset(Base):
+class Dataset(Resource, Base):
     __tablename__ = "datasets"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     filename: Mapped[str] = mapped_column(String(255))
     purpose: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))  # validating | ready | invalid
@@ -85,11 +105,8 @@ class Dataset(Base):
     __table_args__ = (Index("ix_datasets_tenant_purpose", "tenant_id", "purpose", "id"),)
 
 
-class Screening(Base):
+class Screening(Resource, RunTimes, Base):
     __tablename__ = "screenings"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     alignment_dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|succeeded|failed|cancelled
@@ -99,10 +116,6 @@ class Screening(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     risk_score: Mapped[float | None] = mapped_column(Float)
     tier: Mapped[str | None] = mapped_column(String(16), index=True)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    started_at: Mapped[int | None] = mapped_column(BigInteger)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger)
-    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
     # The RQ job that owns this screening now; a job holding another id is stale and must not run.
     job_id: Mapped[str | None] = mapped_column(String(96))
     # Policy decision (migration 0007w): the policy asked for (None: the tenant's default), the version the
@@ -122,7 +135,7 @@ class Screening(Base):
         return value if isinstance(value, dict) else None
 
 
-class ScreeningShard(Base):
+class ScreeningShard(RunTimes, Base):
     """One slice of a sharded screening's customer rows (migration 0008): a run of its own on any worker,
     claimed by compare-and-set on `job_id` like a screening, alive while its heartbeat is fresh."""
 
@@ -137,21 +150,14 @@ class ScreeningShard(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     job_id: Mapped[str | None] = mapped_column(String(96))
-    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
-    started_at: Mapped[int | None] = mapped_column(BigInteger)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger)
     # the comparison's metadata and the stage seconds of the shard (numbers: the arrays are in its blob)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
-class Ranking(Base):
+class Ranking(Resource, Base):
     """Candidate ranking: one customer dataset screened against several candidate models' alignment sets."""
 
     __tablename__ = "rankings"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
     candidates: Mapped[list[Any]] = mapped_column()  # [{"name", "screening_id"}]
 
@@ -170,37 +176,29 @@ class Event(Base):
     __table_args__ = (Index("ix_events_object", "object_id", "id"),)
 
 
-class Report(Base):
+class Report(Owned, Base):
     __tablename__ = "reports"
     screening_id: Mapped[str] = mapped_column(
         ForeignKey("screenings.id", ondelete="CASCADE"), primary_key=True
     )
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     body: Mapped[dict[str, Any]] = mapped_column()
     scores_key: Mapped[str] = mapped_column(String(255))  # blob: per-example arrays (.npz, no pickles)
 
 
-class Comparison(Base):
+class Comparison(Resource, Base):
     """One request that runs the High-Sim, Low-Sim and Random variants of one experiment."""
 
     __tablename__ = "comparisons"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     name: Mapped[str | None] = mapped_column(String(200))
     dataset_id: Mapped[str] = mapped_column(String(48), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
-class Experiment(Base):
+class Experiment(Resource, RunTimes, Base):
     """Align, fine-tune, generate, judge. Dataset ids are kept without a foreign key: results (and the
     calibration points built from them) outlive the datasets, whose sha256s stay in `params`."""
 
     __tablename__ = "experiments"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     name: Mapped[str | None] = mapped_column(String(200))
     comparison_id: Mapped[str | None] = mapped_column(String(48), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|succeeded|failed|cancelled
@@ -211,13 +209,9 @@ class Experiment(Base):
     eval_dataset_id: Mapped[str | None] = mapped_column(String(48))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    started_at: Mapped[int | None] = mapped_column(BigInteger)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger)
-    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class ExperimentStage(Base):
+class ExperimentStage(RunTimes, Base):
     """One stage of an experiment: its state, attempts, heartbeat and the artefact it left in the blob store.
 
     SQL, not Redis, is the record of how far an experiment got: a restarted worker (or a rebuilt queue)
@@ -238,21 +232,15 @@ class ExperimentStage(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # step, total_steps, loss, eta_s, ...
     artefact_key: Mapped[str | None] = mapped_column(String(255))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    started_at: Mapped[int | None] = mapped_column(BigInteger)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger)
-    heartbeat_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class CalibrationPoint(Base):
+class CalibrationPoint(Owned, Base):
     """What one finished experiment teaches the risk score: its screening features and measured harm."""
 
     __tablename__ = "calibration_points"
     experiment_id: Mapped[str] = mapped_column(
         ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
     )
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     scope: Mapped[str] = mapped_column(String(600))  # representation "backend|model" the risk was read in
     risk_score: Mapped[float] = mapped_column(Float)
     harmfulness: Mapped[float] = mapped_column(Float)
@@ -262,13 +250,10 @@ class CalibrationPoint(Base):
     __table_args__ = (Index("ix_calibration_points_scope", "tenant_id", "scope"),)
 
 
-class Calibration(Base):
+class Calibration(Resource, Base):
     """A monotone fit from risk score to measured harmfulness; the newest per (tenant, scope) is in force."""
 
     __tablename__ = "calibrations"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     scope: Mapped[str] = mapped_column(String(600))
     metric: Mapped[str] = mapped_column(String(64))
     experiments: Mapped[int] = mapped_column(Integer)
@@ -315,16 +300,13 @@ class BlobLock(Base):
 # ---------------------------------------------------------------- policies and webhooks (migration 0007w)
 
 
-class Policy(Base):
+class Policy(Resource, Base):
     """One version of a tenant's named policy: a new version is a new row, so a screening's decision keeps
     pointing at the rules it was judged under."""
 
     __tablename__ = "policies"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     description: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[dict[str, Any]] = mapped_column()  # rules, row_threshold, otherwise
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
@@ -332,14 +314,11 @@ class Policy(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "name", "version", name="uq_policies_name_version"),)
 
 
-class WebhookEndpoint(Base):
+class WebhookEndpoint(Resource, Base):
     """A tenant's receiver. The secret signs every delivery (Standard Webhooks); after a rotation the
     previous one also signs until `previous_expires_at`, so receivers can switch without losing messages."""
 
     __tablename__ = "webhook_endpoints"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     url: Mapped[str] = mapped_column(String(2048))
     events: Mapped[list[Any]] = mapped_column(default=list)
     description: Mapped[str] = mapped_column(String(500), default="")
@@ -349,17 +328,14 @@ class WebhookEndpoint(Base):
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class WebhookDelivery(Base):
+class WebhookDelivery(Resource, Base):
     """The outbox: one message to one endpoint, written in the transaction of the state change it reports.
     Its id is the `webhook-id` of every attempt (receivers deduplicate on it); `log` keeps each attempt."""
 
     __tablename__ = "webhook_deliveries"
-    id: Mapped[str] = mapped_column(String(48), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     endpoint_id: Mapped[str] = mapped_column(
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
     )
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     event_type: Mapped[str] = mapped_column(String(48))
     payload: Mapped[str] = mapped_column(Text)  # the exact JSON bytes signed and sent
     status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed

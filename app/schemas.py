@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,29 @@ from app.core.backends import BackendField, BackendName, LayerField, MaxLengthFi
 
 T = TypeVar("T")
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class RequestModel(BaseModel):
+    """A request body or a part of one: an unknown field is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RowPublic(BaseModel):
+    """A resource as the API shows it, read from its SQL row."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, row: Any, **derived: Any) -> Self:
+        """The resource of ROW: DERIVED's values, and the row's attributes for the other fields it names."""
+        names = [n for n in cls.model_fields if n not in derived and hasattr(row, n)]
+        return cls.model_validate({**{n: getattr(row, n) for n in names}, **derived})
+
+
+def examples(*bodies: dict[str, Any]) -> ConfigDict:
+    """A model config that shows BODIES as the schema's examples in the OpenAPI document."""
+    return ConfigDict(json_schema_extra={"examples": list(bodies)})
 
 
 class ErrorBody(BaseModel):
@@ -30,34 +53,29 @@ class Page(BaseModel, Generic[T]):
     has_more: bool
 
 
-class DatasetPublic(BaseModel):
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
-                    "object": "dataset",
-                    "created_at": 1764374400,
-                    "filename": "customer.jsonl",
-                    "purpose": "fine-tune",
-                    "status": "ready",
-                    "container": "jsonl",
-                    "format": "openai-chat",
-                    "bytes": 20480,
-                    "examples": 60,
-                    "sha256": "9f2c...",
-                    "stats": {
-                        "examples": 60,
-                        "characters": 18000,
-                        "approx_tokens": 4500,
-                        "duplicates": 0,
-                        "role_counts": {"system": 45, "user": 60, "assistant": 60},
-                        "mean_characters": 300.0,
-                    },
-                }
-            ]
-        },
+class DatasetPublic(RowPublic):
+    model_config = examples(
+        {
+            "id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+            "object": "dataset",
+            "created_at": 1764374400,
+            "filename": "customer.jsonl",
+            "purpose": "fine-tune",
+            "status": "ready",
+            "container": "jsonl",
+            "format": "openai-chat",
+            "bytes": 20480,
+            "examples": 60,
+            "sha256": "9f2c...",
+            "stats": {
+                "examples": 60,
+                "characters": 18000,
+                "approx_tokens": 4500,
+                "duplicates": 0,
+                "role_counts": {"system": 45, "user": 60, "assistant": 60},
+                "mean_characters": 300.0,
+            },
+        }
     )
     id: str
     object: Literal["dataset"] = "dataset"
@@ -108,19 +126,14 @@ class DatasetPreview(BaseModel):
     data: list[dict[str, Any]]
 
 
-class ScreeningCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
-                    "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
-                    "top_k": 5,
-                    "subset_size": 100,
-                }
-            ]
-        },
+class ScreeningCreate(RequestModel):
+    model_config = examples(
+        {
+            "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+            "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
+            "top_k": 5,
+            "subset_size": 100,
+        }
     )
     dataset_id: str = Field(description="The customer's fine-tuning dataset.")
     alignment_dataset_id: str = Field(
@@ -162,8 +175,7 @@ class ScreeningCreate(BaseModel):
     )
 
 
-class CandidateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CandidateIn(RequestModel):
     name: str = Field(min_length=1, max_length=100, description="A label for the candidate model.")
     alignment_dataset_id: str = Field(description="The candidate's safety-alignment set.")
     backend: BackendName | None = None
@@ -172,20 +184,15 @@ class CandidateIn(BaseModel):
     )
 
 
-class RankingCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
-                    "candidates": [
-                        {"name": "model-a", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d50"},
-                        {"name": "model-b", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d51"},
-                    ],
-                }
-            ]
-        },
+class RankingCreate(RequestModel):
+    model_config = examples(
+        {
+            "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+            "candidates": [
+                {"name": "model-a", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d50"},
+                {"name": "model-b", "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d51"},
+            ],
+        }
     )
     dataset_id: str
     candidates: list[CandidateIn] = Field(min_length=2, max_length=20)
@@ -206,30 +213,25 @@ class RankingPublic(BaseModel):
     recommendation: dict[str, Any] | None
 
 
-class ScreeningPublic(BaseModel):
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "scr_1879a2b3c4d5e6f70a1b2c3d4e",
-                    "object": "screening",
-                    "created_at": 1764374400,
-                    "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
-                    "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
-                    "status": "succeeded",
-                    "stage": "done",
-                    "progress": 1.0,
-                    "attempts": 1,
-                    "risk_score": 71.3,
-                    "tier": "high",
-                    "error": None,
-                    "params": {"top_k": 5, "subset_size": 100},
-                    "started_at": 1764374401,
-                    "finished_at": 1764374409,
-                }
-            ]
-        },
+class ScreeningPublic(RowPublic):
+    model_config = examples(
+        {
+            "id": "scr_1879a2b3c4d5e6f70a1b2c3d4e",
+            "object": "screening",
+            "created_at": 1764374400,
+            "dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4e",
+            "alignment_dataset_id": "ds_1879a2b3c4d5e6f70a1b2c3d4f",
+            "status": "succeeded",
+            "stage": "done",
+            "progress": 1.0,
+            "attempts": 1,
+            "risk_score": 71.3,
+            "tier": "high",
+            "error": None,
+            "params": {"top_k": 5, "subset_size": 100},
+            "started_at": 1764374401,
+            "finished_at": 1764374409,
+        }
     )
     id: str
     object: Literal["screening"] = "screening"
@@ -264,8 +266,7 @@ class ScreeningPublic(BaseModel):
     )
 
 
-class EventPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class EventPublic(RowPublic):
     id: int
     object: Literal["event"] = "event"
     created_at: int
@@ -308,29 +309,23 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-class TenantCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"id": "acme", "name": "Acme"}]}
-    )
+class TenantCreate(RequestModel):
+    model_config = examples({"id": "acme", "name": "Acme"})
     id: str = Field(
         pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Slug: a-z, 0-9, '-' and '_'; the tenant id."
     )
     name: str | None = Field(default=None, max_length=200, description="Display name; default: the id.")
 
 
-class TenantPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class TenantPublic(RowPublic):
     id: str
     object: Literal["tenant"] = "tenant"
     name: str
     created_at: int
 
 
-class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"tenant_id": "acme", "name": "pipeline", "role": "member"}]},
-    )
+class ApiKeyCreate(RequestModel):
+    model_config = examples({"tenant_id": "acme", "name": "pipeline", "role": "member"})
     tenant_id: str = Field(max_length=64)
     name: str = Field(default="", max_length=200, description="A label for people (e.g. what uses it).")
     role: Literal["admin", "member"] = Field(
@@ -344,8 +339,7 @@ class ApiKeyCreate(BaseModel):
     )
 
 
-class ApiKeyPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class ApiKeyPublic(RowPublic):
     id: str
     object: Literal["api_key"] = "api_key"
     tenant_id: str

@@ -3,7 +3,9 @@ default), run by the operator on a machine that can reach it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +14,9 @@ from rich.table import Table
 from app.cli.local import console
 from app.core.config import get_settings
 from app.core.errors import FtguardError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 admin_app = typer.Typer(
     help="Tenants and API keys, straight on the database (FTGUARD_DATABASE_URL or the SQLite default)."
@@ -22,6 +27,20 @@ def open_services() -> Any:
     from app.core.services import build_services
 
     return build_services(get_settings())
+
+
+@contextmanager
+def _session() -> Iterator[Session]:
+    """A database session for one command; a refused change (FtguardError) is one red line and exit 2."""
+    services = open_services()
+    try:
+        with services.db.session() as session:
+            yield session
+    except FtguardError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        services.close()
 
 
 def hint_first_key() -> None:
@@ -48,16 +67,9 @@ def admin_create_tenant(
     """Create a tenant."""
     from app.tenants import service
 
-    services = open_services()
-    try:
-        with services.db.session() as session:
-            t = service.create_tenant(session=session, tenant_id=tenant_id, name=name)
-            console.print(f"tenant {t.id} created")
-    except FtguardError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        services.close()
+    with _session() as session:
+        t = service.create_tenant(session=session, tenant_id=tenant_id, name=name)
+        console.print(f"tenant {t.id} created")
 
 
 @admin_app.command("create-key")
@@ -73,26 +85,19 @@ def admin_create_key(
     """Create an API key and print it once, alone on stdout (only its SHA-256 is kept)."""
     from app.tenants import service
 
-    services = open_services()
-    try:
-        with services.db.session() as session:
-            key, secret = service.create_key(
-                session=session,
-                tenant_id=tenant,
-                role="admin" if admin else "member",
-                scopes=None if scopes is None else [x.strip() for x in scopes.split(",") if x.strip()],
-                name=name,
-            )
-            console.print(
-                f"key {key.id} ({key.prefix}..., {key.role}, tenant {key.tenant_id}, scopes {key.scopes}); "
-                "it is shown once, store it now:"
-            )
-            typer.echo(secret)
-    except FtguardError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        services.close()
+    with _session() as session:
+        key, secret = service.create_key(
+            session=session,
+            tenant_id=tenant,
+            role="admin" if admin else "member",
+            scopes=None if scopes is None else [x.strip() for x in scopes.split(",") if x.strip()],
+            name=name,
+        )
+        console.print(
+            f"key {key.id} ({key.prefix}..., {key.role}, tenant {key.tenant_id}, scopes {key.scopes}); "
+            "it is shown once, store it now:"
+        )
+        typer.echo(secret)
 
 
 @admin_app.command("list-keys")
@@ -130,13 +135,6 @@ def admin_revoke_key(key_id: Annotated[str, typer.Argument(help="Key id (key_...
     """Revoke a key: its next request gets a 401."""
     from app.tenants import service
 
-    services = open_services()
-    try:
-        with services.db.session() as session:
-            key = service.revoke_key(session=session, key_id=key_id)
-            console.print(f"key {key.id} ({key.prefix}...) revoked")
-    except FtguardError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    finally:
-        services.close()
+    with _session() as session:
+        key = service.revoke_key(session=session, key_id=key_id)
+        console.print(f"key {key.id} ({key.prefix}...) revoked")

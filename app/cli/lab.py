@@ -7,11 +7,13 @@ the main thread may); a daemon thread reads the stages' progress from SQL twice 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -200,13 +202,7 @@ AlignmentOpt = Annotated[
     Path | None,
     typer.Option(exists=True, dir_okay=False, help="Alignment set; default: the bundled demo set."),
 ]
-EvalOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--eval", exists=True, dir_okay=False, help="Evaluation prompts; default: the bundled ones."
-    ),
-]
-BaseOpt = Annotated[str, typer.Option(help="Base model: a local folder or cached id, or bundled.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")]
 
 
 def _judge_choices(values: list[str] | None) -> list[str] | None:
@@ -216,48 +212,61 @@ def _judge_choices(values: list[str] | None) -> list[str] | None:
     return values
 
 
-JudgeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        help=f"{', '.join(JUDGES)} (keyword by default; llm needs FTGUARD_JUDGE_*).", callback=_judge_choices
-    ),
-]
-# The options `experiment` and `compare` share.
-RepBackendOpt = Annotated[str | None, typer.Option(help="Representation of the selection.")]
-RepModelOpt = Annotated[str | None, typer.Option(help="Representation model.")]
-RepLengthOpt = Annotated[int, typer.Option(min=8)]
-MethodOpt = Annotated[str, typer.Option(help="lora or full.")]
-RankOpt = Annotated[int, typer.Option(min=1)]
-LrOpt = Annotated[float, typer.Option(min=0)]
-EpochsOpt = Annotated[int, typer.Option(min=1)]
-BatchOpt = Annotated[int, typer.Option(min=1)]
-LengthOpt = Annotated[int, typer.Option(min=16)]
-ExamplesOpt = Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")]
-NewTokensOpt = Annotated[int, typer.Option(min=1)]
-SeedOpt = Annotated[int, typer.Option(min=0)]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")]
+def _run_options(
+    eval: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval", exists=True, dir_okay=False, help="Evaluation prompts; default: the bundled ones."
+        ),
+    ] = None,
+    base_model: Annotated[
+        str, typer.Option(help="Base model: a local folder or cached id, or bundled.")
+    ] = "bundled:smollm2-135m-instruct",
+    backend: Annotated[str | None, typer.Option(help="Representation of the selection.")] = None,
+    model: Annotated[str | None, typer.Option(help="Representation model.")] = None,
+    rep_max_length: Annotated[int, typer.Option(min=8)] = 512,
+    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_length: Annotated[int, typer.Option(min=16)] = 512,
+    max_examples: Annotated[int | None, typer.Option(min=1, help="Sample the fine-tuning data.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    judge: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"{', '.join(JUDGES)} (keyword by default; llm needs FTGUARD_JUDGE_*).",
+            callback=_judge_choices,
+        ),
+    ] = None,
+) -> None:
+    """The options `experiment` and `compare` share, as a signature (see _with_run_options)."""
 
 
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def _with_run_options(command: Command) -> Command:
+    """Give COMMAND _run_options' options, after its positional-or-keyword parameters and before its
+    keyword-only ones; typer reads the signature and passes them to COMMAND's **run_opts."""
+    own = inspect.signature(command, eval_str=True).parameters.values()
+    shared = inspect.signature(_run_options, eval_str=True).parameters.values()
+    params = [p for p in own if p.kind is p.POSITIONAL_OR_KEYWORD]
+    params += [p.replace(kind=p.KEYWORD_ONLY) for p in shared]
+    params += [p for p in own if p.kind is p.KEYWORD_ONLY]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return command
+
+
+@_with_run_options
 def experiment(
     finetune: FinetuneArg,
     alignment: AlignmentOpt = None,
     selection: Annotated[str, typer.Option(help="high_sim, low_sim, random or full.")] = "full",
     size: Annotated[int, typer.Option(min=1, help="Alignment examples in the subset.")] = 1000,
-    eval: EvalOpt = None,
-    base_model: BaseOpt = "bundled:smollm2-135m-instruct",
-    backend: RepBackendOpt = None,
-    model: RepModelOpt = None,
-    rep_max_length: RepLengthOpt = 512,
-    method: MethodOpt = "lora",
-    lora_rank: RankOpt = 8,
-    lr: LrOpt = 2e-4,
-    epochs: EpochsOpt = 1,
-    batch_size: BatchOpt = 8,
-    max_length: LengthOpt = 512,
-    max_examples: ExamplesOpt = None,
-    max_new_tokens: NewTokensOpt = 128,
-    seed: SeedOpt = 0,
-    judge: JudgeOpt = None,
+    *,
     aligned: Annotated[
         bool, typer.Option(help="Fine-tune-only: BASE_MODEL is already aligned; no alignment stage.")
     ] = False,
@@ -270,6 +279,7 @@ def experiment(
         typer.Option(help="Evaluate at these fractions of the fine-tuning steps, e.g. 0,0.25,0.5,1."),
     ] = "1",
     json_out: JsonOpt = None,
+    **run_opts: Any,
 ) -> None:
     """Align a model on (part of) the alignment data, fine-tune it on FINETUNE, judge its answers.
 
@@ -279,32 +289,30 @@ def experiment(
     Runs here, through the same stage jobs a worker runs (embedded SQLite and Redis under FTGUARD_DATA_DIR,
     or the configured ones); needs no server.
     """
-    _print_experiments(_lab_run(finetune, locals(), None), json_out)
+    opts = {
+        "alignment": alignment,
+        "selection": selection,
+        "size": size,
+        "aligned": aligned,
+        "aligned_from": aligned_from,
+        "checkpoints": checkpoints,
+        **run_opts,
+    }
+    _print_experiments(_lab_run(finetune, opts, None), json_out)
 
 
+@_with_run_options
 def compare(
     finetune: FinetuneArg,
     alignment: AlignmentOpt = None,
     size: Annotated[int, typer.Option(min=1, help="Alignment examples in each subset.")] = 1000,
-    eval: EvalOpt = None,
-    base_model: BaseOpt = "bundled:smollm2-135m-instruct",
-    backend: RepBackendOpt = None,
-    model: RepModelOpt = None,
-    rep_max_length: RepLengthOpt = 512,
-    method: MethodOpt = "lora",
-    lora_rank: RankOpt = 8,
-    lr: LrOpt = 2e-4,
-    epochs: EpochsOpt = 1,
-    batch_size: BatchOpt = 8,
-    max_length: LengthOpt = 512,
-    max_examples: ExamplesOpt = None,
-    max_new_tokens: NewTokensOpt = 128,
-    seed: SeedOpt = 0,
-    judge: JudgeOpt = None,
+    *,
     json_out: JsonOpt = None,
+    **run_opts: Any,
 ) -> None:
     """The same experiment aligned on the High-Sim, Low-Sim and Random subsets (same seeds); the table.
 
     Runs here, like `experiment`; needs no server.
     """
-    _print_experiments(_lab_run(finetune, locals(), ["high_sim", "random", "low_sim"]), json_out)
+    opts = {"alignment": alignment, "size": size, **run_opts}
+    _print_experiments(_lab_run(finetune, opts, ["high_sim", "random", "low_sim"]), json_out)

@@ -3,7 +3,6 @@ with the Python client (`ftguard.client`), the key from `--key` or `FTGUARD_KEY`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,12 +55,7 @@ def validate(
     client: Client, *, file: Path, fmt: str, purpose: str, as_json: bool, echo: Callable[[str], None]
 ) -> bool:
     """POST /v1/datasets/validate, printed as the local command prints it; True when valid."""
-    from app.datasets.summary import validation_lines
+    from app.datasets.summary import print_validation
 
     result = client.datasets.validate(file, purpose=purpose, format=fmt).to_dict()
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        for line in validation_lines(result):
-            echo(line)
-    return bool(result["valid"])
+    return print_validation(result, as_json=as_json, echo=echo)

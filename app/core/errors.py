@@ -34,6 +34,23 @@ class FtguardError(Exception):
     code = "internal_error"
     retryable = False  # in a job: would another attempt go differently? (a judge's service down: yes)
 
+    def __init_subclass__(
+        cls,
+        *,
+        status_code: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A subclass names what differs from its base in its class line: status code, error type, code."""
+        super().__init_subclass__(**kwargs)
+        if status_code is not None:
+            cls.status_code = status_code
+        if type is not None:
+            cls.type = type
+        if code is not None:
+            cls.code = code
+
     def __init__(
         self,
         message: str,
@@ -67,65 +84,36 @@ class FtguardError(Exception):
         return {}
 
 
-class Unauthorized(FtguardError):
-    status_code = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
-
+class Unauthorized(FtguardError, status_code=401, type="authentication_error", code="invalid_api_key"):
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="ftguard"'}
 
 
-class Forbidden(FtguardError):
-    status_code = 403
-    type = "permission_error"
-    code = "permission_denied"
+class Forbidden(FtguardError, status_code=403, type="permission_error", code="permission_denied"): ...
 
 
-class NotFound(FtguardError):
-    status_code = 404
-    type = "not_found_error"
-    code = "not_found"
+class NotFound(FtguardError, status_code=404, type="not_found_error", code="not_found"): ...
 
 
-class InvalidRequest(FtguardError):
-    status_code = 400
-    type = "invalid_request_error"
-    code = "invalid_request"
+class InvalidRequest(FtguardError, status_code=400, type="invalid_request_error", code="invalid_request"): ...
 
 
-class InvalidDataset(InvalidRequest):
-    status_code = 422
-    code = "invalid_dataset"
+class InvalidDataset(InvalidRequest, status_code=422, code="invalid_dataset"): ...
 
 
-class IdempotencyKeyReused(InvalidRequest):
-    status_code = 422
-    code = "idempotency_key_reused"
+class IdempotencyKeyReused(InvalidRequest, status_code=422, code="idempotency_key_reused"): ...
 
 
-class UnknownModel(InvalidRequest):
-    status_code = 422
-    code = "unknown_model"
+class UnknownModel(InvalidRequest, status_code=422, code="unknown_model"): ...
 
 
-class Conflict(FtguardError):
-    status_code = 409
-    type = "conflict_error"
-    code = "conflict"
+class Conflict(FtguardError, status_code=409, type="conflict_error", code="conflict"): ...
 
 
-class PayloadTooLarge(FtguardError):
-    status_code = 413
-    type = "invalid_request_error"
-    code = "file_too_large"
+class PayloadTooLarge(FtguardError, status_code=413, type="invalid_request_error", code="file_too_large"): ...
 
 
-class TooManyRequests(FtguardError):
-    status_code = 429
-    type = "rate_limit_error"
-    code = "rate_limited"
-
+class TooManyRequests(FtguardError, status_code=429, type="rate_limit_error", code="rate_limited"):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = max(1, int(retry_after))
@@ -134,18 +122,15 @@ class TooManyRequests(FtguardError):
         return {"Retry-After": str(self.retry_after)}
 
 
-class ServiceUnavailable(FtguardError):
-    status_code = 503
-    type = "service_unavailable_error"
-    code = "service_unavailable"
+class ServiceUnavailable(
+    FtguardError, status_code=503, type="service_unavailable_error", code="service_unavailable"
+): ...
 
 
-class BlobStoreUnavailable(ServiceUnavailable):
-    code = "blob_store_unavailable"
+class BlobStoreUnavailable(ServiceUnavailable, code="blob_store_unavailable"): ...
 
 
-class JudgeError(FtguardError):
-    code = "judge_failed"
+class JudgeError(FtguardError, code="judge_failed"): ...
 
 
 class Cancelled(Exception):

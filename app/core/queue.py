@@ -65,20 +65,15 @@ class JobQueue:
     def enqueue(
         self, func: str, object_id: str, *, queue: str = "default", job_id: str | None = None, **kwargs: Any
     ) -> None:
-        s = self.settings
-        try:
-            self.queue(queue).enqueue_call(
-                func,
-                args=(object_id,),
-                kwargs=kwargs,
-                job_id=job_id or job_id_for(func, object_id),
-                timeout=s.job_timeout_s,
-                result_ttl=s.result_ttl_s,
-                failure_ttl=s.result_ttl_s,
-                description=f"{func}({object_id})",
-            )
-        except redis.RedisError as exc:
-            raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
+        self._send(
+            queue,
+            func,
+            (object_id,),
+            kwargs=kwargs,
+            job_id=job_id or job_id_for(func, object_id),
+            timeout=self.settings.job_timeout_s,
+            description=f"{func}({object_id})",
+        )
 
     def enqueue_stage(self, experiment_id: str, stage: str, attempt: int) -> str:
         """Enqueue one experiment stage as job `exp-<id>-<stage>-<attempt>`; returns the job id.
@@ -87,21 +82,42 @@ class JobQueue:
         next when it succeeds (or its own retry when it fails), so a lost queue or a dead worker never
         strands a deferred chain in Redis; recovery re-enqueues from SQL with the next attempt's id.
         """
-        s = self.settings
         job_id = stage_job_id(experiment_id, stage, attempt)
+        self._send(
+            self.settings.experiment_queue,
+            EXPERIMENT_STAGE_JOB,
+            (experiment_id, stage),
+            job_id=job_id,
+            timeout=self.settings.experiment_stage_timeout_s,
+            description=f"experiment {experiment_id}: {stage} (attempt {attempt})",
+        )
+        return job_id
+
+    def _send(
+        self,
+        queue: str,
+        func: str,
+        args: tuple[str, ...],
+        *,
+        job_id: str,
+        timeout: int,
+        description: str,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """One job on QUEUE, its results kept `result_ttl_s`; a Redis error is a 503 (retry shortly)."""
         try:
-            self.queue(s.experiment_queue).enqueue_call(
-                EXPERIMENT_STAGE_JOB,
-                args=(experiment_id, stage),
+            self.queue(queue).enqueue_call(
+                func,
+                args=args,
+                kwargs=kwargs,
                 job_id=job_id,
-                timeout=s.experiment_stage_timeout_s,
-                result_ttl=s.result_ttl_s,
-                failure_ttl=s.result_ttl_s,
-                description=f"experiment {experiment_id}: {stage} (attempt {attempt})",
+                timeout=timeout,
+                result_ttl=self.settings.result_ttl_s,
+                failure_ttl=self.settings.result_ttl_s,
+                description=description,
             )
         except redis.RedisError as exc:
             raise ServiceUnavailable("the job queue is unavailable; retry shortly") from exc
-        return job_id
 
     def job_pending(self, job_id: str) -> bool:
         """True while the job waits or runs; False when it is gone (a lost queue) or over."""

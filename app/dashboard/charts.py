@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
 TIER_COLORS = {"low": "#2f9e44", "medium": "#f08c00", "high": "#e8590c", "critical": "#c92a2a"}
@@ -16,6 +17,58 @@ LEVEL_STYLE = {"floor": ("#495057", "4 3"), "near": ("#d9480f", "6 3"), "high": 
 
 def _f(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """An axis chart's plot area (its size less the left, right, top and bottom margins) and the markup
+    around it: the opening tag, the grid, the baseline, the ticks and the axis labels."""
+
+    width: int
+    height: int
+    ml: int
+    mr: int
+    mt: int
+    mb: int
+
+    @property
+    def pw(self) -> int:
+        return self.width - self.ml - self.mr
+
+    @property
+    def ph(self) -> int:
+        return self.height - self.mt - self.mb
+
+    def start(self, kind: str, title: str) -> list[str]:
+        return [
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {self.width} {self.height}" '
+            f'role="img" aria-label="{escape(title)}" data-chart="{kind}">',
+            f"<title>{escape(title)}</title>",
+        ]
+
+    def grid_line(self, y: float, label: str) -> list[str]:
+        """A horizontal grid line at height Y, its tick LABEL on the left."""
+        return [
+            f'<line x1="{self.ml}" x2="{self.ml + self.pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e9ecef"/>',
+            f'<text x="{self.ml - 6}" y="{_f(y + 4)}" text-anchor="end" class="tick">{label}</text>',
+        ]
+
+    def baseline(self) -> str:
+        y = self.mt + self.ph
+        return f'<line x1="{self.ml}" x2="{self.ml + self.pw}" y1="{y}" y2="{y}" stroke="#495057"/>'
+
+    def x_tick(self, x: float, label: str) -> str:
+        return (
+            f'<text x="{_f(x)}" y="{self.mt + self.ph + 16}" text-anchor="middle" class="tick">{label}</text>'
+        )
+
+    def axis_labels(self, x_label: str, y_label: str) -> list[str]:
+        x, y = self.ml + self.pw / 2, self.mt + self.ph / 2
+        return [
+            f'<text x="{x}" y="{self.height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>',
+            f'<text x="16" y="{y}" text-anchor="middle" class="axis" '
+            f'transform="rotate(-90 16 {y})">{escape(y_label)}</text>',
+        ]
 
 
 def nice_ticks(hi: float, target: int = 4) -> list[float]:
@@ -69,8 +122,8 @@ def histogram(
     x1 = min(edges[-1], math.ceil((hi_v + step) / step) * step)
     if x1 - x0 < 4 * step:
         x1 = min(edges[-1], x0 + 4 * step)
-    ml, mr, mt, mb = 56, 16, 36, 44
-    pw, ph = width - ml - mr, height - mt - mb
+    frame = _Frame(width, height, ml=56, mr=16, mt=36, mb=44)
+    ml, mt, pw, ph = frame.ml, frame.mt, frame.pw, frame.ph
     ymax = max(counts) if counts else 0
     yt = nice_ticks(max(ymax, 1))
     ytop = yt[-1]
@@ -82,11 +135,7 @@ def histogram(
         return mt + ph - v / ytop * ph
 
     thresholds = [levels[k] for k in ("floor", "near", "high") if k in levels]
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{escape(title)}" data-chart="histogram">',
-        f"<title>{escape(title)}</title>",
-    ]
+    out = frame.start("histogram", title)
     if band:
         bx0, bx1 = sx(max(band[0], x0)), sx(min(band[1], x1))
         out.append(
@@ -95,9 +144,7 @@ def histogram(
             f"p10 to p90: {band[0]:.3f} to {band[1]:.3f}</title></rect>"
         )
     for t in yt:
-        y = sy(t)
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e9ecef"/>')
-        out.append(f'<text x="{ml - 6}" y="{_f(y + 4)}" text-anchor="end" class="tick">{_f(t)}</text>')
+        out += frame.grid_line(sy(t), _f(t))
     for i, c in enumerate(counts):
         a, b = edges[i], edges[i + 1]
         if b <= x0 or a >= x1 or not c:
@@ -110,21 +157,13 @@ def histogram(
             f'fill="{ZONE_COLORS[min(zone, 3)]}"><title>{a:.2f} to {b:.2f}: {c} {escape(y_label)}'
             "</title></rect>"
         )
-    out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{mt + ph}" y2="{mt + ph}" stroke="#495057"/>')
+    out.append(frame.baseline())
     nt = round((x1 - x0) / step)
     every = max(1, math.ceil(nt / 10))
     for j in range(0, nt + 1, every):
         v = x0 + j * step
-        out.append(
-            f'<text x="{_f(sx(v))}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{v:.2f}</text>'
-        )
-    out.append(
-        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
-    )
-    out.append(
-        f'<text x="16" y="{mt + ph / 2}" text-anchor="middle" class="axis" '
-        f'transform="rotate(-90 16 {mt + ph / 2})">{escape(y_label)}</text>'
-    )
+        out.append(frame.x_tick(sx(v), f"{v:.2f}"))
+    out += frame.axis_labels(x_label, y_label)
     # Level labels alternate rows when lines are close, so they never overlap.
     last_x, row = -1e9, 0
     for name in ("floor", "near", "high"):
@@ -208,8 +247,8 @@ def line_chart(
     drawn = [(n, c, [(float(x), float(y)) for x, y in pts]) for n, c, pts in series if pts]
     xs = [x for _, _, pts in drawn for x, _ in pts] or [1.0]
     ys = [y for _, _, pts in drawn for _, y in pts] or [1.0]
-    ml, mr, mt, mb = 56, 96, 16, 44
-    pw, ph = width - ml - mr, height - mt - mb
+    frame = _Frame(width, height, ml=56, mr=96, mt=16, mb=44)
+    ml, mt, pw, ph = frame.ml, frame.mt, frame.pw, frame.ph
     xt = nice_range(0.0, max(max(xs), 1.0), 6, integer=True)
     yt = nice_range(min(ys), max(ys))
 
@@ -219,25 +258,12 @@ def line_chart(
     def sy(v: float) -> float:
         return mt + ph - (v - yt[0]) / (yt[-1] - yt[0]) * ph
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="{escape(title)}" data-chart="line">',
-        f"<title>{escape(title)}</title>",
-    ]
+    out = frame.start("line", title)
     for t in yt:
-        y = sy(t)
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="#e9ecef"/>')
-        out.append(f'<text x="{ml - 6}" y="{_f(y + 4)}" text-anchor="end" class="tick">{t:g}</text>')
-    out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{mt + ph}" y2="{mt + ph}" stroke="#495057"/>')
-    for t in xt:
-        out.append(f'<text x="{_f(sx(t))}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{t:g}</text>')
-    out.append(
-        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
-    )
-    out.append(
-        f'<text x="16" y="{mt + ph / 2}" text-anchor="middle" class="axis" '
-        f'transform="rotate(-90 16 {mt + ph / 2})">{escape(y_label)}</text>'
-    )
+        out += frame.grid_line(sy(t), f"{t:g}")
+    out.append(frame.baseline())
+    out += [frame.x_tick(sx(t), f"{t:g}") for t in xt]
+    out += frame.axis_labels(x_label, y_label)
     for i, (name, color, pts) in enumerate(drawn):
         path = " ".join(f"{_f(sx(x))},{_f(sy(y))}" for x, y in pts)
         lx, ly = pts[-1]

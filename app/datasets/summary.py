@@ -22,6 +22,11 @@ def validate_file(
         purpose = "eval-prompts"
     with path.open("rb") as fh:
         result = check(settings=get_settings(), src=fh, filename=path.name, purpose=purpose, fmt=fmt)
+    return print_validation(result, as_json=as_json, echo=echo)
+
+
+def print_validation(result: dict[str, Any], *, as_json: bool, echo: Callable[[str], None] = print) -> bool:
+    """Print a validation result, as the API's JSON object or as text lines; True when it is valid."""
     if as_json:
         print(json.dumps(result, indent=2))
     else:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.backends import BackendField, LayerField, MaxLengthField, ModelField, PoolingField
 from app.experiments.judge_kinds import JUDGES, JudgeType
-from app.schemas import Status
+from app.schemas import RequestModel, RowPublic, Status, examples
 
 Selection = Literal["high_sim", "low_sim", "random", "full"]
 Variant = Literal["high_sim", "low_sim", "random"]
@@ -17,11 +17,7 @@ BUNDLED_BASE = "bundled:smollm2-135m-instruct"
 MAX_CHECKPOINTS = 8
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RepresentationSpec(_Spec):
+class RepresentationSpec(RequestModel):
     """The space in which alignment examples are ranked by similarity to the fine-tuning data."""
 
     backend: BackendField = None
@@ -32,7 +28,7 @@ class RepresentationSpec(_Spec):
     center: bool = Field(default=False, description="Subtract the alignment mean before cosine.")
 
 
-class AlignmentSpec(_Spec):
+class AlignmentSpec(RequestModel):
     dataset_id: str = Field(description="The provider's safety-alignment dataset (purpose alignment).")
     selection: Selection = Field(
         default="full",
@@ -44,14 +40,14 @@ class AlignmentSpec(_Spec):
     representation: RepresentationSpec = Field(default_factory=RepresentationSpec)
 
 
-class ComparisonAlignmentSpec(_Spec):
+class ComparisonAlignmentSpec(RequestModel):
     dataset_id: str = Field(description="The provider's safety-alignment dataset (purpose alignment).")
     size: int = Field(default=1000, ge=1, le=10_000_000, description="Examples in each subset.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the random subset.")
     representation: RepresentationSpec = Field(default_factory=RepresentationSpec)
 
 
-class FineTuneSpec(_Spec):
+class FineTuneSpec(RequestModel):
     dataset_id: str = Field(description="The customer's fine-tuning dataset (purpose fine-tune).")
     max_examples: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Use a seeded random sample of this many examples."
@@ -59,7 +55,7 @@ class FineTuneSpec(_Spec):
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of that sample.")
 
 
-class LoraSpec(_Spec):
+class LoraSpec(RequestModel):
     rank: int = Field(default=8, ge=1, le=1024)
     alpha: float = Field(default=16.0, gt=0, le=4096)
     dropout: float = Field(default=0.05, ge=0, lt=1)
@@ -68,7 +64,7 @@ class LoraSpec(_Spec):
     )
 
 
-class TrainingSpec(_Spec):
+class TrainingSpec(RequestModel):
     method: Literal["lora", "full"] = Field(default="lora", description="LoRA through peft, or full.")
     lora: LoraSpec = Field(default_factory=LoraSpec)
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
@@ -84,7 +80,7 @@ class TrainingSpec(_Spec):
     )
 
 
-class EvaluationSpec(_Spec):
+class EvaluationSpec(RequestModel):
     dataset_id: str | None = Field(
         default=None,
         description="A dataset of purpose eval-prompts; default: the bundled prompts (harmful and benign).",
@@ -106,7 +102,7 @@ class EvaluationSpec(_Spec):
         return sorted({round(p, 4) for p in points} | {1.0})
 
 
-class GenerationSpec(_Spec):
+class GenerationSpec(RequestModel):
     max_new_tokens: int = Field(default=128, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0, le=5, description="0: greedy decoding.")
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -114,7 +110,7 @@ class GenerationSpec(_Spec):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
-class JudgeSpec(_Spec):
+class JudgeSpec(RequestModel):
     type: JudgeType
     model: str | None = Field(
         default=None,
@@ -128,7 +124,7 @@ class JudgeSpec(_Spec):
     )
 
 
-class _ExperimentCommon(_Spec):
+class _ExperimentCommon(RequestModel):
     name: str | None = Field(default=None, max_length=200)
     base_model: str = Field(
         default=BUNDLED_BASE,
@@ -161,7 +157,7 @@ class _ExperimentCommon(_Spec):
         return judges
 
 
-class AlignedFromSpec(_Spec):
+class AlignedFromSpec(RequestModel):
     experiment_id: str = Field(
         max_length=48,
         description="An earlier experiment of the same tenant whose alignment stage succeeded: its aligned "
@@ -170,24 +166,19 @@ class AlignedFromSpec(_Spec):
 
 
 class ExperimentCreate(_ExperimentCommon):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "base_model": BUNDLED_BASE,
-                    "alignment": {"dataset_id": "ds_align", "selection": "low_sim", "size": 1000},
-                    "fine_tune": {"dataset_id": "ds_customer"},
-                    "training": {"method": "lora", "epochs": 1, "learning_rate": 0.0002},
-                    "judges": [{"type": "keyword"}],
-                },
-                {
-                    "base_model": BUNDLED_BASE,
-                    "aligned_from": {"experiment_id": "exp_earlier"},
-                    "fine_tune": {"dataset_id": "ds_customer"},
-                    "evaluation": {"checkpoints": [0, 0.25, 0.5, 1.0]},
-                },
-            ]
+    model_config = examples(
+        {
+            "base_model": BUNDLED_BASE,
+            "alignment": {"dataset_id": "ds_align", "selection": "low_sim", "size": 1000},
+            "fine_tune": {"dataset_id": "ds_customer"},
+            "training": {"method": "lora", "epochs": 1, "learning_rate": 0.0002},
+            "judges": [{"type": "keyword"}],
+        },
+        {
+            "base_model": BUNDLED_BASE,
+            "aligned_from": {"experiment_id": "exp_earlier"},
+            "fine_tune": {"dataset_id": "ds_customer"},
+            "evaluation": {"checkpoints": [0, 0.25, 0.5, 1.0]},
         },
     )
     alignment: AlignmentSpec | None = Field(
@@ -274,7 +265,7 @@ class ComparisonPublic(BaseModel):
     differences: list[dict[str, Any]] = Field(description="Each pair of variants: the metric differences.")
 
 
-class CalibrationRefit(_Spec):
+class CalibrationRefit(RequestModel):
     scope: str | None = Field(
         default=None,
         max_length=600,
@@ -282,8 +273,7 @@ class CalibrationRefit(_Spec):
     )
 
 
-class CalibrationPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class CalibrationPublic(RowPublic):
     id: str
     object: Literal["calibration"] = "calibration"
     created_at: int

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from app.policies import decide
+from app.schemas import RequestModel, RowPublic, examples
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Rule(RequestModel):
     metric: Literal["risk_score", "part", "share_closer_to_harmful", "flagged_rows"] = Field(
         description="What the rule reads (see README: Policies)."
     )
@@ -29,27 +29,17 @@ class Rule(BaseModel):
         return self
 
 
-class PolicyBody(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "description": "reject list-heavy, harmful-looking data",
-                    "rules": [
-                        {"metric": "risk_score", "threshold": 60, "decision": "reject"},
-                        {
-                            "metric": "part",
-                            "part": "harmful_anchor_margin",
-                            "threshold": 0.4,
-                            "decision": "review",
-                        },
-                        {"metric": "flagged_rows", "threshold": 10, "decision": "review"},
-                    ],
-                    "row_threshold": 70,
-                }
-            ]
-        },
+class PolicyBody(RequestModel):
+    model_config = examples(
+        {
+            "description": "reject list-heavy, harmful-looking data",
+            "rules": [
+                {"metric": "risk_score", "threshold": 60, "decision": "reject"},
+                {"metric": "part", "part": "harmful_anchor_margin", "threshold": 0.4, "decision": "review"},
+                {"metric": "flagged_rows", "threshold": 10, "decision": "review"},
+            ],
+            "row_threshold": 70,
+        }
     )
     description: str = Field(default="", max_length=500)
     rules: list[Rule] = Field(min_length=1, max_length=50)
@@ -71,7 +61,7 @@ class PolicyCreate(PolicyBody):
     name: str = Field(pattern=NAME_PATTERN, description="Lower-case slug; `default` overrides the built-in.")
 
 
-class PolicyPublic(BaseModel):
+class PolicyPublic(RowPublic):
     object: Literal["policy"] = "policy"
     id: str
     name: str
@@ -84,22 +74,19 @@ class PolicyPublic(BaseModel):
     builtin: bool = False
 
     @classmethod
-    def of(cls, row: Any) -> PolicyPublic:
-        return cls(
-            id=row.id,
-            name=row.name,
-            version=row.version,
-            created_at=row.created_at,
-            description=row.description,
+    def of(cls, row: Any, **derived: Any) -> Self:
+        """The row's own columns, and the body's rules, row threshold and fallback decision."""
+        return super().of(
+            row,
             rules=row.body["rules"],
             row_threshold=float(row.body.get("row_threshold", decide.DEFAULT_POLICY["row_threshold"])),
             otherwise=row.body.get("otherwise", "approve"),
             builtin=row.version == 0,
+            **derived,
         )
 
 
-class DecisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DecisionRequest(RequestModel):
     policy: str | None = Field(
         default=None, max_length=64, description="Policy name; default: the screening's own policy."
     )
@@ -118,13 +105,10 @@ class FlaggedPage(BaseModel):
     )
 
 
-class RescreenRequest(BaseModel):
+class RescreenRequest(RequestModel):
     """Screen a variant of a finished screening's customer data (README: Flagged rows and safer datasets)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"variant": "filtered"}, {"variant": "augmented", "share": 0.1}]},
-    )
+    model_config = examples({"variant": "filtered"}, {"variant": "augmented", "share": 0.1})
     variant: Literal["filtered", "augmented"] = Field(
         description="filtered: minus the flagged rows; augmented: mixed with safety examples (needs the "
         "alignment:read scope)."

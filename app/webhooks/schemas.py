@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from app.models import WebhookDelivery, WebhookEndpoint
+from app.models import WebhookDelivery
+from app.schemas import RequestModel, RowPublic, examples
 
 EventType = Literal[
     "screening.succeeded",
@@ -20,25 +21,19 @@ EventType = Literal[
 ]
 
 
-class EndpointCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"url": "https://hooks.example.com/ftguard", "events": ["decision.made"]}]
-        },
-    )
+class EndpointCreate(RequestModel):
+    model_config = examples({"url": "https://hooks.example.com/ftguard", "events": ["decision.made"]})
     url: str = Field(min_length=8, max_length=2048, description="http(s) URL on a public address.")
     events: list[EventType] = Field(min_length=1, max_length=7)
     description: str = Field(default="", max_length=500)
 
 
-class EndpointUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EndpointUpdate(RequestModel):
     url: str | None = Field(default=None, min_length=8, max_length=2048)
     events: list[EventType] | None = Field(default=None, min_length=1, max_length=7)
 
 
-class EndpointPublic(BaseModel):
+class EndpointPublic(RowPublic):
     object: Literal["webhook_endpoint"] = "webhook_endpoint"
     id: str
     created_at: int
@@ -46,24 +41,14 @@ class EndpointPublic(BaseModel):
     events: list[str]
     description: str
 
-    @classmethod
-    def of(cls, ep: WebhookEndpoint) -> EndpointPublic:
-        return cls(
-            id=ep.id, created_at=ep.created_at, url=ep.url, events=ep.events, description=ep.description
-        )
-
 
 class EndpointWithSecret(EndpointPublic):
     secret: str = Field(
         description="`whsec_...`: shown only in this response; store it to verify deliveries."
     )
 
-    @classmethod
-    def of(cls, ep: WebhookEndpoint) -> EndpointWithSecret:
-        return cls(**EndpointPublic.of(ep).model_dump(), secret=ep.secret)
 
-
-class DeliveryPublic(BaseModel):
+class DeliveryPublic(RowPublic):
     object: Literal["webhook_delivery"] = "webhook_delivery"
     id: str = Field(description="The `webhook-id` header of every attempt.")
     endpoint_id: str
@@ -77,16 +62,7 @@ class DeliveryPublic(BaseModel):
     log: list[dict[str, Any]]
 
     @classmethod
-    def of(cls, d: WebhookDelivery) -> DeliveryPublic:
-        return cls(
-            id=d.id,
-            endpoint_id=d.endpoint_id,
-            created_at=d.created_at,
-            event_type=d.event_type,
-            status=d.status,  # type: ignore[arg-type]
-            attempts=d.attempts,
-            next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
-            delivered_at=d.delivered_at,
-            payload=json.loads(d.payload),
-            log=d.log,
-        )
+    def of(cls, row: WebhookDelivery, **derived: Any) -> Self:
+        """The row's own columns; the payload parsed, and the next attempt only while one is pending."""
+        next_attempt_at = row.next_attempt_at if row.status == "pending" else None
+        return super().of(row, next_attempt_at=next_attempt_at, payload=json.loads(row.payload), **derived)

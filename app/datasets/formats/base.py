@@ -1,4 +1,5 @@
-"""What a format is (`FormatSpec`) and the field helpers every format's converter uses."""
+"""What a format is (`FormatSpec`), the field helpers every format's converter uses, and the spec of an
+instruction format (Alpaca, Dolly)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def err(rec: RawRecord, code: str, message: str, field: str | None = None) -> Re
     return RecordError(code, message, line=rec.line, record=rec.record, field=field)
 
 
+def bad_field(rec: RawRecord, got: Any, message: str, field: str) -> RecordError:
+    """A field that is not what it must be: missing_field when it is absent or null, else invalid_type."""
+    return err(rec, "missing_field" if got is None else "invalid_type", message, field)
+
+
 def obj(rec: RawRecord) -> dict[str, Any]:
     v = rec.value
     if not isinstance(v, dict):
@@ -72,3 +78,24 @@ def pair(user: str, assistant: str, rec: RawRecord, fields: tuple[str, str]) -> 
     nonempty(user, rec, fields[0])
     nonempty(assistant, rec, fields[1])
     return Example([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])
+
+
+def instruction_spec(name: str, context: str, target: str, source: str) -> FormatSpec:
+    """An instruction format: `instruction`, an optional CONTEXT field joined to it, the TARGET answer."""
+
+    def detect(v: dict[str, Any]) -> bool:
+        return "instruction" in v and target in v
+
+    def convert(rec: RawRecord) -> Example:
+        v = obj(rec)
+        user = join(text(v, "instruction", rec), text(v, context, rec, required=False))
+        return pair(user, text(v, target, rec), rec, ("instruction", target))
+
+    return FormatSpec(
+        name=name,
+        fields=f"`instruction`, `{context}` (optional), `{target}`",
+        rendering=f"user: instruction + blank line + {context}; assistant (target): {target}",
+        detect=detect,
+        convert=convert,
+        source=source,
+    )

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.datasets.formats.base import err
+from app.datasets.formats.base import bad_field, err
 from app.datasets.records import Example, RawRecord, render_calls
 
 ROLES = {
@@ -149,8 +149,7 @@ def _weight(turn: dict[str, Any], role: str, rec: RawRecord, where: str) -> bool
 def add_turns(value: Any, rec: RawRecord, fld: str, turns: Turns, *, context: bool = False) -> None:
     """Parse a list of chat messages into `turns`; `context` marks every assistant turn as not trained."""
     if not isinstance(value, list) or not value:
-        code = "missing_field" if value is None else "invalid_type"
-        raise err(rec, code, f"'{fld}' must be a non-empty list of messages", fld)
+        raise bad_field(rec, value, f"'{fld}' must be a non-empty list of messages", fld)
     for i, turn in enumerate(value):
         where = f"{fld}[{i}]"
         if not isinstance(turn, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.datasets.formats.base import FormatSpec, err, obj
+from app.datasets.formats.base import FormatSpec, bad_field, err, obj
 from app.datasets.formats.chat import Turns, add_turns, check_tools
 from app.datasets.records import Example, RawRecord
 
@@ -27,8 +27,7 @@ def convert(rec: RawRecord) -> Example:
     v = obj(rec)
     inp = v.get("input")
     if not isinstance(inp, dict):
-        code = "missing_field" if inp is None else "invalid_type"
-        raise err(rec, code, "'input' must be an object with 'messages'", "input")
+        raise bad_field(rec, inp, "'input' must be an object with 'messages'", "input")
     turns = Turns()
     add_turns(inp.get("messages"), rec, "input.messages", turns, context=True)
     check_tools(inp, rec, turns, "input.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.datasets.formats.base import FormatSpec, err, obj
+from app.datasets.formats.base import FormatSpec, bad_field, err, obj
 from app.datasets.formats.chat import Turns, add_turns, check_conversation
 from app.datasets.records import Example, RawRecord, RecordError
 
@@ -29,8 +29,7 @@ def convert(rec: RawRecord) -> Example:
     v = obj(rec)
     turns = v.get("conversations")
     if not isinstance(turns, list) or not turns:
-        code = "missing_field" if turns is None else "invalid_type"
-        raise err(rec, code, "'conversations' must be a non-empty list", "conversations")
+        raise bad_field(rec, turns, "'conversations' must be a non-empty list", "conversations")
     messages = []
     for i, turn in enumerate(turns):
         where = f"conversations[{i}]"

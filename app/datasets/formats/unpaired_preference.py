@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.datasets.formats.base import FormatSpec, err, obj
+from app.datasets.formats.base import FormatSpec, bad_field, obj
 from app.datasets.formats.prompt_completion import conversational
 from app.datasets.records import Example, RawRecord
 
@@ -18,8 +18,7 @@ def convert(rec: RawRecord) -> Example:
     v = obj(rec)
     label = v.get("label")
     if not isinstance(label, bool):
-        code = "missing_field" if label is None else "invalid_type"
-        raise err(rec, code, "'label' must be true (desirable) or false (undesirable)", "label")
+        raise bad_field(rec, label, "'label' must be true (desirable) or false (undesirable)", "label")
     turns, start = conversational(v, rec, ("prompt", "completion"))
     ex = turns.example()
     if label:
