@@ -190,9 +190,9 @@ def main() -> None:
         return
     import torch
 
+    from app.cli.lab_local import LocalLab
     from app.core.config import Settings
     from app.core.queue import EmbeddedRedis
-    from app.cli.lab_local import LocalLab
     from workers.representations.base import resolve_device
 
     t_start = time.perf_counter()

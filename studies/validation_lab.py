@@ -76,8 +76,8 @@ def tiny_llama(folder: Path) -> str:
 
 
 def make_lab(args: argparse.Namespace) -> Any:
-    from app.core.config import Settings
     from app.cli.lab_local import LocalLab
+    from app.core.config import Settings
 
     data_dir = args.work_dir / "data"
     overrides: dict[str, Any] = {}
