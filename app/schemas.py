@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.backends import BackendField, BackendName, LayerField, MaxLengthField, ModelField, PoolingField
+from app.screenings.report import ReportBody
 
 T = TypeVar("T")
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -286,7 +287,7 @@ class ReportPublic(BaseModel):
     baseline: dict[str, Any] | None = Field(
         default=None, description="A re-screened variant's baseline screening and its risk (see screening)."
     )
-    report: dict[str, Any]
+    report: ReportBody
 
 
 class AuditPublic(BaseModel):

@@ -14,6 +14,7 @@ from app.calibration import service as calibration
 from app.calibration import validation
 from app.core.config import Settings
 from app.models import Experiment
+from app.screenings.report import ReportBody
 
 log = logging.getLogger("ftguard.worker")
 
@@ -60,22 +61,19 @@ def report_section(
     session: Session, *, settings: Settings, tenant_id: str, body: dict[str, Any]
 ) -> dict[str, Any]:
     """The screening report's `calibration` section (never fails the screening)."""
-    rep = body.get("representation", {})
-    anchored = any(p.get("name") == "harmful_anchor_margin" for p in body.get("risk", {}).get("parts", []))
-    scope = calibration.scope_of(str(rep.get("backend")), str(rep.get("model")), anchored)
-    proof = validation.evidence(
-        risk_score=body["risk"]["risk_score"],
-        backend=str(rep.get("backend")),
-        model=str(rep.get("model")),
-        anchored=anchored,
-    )
+    report = ReportBody.read(body)
+    backend, model = report.representation.backend, report.representation.model
+    anchored = report.risk.part("harmful_anchor_margin") is not None
+    scope = calibration.scope_of(backend, model, anchored)
+    risk_score = report.risk.risk_score
+    proof = validation.evidence(risk_score=risk_score, backend=backend, model=model, anchored=anchored)
     try:
         out = calibration.section(
             session,
             settings=settings,
             tenant_id=tenant_id,
             scope=scope,
-            risk_score=body["risk"]["risk_score"],
+            risk_score=risk_score,
         )
     except Exception:
         log.exception("calibration lookup failed")

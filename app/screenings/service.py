@@ -29,6 +29,7 @@ from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
 from app.policies import service as policies
 from app.screenings import scores, shards
+from app.screenings.report import ReportBody
 
 log = logging.getLogger("ftguard.api")
 SUBSETS = ("high_sim", "low_sim", "random")
@@ -345,8 +346,8 @@ def redact(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def report_body(*, report: Report, redact_alignment: bool) -> dict[str, Any]:
-    return redact(report.body) if redact_alignment else report.body
+def report_body(*, report: Report, redact_alignment: bool) -> ReportBody:
+    return ReportBody.read(redact(report.body) if redact_alignment else report.body)
 
 
 def get_report(*, session: Session, tenant_id: str, screening_id: str) -> Report:

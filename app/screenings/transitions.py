@@ -18,6 +18,7 @@ from app.models import Report, Screening, ScreeningShard, now
 from app.policies import decide
 from app.policies import service as policies
 from app.runs.lifecycle import matched
+from app.screenings.report import ReportBody
 
 
 def owns(scr: Screening, job_id: str | None) -> bool:
@@ -94,10 +95,13 @@ def succeed(
     facts: decide.Facts | None = None,
 ) -> None:
     """Store the report and judge the screening under its policy: report, status, decision, their events
-    and webhook outbox rows commit together."""
-    session.merge(Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=body, scores_key=scores_key))
+    and webhook outbox rows commit together. The body is checked against `ReportBody` first: a report
+    that lacks a section raises here, and nothing of it is stored."""
+    report = ReportBody.read(body)
+    stored = Report(screening_id=scr.id, tenant_id=scr.tenant_id, body=report.dump(), scores_key=scores_key)
+    session.merge(stored)
     scr.status, scr.stage, scr.progress, scr.finished_at = "succeeded", "done", 1.0, now()
-    scr.risk_score, scr.tier, scr.error = body["risk"]["risk_score"], body["risk"]["tier"], None
+    scr.risk_score, scr.tier, scr.error = report.risk.risk_score, report.risk.tier, None
     if facts is not None:  # first, so the `screening.succeeded` webhook carries the decision too
         policies.apply(session, scr, policies.policy_for(session, scr), facts)
     events.record_on(session, scr, EventType.SCREENING_SUCCEEDED, f"risk {scr.risk_score:.1f} ({scr.tier})")
