@@ -23,6 +23,7 @@ import numpy as np
 from app.core.errors import FtguardError
 from app.datasets.validate import iter_examples
 from app.policies import decide
+from app.screenings.scores import Arrays, form_array
 
 if TYPE_CHECKING:
     from workers.screenings.anchors import Anchors
@@ -47,13 +48,13 @@ def write_scores(
     facts = decide.facts(body, arrays)
     threshold = float((policy or decide.DEFAULT_POLICY)["row_threshold"])
     flagged = {int(i) for i in decide.flagged(facts, threshold)}
-    top_idx, top_sim = arrays["c_topk_idx"], arrays["c_topk_sim"]
-    margin = arrays.get("c_anchor_margin")
+    top_idx, top_sim = arrays[Arrays.C_TOPK_IDX], arrays[Arrays.C_TOPK_SIM]
+    margin = arrays.get(Arrays.C_ANCHOR_MARGIN)
     form = near_idx = near_sim = None
     if anchors is not None and margin is not None:
         form = anchors.form(risk.headline_form({f.name: f for f in anchors.forms}))
-        near_idx = arrays.get(f"c_anchor_harmful_idx_{form.name}")
-        near_sim = arrays.get(f"c_anchor_harmful_sim_{form.name}")
+        near_idx = arrays.get(form_array("harmful_idx", form.name))
+        near_sim = arrays.get(form_array("harmful_sim", form.name))
     n = 0
     with source.open("rb") as fh, path.open("w", encoding="utf-8") as dst:
         records = iter_examples(

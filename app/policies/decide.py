@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from app.screenings.scores import Arrays
+
 DECISIONS = ("approve", "review", "reject")
 SEVERITY = {d: i for i, d in enumerate(DECISIONS)}
 METRICS = ("risk_score", "part", "share_closer_to_harmful", "flagged_rows")
@@ -82,9 +84,9 @@ def facts(body: dict[str, Any], arrays: Any) -> Facts:
     `c_anchor_margin`). Reads the body only through the few fields named here."""
     risk = body.get("risk") or {}
     anchors = body.get("anchors") or {}
-    margin = arrays.get("c_anchor_margin")
+    margin = arrays.get(Arrays.C_ANCHOR_MARGIN)
     scores, parts = row_scores(
-        np.asarray(arrays["c_max"]), risk["reference_levels"], margin, risk.get("anchor_levels")
+        np.asarray(arrays[Arrays.C_MAX]), risk["reference_levels"], margin, risk.get("anchor_levels")
     )
     share = anchors.get("share_closer_to_harmful")
     return Facts(

@@ -18,6 +18,7 @@ from app.models import Dataset, Report, Screening
 from app.policies import decide
 from app.policies import service as policies
 from app.screenings import scores
+from app.screenings.scores import Arrays, form_array
 
 
 def row_threshold(session: Session, scr: Screening) -> float:
@@ -41,7 +42,10 @@ def flagged_rows(
     idx = decide.flagged(f, threshold)
     page = idx[:limit]
     with scores.Scores(store, report.scores_key, max_read_bytes=settings.max_scores_read_bytes) as z:
-        near_idx, near_sim = z.take("c_topk_idx", np.sort(page)), z.take("c_topk_sim", np.sort(page))
+        near_idx, near_sim = (
+            z.take(Arrays.C_TOPK_IDX, np.sort(page)),
+            z.take(Arrays.C_TOPK_SIM, np.sort(page)),
+        )
         anchor = _nearest_anchors(z, np.sort(page), scr)
     nearest = {int(i): (near_idx[p], near_sim[p]) for p, i in enumerate(np.sort(page))}
     ds = session.get(Dataset, scr.dataset_id)
@@ -84,10 +88,10 @@ def _nearest_anchors(z: scores.Scores, rows: np.ndarray, scr: Screening) -> dict
     """Each row's nearest harmful anchor in the form the row score reads: its record number in the
     anchor set (the tenant's harmful-anchors dataset, or the bundled file), cosine and margin. Empty for
     a screening without anchors, or one stored before the worker kept the anchor's index."""
-    idx_name, sim_name = f"c_anchor_harmful_idx_{ANCHOR_FORM}", f"c_anchor_harmful_sim_{ANCHOR_FORM}"
-    if idx_name not in z or sim_name not in z or "c_anchor_margin" not in z:
+    idx_name, sim_name = form_array("harmful_idx", ANCHOR_FORM), form_array("harmful_sim", ANCHOR_FORM)
+    if idx_name not in z or sim_name not in z or Arrays.C_ANCHOR_MARGIN not in z:
         return {}
-    idx, sim, margin = z.take(idx_name, rows), z.take(sim_name, rows), z.take("c_anchor_margin", rows)
+    idx, sim, margin = z.take(idx_name, rows), z.take(sim_name, rows), z.take(Arrays.C_ANCHOR_MARGIN, rows)
     own = (scr.params or {}).get("harmful_anchors_dataset_id")
     where = {"dataset_id": own} if own else {"bundled": ANCHOR_FORMS[ANCHOR_FORM]["harmful"][0].name}
     return {

@@ -17,6 +17,7 @@ import logging
 import struct
 import zipfile
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -30,12 +31,39 @@ from app.models import Report
 
 log = logging.getLogger("ftguard.scores")
 
+
+class Arrays(StrEnum):
+    """The names of a screening's per-example arrays: the worker writes them
+    (`workers/screenings/screening.py`), this module pages them, the policies and the variants read them.
+    c_*: one row per customer example; a_*: one per alignment example."""
+
+    C_MAX = "c_max"  # float32: max cosine to the alignment set
+    C_TOPK_MEAN = "c_topk_mean"  # float32: mean of the top-k cosines
+    C_TOPK_IDX = "c_topk_idx"  # int64 (n, k): the nearest alignment rows
+    C_TOPK_SIM = "c_topk_sim"  # float32 (n, k): their cosines
+    C_CONTRIBUTION = "c_contribution"  # float32: the row's share of the risk score
+    C_ANCHOR_MARGIN = "c_anchor_margin"  # float32: the headline anchor form's margin (with anchors)
+    A_MAX = "a_max"  # float32: max cosine to the customer set
+    A_ARGMAX = "a_argmax"  # int64: the nearest customer row
+
+
+def subset_array(name: str) -> str:
+    """The alignment rows of a subset (high_sim, low_sim, random), in subset order (int64)."""
+    return f"subset_{name}"
+
+
+def form_array(what: str, form: str) -> str:
+    """An anchor form's per-row array: margin, zh (its rescaled margin), harmful_idx or harmful_sim (the
+    nearest harmful anchor and its cosine)."""
+    return f"c_anchor_{what}_{form}"
+
+
 # Arrays a sort reads: (side, sort) -> the array whose stable ascending order is stored.
 SORTED = {
-    ("customer", "max_sim"): "c_max",
-    ("customer", "topk_mean"): "c_topk_mean",
-    ("customer", "anchor_margin"): "c_anchor_margin",
-    ("alignment", "max_sim"): "a_max",
+    ("customer", "max_sim"): Arrays.C_MAX,
+    ("customer", "topk_mean"): Arrays.C_TOPK_MEAN,
+    ("customer", "anchor_margin"): Arrays.C_ANCHOR_MARGIN,
+    ("alignment", "max_sim"): Arrays.A_MAX,
 }
 CHUNK = 4 << 20  # bytes decompressed (or read) at a time
 _LOCAL_HEADER = struct.Struct("<4s5HLLLHH")
@@ -287,21 +315,21 @@ def scores_page(
     if sort not in SCORE_SORTS[side]:
         raise InvalidRequest(f"sort must be one of {list(SCORE_SORTS[side])}", param="sort")
     with Scores(store, report.scores_key, max_read_bytes=max_read_bytes) as z:
-        if side == "customer" and sort == "anchor_margin" and "c_anchor_margin" not in z:
+        if side == "customer" and sort == "anchor_margin" and Arrays.C_ANCHOR_MARGIN not in z:
             raise InvalidRequest("this screening ran without anchors", param="sort")
-        n = z.rows("c_max" if side == "customer" else "a_max")
+        n = z.rows(Arrays.C_MAX if side == "customer" else Arrays.A_MAX)
         array = None if sort == "record" else SORTED[(side, sort)]
         page = z.page_order(array, n, desc=order == "desc", offset=offset, limit=limit)
         if side == "alignment":
-            a_max, a_arg = z.take("a_max", page), z.take("a_argmax", page)
+            a_max, a_arg = z.take(Arrays.A_MAX, page), z.take(Arrays.A_ARGMAX, page)
             rows = [
                 {"record": int(i) + 1, "max_sim": float(m), "nearest_customer_record": int(j) + 1}
                 for i, m, j in zip(page, a_max, a_arg, strict=True)
             ]
             return rows, n
-        c_max, c_mean = z.take("c_max", page), z.take("c_topk_mean", page)
-        margin = z.take("c_anchor_margin", page) if "c_anchor_margin" in z else None
-        idx, sim = z.take("c_topk_idx", page), z.take("c_topk_sim", page)
+        c_max, c_mean = z.take(Arrays.C_MAX, page), z.take(Arrays.C_TOPK_MEAN, page)
+        margin = z.take(Arrays.C_ANCHOR_MARGIN, page) if Arrays.C_ANCHOR_MARGIN in z else None
+        idx, sim = z.take(Arrays.C_TOPK_IDX, page), z.take(Arrays.C_TOPK_SIM, page)
     items: list[dict[str, Any]] = [
         {
             "record": int(i) + 1,

@@ -380,7 +380,7 @@ def subset_lines(
     if align is None:
         raise NotFound("the alignment dataset of this screening was deleted")
     with scores.Scores(store, report.scores_key, max_read_bytes=settings.max_scores_read_bytes) as z:
-        order = z.whole(f"subset_{name}")
+        order = z.whole(scores.subset_array(name))
     rank = {int(r): i for i, r in enumerate(order)}
     rows: list[bytes | None] = [None] * len(order)
     for rec, _ in datasets.open_records(store=store, ds=align, max_line_bytes=settings.max_line_bytes):

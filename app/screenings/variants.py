@@ -197,7 +197,7 @@ def choose(
     (ties by record order), or `n` drawn without replacement with `seed`."""
     if selection == "nearest":
         with scores.Scores(store, report.scores_key, max_read_bytes=settings.max_scores_read_bytes) as z:
-            a_max = np.asarray(z.whole("a_max"), dtype=np.float64)
+            a_max = np.asarray(z.whole(scores.Arrays.A_MAX), dtype=np.float64)
         order = np.argsort(-a_max, kind="stable")[:n]
     elif selection == "random":
         order = np.random.default_rng(seed).choice(n_align, size=n, replace=False)

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from app.screenings.explain import TIERS, tier_of
+from app.screenings.scores import Arrays, form_array
 
 __all__ = ["TIERS", "tier_of"]
 
@@ -296,17 +297,16 @@ def bootstrap_ranking(
     recomputed from its per-example arrays. Returns each candidate's share of resamples in which it has
     the lowest score, and a 90% interval of its score."""
     names = list(candidates)
-    n = next(iter(candidates.values()))[1]["c_max"].size
+    n = next(iter(candidates.values()))[1][Arrays.C_MAX].size
+    zh = form_array("zh", "")  # the prefix of every form's rescaled margin
     rng = np.random.default_rng(seed)
     scores = np.zeros((resamples, len(names)))
     for r in range(resamples):
         idx = rng.integers(0, n, n)
         for j, name in enumerate(names):
             body, arr = candidates[name]
-            zs = {
-                k.removeprefix("c_anchor_zh_"): v[idx] for k, v in arr.items() if k.startswith("c_anchor_zh_")
-            }
-            scores[r, j] = score(arr["c_max"][idx], body["risk"]["reference_levels"], zs or None)[
+            zs = {k.removeprefix(zh): v[idx] for k, v in arr.items() if k.startswith(zh)}
+            scores[r, j] = score(arr[Arrays.C_MAX][idx], body["risk"]["reference_levels"], zs or None)[
                 "risk_score"
             ]
     best = scores.argmin(axis=1)

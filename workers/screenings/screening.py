@@ -21,6 +21,7 @@ from app.datasets.files import read_file
 from app.datasets.formats import Example
 from app.datasets.validate import training_summary
 from app.screenings import explain
+from app.screenings.scores import Arrays, form_array, subset_array
 from workers.cache import VectorCache
 from workers.representations.base import Representer
 from workers.screenings import anchors as anchor_forms
@@ -379,22 +380,22 @@ def screen(
     }
     body["about"] = explain.about(body)
     arrays = {
-        "c_max": c_max.astype(np.float32),
-        "c_topk_mean": c_topk_mean.astype(np.float32),
-        "c_topk_idx": sim.c_topk_idx.astype(np.int64),
-        "c_topk_sim": sim.c_topk_sim.astype(np.float32),
-        "a_max": sim.a_max_sim.astype(np.float32),
-        "a_argmax": sim.a_argmax.astype(np.int64),
-        "c_contribution": contrib.astype(np.float32),
-        **{f"subset_{k}": v.astype(np.int64) for k, v in subs.items()},
+        Arrays.C_MAX: c_max.astype(np.float32),
+        Arrays.C_TOPK_MEAN: c_topk_mean.astype(np.float32),
+        Arrays.C_TOPK_IDX: sim.c_topk_idx.astype(np.int64),
+        Arrays.C_TOPK_SIM: sim.c_topk_sim.astype(np.float32),
+        Arrays.A_MAX: sim.a_max_sim.astype(np.float32),
+        Arrays.A_ARGMAX: sim.a_argmax.astype(np.int64),
+        Arrays.C_CONTRIBUTION: contrib.astype(np.float32),
+        **{subset_array(k): v.astype(np.int64) for k, v in subs.items()},
     }
     if per_form:
-        arrays["c_anchor_margin"] = risk.headline_margin(per_form, scored)
+        arrays[Arrays.C_ANCHOR_MARGIN] = risk.headline_margin(per_form, scored)
         for k, v in per_form.items():
-            arrays[f"c_anchor_margin_{k}"] = v["margin"]
-            arrays[f"c_anchor_zh_{k}"] = v["zh"].astype(np.float32)
+            arrays[form_array("margin", k)] = v["margin"]
+            arrays[form_array("zh", k)] = v["zh"].astype(np.float32)
             # the nearest harmful anchor of each row (the flagged rows name it; computed above anyway)
-            arrays[f"c_anchor_harmful_idx_{k}"] = np.asarray(v["harmful_idx"], dtype=np.int64)
-            arrays[f"c_anchor_harmful_sim_{k}"] = np.asarray(v["harmful_sim"], dtype=np.float32)
+            arrays[form_array("harmful_idx", k)] = np.asarray(v["harmful_idx"], dtype=np.int64)
+            arrays[form_array("harmful_sim", k)] = np.asarray(v["harmful_sim"], dtype=np.float32)
     plan.finish(score_part, f"risk {scored['risk_score']:.1f} ({scored['tier']})")
     return Outcome(body=body, arrays=arrays)
