@@ -74,6 +74,21 @@ Cursor = Annotated[str | None, Query(max_length=64, description="Cursor: last id
 PageSize = Annotated[int, Query(ge=1, le=100)]
 EventCursor = Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")]
 EventPageSize = Annotated[int, Query(ge=1, le=500)]
+
+
+@dataclass(frozen=True)
+class Paging:
+    """A list route's page: the rows past `after` (the last id seen), at most `limit` of them."""
+
+    after: str | None
+    limit: int
+
+
+def get_paging(after: Cursor = None, limit: PageSize = 20) -> Paging:
+    return Paging(after=after, limit=limit)
+
+
+PagingDep = Annotated[Paging, Depends(get_paging)]
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.deps import AdminDep, Cursor, PageSize, SessionDep, require_admin
+from app.api.deps import AdminDep, PagingDep, SessionDep, require_admin
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.schemas import (
@@ -53,10 +53,9 @@ def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> Tenan
 def list_tenants(
     session: SessionDep,
     _: AdminDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
+    paging: PagingDep,
 ) -> Page[TenantPublic]:
-    rows, more = service.list_tenants(session=session, after=after, limit=limit)
+    rows, more = service.list_tenants(session=session, after=paging.after, limit=paging.limit)
     return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
 
 
@@ -80,12 +79,13 @@ def create_key(body: ApiKeyCreate, request: Request, session: SessionDep, _: Adm
 def list_keys(
     session: SessionDep,
     _: AdminDep,
+    paging: PagingDep,
     tenant_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[ApiKeyPublic]:
     """Keys (never their secrets), newest first."""
-    rows, more = service.list_keys(session=session, tenant_id=tenant_id, after=after, limit=limit)
+    rows, more = service.list_keys(
+        session=session, tenant_id=tenant_id, after=paging.after, limit=paging.limit
+    )
     return Page[ApiKeyPublic](data=[ApiKeyPublic.model_validate(r) for r in rows], has_more=more)
 
 

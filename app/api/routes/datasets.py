@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app import access
-from app.api.deps import Cursor, PageSize, PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.datasets import service
@@ -115,12 +115,15 @@ def validate_dataset(
 def list_datasets(
     session: SessionDep,
     principal: PrincipalDep,
+    paging: PagingDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[DatasetPublic]:
     rows, more = service.list_(
-        session=session, tenant_id=principal.tenant_id, purpose=purpose, after=after, limit=limit
+        session=session,
+        tenant_id=principal.tenant_id,
+        purpose=purpose,
+        after=paging.after,
+        limit=paging.limit,
     )
     return Page[DatasetPublic](data=[public(r, principal) for r in rows], has_more=more)
 

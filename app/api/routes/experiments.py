@@ -8,12 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from app import access, events
+from app import access
 from app.api.deps import (
-    Cursor,
-    EventCursor,
-    EventPageSize,
-    PageSize,
+    PagingDep,
     PrincipalDep,
     SessionDep,
     StateDep,
@@ -21,6 +18,7 @@ from app.api.deps import (
     attachment,
 )
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
 from app.calibration import service as calibration
 from app.experiments import comparisons as comparing
@@ -36,7 +34,7 @@ from app.experiments.schemas import (
     StagePublic,
 )
 from app.models import Comparison, Experiment
-from app.schemas import ErrorEnvelope, EventPublic, Page
+from app.schemas import ErrorEnvelope, Page
 from app.tenants.service import Principal
 
 # Every route answers 401/429 (auth, rate limit) and, for writes, 409/413 (idempotency, body size).
@@ -111,18 +109,17 @@ def create_experiment(
 def list_experiments(
     session: SessionDep,
     principal: PrincipalDep,
+    paging: PagingDep,
     status: Annotated[Status | None, Query()] = None,
     comparison_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[ExperimentPublic]:
     rows, more = service.list_(
         session=session,
         tenant_id=principal.tenant_id,
         status=status,
         comparison_id=comparison_id,
-        after=after,
-        limit=limit,
+        after=paging.after,
+        limit=paging.limit,
     )
     return Page[ExperimentPublic](data=[public(session, r, principal) for r in rows], has_more=more)
 
@@ -182,18 +179,7 @@ def resume_experiment(
     return public(session, exp, principal)
 
 
-@router.get("/{experiment_id}/events", response_model=Page[EventPublic], responses=ERRORS)
-def list_events(
-    experiment_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    after: EventCursor = None,
-    limit: EventPageSize = 100,
-) -> Page[EventPublic]:
-    service.get(session=session, tenant_id=tenant, experiment_id=experiment_id)
-    return events.public_page(
-        session=session, tenant_id=tenant, object_id=experiment_id, after=after, limit=limit
-    )
+add_events_route(router, id_param="experiment_id", find=service.get, responses=ERRORS)
 
 
 @router.get(
@@ -248,10 +234,11 @@ def create_comparison(
 def list_comparisons(
     session: SessionDep,
     tenant: TenantDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
+    paging: PagingDep,
 ) -> Page[ComparisonPublic]:
-    rows, more = comparing.list_comparisons(session=session, tenant_id=tenant, after=after, limit=limit)
+    rows, more = comparing.list_comparisons(
+        session=session, tenant_id=tenant, after=paging.after, limit=paging.limit
+    )
     return Page[ComparisonPublic](data=[comparison_public(c, e) for c, e in rows], has_more=more)
 
 

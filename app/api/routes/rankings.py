@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import Cursor, PageSize, SessionDep, StateDep, TenantDep
+from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.rankings import service
@@ -45,10 +45,9 @@ def create_ranking(
 def list_rankings(
     session: SessionDep,
     tenant: TenantDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
+    paging: PagingDep,
 ) -> Page[RankingPublic]:
-    rows, more = service.list_(session=session, tenant_id=tenant, after=after, limit=limit)
+    rows, more = service.list_(session=session, tenant_id=tenant, after=paging.after, limit=paging.limit)
     return Page[RankingPublic](
         data=[RankingPublic.model_validate(service.view(session=session, ranking=r)) for r in rows],
         has_more=more,

@@ -5,13 +5,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from app import events
 from app.access import ALIGNMENT_READ, require_alignment_read
 from app.api.deps import (
-    Cursor,
-    EventCursor,
-    EventPageSize,
-    PageSize,
+    PagingDep,
     PrincipalDep,
     SessionDep,
     StateDep,
@@ -19,6 +15,7 @@ from app.api.deps import (
     attachment,
 )
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
 from app.policies import flagged
 from app.policies import service as policies
@@ -26,7 +23,6 @@ from app.policies.schemas import DecisionRequest, FlaggedPage, RescreenRequest
 from app.schemas import (
     AuditPublic,
     ErrorEnvelope,
-    EventPublic,
     Page,
     ReportPublic,
     ScoresPage,
@@ -87,13 +83,12 @@ def create_screening(
 def list_screenings(
     session: SessionDep,
     tenant: TenantDep,
+    paging: PagingDep,
     status: Annotated[
         Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()
     ] = None,
     tier: Annotated[Literal["low", "medium", "high", "critical"] | None, Query()] = None,
     dataset_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[ScreeningPublic]:
     rows, more = service.list_(
         session=session,
@@ -101,8 +96,8 @@ def list_screenings(
         status=status,
         tier=tier,
         dataset_id=dataset_id,
-        after=after,
-        limit=limit,
+        after=paging.after,
+        limit=paging.limit,
     )
     return Page[ScreeningPublic](data=[ScreeningPublic.model_validate(r) for r in rows], has_more=more)
 
@@ -312,18 +307,7 @@ def rescreen(
     return ScreeningPublic.model_validate(scr)
 
 
-@router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
-def list_events(
-    screening_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    after: EventCursor = None,
-    limit: EventPageSize = 100,
-) -> Page[EventPublic]:
-    service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    return events.public_page(
-        session=session, tenant_id=tenant, object_id=screening_id, after=after, limit=limit
-    )
+add_events_route(router, id_param="screening_id", find=service.get, responses=ERRORS)
 
 
 @router.get("/{screening_id}/report", response_model=ReportPublic, responses={**ERRORS, **SCOPED})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import Cursor, PageSize, SessionDep, StateDep, TenantDep
+from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
 from app.schemas import ErrorEnvelope, Page
@@ -102,12 +102,11 @@ def list_deliveries(
     endpoint_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
+    paging: PagingDep,
 ) -> Page[DeliveryPublic]:
     """The delivery log, newest first: each message with its attempts (status code, error, duration)."""
     rows, more = service.deliveries(
-        session=session, tenant_id=tenant, endpoint_id=endpoint_id, after=after, limit=limit
+        session=session, tenant_id=tenant, endpoint_id=endpoint_id, after=paging.after, limit=paging.limit
     )
     return Page[DeliveryPublic](data=[DeliveryPublic.of(r) for r in rows], has_more=more)
 
