@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from app.access import ALIGNMENT_READ, require_alignment_read
 from app.api.deps import (
@@ -17,6 +18,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
+from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
 from app.policies.schemas import DecisionRequest, FlaggedPage, RescreenRequest
@@ -31,6 +33,7 @@ from app.schemas import (
 )
 from app.screenings import scores, service, variants
 from app.screenings.rescreen import rescreen as rescreen_variant
+from app.tenants.service import Principal
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -155,6 +158,14 @@ def redecide(
     return ScreeningPublic.model_validate(scr)
 
 
+def _reported(session: Session, principal: Principal, screening_id: str) -> tuple[Screening, Report]:
+    """The tenant's screening and its report, for a key that may read them (`variants.guard`)."""
+    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
+    return scr, rep
+
+
 @router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses={**ERRORS, **SCOPED})
 def get_flagged(
     screening_id: str,
@@ -166,10 +177,7 @@ def get_flagged(
     """The flagged rows (row score above the policy's `row_threshold`), highest first, each with its line,
     score, parts, nearest alignment records (by number), nearest harmful anchor and the customer's own
     record."""
-    tenant = principal.tenant_id
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
+    scr, rep = _reported(session, principal, screening_id)
     rows, total, threshold = flagged.flagged_rows(
         session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, limit=limit
     )
@@ -198,39 +206,44 @@ def _download(v: variants.Variant, screening_id: str) -> StreamingResponse:
     return StreamingResponse(v.chunks(), media_type=v.media_type, headers=headers)
 
 
-def _subset(screening_id: str, name: str, session: Any, state: Any, principal: Any) -> StreamingResponse:
-    tenant = principal.tenant_id
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
-    v = variants.subset(
-        session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, name=name
+def _add_subset_route(name: str, route_name: str, description: str) -> None:
+    """Mount `GET /{screening_id}/datasets/<name>`: that subset of the customer's data, as a download."""
+
+    def download(
+        screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
+    ) -> StreamingResponse:
+        scr, rep = _reported(session, principal, screening_id)
+        v = variants.subset(
+            session=session,
+            store=state.services.store,
+            settings=state.settings,
+            scr=scr,
+            report=rep,
+            name=name,
+        )
+        return _download(v, screening_id)
+
+    router.add_api_route(
+        f"/{{screening_id}}/datasets/{name}",
+        download,
+        methods=["GET"],
+        name=route_name,
+        description=description,
+        response_class=StreamingResponse,
+        responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
     )
-    return _download(v, screening_id)
 
 
-@router.get(
-    "/{screening_id}/datasets/filtered",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
+_add_subset_route(
+    "filtered",
+    "get_filtered",
+    "The customer's data minus the flagged rows, in the original records and container, upload order.",
 )
-def get_filtered(
-    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
-) -> StreamingResponse:
-    """The customer's data minus the flagged rows, in the original records and container, upload order."""
-    return _subset(screening_id, "filtered", session, state, principal)
-
-
-@router.get(
-    "/{screening_id}/datasets/flagged",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
+_add_subset_route(
+    "flagged",
+    "get_flagged_dataset",
+    "The flagged rows alone, in the original records and container, upload order.",
 )
-def get_flagged_dataset(
-    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
-) -> StreamingResponse:
-    """The flagged rows alone, in the original records and container, upload order."""
-    return _subset(screening_id, "flagged", session, state, principal)
 
 
 @router.get(
@@ -323,10 +336,8 @@ def get_report(
     """The risk report: score, tier, the formula with each part, distributions, findings, top examples.
     Keys without the `alignment:read` scope always get it redacted (and a 403 for a screening whose
     customer data holds alignment records). A re-screened variant carries `baseline`."""
-    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    scr, rep = _reported(session, principal, screening_id)
     hide = redact or not principal.can(service.ALIGNMENT_READ)
-    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     return ReportPublic(
         screening_id=rep.screening_id,
         created_at=rep.created_at,
