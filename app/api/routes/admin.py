@@ -50,11 +50,7 @@ def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> Tenan
 
 
 @router.get("/tenants", response_model=Page[TenantPublic])
-def list_tenants(
-    session: SessionDep,
-    _: AdminDep,
-    paging: PagingDep,
-) -> Page[TenantPublic]:
+def list_tenants(session: SessionDep, _: AdminDep, paging: PagingDep) -> Page[TenantPublic]:
     rows, more = service.list_tenants(session=session, after=paging.after, limit=paging.limit)
     return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app import access
 from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
@@ -29,6 +30,36 @@ FORMAT_DOC = (
 )
 CONTAINER_DOC = "How records are stored; auto detects it from the first bytes."
 
+
+@dataclass(frozen=True)
+class Upload:
+    """A posted dataset file with its form fields, as `service.create` and `service.check` read them."""
+
+    file: UploadFile
+    purpose: str
+    format: str
+    container: str
+
+    def source(self) -> dict[str, Any]:
+        return {
+            "src": self.file.file,
+            "filename": self.file.filename,
+            "purpose": self.purpose,
+            "fmt": self.format,
+            "container": self.container,
+        }
+
+
+def upload_form(
+    file: Annotated[UploadFile, File(description=FILE_DOC)],
+    purpose: Annotated[Purpose, Form()] = "fine-tune",
+    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
+    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
+) -> Upload:
+    return Upload(file=file, purpose=purpose, format=format, container=container)
+
+
+UploadForm = Annotated[Upload, Depends(upload_form)]
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
 ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorEnvelope, "description": "No such dataset for this tenant."},
@@ -48,26 +79,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
         413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."},
     },
 )
-def upload_dataset(
-    state: StateDep,
-    principal: PrincipalDep,
-    file: Annotated[UploadFile, File(description=FILE_DOC)],
-    purpose: Annotated[Purpose, Form()] = "fine-tune",
-    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
-    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
-) -> DatasetPublic:
+def upload_dataset(state: StateDep, principal: PrincipalDep, upload: UploadForm) -> DatasetPublic:
     """Upload a dataset. It is validated record by record while it streams to storage; a dataset with any
     error is rejected with the first errors (line, record, code, message) and the total, and nothing is
     kept."""
-    ds = service.create(
-        services=state.services,
-        tenant_id=principal.tenant_id,
-        src=file.file,
-        filename=file.filename,
-        purpose=purpose,
-        fmt=format,
-        container=container,
-    )
+    ds = service.create(services=state.services, tenant_id=principal.tenant_id, **upload.source())
     return public(ds, principal)
 
 
@@ -88,26 +104,12 @@ def public(ds: object, principal: Principal) -> DatasetPublic:
         422: {"model": ErrorEnvelope, "description": "Invalid request parameters."},
     },
 )
-def validate_dataset(
-    state: StateDep,
-    tenant: TenantDep,
-    file: Annotated[UploadFile, File(description=FILE_DOC)],
-    purpose: Annotated[Purpose, Form()] = "fine-tune",
-    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
-    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
-) -> DatasetValidation:
+def validate_dataset(state: StateDep, tenant: TenantDep, upload: UploadForm) -> DatasetValidation:
     """Validate a file without storing it: the detected container and format, the stats and every located
     error (line, record, field, code). 200 whether it is valid or not; `valid` says which. The same object
     as `ftguard validate FILE --json`."""
     del tenant  # authenticated like every route; nothing is stored for the tenant
-    result = service.check(
-        settings=state.settings,
-        src=file.file,
-        filename=file.filename,
-        purpose=purpose,
-        fmt=format,
-        container=container,
-    )
+    result = service.check(settings=state.settings, **upload.source())
     return DatasetValidation.model_validate(result)
 
 

@@ -231,11 +231,7 @@ def create_comparison(
 
 
 @comparisons.get("", response_model=Page[ComparisonPublic], responses=ERRORS)
-def list_comparisons(
-    session: SessionDep,
-    tenant: TenantDep,
-    paging: PagingDep,
-) -> Page[ComparisonPublic]:
+def list_comparisons(session: SessionDep, tenant: TenantDep, paging: PagingDep) -> Page[ComparisonPublic]:
     rows, more = comparing.list_comparisons(
         session=session, tenant_id=tenant, after=paging.after, limit=paging.limit
     )

@@ -99,10 +99,7 @@ def rotate_secret(
 
 @router.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryPublic], responses=ERRORS)
 def list_deliveries(
-    endpoint_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    paging: PagingDep,
+    endpoint_id: str, session: SessionDep, tenant: TenantDep, paging: PagingDep
 ) -> Page[DeliveryPublic]:
     """The delivery log, newest first: each message with its attempts (status code, error, duration)."""
     rows, more = service.deliveries(
