@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.access import ALIGNMENT_READ, require_alignment_read
 from app.api.deps import (
+    AppState,
     PagingDep,
     PrincipalDep,
     SessionDep,
@@ -206,22 +207,23 @@ def _download(v: variants.Variant, screening_id: str) -> StreamingResponse:
     return StreamingResponse(v.chunks(), media_type=v.media_type, headers=headers)
 
 
+def _subset(
+    screening_id: str, name: str, session: Session, state: AppState, principal: Principal
+) -> StreamingResponse:
+    scr, rep = _reported(session, principal, screening_id)
+    v = variants.subset(
+        session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, name=name
+    )
+    return _download(v, screening_id)
+
+
 def _add_subset_route(name: str, route_name: str, description: str) -> None:
     """Mount `GET /{screening_id}/datasets/<name>`: that subset of the customer's data, as a download."""
 
     def download(
         screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
     ) -> StreamingResponse:
-        scr, rep = _reported(session, principal, screening_id)
-        v = variants.subset(
-            session=session,
-            store=state.services.store,
-            settings=state.settings,
-            scr=scr,
-            report=rep,
-            name=name,
-        )
-        return _download(v, screening_id)
+        return _subset(screening_id, name, session, state, principal)
 
     router.add_api_route(
         f"/{{screening_id}}/datasets/{name}",
