@@ -51,7 +51,7 @@ def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> Tenan
 
 @router.get("/tenants", response_model=Page[TenantPublic])
 def list_tenants(session: SessionDep, _: AdminDep, paging: PagingDep) -> Page[TenantPublic]:
-    rows, more = service.list_tenants(session=session, after=paging.after, limit=paging.limit)
+    rows, more = service.list_tenants(session=session, **paging)
     return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
 
 
@@ -79,9 +79,7 @@ def list_keys(
     tenant_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[ApiKeyPublic]:
     """Keys (never their secrets), newest first."""
-    rows, more = service.list_keys(
-        session=session, tenant_id=tenant_id, after=paging.after, limit=paging.limit
-    )
+    rows, more = service.list_keys(session=session, tenant_id=tenant_id, **paging)
     return Page[ApiKeyPublic](data=[ApiKeyPublic.model_validate(r) for r in rows], has_more=more)
 
 

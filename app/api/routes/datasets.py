@@ -120,13 +120,7 @@ def list_datasets(
     paging: PagingDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Page[DatasetPublic]:
-    rows, more = service.list_(
-        session=session,
-        tenant_id=principal.tenant_id,
-        purpose=purpose,
-        after=paging.after,
-        limit=paging.limit,
-    )
+    rows, more = service.list_(session=session, tenant_id=principal.tenant_id, purpose=purpose, **paging)
     return Page[DatasetPublic](data=[public(r, principal) for r in rows], has_more=more)
 
 

@@ -114,12 +114,7 @@ def list_experiments(
     comparison_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[ExperimentPublic]:
     rows, more = service.list_(
-        session=session,
-        tenant_id=principal.tenant_id,
-        status=status,
-        comparison_id=comparison_id,
-        after=paging.after,
-        limit=paging.limit,
+        session=session, tenant_id=principal.tenant_id, status=status, comparison_id=comparison_id, **paging
     )
     return Page[ExperimentPublic](data=[public(session, r, principal) for r in rows], has_more=more)
 
@@ -232,9 +227,7 @@ def create_comparison(
 
 @comparisons.get("", response_model=Page[ComparisonPublic], responses=ERRORS)
 def list_comparisons(session: SessionDep, tenant: TenantDep, paging: PagingDep) -> Page[ComparisonPublic]:
-    rows, more = comparing.list_comparisons(
-        session=session, tenant_id=tenant, after=paging.after, limit=paging.limit
-    )
+    rows, more = comparing.list_comparisons(session=session, tenant_id=tenant, **paging)
     return Page[ComparisonPublic](data=[comparison_public(c, e) for c, e in rows], has_more=more)
 
 

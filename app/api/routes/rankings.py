@@ -43,7 +43,7 @@ def create_ranking(
 
 @router.get("", response_model=Page[RankingPublic], responses=ERRORS)
 def list_rankings(session: SessionDep, tenant: TenantDep, paging: PagingDep) -> Page[RankingPublic]:
-    rows, more = service.list_(session=session, tenant_id=tenant, after=paging.after, limit=paging.limit)
+    rows, more = service.list_(session=session, tenant_id=tenant, **paging)
     return Page[RankingPublic](
         data=[RankingPublic.model_validate(service.view(session=session, ranking=r)) for r in rows],
         has_more=more,

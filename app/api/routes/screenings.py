@@ -95,13 +95,7 @@ def list_screenings(
     dataset_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[ScreeningPublic]:
     rows, more = service.list_(
-        session=session,
-        tenant_id=tenant,
-        status=status,
-        tier=tier,
-        dataset_id=dataset_id,
-        after=paging.after,
-        limit=paging.limit,
+        session=session, tenant_id=tenant, status=status, tier=tier, dataset_id=dataset_id, **paging
     )
     return Page[ScreeningPublic](data=[ScreeningPublic.model_validate(r) for r in rows], has_more=more)
 

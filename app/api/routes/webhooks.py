@@ -102,9 +102,7 @@ def list_deliveries(
     endpoint_id: str, session: SessionDep, tenant: TenantDep, paging: PagingDep
 ) -> Page[DeliveryPublic]:
     """The delivery log, newest first: each message with its attempts (status code, error, duration)."""
-    rows, more = service.deliveries(
-        session=session, tenant_id=tenant, endpoint_id=endpoint_id, after=paging.after, limit=paging.limit
-    )
+    rows, more = service.deliveries(session=session, tenant_id=tenant, endpoint_id=endpoint_id, **paging)
     return Page[DeliveryPublic](data=[DeliveryPublic.of(r) for r in rows], has_more=more)
 
 
