@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from app.api.deps import AdminDep, PagingDep, SessionDep, require_admin
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error
 from app.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
-    ErrorEnvelope,
     Page,
     TenantCreate,
     TenantPublic,
@@ -28,14 +28,14 @@ router = APIRouter(
     dependencies=[Depends(require_admin)],
     responses={
         **AUTH_RESPONSES,
-        403: {"model": ErrorEnvelope, "description": "The key is not an admin key."},
+        403: error("The key is not an admin key."),
     },
 )
-WRITE: dict[int | str, dict[str, object]] = {
+WRITE: Responses = {
     **WRITE_RESPONSES,
-    400: {"model": ErrorEnvelope, "description": "Invalid request."},
-    404: {"model": ErrorEnvelope, "description": "No such tenant or key."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+    400: error("Invalid request."),
+    404: error("No such tenant or key."),
+    422: error("Invalid request."),
 }
 
 

@@ -9,10 +9,11 @@ from app import access
 from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error
 from app.datasets import service
 from app.datasets.containers import CONTAINERS
 from app.datasets.formats import ALL_FORMATS
-from app.schemas import DatasetPreview, DatasetPublic, DatasetValidation, ErrorEnvelope, Page
+from app.schemas import DatasetPreview, DatasetPublic, DatasetValidation, Page
 from app.tenants.service import Principal
 
 # The choices come from the registries of formats and containers (so the OpenAPI enum is the registry).
@@ -61,9 +62,9 @@ def upload_form(
 
 UploadForm = Annotated[Upload, Depends(upload_form)]
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such dataset for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request or dataset; errors carry line numbers."},
+ERRORS: Responses = {
+    404: error("No such dataset for this tenant."),
+    422: error("Invalid request or dataset; errors carry line numbers."),
 }
 
 
@@ -75,8 +76,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid request (e.g. the Idempotency-Key)."},
-        413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."},
+        400: error("Invalid request (e.g. the Idempotency-Key)."),
+        413: error("Upload larger than the limit."),
     },
 )
 def upload_dataset(state: StateDep, principal: PrincipalDep, upload: UploadForm) -> DatasetPublic:
@@ -100,8 +101,8 @@ def public(ds: object, principal: Principal) -> DatasetPublic:
     dependencies=[Idempotent],
     responses={
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid request (e.g. an unknown purpose)."},
-        422: {"model": ErrorEnvelope, "description": "Invalid request parameters."},
+        400: error("Invalid request (e.g. an unknown purpose)."),
+        422: error("Invalid request parameters."),
     },
 )
 def validate_dataset(state: StateDep, tenant: TenantDep, upload: UploadForm) -> DatasetValidation:
@@ -136,10 +137,7 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -
     response_model=DatasetPreview,
     responses={
         **ERRORS,
-        403: {
-            "model": ErrorEnvelope,
-            "description": "An alignment or anchor set, and the key lacks the alignment:read scope.",
-        },
+        403: error("An alignment or anchor set, and the key lacks the alignment:read scope."),
     },
 )
 def preview_dataset(
@@ -166,7 +164,7 @@ def preview_dataset(
     status_code=204,
     responses={
         **ERRORS,
-        409: {"model": ErrorEnvelope, "description": "A queued or running screening uses it."},
+        409: error("A queued or running screening uses it."),
     },
 )
 def delete_dataset(dataset_id: str, session: SessionDep, state: StateDep, tenant: TenantDep) -> Response:

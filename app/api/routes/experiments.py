@@ -20,6 +20,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error
 from app.calibration import service as calibration
 from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
@@ -34,7 +35,7 @@ from app.experiments.schemas import (
     StagePublic,
 )
 from app.models import Comparison, Experiment
-from app.schemas import ErrorEnvelope, Page
+from app.schemas import Page
 from app.tenants.service import Principal
 
 # Every route answers 401/429 (auth, rate limit) and, for writes, 409/413 (idempotency, body size).
@@ -42,17 +43,14 @@ _COMMON = {**AUTH_RESPONSES, **WRITE_RESPONSES}
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=_COMMON)
 comparisons = APIRouter(prefix="/v1/comparisons", tags=["experiments"], responses=_COMMON)
 calibrations = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=_COMMON)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such object for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+ERRORS: Responses = {
+    404: error("No such object for this tenant."),
+    422: error("Invalid request."),
 }
-CREATE_ERRORS: dict[int | str, dict[str, object]] = {
+CREATE_ERRORS: Responses = {
     **ERRORS,
-    400: {
-        "model": ErrorEnvelope,
-        "description": "A dataset has the wrong purpose, or a judge is not set up.",
-    },
-    503: {"model": ErrorEnvelope, "description": "The queue is unavailable."},
+    400: error("A dataset has the wrong purpose, or a judge is not set up."),
+    503: error("The queue is unavailable."),
 }
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -131,7 +129,7 @@ def get_experiment(experiment_id: str, session: SessionDep, principal: Principal
     status_code=204,
     responses={
         **ERRORS,
-        409: {"model": ErrorEnvelope, "description": "Queued or running (cancel it first)."},
+        409: error("Queued or running (cancel it first)."),
     },
 )
 def delete_experiment(
@@ -147,7 +145,7 @@ def delete_experiment(
     "/{experiment_id}/cancel",
     response_model=ExperimentPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+    responses={**ERRORS, 409: error("Already finished.")},
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, principal: PrincipalDep) -> ExperimentPublic:
     exp = service.cancel(session=session, tenant_id=principal.tenant_id, experiment_id=experiment_id)
@@ -158,7 +156,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep, principal: Princi
     "/{experiment_id}/resume",
     response_model=ExperimentPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already succeeded."}},
+    responses={**ERRORS, 409: error("Already succeeded.")},
 )
 def resume_experiment(
     experiment_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
@@ -182,7 +180,7 @@ add_events_route(router, id_param="experiment_id", find=service.get, responses=E
     response_class=StreamingResponse,
     responses={
         **ERRORS,
-        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        403: error("The key lacks the alignment:read scope."),
         200: {"content": {"application/x-ndjson": {}, "application/x-tar": {}}},
     },
 )
@@ -242,7 +240,7 @@ def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -
     "/{comparison_id}/cancel",
     response_model=ComparisonPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+    responses={**ERRORS, 409: error("Already finished.")},
 )
 def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
     return comparison_public(

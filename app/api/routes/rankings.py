@@ -5,14 +5,15 @@ from fastapi import APIRouter
 from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error
 from app.rankings import service
-from app.schemas import ErrorEnvelope, Page, RankingCreate, RankingPublic
+from app.schemas import Page, RankingCreate, RankingPublic
 from app.screenings import service as screenings
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such ranking or dataset for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+ERRORS: Responses = {
+    404: error("No such ranking or dataset for this tenant."),
+    422: error("Invalid request."),
 }
 
 
@@ -21,7 +22,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     response_model=RankingPublic,
     status_code=201,
     dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES, 400: {"model": ErrorEnvelope, "description": "Bad candidates."}},
+    responses={**ERRORS, **WRITE_RESPONSES, 400: error("Bad candidates.")},
 )
 def create_ranking(
     body: RankingCreate, session: SessionDep, state: StateDep, tenant: TenantDep

@@ -19,13 +19,13 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error
 from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
 from app.policies.schemas import DecisionRequest, FlaggedPage, RescreenRequest
 from app.schemas import (
     AuditPublic,
-    ErrorEnvelope,
     Page,
     ReportPublic,
     ScoresPage,
@@ -37,16 +37,15 @@ from app.screenings.rescreen import rescreen as rescreen_variant
 from app.tenants.service import Principal
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such screening (or report) for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+ERRORS: Responses = {
+    404: error("No such screening (or report) for this tenant."),
+    422: error("Invalid request."),
 }
-SCOPED: dict[int | str, dict[str, object]] = {
-    403: {
-        "model": ErrorEnvelope,
-        "description": "The customer data holds alignment records (an augmented rescreen) and the key lacks "
-        "the alignment:read scope.",
-    }
+SCOPED: Responses = {
+    403: error(
+        "The customer data holds alignment records (an augmented rescreen) and the key lacks "
+        "the alignment:read scope."
+    )
 }
 
 
@@ -58,7 +57,7 @@ SCOPED: dict[int | str, dict[str, object]] = {
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "A dataset has the wrong purpose."},
+        400: error("A dataset has the wrong purpose."),
     },
 )
 def create_screening(
@@ -114,8 +113,8 @@ def get_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> 
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid Idempotency-Key."},
-        409: {"model": ErrorEnvelope, "description": "Already finished."},
+        400: error("Invalid Idempotency-Key."),
+        409: error("Already finished."),
     },
 )
 def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> ScreeningPublic:
@@ -128,7 +127,7 @@ def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) 
     "/{screening_id}/decision",
     response_model=ScreeningPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES, 409: {"model": ErrorEnvelope, "description": "No report yet."}},
+    responses={**ERRORS, **WRITE_RESPONSES, 409: error("No report yet.")},
 )
 def redecide(
     screening_id: str,
@@ -247,7 +246,7 @@ _add_subset_route(
     response_class=StreamingResponse,
     responses={
         **ERRORS,
-        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        403: error("The key lacks the alignment:read scope."),
         200: DOWNLOAD,
     },
 )
@@ -290,8 +289,8 @@ def get_augmented(
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid Idempotency-Key, or an empty variant."},
-        403: {"model": ErrorEnvelope, "description": "augmented: the key lacks the alignment:read scope."},
+        400: error("Invalid Idempotency-Key, or an empty variant."),
+        403: error("augmented: the key lacks the alignment:read scope."),
     },
 )
 def rescreen(
@@ -386,7 +385,7 @@ def get_scores(
     response_class=StreamingResponse,
     responses={
         **ERRORS,
-        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        403: error("The key lacks the alignment:read scope."),
         200: {
             "content": {"application/x-ndjson": {}},
             "description": "The subset's alignment records as JSONL, in their own fields.",

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Response
 from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
-from app.schemas import ErrorEnvelope, Page
+from app.api.responses import Responses, error
+from app.schemas import Page
 from app.webhooks import service
 from app.webhooks.schemas import (
     DeliveryPublic,
@@ -18,9 +19,9 @@ from app.webhooks.schemas import (
 )
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such endpoint (or delivery) for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request, or a refused URL (webhook_url_refused)."},
+ERRORS: Responses = {
+    404: error("No such endpoint (or delivery) for this tenant."),
+    422: error("Invalid request, or a refused URL (webhook_url_refused)."),
 }
 
 
