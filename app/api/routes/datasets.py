@@ -9,7 +9,7 @@ from app import access
 from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error
+from app.api.responses import error, resource_errors
 from app.datasets import service
 from app.datasets.containers import CONTAINERS
 from app.datasets.formats import ALL_FORMATS
@@ -62,10 +62,9 @@ def upload_form(
 
 UploadForm = Annotated[Upload, Depends(upload_form)]
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
-ERRORS: Responses = {
-    404: error("No such dataset for this tenant."),
-    422: error("Invalid request or dataset; errors carry line numbers."),
-}
+ERRORS = resource_errors(
+    "No such dataset for this tenant.", "Invalid request or dataset; errors carry line numbers."
+)
 
 
 @router.post(

@@ -20,7 +20,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error
+from app.api.responses import Responses, error, resource_errors
 from app.calibration import service as calibration
 from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
@@ -43,10 +43,7 @@ _COMMON = {**AUTH_RESPONSES, **WRITE_RESPONSES}
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=_COMMON)
 comparisons = APIRouter(prefix="/v1/comparisons", tags=["experiments"], responses=_COMMON)
 calibrations = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=_COMMON)
-ERRORS: Responses = {
-    404: error("No such object for this tenant."),
-    422: error("Invalid request."),
-}
+ERRORS = resource_errors("No such object for this tenant.")
 CREATE_ERRORS: Responses = {
     **ERRORS,
     400: error("A dataset has the wrong purpose, or a judge is not set up."),

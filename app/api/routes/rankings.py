@@ -5,16 +5,13 @@ from fastapi import APIRouter
 from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error
+from app.api.responses import error, resource_errors
 from app.rankings import service
 from app.schemas import Page, RankingCreate, RankingPublic
 from app.screenings import service as screenings
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"], responses=AUTH_RESPONSES)
-ERRORS: Responses = {
-    404: error("No such ranking or dataset for this tenant."),
-    422: error("Invalid request."),
-}
+ERRORS = resource_errors("No such ranking or dataset for this tenant.")
 
 
 @router.post(

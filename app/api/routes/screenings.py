@@ -19,7 +19,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error
+from app.api.responses import Responses, error, resource_errors
 from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
@@ -37,10 +37,7 @@ from app.screenings.rescreen import rescreen as rescreen_variant
 from app.tenants.service import Principal
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
-ERRORS: Responses = {
-    404: error("No such screening (or report) for this tenant."),
-    422: error("Invalid request."),
-}
+ERRORS = resource_errors("No such screening (or report) for this tenant.")
 SCOPED: Responses = {
     403: error(
         "The customer data holds alignment records (an augmented rescreen) and the key lacks "

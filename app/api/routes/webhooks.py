@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error
+from app.api.responses import resource_errors
 from app.schemas import Page
 from app.webhooks import service
 from app.webhooks.schemas import (
@@ -19,10 +19,10 @@ from app.webhooks.schemas import (
 )
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], responses=AUTH_RESPONSES)
-ERRORS: Responses = {
-    404: error("No such endpoint (or delivery) for this tenant."),
-    422: error("Invalid request, or a refused URL (webhook_url_refused)."),
-}
+ERRORS = resource_errors(
+    "No such endpoint (or delivery) for this tenant.",
+    "Invalid request, or a refused URL (webhook_url_refused).",
+)
 
 
 @router.post(
