@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 
 from app import events
 from app.api.deps import EventCursor, EventPageSize, SessionDep, TenantDep
+from app.api.responses import Responses
 from app.schemas import EventPublic, Page
 
 
@@ -17,7 +18,7 @@ def add_events_route(
     *,
     id_param: str,
     find: Callable[..., object],
-    responses: dict[int | str, dict[str, object]],
+    responses: Responses,
 ) -> None:
     """Mount `/{<id_param>}/events` on `router`. `find(session=, tenant_id=, <id_param>=)` is the service's
     get: it raises NotFound for an id that is not the tenant's, before any event is read."""
