@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -74,6 +74,21 @@ Cursor = Annotated[str | None, Query(max_length=64, description="Cursor: last id
 PageSize = Annotated[int, Query(ge=1, le=100)]
 EventCursor = Annotated[int | None, Query(ge=0, le=SQL_INT_MAX, description="Last event id seen.")]
 EventPageSize = Annotated[int, Query(ge=1, le=500)]
+
+
+class Paging(TypedDict):
+    """A list route's page, as the list services take it: the rows past `after` (the last id seen), at most
+    `limit` of them."""
+
+    after: str | None
+    limit: int
+
+
+def get_paging(after: Cursor = None, limit: PageSize = 20) -> Paging:
+    return {"after": after, "limit": limit}
+
+
+PagingDep = Annotated[Paging, Depends(get_paging)]
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -4,18 +4,19 @@ trains) and results, and its artefacts as downloads. Same tenancy and sign-in as
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
 from app import access, events
-from app.api.deps import SessionDep, StateDep, TenantDep, attachment
+from app.api.deps import StateDep
 from app.core.errors import NotFound
 from app.dashboard import charts
-from app.dashboard.routes import STATUSES, HiddenDep, dashboard_base, forbidden, not_found, page
+from app.dashboard.routes import STATUSES, ViewerDep, dashboard_base, download, not_found, page
 from app.experiments import service
 from app.models import Experiment, ExperimentStage
 
@@ -58,23 +59,24 @@ def _row(exp: Experiment, base: str, hidden: bool) -> dict[str, Any]:
 
 @router.get("", response_class=HTMLResponse)
 def experiments_page(
-    request: Request,
-    session: SessionDep,
-    tenant: TenantDep,
-    hidden: HiddenDep,
+    viewer: ViewerDep,
     status: Annotated[str, Query(max_length=16)] = "",
     after: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     """Experiments, newest first, with their state and headline results."""
     status = status if status in STATUSES else ""  # a plain form: unknown means "any"
     rows, more = service.list_(
-        session=session, tenant_id=tenant, status=status or None, after=after or None, limit=PAGE_SIZE
+        session=viewer.session,
+        tenant_id=viewer.tenant,
+        status=status or None,
+        after=after or None,
+        limit=PAGE_SIZE,
     )
-    base = f"{dashboard_base(request)}/experiments"
-    data = [_row(e, base, hidden) for e in rows]
+    base = f"{dashboard_base(viewer.request)}/experiments"
+    data = [_row(e, base, viewer.hidden) for e in rows]
     query = {"status": status} if status else {}
     return page(
-        request,
+        viewer.request,
         "experiments.html",
         nav="experiments",
         title="Experiments",
@@ -162,10 +164,9 @@ def _results_view(exp: Experiment) -> dict[str, Any] | None:
 
 
 @router.get("/{experiment_id}", response_class=HTMLResponse)
-def experiment_page(
-    request: Request, experiment_id: str, session: SessionDep, tenant: TenantDep, hidden: HiddenDep
-) -> HTMLResponse:
+def experiment_page(viewer: ViewerDep, experiment_id: str) -> HTMLResponse:
     """One experiment: its stages with progress and ETA, loss curves, results, artefacts and history."""
+    request, session, tenant, hidden = viewer.request, viewer.session, viewer.tenant, viewer.hidden
     try:
         exp = service.get(session=session, tenant_id=tenant, experiment_id=experiment_id)
     except NotFound:
@@ -184,7 +185,7 @@ def experiment_page(
         "experiment.html",
         nav="experiments",
         title=f"{exp.name or exp.id} · experiment",
-        refresh=5 if exp.status in ("queued", "running") else 0,
+        job_status=exp.status,
         exp={
             **_row(exp, base, hidden),
             "started_at": exp.started_at,
@@ -211,27 +212,16 @@ def experiment_page(
 
 
 @router.get("/{experiment_id}/artefacts/{name}")
-def artefact_file(
-    request: Request,
-    experiment_id: str,
-    name: str,
-    session: SessionDep,
-    state: StateDep,
-    tenant: TenantDep,
-    hidden: HiddenDep,
-) -> Response:
+def artefact_file(viewer: ViewerDep, experiment_id: str, name: str, state: StateDep) -> Response:
     """An artefact (adapters, generations, judgements), through the dashboard's own authentication."""
-    if hidden:
-        return forbidden(request, "This key may not read alignment texts, nor what was trained on them.")
-    try:
-        chunks, media, filename = service.artefact(
-            session=session,
-            store=state.services.store,
-            tenant_id=tenant,
-            experiment_id=experiment_id,
-            name=name,
-            alignment_access=True,
-        )
-    except NotFound as exc:
-        return not_found(request, exc.message, nav="experiments")
-    return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
+    open_file = partial(
+        service.artefact,
+        session=viewer.session,
+        store=state.services.store,
+        tenant_id=viewer.tenant,
+        experiment_id=experiment_id,
+        name=name,
+        alignment_access=True,
+    )
+    refusal = "This key may not read alignment texts, nor what was trained on them."
+    return download(viewer, refusal, "experiments", open_file)

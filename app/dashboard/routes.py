@@ -13,11 +13,14 @@ still ask for the redacted view (`?redact=1`, for sharing a screen).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
 
 from app.access import holds_alignment
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
@@ -32,6 +35,7 @@ root = APIRouter(include_in_schema=False)
 STATUSES = tuple(str(s) for s in (*ACTIVE, *TERMINAL))
 TIERS = tuple(str(t) for t in reversed(Tier))  # worst first
 PAGE_SIZE = 50
+REFRESH_S = 5  # how often a page about a queued or running job reloads itself
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -56,6 +60,24 @@ def hide_alignment_texts(principal: PrincipalDep) -> bool:
 HiddenDep = Annotated[bool, Depends(hide_alignment_texts)]
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """Who a dashboard page is for: the request, its session, the key's tenant, and whether the key's
+    alignment texts are hidden (`hide_alignment_texts`)."""
+
+    request: Request
+    session: Session
+    tenant: str
+    hidden: bool
+
+
+def get_viewer(request: Request, session: SessionDep, tenant: TenantDep, hidden: HiddenDep) -> Viewer:
+    return Viewer(request=request, session=session, tenant=tenant, hidden=hidden)
+
+
+ViewerDep = Annotated[Viewer, Depends(get_viewer)]
+
+
 def dashboard_base(request: Request) -> str:
     return f"{request.scope.get('root_path', '')}/dashboard"
 
@@ -66,14 +88,22 @@ def _static_url(request: Request) -> str:
 
 
 def page(
-    request: Request, template: str, *, status_code: int = 200, nav: str = "screenings", **context: Any
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    nav: str = "screenings",
+    job_status: str | None = None,
+    **context: Any,
 ) -> HTMLResponse:
+    """A dashboard page; one about a job (`job_status`) reloads itself while the job is queued or running."""
     html = render.render(
         template,
         standalone=False,
         base_url=dashboard_base(request),
         static_url=_static_url(request),
         nav=nav,
+        refresh=REFRESH_S if job_status in ACTIVE else 0,
         **context,
     )
     return HTMLResponse(html, status_code=status_code, headers={"Content-Security-Policy": CSP})
@@ -97,6 +127,21 @@ def forbidden(request: Request, message: str) -> HTMLResponse:
     )
 
 
+def download(
+    viewer: Viewer, refusal: str, nav: str, open_file: Callable[[], tuple[Iterable[Any], str, str]]
+) -> Response:
+    """A file through the dashboard's own authentication: the 403 page (saying `refusal`) for a key whose
+    alignment texts are hidden, the 404 page when `open_file` finds nothing, else its (chunks, media type,
+    filename) as an attachment."""
+    if viewer.hidden:
+        return forbidden(viewer.request, refusal)
+    try:
+        chunks, media, filename = open_file()
+    except NotFound as exc:
+        return not_found(viewer.request, exc.message, nav=nav)
+    return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
+
+
 @root.get("/")
 def home(request: Request) -> RedirectResponse:
     return RedirectResponse(dashboard_base(request), status_code=307)
@@ -111,10 +156,7 @@ def stylesheet() -> Response:
 
 @router.get("", response_class=HTMLResponse)
 def screenings_page(
-    request: Request,
-    session: SessionDep,
-    tenant: TenantDep,
-    hidden: HiddenDep,
+    viewer: ViewerDep,
     status: Annotated[str, Query(max_length=16)] = "",
     tier: Annotated[str, Query(max_length=16)] = "",
     q: Annotated[str, Query(max_length=200)] = "",
@@ -132,8 +174,8 @@ def screenings_page(
         "order": order if order in ("asc", "desc") else "desc",
     }
     ov = service.overview(
-        session=session,
-        tenant_id=tenant,
+        session=viewer.session,
+        tenant_id=viewer.tenant,
         status=filters["status"] or None,
         tier=filters["tier"] or None,
         q=filters["q"] or None,
@@ -142,7 +184,7 @@ def screenings_page(
         offset=offset,
         limit=PAGE_SIZE,
     )
-    base = dashboard_base(request)
+    base = dashboard_base(viewer.request)
 
     def href(**changes: Any) -> str:
         params = {**filters, **changes}
@@ -183,7 +225,7 @@ def screenings_page(
             "id": r.screening.id,
             "href": f"{base}/screenings/{r.screening.id}",
             "dataset": r.dataset,
-            "alignment": r.screening.alignment_dataset_id if hidden else r.alignment,
+            "alignment": r.screening.alignment_dataset_id if viewer.hidden else r.alignment,
             "risk_score": r.screening.risk_score,
             "tier": r.screening.tier,
             "decision": r.screening.decision,
@@ -203,7 +245,7 @@ def screenings_page(
         "next": href(offset=offset + PAGE_SIZE) if offset + len(rows) < ov.total else None,
     }
     return page(
-        request,
+        viewer.request,
         "list.html",
         title="Screenings",
         tiles=tiles,
@@ -216,23 +258,25 @@ def screenings_page(
     )
 
 
-@router.get("/screenings/{screening_id}", response_class=HTMLResponse)
-def screening_page(
-    request: Request,
-    screening_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    hidden: HiddenDep,
-    redact: bool = False,
-) -> HTMLResponse:
-    """One screening: progress while it runs, then the report with its charts and downloads."""
+def _detail(viewer: Viewer, screening_id: str, **kw: Any) -> service.Detail | HTMLResponse:
+    """The tenant's screening with its datasets, report and history (`service.detail`), or the 404 page."""
     try:
-        d = service.detail(session=session, tenant_id=tenant, screening_id=screening_id)
+        return service.detail(
+            session=viewer.session, tenant_id=viewer.tenant, screening_id=screening_id, **kw
+        )
     except NotFound:
-        return not_found(request, f"There is no screening {screening_id!r}.")
-    scr = d.screening
+        return not_found(viewer.request, f"There is no screening {screening_id!r}.")
+
+
+@router.get("/screenings/{screening_id}", response_class=HTMLResponse)
+def screening_page(viewer: ViewerDep, screening_id: str, redact: bool = False) -> HTMLResponse:
+    """One screening: progress while it runs, then the report with its charts and downloads."""
+    d = _detail(viewer, screening_id)
+    if isinstance(d, HTMLResponse):
+        return d
+    scr, hidden = d.screening, viewer.hidden
     redacted = hidden or redact
-    base = f"{dashboard_base(request)}/screenings/{scr.id}"
+    base = f"{dashboard_base(viewer.request)}/screenings/{scr.id}"
     stage_states = []
     current = render.STAGES.index(scr.stage) if scr.stage in render.STAGES else -1
     for i, name in enumerate(render.STAGES):
@@ -249,10 +293,10 @@ def screening_page(
     }
     params = scr.params or {}
     return page(
-        request,
+        viewer.request,
         "screening.html",
         title=f"{d.dataset.filename if d.dataset else scr.dataset_id} · {scr.id}",
-        refresh=5 if scr.status in ("queued", "running") else 0,
+        job_status=scr.status,
         scr={
             "id": scr.id,
             "status": scr.status,
@@ -276,56 +320,35 @@ def screening_page(
 
 
 @router.get("/screenings/{screening_id}/report.html")
-def report_file(
-    request: Request,
-    screening_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    hidden: HiddenDep,
-    redact: bool = False,
-) -> Response:
+def report_file(viewer: ViewerDep, screening_id: str, redact: bool = False) -> Response:
     """The report as a standalone HTML file, the same page `ftguard screen --html` writes."""
-    try:
-        d = service.detail(session=session, tenant_id=tenant, screening_id=screening_id, max_events=0)
-    except NotFound:
-        return not_found(request, f"There is no screening {screening_id!r}.")
+    d = _detail(viewer, screening_id, max_events=0)
+    if isinstance(d, HTMLResponse):
+        return d
     if d.report is None:
-        return not_found(request, f"Screening {screening_id} has no report yet ({d.screening.status}).")
-    if hidden and d.dataset is not None and holds_alignment(d.dataset):
+        return not_found(
+            viewer.request, f"Screening {screening_id} has no report yet ({d.screening.status})."
+        )
+    if viewer.hidden and d.dataset is not None and holds_alignment(d.dataset):
         return forbidden(
-            request, "This screening's customer data holds alignment records (an augmented set)."
+            viewer.request, "This screening's customer data holds alignment records (an augmented set)."
         )
     name = d.dataset.filename if d.dataset else d.screening.dataset_id
-    html = render.report_document(d.report.body, title=f"{name}: risk report", redact=hidden or redact)
+    html = render.report_document(d.report.body, title=f"{name}: risk report", redact=viewer.hidden or redact)
     return HTMLResponse(html, headers=attachment(f"{d.screening.id}-report.html"))
 
 
 @router.get("/screenings/{screening_id}/subsets/{subset}")
-def subset_file(
-    request: Request,
-    screening_id: str,
-    subset: str,
-    session: SessionDep,
-    state: StateDep,
-    tenant: TenantDep,
-    hidden: HiddenDep,
-) -> Response:
+def subset_file(viewer: ViewerDep, screening_id: str, subset: str, state: StateDep) -> Response:
     """A High-Sim, Low-Sim or Random subset as JSONL, through the dashboard's own authentication."""
-    if hidden:
-        return forbidden(
-            request, "This key may not read alignment texts, so it cannot download alignment subsets."
+
+    def open_file() -> tuple[Iterable[bytes], str, str]:
+        session = viewer.session
+        rep = service.get_report(session=session, tenant_id=viewer.tenant, screening_id=screening_id)
+        lines = service.subset_lines(
+            session=session, store=state.services.store, settings=state.settings, report=rep, name=subset
         )
-    try:
-        rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-        lines = list(
-            service.subset_lines(
-                session=session, store=state.services.store, settings=state.settings, report=rep, name=subset
-            )
-        )
-    except NotFound as exc:
-        return not_found(request, exc.message)
-    return StreamingResponse(
-        iter(lines),
-        media_type="application/x-ndjson",
-        headers=attachment(f"{screening_id}-{subset}.jsonl"),
-    )
+        return iter(list(lines)), "application/x-ndjson", f"{screening_id}-{subset}.jsonl"
+
+    refusal = "This key may not read alignment texts, so it cannot download alignment subsets."
+    return download(viewer, refusal, "screenings", open_file)

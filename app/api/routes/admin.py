@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.deps import AdminDep, Cursor, PageSize, SessionDep, require_admin
+from app.api.deps import AdminDep, PagingDep, SessionDep, require_admin
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error
 from app.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
-    ErrorEnvelope,
     Page,
     TenantCreate,
     TenantPublic,
@@ -28,14 +28,14 @@ router = APIRouter(
     dependencies=[Depends(require_admin)],
     responses={
         **AUTH_RESPONSES,
-        403: {"model": ErrorEnvelope, "description": "The key is not an admin key."},
+        403: error("The key is not an admin key."),
     },
 )
-WRITE: dict[int | str, dict[str, object]] = {
+WRITE: Responses = {
     **WRITE_RESPONSES,
-    400: {"model": ErrorEnvelope, "description": "Invalid request."},
-    404: {"model": ErrorEnvelope, "description": "No such tenant or key."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
+    400: error("Invalid request."),
+    404: error("No such tenant or key."),
+    422: error("Invalid request."),
 }
 
 
@@ -50,13 +50,8 @@ def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> Tenan
 
 
 @router.get("/tenants", response_model=Page[TenantPublic])
-def list_tenants(
-    session: SessionDep,
-    _: AdminDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
-) -> Page[TenantPublic]:
-    rows, more = service.list_tenants(session=session, after=after, limit=limit)
+def list_tenants(session: SessionDep, _: AdminDep, paging: PagingDep) -> Page[TenantPublic]:
+    rows, more = service.list_tenants(session=session, **paging)
     return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
 
 
@@ -80,12 +75,11 @@ def create_key(body: ApiKeyCreate, request: Request, session: SessionDep, _: Adm
 def list_keys(
     session: SessionDep,
     _: AdminDep,
+    paging: PagingDep,
     tenant_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[ApiKeyPublic]:
     """Keys (never their secrets), newest first."""
-    rows, more = service.list_keys(session=session, tenant_id=tenant_id, after=after, limit=limit)
+    rows, more = service.list_keys(session=session, tenant_id=tenant_id, **paging)
     return Page[ApiKeyPublic](data=[ApiKeyPublic.model_validate(r) for r in rows], has_more=more)
 
 

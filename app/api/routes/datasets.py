@@ -1,17 +1,19 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app import access
-from app.api.deps import Cursor, PageSize, PrincipalDep, SessionDep, StateDep, TenantDep
+from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import error, resource_errors
 from app.datasets import service
 from app.datasets.containers import CONTAINERS
 from app.datasets.formats import ALL_FORMATS
-from app.schemas import DatasetPreview, DatasetPublic, DatasetValidation, ErrorEnvelope, Page
+from app.schemas import DatasetPreview, DatasetPublic, DatasetValidation, Page
 from app.tenants.service import Principal
 
 # The choices come from the registries of formats and containers (so the OpenAPI enum is the registry).
@@ -29,11 +31,40 @@ FORMAT_DOC = (
 )
 CONTAINER_DOC = "How records are stored; auto detects it from the first bytes."
 
+
+@dataclass(frozen=True)
+class Upload:
+    """A posted dataset file with its form fields, as `service.create` and `service.check` read them."""
+
+    file: UploadFile
+    purpose: str
+    format: str
+    container: str
+
+    def source(self) -> dict[str, Any]:
+        return {
+            "src": self.file.file,
+            "filename": self.file.filename,
+            "purpose": self.purpose,
+            "fmt": self.format,
+            "container": self.container,
+        }
+
+
+def upload_form(
+    file: Annotated[UploadFile, File(description=FILE_DOC)],
+    purpose: Annotated[Purpose, Form()] = "fine-tune",
+    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
+    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
+) -> Upload:
+    return Upload(file=file, purpose=purpose, format=format, container=container)
+
+
+UploadForm = Annotated[Upload, Depends(upload_form)]
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such dataset for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request or dataset; errors carry line numbers."},
-}
+ERRORS = resource_errors(
+    "No such dataset for this tenant.", "Invalid request or dataset; errors carry line numbers."
+)
 
 
 @router.post(
@@ -44,30 +75,15 @@ ERRORS: dict[int | str, dict[str, object]] = {
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid request (e.g. the Idempotency-Key)."},
-        413: {"model": ErrorEnvelope, "description": "Upload larger than the limit."},
+        400: error("Invalid request (e.g. the Idempotency-Key)."),
+        413: error("Upload larger than the limit."),
     },
 )
-def upload_dataset(
-    state: StateDep,
-    principal: PrincipalDep,
-    file: Annotated[UploadFile, File(description=FILE_DOC)],
-    purpose: Annotated[Purpose, Form()] = "fine-tune",
-    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
-    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
-) -> DatasetPublic:
+def upload_dataset(state: StateDep, principal: PrincipalDep, upload: UploadForm) -> DatasetPublic:
     """Upload a dataset. It is validated record by record while it streams to storage; a dataset with any
     error is rejected with the first errors (line, record, code, message) and the total, and nothing is
     kept."""
-    ds = service.create(
-        services=state.services,
-        tenant_id=principal.tenant_id,
-        src=file.file,
-        filename=file.filename,
-        purpose=purpose,
-        fmt=format,
-        container=container,
-    )
+    ds = service.create(services=state.services, tenant_id=principal.tenant_id, **upload.source())
     return public(ds, principal)
 
 
@@ -84,30 +100,16 @@ def public(ds: object, principal: Principal) -> DatasetPublic:
     dependencies=[Idempotent],
     responses={
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid request (e.g. an unknown purpose)."},
-        422: {"model": ErrorEnvelope, "description": "Invalid request parameters."},
+        400: error("Invalid request (e.g. an unknown purpose)."),
+        422: error("Invalid request parameters."),
     },
 )
-def validate_dataset(
-    state: StateDep,
-    tenant: TenantDep,
-    file: Annotated[UploadFile, File(description=FILE_DOC)],
-    purpose: Annotated[Purpose, Form()] = "fine-tune",
-    format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
-    container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
-) -> DatasetValidation:
+def validate_dataset(state: StateDep, tenant: TenantDep, upload: UploadForm) -> DatasetValidation:
     """Validate a file without storing it: the detected container and format, the stats and every located
     error (line, record, field, code). 200 whether it is valid or not; `valid` says which. The same object
     as `ftguard validate FILE --json`."""
     del tenant  # authenticated like every route; nothing is stored for the tenant
-    result = service.check(
-        settings=state.settings,
-        src=file.file,
-        filename=file.filename,
-        purpose=purpose,
-        fmt=format,
-        container=container,
-    )
+    result = service.check(settings=state.settings, **upload.source())
     return DatasetValidation.model_validate(result)
 
 
@@ -115,13 +117,10 @@ def validate_dataset(
 def list_datasets(
     session: SessionDep,
     principal: PrincipalDep,
+    paging: PagingDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[DatasetPublic]:
-    rows, more = service.list_(
-        session=session, tenant_id=principal.tenant_id, purpose=purpose, after=after, limit=limit
-    )
+    rows, more = service.list_(session=session, tenant_id=principal.tenant_id, purpose=purpose, **paging)
     return Page[DatasetPublic](data=[public(r, principal) for r in rows], has_more=more)
 
 
@@ -137,10 +136,7 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -
     response_model=DatasetPreview,
     responses={
         **ERRORS,
-        403: {
-            "model": ErrorEnvelope,
-            "description": "An alignment or anchor set, and the key lacks the alignment:read scope.",
-        },
+        403: error("An alignment or anchor set, and the key lacks the alignment:read scope."),
     },
 )
 def preview_dataset(
@@ -167,7 +163,7 @@ def preview_dataset(
     status_code=204,
     responses={
         **ERRORS,
-        409: {"model": ErrorEnvelope, "description": "A queued or running screening uses it."},
+        409: error("A queued or running screening uses it."),
     },
 )
 def delete_dataset(dataset_id: str, session: SessionDep, state: StateDep, tenant: TenantDep) -> Response:

@@ -8,12 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from app import access, events
+from app import access
 from app.api.deps import (
-    Cursor,
-    EventCursor,
-    EventPageSize,
-    PageSize,
+    PagingDep,
     PrincipalDep,
     SessionDep,
     StateDep,
@@ -21,7 +18,9 @@ from app.api.deps import (
     attachment,
 )
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error, resource_errors
 from app.calibration import service as calibration
 from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
@@ -36,7 +35,7 @@ from app.experiments.schemas import (
     StagePublic,
 )
 from app.models import Comparison, Experiment
-from app.schemas import ErrorEnvelope, EventPublic, Page
+from app.schemas import Page
 from app.tenants.service import Principal
 
 # Every route answers 401/429 (auth, rate limit) and, for writes, 409/413 (idempotency, body size).
@@ -44,17 +43,11 @@ _COMMON = {**AUTH_RESPONSES, **WRITE_RESPONSES}
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=_COMMON)
 comparisons = APIRouter(prefix="/v1/comparisons", tags=["experiments"], responses=_COMMON)
 calibrations = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=_COMMON)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such object for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
-}
-CREATE_ERRORS: dict[int | str, dict[str, object]] = {
+ERRORS = resource_errors("No such object for this tenant.")
+CREATE_ERRORS: Responses = {
     **ERRORS,
-    400: {
-        "model": ErrorEnvelope,
-        "description": "A dataset has the wrong purpose, or a judge is not set up.",
-    },
-    503: {"model": ErrorEnvelope, "description": "The queue is unavailable."},
+    400: error("A dataset has the wrong purpose, or a judge is not set up."),
+    503: error("The queue is unavailable."),
 }
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -111,18 +104,12 @@ def create_experiment(
 def list_experiments(
     session: SessionDep,
     principal: PrincipalDep,
+    paging: PagingDep,
     status: Annotated[Status | None, Query()] = None,
     comparison_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[ExperimentPublic]:
     rows, more = service.list_(
-        session=session,
-        tenant_id=principal.tenant_id,
-        status=status,
-        comparison_id=comparison_id,
-        after=after,
-        limit=limit,
+        session=session, tenant_id=principal.tenant_id, status=status, comparison_id=comparison_id, **paging
     )
     return Page[ExperimentPublic](data=[public(session, r, principal) for r in rows], has_more=more)
 
@@ -139,7 +126,7 @@ def get_experiment(experiment_id: str, session: SessionDep, principal: Principal
     status_code=204,
     responses={
         **ERRORS,
-        409: {"model": ErrorEnvelope, "description": "Queued or running (cancel it first)."},
+        409: error("Queued or running (cancel it first)."),
     },
 )
 def delete_experiment(
@@ -155,7 +142,7 @@ def delete_experiment(
     "/{experiment_id}/cancel",
     response_model=ExperimentPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+    responses={**ERRORS, 409: error("Already finished.")},
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, principal: PrincipalDep) -> ExperimentPublic:
     exp = service.cancel(session=session, tenant_id=principal.tenant_id, experiment_id=experiment_id)
@@ -166,7 +153,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep, principal: Princi
     "/{experiment_id}/resume",
     response_model=ExperimentPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already succeeded."}},
+    responses={**ERRORS, 409: error("Already succeeded.")},
 )
 def resume_experiment(
     experiment_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
@@ -182,18 +169,7 @@ def resume_experiment(
     return public(session, exp, principal)
 
 
-@router.get("/{experiment_id}/events", response_model=Page[EventPublic], responses=ERRORS)
-def list_events(
-    experiment_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    after: EventCursor = None,
-    limit: EventPageSize = 100,
-) -> Page[EventPublic]:
-    service.get(session=session, tenant_id=tenant, experiment_id=experiment_id)
-    return events.public_page(
-        session=session, tenant_id=tenant, object_id=experiment_id, after=after, limit=limit
-    )
+add_events_route(router, id_param="experiment_id", find=service.get, responses=ERRORS)
 
 
 @router.get(
@@ -201,7 +177,7 @@ def list_events(
     response_class=StreamingResponse,
     responses={
         **ERRORS,
-        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        403: error("The key lacks the alignment:read scope."),
         200: {"content": {"application/x-ndjson": {}, "application/x-tar": {}}},
     },
 )
@@ -245,13 +221,8 @@ def create_comparison(
 
 
 @comparisons.get("", response_model=Page[ComparisonPublic], responses=ERRORS)
-def list_comparisons(
-    session: SessionDep,
-    tenant: TenantDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
-) -> Page[ComparisonPublic]:
-    rows, more = comparing.list_comparisons(session=session, tenant_id=tenant, after=after, limit=limit)
+def list_comparisons(session: SessionDep, tenant: TenantDep, paging: PagingDep) -> Page[ComparisonPublic]:
+    rows, more = comparing.list_comparisons(session=session, tenant_id=tenant, **paging)
     return Page[ComparisonPublic](data=[comparison_public(c, e) for c, e in rows], has_more=more)
 
 
@@ -266,7 +237,7 @@ def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -
     "/{comparison_id}/cancel",
     response_model=ComparisonPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "Already finished."}},
+    responses={**ERRORS, 409: error("Already finished.")},
 )
 def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
     return comparison_public(

@@ -9,8 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import StateDep
+from app.api.responses import error
 from app.core.errors import Unauthorized
-from app.schemas import ErrorEnvelope
 
 # The scrape token is the operator's, not an API key (the Authenticate middleware leaves /metrics alone).
 scrape = HTTPBearer(auto_error=False, scheme_name="metrics-token", description="FTGUARD_METRICS_TOKEN.")
@@ -23,7 +23,7 @@ router = APIRouter(tags=["health"])
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}},
-        401: {"model": ErrorEnvelope, "description": "FTGUARD_METRICS_TOKEN is set and was not sent."},
+        401: error("FTGUARD_METRICS_TOKEN is set and was not sent."),
     },
 )
 def metrics(

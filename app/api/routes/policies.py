@@ -9,15 +9,13 @@ from fastapi import APIRouter, Path, Query, Response
 from app.api.deps import SQL_INT_MAX, SessionDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import resource_errors
 from app.policies import service
 from app.policies.schemas import NAME_PATTERN, PolicyBody, PolicyCreate, PolicyPublic
-from app.schemas import ErrorEnvelope, Page
+from app.schemas import Page
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such policy (or version) for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
-}
+ERRORS = resource_errors("No such policy (or version) for this tenant.")
 NameParam = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 

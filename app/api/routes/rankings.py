@@ -2,18 +2,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import Cursor, PageSize, SessionDep, StateDep, TenantDep
+from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
+from app.api.responses import error, resource_errors
 from app.rankings import service
-from app.schemas import ErrorEnvelope, Page, RankingCreate, RankingPublic
+from app.schemas import Page, RankingCreate, RankingPublic
 from app.screenings import service as screenings
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such ranking or dataset for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
-}
+ERRORS = resource_errors("No such ranking or dataset for this tenant.")
 
 
 @router.post(
@@ -21,7 +19,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     response_model=RankingPublic,
     status_code=201,
     dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES, 400: {"model": ErrorEnvelope, "description": "Bad candidates."}},
+    responses={**ERRORS, **WRITE_RESPONSES, 400: error("Bad candidates.")},
 )
 def create_ranking(
     body: RankingCreate, session: SessionDep, state: StateDep, tenant: TenantDep
@@ -42,13 +40,8 @@ def create_ranking(
 
 
 @router.get("", response_model=Page[RankingPublic], responses=ERRORS)
-def list_rankings(
-    session: SessionDep,
-    tenant: TenantDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
-) -> Page[RankingPublic]:
-    rows, more = service.list_(session=session, tenant_id=tenant, after=after, limit=limit)
+def list_rankings(session: SessionDep, tenant: TenantDep, paging: PagingDep) -> Page[RankingPublic]:
+    rows, more = service.list_(session=session, tenant_id=tenant, **paging)
     return Page[RankingPublic](
         data=[RankingPublic.model_validate(service.view(session=session, ranking=r)) for r in rows],
         has_more=more,

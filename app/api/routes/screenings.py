@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
-from app import events
 from app.access import ALIGNMENT_READ, require_alignment_read
 from app.api.deps import (
-    Cursor,
-    EventCursor,
-    EventPageSize,
-    PageSize,
+    AppState,
+    PagingDep,
     PrincipalDep,
     SessionDep,
     StateDep,
@@ -19,14 +17,15 @@ from app.api.deps import (
     attachment,
 )
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.events_route import add_events_route
 from app.api.idempotency import Idempotent
+from app.api.responses import Responses, error, resource_errors
+from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
 from app.policies.schemas import DecisionRequest, FlaggedPage, RescreenRequest
 from app.schemas import (
     AuditPublic,
-    ErrorEnvelope,
-    EventPublic,
     Page,
     ReportPublic,
     ScoresPage,
@@ -35,18 +34,15 @@ from app.schemas import (
 )
 from app.screenings import scores, service, variants
 from app.screenings.rescreen import rescreen as rescreen_variant
+from app.tenants.service import Principal
 
 router = APIRouter(prefix="/v1/screenings", tags=["screenings"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such screening (or report) for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request."},
-}
-SCOPED: dict[int | str, dict[str, object]] = {
-    403: {
-        "model": ErrorEnvelope,
-        "description": "The customer data holds alignment records (an augmented rescreen) and the key lacks "
-        "the alignment:read scope.",
-    }
+ERRORS = resource_errors("No such screening (or report) for this tenant.")
+SCOPED: Responses = {
+    403: error(
+        "The customer data holds alignment records (an augmented rescreen) and the key lacks "
+        "the alignment:read scope."
+    )
 }
 
 
@@ -58,7 +54,7 @@ SCOPED: dict[int | str, dict[str, object]] = {
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "A dataset has the wrong purpose."},
+        400: error("A dataset has the wrong purpose."),
     },
 )
 def create_screening(
@@ -87,22 +83,15 @@ def create_screening(
 def list_screenings(
     session: SessionDep,
     tenant: TenantDep,
+    paging: PagingDep,
     status: Annotated[
         Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()
     ] = None,
     tier: Annotated[Literal["low", "medium", "high", "critical"] | None, Query()] = None,
     dataset_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Cursor = None,
-    limit: PageSize = 20,
 ) -> Page[ScreeningPublic]:
     rows, more = service.list_(
-        session=session,
-        tenant_id=tenant,
-        status=status,
-        tier=tier,
-        dataset_id=dataset_id,
-        after=after,
-        limit=limit,
+        session=session, tenant_id=tenant, status=status, tier=tier, dataset_id=dataset_id, **paging
     )
     return Page[ScreeningPublic](data=[ScreeningPublic.model_validate(r) for r in rows], has_more=more)
 
@@ -121,8 +110,8 @@ def get_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> 
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid Idempotency-Key."},
-        409: {"model": ErrorEnvelope, "description": "Already finished."},
+        400: error("Invalid Idempotency-Key."),
+        409: error("Already finished."),
     },
 )
 def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> ScreeningPublic:
@@ -135,7 +124,7 @@ def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) 
     "/{screening_id}/decision",
     response_model=ScreeningPublic,
     dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES, 409: {"model": ErrorEnvelope, "description": "No report yet."}},
+    responses={**ERRORS, **WRITE_RESPONSES, 409: error("No report yet.")},
 )
 def redecide(
     screening_id: str,
@@ -160,6 +149,14 @@ def redecide(
     return ScreeningPublic.model_validate(scr)
 
 
+def _reported(session: Session, principal: Principal, screening_id: str) -> tuple[Screening, Report]:
+    """The tenant's screening and its report, for a key that may read them (`variants.guard`)."""
+    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
+    return scr, rep
+
+
 @router.get("/{screening_id}/flagged", response_model=FlaggedPage, responses={**ERRORS, **SCOPED})
 def get_flagged(
     screening_id: str,
@@ -171,10 +168,7 @@ def get_flagged(
     """The flagged rows (row score above the policy's `row_threshold`), highest first, each with its line,
     score, parts, nearest alignment records (by number), nearest harmful anchor and the customer's own
     record."""
-    tenant = principal.tenant_id
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
+    scr, rep = _reported(session, principal, screening_id)
     rows, total, threshold = flagged.flagged_rows(
         session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, limit=limit
     )
@@ -203,39 +197,45 @@ def _download(v: variants.Variant, screening_id: str) -> StreamingResponse:
     return StreamingResponse(v.chunks(), media_type=v.media_type, headers=headers)
 
 
-def _subset(screening_id: str, name: str, session: Any, state: Any, principal: Any) -> StreamingResponse:
-    tenant = principal.tenant_id
-    rep = service.get_report(session=session, tenant_id=tenant, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
+def _subset(
+    screening_id: str, name: str, session: Session, state: AppState, principal: Principal
+) -> StreamingResponse:
+    scr, rep = _reported(session, principal, screening_id)
     v = variants.subset(
         session=session, store=state.services.store, settings=state.settings, scr=scr, report=rep, name=name
     )
     return _download(v, screening_id)
 
 
-@router.get(
-    "/{screening_id}/datasets/filtered",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
-)
-def get_filtered(
-    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
-) -> StreamingResponse:
-    """The customer's data minus the flagged rows, in the original records and container, upload order."""
-    return _subset(screening_id, "filtered", session, state, principal)
+def _add_subset_route(name: str, route_name: str, description: str) -> None:
+    """Mount `GET /{screening_id}/datasets/<name>`: that subset of the customer's data, as a download."""
+
+    def download(
+        screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
+    ) -> StreamingResponse:
+        return _subset(screening_id, name, session, state, principal)
+
+    router.add_api_route(
+        f"/{{screening_id}}/datasets/{name}",
+        download,
+        methods=["GET"],
+        name=route_name,
+        description=description,
+        response_class=StreamingResponse,
+        responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
+    )
 
 
-@router.get(
-    "/{screening_id}/datasets/flagged",
-    response_class=StreamingResponse,
-    responses={**ERRORS, **SCOPED, 200: DOWNLOAD},
+_add_subset_route(
+    "filtered",
+    "get_filtered",
+    "The customer's data minus the flagged rows, in the original records and container, upload order.",
 )
-def get_flagged_dataset(
-    screening_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
-) -> StreamingResponse:
-    """The flagged rows alone, in the original records and container, upload order."""
-    return _subset(screening_id, "flagged", session, state, principal)
+_add_subset_route(
+    "flagged",
+    "get_flagged_dataset",
+    "The flagged rows alone, in the original records and container, upload order.",
+)
 
 
 @router.get(
@@ -243,7 +243,7 @@ def get_flagged_dataset(
     response_class=StreamingResponse,
     responses={
         **ERRORS,
-        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        403: error("The key lacks the alignment:read scope."),
         200: DOWNLOAD,
     },
 )
@@ -286,8 +286,8 @@ def get_augmented(
     responses={
         **ERRORS,
         **WRITE_RESPONSES,
-        400: {"model": ErrorEnvelope, "description": "Invalid Idempotency-Key, or an empty variant."},
-        403: {"model": ErrorEnvelope, "description": "augmented: the key lacks the alignment:read scope."},
+        400: error("Invalid Idempotency-Key, or an empty variant."),
+        403: error("augmented: the key lacks the alignment:read scope."),
     },
 )
 def rescreen(
@@ -312,18 +312,7 @@ def rescreen(
     return ScreeningPublic.model_validate(scr)
 
 
-@router.get("/{screening_id}/events", response_model=Page[EventPublic], responses=ERRORS)
-def list_events(
-    screening_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    after: EventCursor = None,
-    limit: EventPageSize = 100,
-) -> Page[EventPublic]:
-    service.get(session=session, tenant_id=tenant, screening_id=screening_id)
-    return events.public_page(
-        session=session, tenant_id=tenant, object_id=screening_id, after=after, limit=limit
-    )
+add_events_route(router, id_param="screening_id", find=service.get, responses=ERRORS)
 
 
 @router.get("/{screening_id}/report", response_model=ReportPublic, responses={**ERRORS, **SCOPED})
@@ -339,10 +328,8 @@ def get_report(
     """The risk report: score, tier, the formula with each part, distributions, findings, top examples.
     Keys without the `alignment:read` scope always get it redacted (and a 403 for a screening whose
     customer data holds alignment records). A re-screened variant carries `baseline`."""
-    rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
-    scr = service.get(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
+    scr, rep = _reported(session, principal, screening_id)
     hide = redact or not principal.can(service.ALIGNMENT_READ)
-    variants.guard(session, scr, principal.can(ALIGNMENT_READ))
     return ReportPublic(
         screening_id=rep.screening_id,
         created_at=rep.created_at,
@@ -395,7 +382,7 @@ def get_scores(
     response_class=StreamingResponse,
     responses={
         **ERRORS,
-        403: {"model": ErrorEnvelope, "description": "The key lacks the alignment:read scope."},
+        403: error("The key lacks the alignment:read scope."),
         200: {
             "content": {"application/x-ndjson": {}},
             "description": "The subset's alignment records as JSONL, in their own fields.",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import Cursor, PageSize, SessionDep, StateDep, TenantDep
+from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.idempotency import Idempotent
-from app.schemas import ErrorEnvelope, Page
+from app.api.responses import resource_errors
+from app.schemas import Page
 from app.webhooks import service
 from app.webhooks.schemas import (
     DeliveryPublic,
@@ -18,10 +19,10 @@ from app.webhooks.schemas import (
 )
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], responses=AUTH_RESPONSES)
-ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorEnvelope, "description": "No such endpoint (or delivery) for this tenant."},
-    422: {"model": ErrorEnvelope, "description": "Invalid request, or a refused URL (webhook_url_refused)."},
-}
+ERRORS = resource_errors(
+    "No such endpoint (or delivery) for this tenant.",
+    "Invalid request, or a refused URL (webhook_url_refused).",
+)
 
 
 @router.post(
@@ -99,16 +100,10 @@ def rotate_secret(
 
 @router.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryPublic], responses=ERRORS)
 def list_deliveries(
-    endpoint_id: str,
-    session: SessionDep,
-    tenant: TenantDep,
-    after: Cursor = None,
-    limit: PageSize = 20,
+    endpoint_id: str, session: SessionDep, tenant: TenantDep, paging: PagingDep
 ) -> Page[DeliveryPublic]:
     """The delivery log, newest first: each message with its attempts (status code, error, duration)."""
-    rows, more = service.deliveries(
-        session=session, tenant_id=tenant, endpoint_id=endpoint_id, after=after, limit=limit
-    )
+    rows, more = service.deliveries(session=session, tenant_id=tenant, endpoint_id=endpoint_id, **paging)
     return Page[DeliveryPublic](data=[DeliveryPublic.of(r) for r in rows], has_more=more)
 
 
