@@ -53,7 +53,7 @@ WITHIN = 0.01
 def measure(precision: str, sets: dict[str, Any], settings: Any) -> dict[str, Any]:
     """Every layer's AUROCs in one precision, and the vectors (for the fp32/bf16 agreement)."""
     from app.core import registry
-    from app.screenings.service import with_defaults
+    from app.screenings.params import with_defaults
     from workers.representations.causal_lm import CausalLMRepresenter
     from workers.screenings.anchors import Reading, bundled_anchors, form_signal
     from workers.screenings.screening import Params

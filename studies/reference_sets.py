@@ -166,7 +166,7 @@ def reference_sides(sample: int, settings: Any) -> dict[str, Any]:
 def defaults_study(sample: int) -> tuple[list[str], dict[str, Any]]:
     """Every set against both alignment sets with the service's default backends and anchor forms."""
     from app.core.config import get_settings
-    from app.screenings.service import anchor_representation
+    from app.screenings.params import anchor_representation
     from workers.runtime import Runtime
     from workers.screenings.screening import Params, bundled_anchors, screen, side_from_file
 

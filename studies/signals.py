@@ -15,7 +15,7 @@ import numpy as np
 class Screener:
     def __init__(self, settings: Any, *, tenant_id: str = "study") -> None:
         from app.core.services import build_services
-        from app.screenings.service import anchor_representation, with_defaults
+        from app.screenings.params import anchor_representation, with_defaults
         from workers.runtime import Runtime
         from workers.screenings.screening import bundled_anchors
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from app.core.config import Settings
-from app.screenings.service import with_defaults
+from app.screenings.params import with_defaults
 
 pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
 

@@ -18,7 +18,7 @@ from app import reconcile
 from app.core.config import Settings
 from app.core.metrics import WorkerMetrics
 from app.core.queue import JobQueue, connect
-from app.screenings.service import anchor_representation
+from app.screenings.params import anchor_representation
 from app.webhooks import dispatch
 from workers.runtime import Runtime, set_runtime
 

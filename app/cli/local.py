@@ -25,7 +25,7 @@ from app.core.config import get_settings
 from app.core.errors import InvalidDataset
 from app.demo import ALIGNMENT
 from app.screenings import explain
-from app.screenings.service import anchor_representation
+from app.screenings.params import anchor_representation
 
 if TYPE_CHECKING:
     from workers.screenings.progress import Tick
@@ -151,7 +151,7 @@ class Screener:
         self, customer: Side, alignment: Side, params: dict[str, Any], *, keep_bars: bool = False
     ) -> dict[str, Any]:
         """One screening with a bar per stage; `keep_bars` leaves them on screen (one screening per run)."""
-        from app.screenings.service import with_defaults
+        from app.screenings.params import with_defaults
         from workers.screenings.screening import Params, screen
 
         name = str(customer.meta.get("filename", "screening"))

@@ -25,7 +25,7 @@ from app.datasets.formats import Example
 from app.datasets.validate import iter_examples
 from app.demo import EVAL_PROMPTS
 from app.models import Dataset
-from app.screenings import service as screenings
+from app.screenings import params as screening_params
 from workers.experiments.context import StageContext, StageOutput, extract_dir
 from workers.experiments.select import sample, select
 from workers.experiments.train import TrainConfig, load_model, resolve_precision, save_model, train
@@ -205,8 +205,8 @@ def _screening_features(
     if len(subset) < 2:
         return None  # no reference levels inside a one-example set
     rt, rep = ctx.runtime, ctx.params["alignment"]["representation"]
-    params = screenings.with_defaults({**rep, "seed": ctx.params["alignment"]["seed"]}, rt.settings)
-    anchor_rep = rt.representer(screenings.anchor_representation(params, rt.settings))
+    params = screening_params.with_defaults({**rep, "seed": ctx.params["alignment"]["seed"]}, rt.settings)
+    anchor_rep = rt.representer(screening_params.anchor_representation(params, rt.settings))
     sub_sha = f"{al_ds.sha256}-subset-{hashlib.sha256(idx.tobytes()).hexdigest()[:16]}"
 
     def report(t: Tick) -> bool:  # the last tenth of the stage; ctx.progress raises when cancelled

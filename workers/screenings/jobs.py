@@ -23,7 +23,7 @@ from app.models import Dataset, Screening, ScreeningShard
 from app.policies import decide
 from app.runs import lifecycle
 from app.screenings import explain, scores, transitions
-from app.screenings import service as screenings
+from app.screenings import params as screening_params
 from app.screenings import shards as shard_sql
 from workers.heartbeat import Heartbeat
 from workers.runtime import Runtime, get_runtime
@@ -86,7 +86,7 @@ def load_anchors(rt: Runtime, session: Session, scr: Screening) -> Anchors:
     """The bundled anchor forms, with the tenant's own harmful or safe anchor sets where the screening names
     them."""
     params, settings = scr.params, rt.settings
-    anchor_rep = rt.representer(screenings.anchor_representation(params, settings))
+    anchor_rep = rt.representer(screening_params.anchor_representation(params, settings))
     # the persona and request forms are read by the service's default sentence embedder
     semantic = rt.representer({"backend": settings.default_backend, "model": settings.default_model})
     anchors = bundled_anchors(settings, anchor_rep, rt.shared_cache(), semantic=semantic)

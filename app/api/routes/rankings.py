@@ -8,7 +8,7 @@ from app.api.idempotency import Idempotent
 from app.api.responses import error, resource_errors
 from app.rankings import service
 from app.schemas import Page, RankingCreate, RankingPublic
-from app.screenings import service as screenings
+from app.screenings import params as screening_params
 
 router = APIRouter(prefix="/v1/rankings", tags=["rankings"], responses=AUTH_RESPONSES)
 ERRORS = resource_errors("No such ranking or dataset for this tenant.")
@@ -26,7 +26,7 @@ def create_ranking(
 ) -> RankingPublic:
     """Screen one customer dataset against several candidates and rank them; poll until `succeeded`."""
     s = state.settings
-    params = screenings.with_defaults(body.model_dump(exclude={"dataset_id", "candidates"}), s)
+    params = screening_params.with_defaults(body.model_dump(exclude={"dataset_id", "candidates"}), s)
     ranking = service.create(
         session=session,
         queue=state.queue,

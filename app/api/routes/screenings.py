@@ -32,6 +32,7 @@ from app.schemas import (
     ScreeningCreate,
     ScreeningPublic,
 )
+from app.screenings import params as screening_params
 from app.screenings import scores, service, variants
 from app.screenings.rescreen import rescreen as rescreen_variant
 from app.tenants.service import Principal
@@ -63,7 +64,7 @@ def create_screening(
     """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening. At most
     `max_active_screenings` per tenant may be queued or running (429 `too_many_active_screenings`)."""
     s = state.settings
-    params = service.with_defaults(
+    params = screening_params.with_defaults(
         body.model_dump(exclude={"dataset_id", "alignment_dataset_id", "policy"}), s
     )
     scr = service.create(
