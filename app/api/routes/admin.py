@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.api.deps import AdminDep, PagingDep, SessionDep, require_admin
-from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
-from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error
+from app.api.errors import AUTH_RESPONSES
+from app.api.responses import Responses, error, write
 from app.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -31,17 +30,11 @@ router = APIRouter(
         403: error("The key is not an admin key."),
     },
 )
-WRITE: Responses = {
-    **WRITE_RESPONSES,
-    400: error("Invalid request."),
-    404: error("No such tenant or key."),
-    422: error("Invalid request."),
-}
+ADMIN_ERRORS: Responses = {404: error("No such tenant or key."), 422: error("Invalid request.")}
+INVALID: Responses = {400: error("Invalid request.")}
 
 
-@router.post(
-    "/tenants", response_model=TenantPublic, status_code=201, dependencies=[Idempotent], responses=WRITE
-)
+@router.post("/tenants", **write(TenantPublic, ADMIN_ERRORS, created=True, more=INVALID))
 def create_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> TenantPublic:
     """Create a tenant. Its datasets, screenings and keys are invisible to every other tenant."""
     return TenantPublic.model_validate(
@@ -55,9 +48,7 @@ def list_tenants(session: SessionDep, _: AdminDep, paging: PagingDep) -> Page[Te
     return Page[TenantPublic](data=[TenantPublic.model_validate(r) for r in rows], has_more=more)
 
 
-@router.post(
-    "/keys", response_model=ApiKeyCreated, status_code=201, dependencies=[Idempotent], responses=WRITE
-)
+@router.post("/keys", **write(ApiKeyCreated, ADMIN_ERRORS, created=True, more=INVALID))
 def create_key(body: ApiKeyCreate, request: Request, session: SessionDep, _: AdminDep) -> ApiKeyCreated:
     """Create an API key. The secret is in this response only; ftguard keeps its SHA-256."""
     request.state.idempotency_redact = ("key",)  # a replay must not be able to show the secret again
@@ -83,7 +74,7 @@ def list_keys(
     return Page[ApiKeyPublic](data=[ApiKeyPublic.model_validate(r) for r in rows], has_more=more)
 
 
-@router.post("/keys/{key_id}/revoke", response_model=ApiKeyPublic, dependencies=[Idempotent], responses=WRITE)
+@router.post("/keys/{key_id}/revoke", **write(ApiKeyPublic, ADMIN_ERRORS, more=INVALID))
 def revoke_key(key_id: str, session: SessionDep, _: AdminDep) -> ApiKeyPublic:
     """Revoke a key: its next request is a 401. Revoking a revoked key changes nothing."""
     return ApiKeyPublic.model_validate(service.revoke_key(session=session, key_id=key_id))

@@ -7,9 +7,8 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app import access
 from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
-from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
-from app.api.idempotency import Idempotent
-from app.api.responses import error, resource_errors
+from app.api.errors import AUTH_RESPONSES
+from app.api.responses import error, resource_errors, write
 from app.datasets import service
 from app.datasets.containers import CONTAINERS
 from app.datasets.formats import ALL_FORMATS
@@ -69,15 +68,15 @@ ERRORS = resource_errors(
 
 @router.post(
     "",
-    response_model=DatasetPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses={
-        **ERRORS,
-        **WRITE_RESPONSES,
-        400: error("Invalid request (e.g. the Idempotency-Key)."),
-        413: error("Upload larger than the limit."),
-    },
+    **write(
+        DatasetPublic,
+        ERRORS,
+        created=True,
+        more={
+            400: error("Invalid request (e.g. the Idempotency-Key)."),
+            413: error("Upload larger than the limit."),
+        },
+    ),
 )
 def upload_dataset(state: StateDep, principal: PrincipalDep, upload: UploadForm) -> DatasetPublic:
     """Upload a dataset. It is validated record by record while it streams to storage; a dataset with any
@@ -96,13 +95,14 @@ def public(ds: object, principal: Principal) -> DatasetPublic:
 
 @router.post(
     "/validate",
-    response_model=DatasetValidation,
-    dependencies=[Idempotent],
-    responses={
-        **WRITE_RESPONSES,
-        400: error("Invalid request (e.g. an unknown purpose)."),
-        422: error("Invalid request parameters."),
-    },
+    **write(
+        DatasetValidation,
+        {},
+        more={
+            400: error("Invalid request (e.g. an unknown purpose)."),
+            422: error("Invalid request parameters."),
+        },
+    ),
 )
 def validate_dataset(state: StateDep, tenant: TenantDep, upload: UploadForm) -> DatasetValidation:
     """Validate a file without storing it: the detected container and format, the stats and every located

@@ -19,8 +19,7 @@ from app.api.deps import (
 )
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
-from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error, resource_errors
+from app.api.responses import Responses, error, resource_errors, write
 from app.calibration import service as calibration
 from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
@@ -45,7 +44,6 @@ comparisons = APIRouter(prefix="/v1/comparisons", tags=["experiments"], response
 calibrations = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=_COMMON)
 ERRORS = resource_errors("No such object for this tenant.")
 CREATE_ERRORS: Responses = {
-    **ERRORS,
     400: error("A dataset has the wrong purpose, or a judge is not set up."),
     503: error("The queue is unavailable."),
 }
@@ -78,13 +76,7 @@ def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPubl
     )
 
 
-@router.post(
-    "",
-    response_model=ExperimentPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses=CREATE_ERRORS,
-)
+@router.post("", **write(ExperimentPublic, ERRORS, created=True, more=CREATE_ERRORS))
 def create_experiment(
     body: ExperimentCreate, session: SessionDep, state: StateDep, principal: PrincipalDep
 ) -> ExperimentPublic:
@@ -139,10 +131,7 @@ def delete_experiment(
 
 
 @router.post(
-    "/{experiment_id}/cancel",
-    response_model=ExperimentPublic,
-    dependencies=[Idempotent],
-    responses={**ERRORS, 409: error("Already finished.")},
+    "/{experiment_id}/cancel", **write(ExperimentPublic, ERRORS, more={409: error("Already finished.")})
 )
 def cancel_experiment(experiment_id: str, session: SessionDep, principal: PrincipalDep) -> ExperimentPublic:
     exp = service.cancel(session=session, tenant_id=principal.tenant_id, experiment_id=experiment_id)
@@ -150,10 +139,7 @@ def cancel_experiment(experiment_id: str, session: SessionDep, principal: Princi
 
 
 @router.post(
-    "/{experiment_id}/resume",
-    response_model=ExperimentPublic,
-    dependencies=[Idempotent],
-    responses={**ERRORS, 409: error("Already succeeded.")},
+    "/{experiment_id}/resume", **write(ExperimentPublic, ERRORS, more={409: error("Already succeeded.")})
 )
 def resume_experiment(
     experiment_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
@@ -202,13 +188,7 @@ def get_artefact(
     return StreamingResponse(chunks, media_type=media, headers=attachment(filename))
 
 
-@comparisons.post(
-    "",
-    response_model=ComparisonPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses=CREATE_ERRORS,
-)
+@comparisons.post("", **write(ComparisonPublic, ERRORS, created=True, more=CREATE_ERRORS))
 def create_comparison(
     body: ComparisonCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> ComparisonPublic:
@@ -234,10 +214,7 @@ def get_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -
 
 
 @comparisons.post(
-    "/{comparison_id}/cancel",
-    response_model=ComparisonPublic,
-    dependencies=[Idempotent],
-    responses={**ERRORS, 409: error("Already finished.")},
+    "/{comparison_id}/cancel", **write(ComparisonPublic, ERRORS, more={409: error("Already finished.")})
 )
 def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep) -> ComparisonPublic:
     return comparison_public(
@@ -245,9 +222,7 @@ def cancel_comparison(comparison_id: str, session: SessionDep, tenant: TenantDep
     )
 
 
-@calibrations.post(
-    "/refit", response_model=Page[CalibrationPublic], dependencies=[Idempotent], responses=ERRORS
-)
+@calibrations.post("/refit", **write(Page[CalibrationPublic], ERRORS))
 def refit(
     body: CalibrationRefit, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> Page[CalibrationPublic]:

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import SQL_INT_MAX, SessionDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
-from app.api.idempotency import Idempotent
-from app.api.responses import resource_errors
+from app.api.responses import resource_errors, write
 from app.policies import service
 from app.policies.schemas import NAME_PATTERN, PolicyBody, PolicyCreate, PolicyPublic
 from app.schemas import Page
@@ -19,13 +18,7 @@ ERRORS = resource_errors("No such policy (or version) for this tenant.")
 NameParam = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
-@router.post(
-    "",
-    response_model=PolicyPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES},
-)
+@router.post("", **write(PolicyPublic, ERRORS, created=True))
 def create_policy(body: PolicyCreate, session: SessionDep, tenant: TenantDep) -> PolicyPublic:
     """Version 1 of a new policy (409 when the name exists: PUT adds a version)."""
     row = service.create(

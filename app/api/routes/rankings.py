@@ -3,9 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
-from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
-from app.api.idempotency import Idempotent
-from app.api.responses import error, resource_errors
+from app.api.errors import AUTH_RESPONSES
+from app.api.responses import error, resource_errors, write
 from app.rankings import service
 from app.schemas import Page, RankingCreate, RankingPublic
 from app.screenings import params as screening_params
@@ -14,13 +13,7 @@ router = APIRouter(prefix="/v1/rankings", tags=["rankings"], responses=AUTH_RESP
 ERRORS = resource_errors("No such ranking or dataset for this tenant.")
 
 
-@router.post(
-    "",
-    response_model=RankingPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES, 400: error("Bad candidates.")},
-)
+@router.post("", **write(RankingPublic, ERRORS, created=True, more={400: error("Bad candidates.")}))
 def create_ranking(
     body: RankingCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> RankingPublic:

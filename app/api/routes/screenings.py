@@ -16,10 +16,9 @@ from app.api.deps import (
     TenantDep,
     attachment,
 )
-from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
+from app.api.errors import AUTH_RESPONSES
 from app.api.events_route import add_events_route
-from app.api.idempotency import Idempotent
-from app.api.responses import Responses, error, resource_errors
+from app.api.responses import Responses, error, resource_errors, write
 from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
@@ -48,15 +47,7 @@ SCOPED: Responses = {
 
 
 @router.post(
-    "",
-    response_model=ScreeningPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses={
-        **ERRORS,
-        **WRITE_RESPONSES,
-        400: error("A dataset has the wrong purpose."),
-    },
+    "", **write(ScreeningPublic, ERRORS, created=True, more={400: error("A dataset has the wrong purpose.")})
 )
 def create_screening(
     body: ScreeningCreate, session: SessionDep, state: StateDep, tenant: TenantDep
@@ -106,14 +97,11 @@ def get_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> 
 
 @router.post(
     "/{screening_id}/cancel",
-    response_model=ScreeningPublic,
-    dependencies=[Idempotent],
-    responses={
-        **ERRORS,
-        **WRITE_RESPONSES,
-        400: error("Invalid Idempotency-Key."),
-        409: error("Already finished."),
-    },
+    **write(
+        ScreeningPublic,
+        ERRORS,
+        more={400: error("Invalid Idempotency-Key."), 409: error("Already finished.")},
+    ),
 )
 def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) -> ScreeningPublic:
     return ScreeningPublic.model_validate(
@@ -122,10 +110,7 @@ def cancel_screening(screening_id: str, session: SessionDep, tenant: TenantDep) 
 
 
 @router.post(
-    "/{screening_id}/decision",
-    response_model=ScreeningPublic,
-    dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES, 409: error("No report yet.")},
+    "/{screening_id}/decision", **write(ScreeningPublic, ERRORS, more={409: error("No report yet.")})
 )
 def redecide(
     screening_id: str,
@@ -281,15 +266,15 @@ def get_augmented(
 
 @router.post(
     "/{screening_id}/rescreen",
-    response_model=ScreeningPublic,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses={
-        **ERRORS,
-        **WRITE_RESPONSES,
-        400: error("Invalid Idempotency-Key, or an empty variant."),
-        403: error("augmented: the key lacks the alignment:read scope."),
-    },
+    **write(
+        ScreeningPublic,
+        ERRORS,
+        created=True,
+        more={
+            400: error("Invalid Idempotency-Key, or an empty variant."),
+            403: error("augmented: the key lacks the alignment:read scope."),
+        },
+    ),
 )
 def rescreen(
     screening_id: str, body: RescreenRequest, session: SessionDep, state: StateDep, principal: PrincipalDep

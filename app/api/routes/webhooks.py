@@ -6,8 +6,7 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
-from app.api.idempotency import Idempotent
-from app.api.responses import resource_errors
+from app.api.responses import resource_errors, write
 from app.schemas import Page
 from app.webhooks import service
 from app.webhooks.schemas import (
@@ -25,13 +24,7 @@ ERRORS = resource_errors(
 )
 
 
-@router.post(
-    "",
-    response_model=EndpointWithSecret,
-    status_code=201,
-    dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES},
-)
+@router.post("", **write(EndpointWithSecret, ERRORS, created=True))
 def create_endpoint(
     body: EndpointCreate, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> EndpointWithSecret:
@@ -79,12 +72,7 @@ def delete_endpoint(endpoint_id: str, session: SessionDep, tenant: TenantDep) ->
     return Response(status_code=204)
 
 
-@router.post(
-    "/{endpoint_id}/rotate_secret",
-    response_model=EndpointWithSecret,
-    dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES},
-)
+@router.post("/{endpoint_id}/rotate_secret", **write(EndpointWithSecret, ERRORS))
 def rotate_secret(
     endpoint_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
 ) -> EndpointWithSecret:
@@ -107,12 +95,7 @@ def list_deliveries(
     return Page[DeliveryPublic](data=[DeliveryPublic.of(r) for r in rows], has_more=more)
 
 
-@router.post(
-    "/{endpoint_id}/deliveries/{delivery_id}/replay",
-    response_model=DeliveryPublic,
-    dependencies=[Idempotent],
-    responses={**ERRORS, **WRITE_RESPONSES},
-)
+@router.post("/{endpoint_id}/deliveries/{delivery_id}/replay", **write(DeliveryPublic, ERRORS))
 def replay_delivery(
     endpoint_id: str, delivery_id: str, session: SessionDep, tenant: TenantDep
 ) -> DeliveryPublic:
