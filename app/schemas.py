@@ -53,6 +53,11 @@ class Page(BaseModel, Generic[T]):
     data: list[T]
     has_more: bool
 
+    @classmethod
+    def whole(cls, data: list[T]) -> Page[T]:
+        """A list that holds every item: no further page."""
+        return cls(data=data, has_more=False)
+
 
 class DatasetPublic(RowPublic):
     model_config = examples(

@@ -15,7 +15,7 @@ from app.core.errors import Forbidden, Unauthorized
 from app.core.metrics import ApiMetrics
 from app.core.queue import EmbeddedRedis, JobQueue
 from app.core.ratelimit import RateLimiter
-from app.core.services import Services
+from app.core.services import Ctx, Services
 from app.tenants.service import Principal
 
 # Documents the bearer scheme in OpenAPI; the key itself is checked by the Authenticate middleware, which
@@ -94,6 +94,15 @@ SessionDep = Annotated[Session, Depends(get_session)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def get_ctx(session: SessionDep, state: StateDep, tenant: TenantDep) -> Ctx:
+    """What a use case that creates runs is called with: this request's session (the same one the route
+    gets), the queue, the settings and the caller's tenant."""
+    return Ctx(session, state.queue, state.settings, tenant)
+
+
+CtxDep = Annotated[Ctx, Depends(get_ctx)]
 
 
 def attachment(filename: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 from app.core import registry
 from app.core.config import Settings
 from app.core.queue import EmbeddedRedis, JobQueue, connect
-from app.core.services import build_services
+from app.core.services import Ctx, build_services
 from app.datasets import service as datasets
 from app.experiments import allowed, comparisons
 from app.experiments import service as experiments
@@ -42,27 +42,18 @@ class LocalLab:
         """The operator may name models by path (the API may not): each path joins the registry here."""
         return registry.allow_paths(self.settings, [name for _, name in allowed.local_models(body)])
 
+    def _ctx(self, session: Any, body: dict[str, Any]) -> Ctx:
+        return Ctx(session, self.queue, self._operator(body), self.tenant_id)
+
     def experiment(self, spec: dict[str, Any]) -> Experiment:
         body = ExperimentCreate.model_validate(spec).model_dump()
         with self.services.db.session() as session:
-            return experiments.create(
-                session=session,
-                queue=self.queue,
-                settings=self._operator(body),
-                tenant_id=self.tenant_id,
-                spec=body,
-            )
+            return experiments.create(self._ctx(session, body), spec=body)
 
     def comparison(self, spec: dict[str, Any]) -> Comparison:
         body = ComparisonCreate.model_validate(spec).model_dump()
         with self.services.db.session() as session:
-            cmp, _ = experiments.create_comparison(
-                session=session,
-                queue=self.queue,
-                settings=self._operator(body),
-                tenant_id=self.tenant_id,
-                spec=body,
-            )
+            cmp, _ = experiments.create_comparison(self._ctx(session, body), spec=body)
             return cmp
 
     def run(self) -> None:

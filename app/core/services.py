@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from app.core.config import Settings
 from app.core.db import Database, migrate
+from app.core.queue import JobQueue
 from app.core.storage import BlobStore, open_store
 
 
@@ -24,3 +27,14 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     if run_migrations:
         migrate(settings.sqlalchemy_url)
     return Services(settings=settings, db=Database(settings.sqlalchemy_url), store=open_store(settings))
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a use case that creates runs is called with: the caller's tenant, its SQL session (the caller
+    commits or the use case does, as it says), the queue the runs go to and the provider's settings."""
+
+    session: Session
+    queue: JobQueue
+    settings: Settings
+    tenant_id: str

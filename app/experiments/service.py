@@ -22,6 +22,7 @@ from app.core.config import Settings
 from app.core.db import owned, page
 from app.core.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.core.queue import JobQueue
+from app.core.services import Ctx
 from app.core.storage import BlobStore
 from app.core.vocab import ACTIVE, EventType
 from app.datasets import roles
@@ -210,22 +211,20 @@ def _build(
     return exp
 
 
-def create(
-    *, session: Session, queue: JobQueue, settings: Settings, tenant_id: str, spec: dict[str, Any]
-) -> Experiment:
+def create(ctx: Ctx, *, spec: dict[str, Any]) -> Experiment:
     """Store the experiment and its stages, and enqueue the first stage."""
+    session, settings, tenant_id = ctx.session, ctx.settings, ctx.tenant_id
     params = resolve(session=session, settings=settings, tenant_id=tenant_id, spec=spec)
     limits.reserve(session, settings, tenant_id, adding=[params])
     exp = _build(session, tenant_id=tenant_id, params=params)
     session.commit()
-    dispatch(queue, exp.id, STAGES[0], 1)
+    dispatch(ctx.queue, exp.id, STAGES[0], 1)
     return exp
 
 
-def create_comparison(
-    *, session: Session, queue: JobQueue, settings: Settings, tenant_id: str, spec: dict[str, Any]
-) -> tuple[Comparison, list[Experiment]]:
+def create_comparison(ctx: Ctx, *, spec: dict[str, Any]) -> tuple[Comparison, list[Experiment]]:
     """One experiment per variant, identical but for the alignment subset (same sizes, same seeds)."""
+    session, queue, settings, tenant_id = ctx.session, ctx.queue, ctx.settings, ctx.tenant_id
     variants = spec["variants"]
     base = {k: v for k, v in spec.items() if k != "variants"}
     cmp = Comparison(

@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
 from app.core.db import owned, page
 from app.core.errors import InvalidRequest
-from app.core.queue import JobQueue
+from app.core.services import Ctx
 from app.datasets import roles
 from app.models import Ranking, Screening, new_id
 from app.screenings import service as screenings
@@ -20,17 +19,9 @@ from app.screenings import service as screenings
 MAX_CANDIDATES = 20
 
 
-def create(
-    *,
-    session: Session,
-    queue: JobQueue,
-    settings: Settings,
-    tenant_id: str,
-    dataset_id: str,
-    candidates: list[dict[str, Any]],
-    params: dict[str, Any],
-) -> Ranking:
+def create(ctx: Ctx, *, dataset_id: str, candidates: list[dict[str, Any]], params: dict[str, Any]) -> Ranking:
     """One screening per candidate, with the same settings and seeds, grouped under one ranking."""
+    session, settings, tenant_id = ctx.session, ctx.settings, ctx.tenant_id
     names = [c["name"] for c in candidates]
     if not 2 <= len(candidates) <= MAX_CANDIDATES:
         raise InvalidRequest(f"give 2 to {MAX_CANDIDATES} candidates", param="candidates")
@@ -56,10 +47,7 @@ def create(
     for cand in candidates:
         own = {k: v for k, v in cand.items() if k not in ("name", "alignment_dataset_id") and v is not None}
         scr = screenings.create(
-            session=session,
-            queue=queue,
-            settings=settings,
-            tenant_id=tenant_id,
+            ctx,
             dataset_id=dataset_id,
             alignment_dataset_id=cand["alignment_dataset_id"],
             params={**params, **own, "candidate": cand["name"]},

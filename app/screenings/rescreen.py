@@ -11,12 +11,10 @@ from __future__ import annotations
 import hashlib
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.access import require_alignment_read
 from app.core.errors import InvalidRequest
-from app.core.queue import JobQueue
-from app.core.services import Services
+from app.core.services import Ctx, Services
 from app.core.storage import staged_file
 from app.datasets import service as datasets
 from app.datasets.containers import writers
@@ -76,11 +74,9 @@ def store_variant(*, services: Services, tenant_id: str, v: Variant) -> Dataset:
 
 
 def rescreen(
-    *,
+    ctx: Ctx,
     services: Services,
-    session: Session,
-    queue: JobQueue,
-    tenant_id: str,
+    *,
     screening_id: str,
     variant: str,
     alignment_access: bool,
@@ -92,7 +88,7 @@ def rescreen(
     """Store the variant of a finished screening and screen it against the same alignment set, with the
     same parameters and policy; the new screening's `baseline` names the one it came from, with its
     risk, so before and after read side by side."""
-    settings, store = services.settings, services.store
+    session, settings, tenant_id, store = ctx.session, ctx.settings, ctx.tenant_id, services.store
     scr = screenings.get(session=session, tenant_id=tenant_id, screening_id=screening_id)
     report = screenings.get_report(session=session, tenant_id=tenant_id, screening_id=screening_id)
     if variant == "augmented":
@@ -134,10 +130,7 @@ def rescreen(
     }
     params = {k: val for k, val in scr.params.items() if k != "baseline"} | {"baseline": baseline}
     return screenings.create(
-        session=session,
-        queue=queue,
-        settings=settings,
-        tenant_id=tenant_id,
+        ctx,
         dataset_id=ds.id,
         alignment_dataset_id=scr.alignment_dataset_id,
         params=params,

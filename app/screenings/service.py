@@ -20,7 +20,8 @@ from app.core import registry
 from app.core.config import Settings
 from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
-from app.core.queue import SCREENING_JOB, JobQueue, job_id_for
+from app.core.queue import SCREENING_JOB, job_id_for
+from app.core.services import Ctx
 from app.core.storage import SCORES_PREFIX, BlobStore
 from app.core.vocab import ACTIVE, TERMINAL, EventType
 from app.datasets import roles
@@ -70,17 +71,10 @@ def check_capacity(*, session: Session, settings: Settings, tenant_id: str, addi
 
 
 def create(
-    *,
-    session: Session,
-    queue: JobQueue,
-    settings: Settings,
-    tenant_id: str,
-    dataset_id: str,
-    alignment_dataset_id: str,
-    params: dict[str, Any],
-    policy: str | None = None,
+    ctx: Ctx, *, dataset_id: str, alignment_dataset_id: str, params: dict[str, Any], policy: str | None = None
 ) -> Screening:
     """Check both datasets belong to the tenant and fit their roles, store the screening, enqueue it."""
+    session, queue, settings, tenant_id = ctx.session, ctx.queue, ctx.settings, ctx.tenant_id
     check_params(params, settings)
     policies.check_name(session=session, tenant_id=tenant_id, name=policy)
     ds = roles.for_role(

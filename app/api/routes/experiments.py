@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from app import access
 from app.api.deps import (
+    CtxDep,
     PagingDep,
     PrincipalDep,
     SessionDep,
@@ -77,19 +78,11 @@ def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPubl
 
 
 @router.post("", **write(ExperimentPublic, ERRORS, created=True, more=CREATE_ERRORS))
-def create_experiment(
-    body: ExperimentCreate, session: SessionDep, state: StateDep, principal: PrincipalDep
-) -> ExperimentPublic:
+def create_experiment(body: ExperimentCreate, ctx: CtxDep, principal: PrincipalDep) -> ExperimentPublic:
     """Align a base model on (part of) the alignment data, fine-tune it on the customer data, generate answers
     to the evaluation prompts and judge them. Returns at once; each stage is a job; poll the experiment."""
-    exp = service.create(
-        session=session,
-        queue=state.queue,
-        settings=state.settings,
-        tenant_id=principal.tenant_id,
-        spec=body.model_dump(),
-    )
-    return public(session, exp, principal)
+    exp = service.create(ctx, spec=body.model_dump())
+    return public(ctx.session, exp, principal)
 
 
 @router.get("", response_model=Page[ExperimentPublic], responses=ERRORS)
@@ -189,14 +182,10 @@ def get_artefact(
 
 
 @comparisons.post("", **write(ComparisonPublic, ERRORS, created=True, more=CREATE_ERRORS))
-def create_comparison(
-    body: ComparisonCreate, session: SessionDep, state: StateDep, tenant: TenantDep
-) -> ComparisonPublic:
+def create_comparison(body: ComparisonCreate, ctx: CtxDep) -> ComparisonPublic:
     """The paper's main table for one customer dataset: the same experiment aligned on the High-Sim, Low-Sim
     and Random subsets (same sizes, same seeds), and the differences between them."""
-    cmp, exps = service.create_comparison(
-        session=session, queue=state.queue, settings=state.settings, tenant_id=tenant, spec=body.model_dump()
-    )
+    cmp, exps = service.create_comparison(ctx, spec=body.model_dump())
     return comparison_public(cmp, exps)
 
 
@@ -229,11 +218,11 @@ def refit(
     """Refit the map from risk score to measured harmfulness on the finished experiments (isotonic, per
     representation); scopes with too few experiments are left out."""
     fits = calibration.refit(session=session, settings=state.settings, tenant_id=tenant, scope=body.scope)
-    return Page[CalibrationPublic](data=[CalibrationPublic.model_validate(c) for c in fits], has_more=False)
+    return Page[CalibrationPublic].whole([CalibrationPublic.model_validate(c) for c in fits])
 
 
 @calibrations.get("", response_model=Page[CalibrationPublic], responses=ERRORS)
 def list_calibrations(session: SessionDep, tenant: TenantDep) -> Page[CalibrationPublic]:
     """The calibration in force for each representation."""
     fits = calibration.list_latest(session, tenant_id=tenant)
-    return Page[CalibrationPublic](data=[CalibrationPublic.model_validate(c) for c in fits], has_more=False)
+    return Page[CalibrationPublic].whole([CalibrationPublic.model_validate(c) for c in fits])

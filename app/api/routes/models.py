@@ -26,4 +26,4 @@ def list_models(state: StateDep, _: TenantDep) -> Page[ModelPublic]:
         )
         for name in registry.names(s)
     ]
-    return Page[ModelPublic](data=rows, has_more=False)
+    return Page[ModelPublic].whole(rows)

@@ -31,7 +31,7 @@ def create_policy(body: PolicyCreate, session: SessionDep, tenant: TenantDep) ->
 def list_policies(session: SessionDep, tenant: TenantDep) -> Page[PolicyPublic]:
     """Every policy at its latest version; the built-in `default` (version 0) until the tenant writes one."""
     rows = service.list_(session=session, tenant_id=tenant)
-    return Page[PolicyPublic](data=[PolicyPublic.of(r) for r in rows], has_more=False)
+    return Page[PolicyPublic].whole([PolicyPublic.of(r) for r in rows])
 
 
 @router.get("/{name}", response_model=PolicyPublic, responses=ERRORS)
@@ -47,7 +47,7 @@ def get_policy(
 @router.get("/{name}/versions", response_model=Page[PolicyPublic], responses=ERRORS)
 def list_versions(name: NameParam, session: SessionDep, tenant: TenantDep) -> Page[PolicyPublic]:
     rows = service.versions(session=session, tenant_id=tenant, name=name)
-    return Page[PolicyPublic](data=[PolicyPublic.of(r) for r in rows], has_more=False)
+    return Page[PolicyPublic].whole([PolicyPublic.of(r) for r in rows])
 
 
 @router.put("/{name}", response_model=PolicyPublic, responses={**ERRORS, **WRITE_RESPONSES})

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
+from app.api.deps import CtxDep, PagingDep, SessionDep, TenantDep
 from app.api.errors import AUTH_RESPONSES
 from app.api.responses import error, resource_errors, write
 from app.rankings import service
@@ -14,22 +14,16 @@ ERRORS = resource_errors("No such ranking or dataset for this tenant.")
 
 
 @router.post("", **write(RankingPublic, ERRORS, created=True, more={400: error("Bad candidates.")}))
-def create_ranking(
-    body: RankingCreate, session: SessionDep, state: StateDep, tenant: TenantDep
-) -> RankingPublic:
+def create_ranking(body: RankingCreate, ctx: CtxDep) -> RankingPublic:
     """Screen one customer dataset against several candidates and rank them; poll until `succeeded`."""
-    s = state.settings
-    params = screening_params.with_defaults(body.model_dump(exclude={"dataset_id", "candidates"}), s)
+    fields = body.model_dump(exclude={"dataset_id", "candidates"})
     ranking = service.create(
-        session=session,
-        queue=state.queue,
-        settings=s,
-        tenant_id=tenant,
+        ctx,
         dataset_id=body.dataset_id,
         candidates=[c.model_dump() for c in body.candidates],
-        params=params,
+        params=screening_params.with_defaults(fields, ctx.settings),
     )
-    return RankingPublic.model_validate(service.view(session=session, ranking=ranking))
+    return RankingPublic.model_validate(service.view(session=ctx.session, ranking=ranking))
 
 
 @router.get("", response_model=Page[RankingPublic], responses=ERRORS)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.access import ALIGNMENT_READ, require_alignment_read
 from app.api.deps import (
     AppState,
+    CtxDep,
     PagingDep,
     PrincipalDep,
     SessionDep,
@@ -49,23 +50,15 @@ SCOPED: Responses = {
 @router.post(
     "", **write(ScreeningPublic, ERRORS, created=True, more={400: error("A dataset has the wrong purpose.")})
 )
-def create_screening(
-    body: ScreeningCreate, session: SessionDep, state: StateDep, tenant: TenantDep
-) -> ScreeningPublic:
+def create_screening(body: ScreeningCreate, ctx: CtxDep) -> ScreeningPublic:
     """Screen a customer dataset against an alignment dataset. Returns at once; poll the screening. At most
     `max_active_screenings` per tenant may be queued or running (429 `too_many_active_screenings`)."""
-    s = state.settings
-    params = screening_params.with_defaults(
-        body.model_dump(exclude={"dataset_id", "alignment_dataset_id", "policy"}), s
-    )
+    fields = body.model_dump(exclude={"dataset_id", "alignment_dataset_id", "policy"})
     scr = service.create(
-        session=session,
-        queue=state.queue,
-        settings=s,
-        tenant_id=tenant,
+        ctx,
         dataset_id=body.dataset_id,
         alignment_dataset_id=body.alignment_dataset_id,
-        params=params,
+        params=screening_params.with_defaults(fields, ctx.settings),
         policy=body.policy,
     )
     return ScreeningPublic.model_validate(scr)
@@ -277,16 +270,14 @@ def get_augmented(
     ),
 )
 def rescreen(
-    screening_id: str, body: RescreenRequest, session: SessionDep, state: StateDep, principal: PrincipalDep
+    screening_id: str, body: RescreenRequest, ctx: CtxDep, state: StateDep, principal: PrincipalDep
 ) -> ScreeningPublic:
     """Store the filtered or augmented variant of a finished screening as a new fine-tune dataset and
     screen it against the same alignment set, with the same parameters and policy. The new screening (and
     its report) carries `baseline`: the screening it came from and its risk score."""
     scr = rescreen_variant(
-        services=state.services,
-        session=session,
-        queue=state.queue,
-        tenant_id=principal.tenant_id,
+        ctx,
+        state.services,
         screening_id=screening_id,
         variant=body.variant,
         alignment_access=principal.can(ALIGNMENT_READ),

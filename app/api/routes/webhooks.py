@@ -43,7 +43,7 @@ def create_endpoint(
 @router.get("", response_model=Page[EndpointPublic], responses=ERRORS)
 def list_endpoints(session: SessionDep, tenant: TenantDep) -> Page[EndpointPublic]:
     rows = service.list_(session=session, tenant_id=tenant)
-    return Page[EndpointPublic](data=[EndpointPublic.of(r) for r in rows], has_more=False)
+    return Page[EndpointPublic].whole([EndpointPublic.of(r) for r in rows])
 
 
 @router.get("/{endpoint_id}", response_model=EndpointPublic, responses=ERRORS)
