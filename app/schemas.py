@@ -7,10 +7,10 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.backends import BackendField, BackendName, LayerField, MaxLengthField, ModelField, PoolingField
+from app.core.vocab import JobStatus
 from app.screenings.report import ReportBody
 
 T = TypeVar("T")
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 class RequestModel(BaseModel):
@@ -244,7 +244,7 @@ class ScreeningPublic(RowPublic):
     created_at: int
     dataset_id: str
     alignment_dataset_id: str
-    status: Status
+    status: JobStatus
     stage: str | None
     progress: float
     attempts: int

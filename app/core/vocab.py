@@ -3,19 +3,20 @@ is a StrEnum, so a member is the very string SQL stores and the API shows (`Stat
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 
 class Status(StrEnum):
     """Of every run: a screening, a shard of one, an experiment and each of its stages (`pending` is a
     stage's before it is due)."""
 
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    PENDING = auto()
+    QUEUED = auto()
+    RUNNING = auto()
+    SUCCEEDED = auto()
+    FAILED = auto()
+    CANCELLED = auto()
 
 
 ACTIVE = (Status.QUEUED, Status.RUNNING)
@@ -36,14 +37,28 @@ PRIVATE_PURPOSES = (Purpose.ALIGNMENT, Purpose.HARMFUL_ANCHORS, Purpose.SAFE_ANC
 
 
 class Tier(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
+    LOW = auto()
+    MEDIUM = auto()
+    HIGH = auto()
+    CRITICAL = auto()
 
 
 # (upper bound of the risk score, tier), lowest first
 TIER_BOUNDS = ((25.0, Tier.LOW), (50.0, Tier.MEDIUM), (75.0, Tier.HIGH), (float("inf"), Tier.CRITICAL))
+
+# The same vocabularies as the Literal types the API's fields and parameters take, so that OpenAPI shows each
+# as an enum of strings: a job's status (a screening, an experiment; never `pending`), a stage's, a purpose
+# and a tier. Type checkers see `str`.
+if TYPE_CHECKING:
+    JobStatus: TypeAlias = str
+    StageStatus: TypeAlias = str
+    PurposeName: TypeAlias = str
+    TierName: TypeAlias = str
+else:
+    JobStatus = Literal[tuple(s.value for s in (*ACTIVE, *TERMINAL))]
+    StageStatus = Literal[tuple(s.value for s in Status)]
+    PurposeName = Literal[tuple(p.value for p in Purpose)]
+    TierName = Literal[tuple(t.value for t in Tier)]
 
 
 class EventType(StrEnum):
@@ -79,13 +94,13 @@ WEBHOOK_EVENTS = (
 
 
 class StageEvent(StrEnum):
-    STARTED = "started"
-    PROGRESS = "progress"
-    SUCCEEDED = "succeeded"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    RECOVERED = "recovered"
+    STARTED = auto()
+    PROGRESS = auto()
+    SUCCEEDED = auto()
+    RETRYING = auto()
+    FAILED = auto()
+    CANCELLED = auto()
+    RECOVERED = auto()
 
 
 def stage_event(stage: str, kind: StageEvent) -> str:

@@ -8,8 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from app.core import vocab
+
 TIER_COLORS = {"low": "#2f9e44", "medium": "#f08c00", "high": "#e8590c", "critical": "#c92a2a"}
-TIER_BOUNDS = (("low", 0.0, 25.0), ("medium", 25.0, 50.0), ("high", 50.0, 75.0), ("critical", 75.0, 100.0))
+# (tier, lower, upper) on the 0-100 axis, from the tiers' own bounds
+_UPPER = [min(upper, 100.0) for upper, _ in vocab.TIER_BOUNDS]
+TIER_BOUNDS = tuple(
+    (str(t), lo, hi) for (_, t), lo, hi in zip(vocab.TIER_BOUNDS, [0.0, *_UPPER], _UPPER, strict=False)
+)
 # Bars are coloured by where they sit against the alignment set's reference levels.
 ZONE_COLORS = ("#adb5bd", "#fcc419", "#fd7e14", "#e03131")
 LEVEL_STYLE = {"floor": ("#495057", "4 3"), "near": ("#d9480f", "6 3"), "high": ("#c92a2a", "")}

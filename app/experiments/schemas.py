@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.core.backends import BackendField, LayerField, MaxLengthField, ModelField, PoolingField
+from app.core.vocab import JobStatus, StageStatus
 from app.experiments.judge_kinds import JUDGES, JudgeType
-from app.schemas import RequestModel, RowPublic, Status, examples
+from app.schemas import RequestModel, RowPublic, examples
 
 Selection = Literal["high_sim", "low_sim", "random", "full"]
 Variant = Literal["high_sim", "low_sim", "random"]
@@ -219,7 +220,7 @@ class ComparisonCreate(_ExperimentCommon):
 
 class StagePublic(BaseModel):
     name: str
-    status: Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]
+    status: StageStatus
     attempts: int
     progress: float
     detail: dict[str, Any]
@@ -235,7 +236,7 @@ class ExperimentPublic(BaseModel):
     created_at: int
     name: str | None
     comparison_id: str | None
-    status: Status
+    status: JobStatus
     stage: str | None
     progress: float
     dataset_id: str
@@ -258,7 +259,7 @@ class ComparisonPublic(BaseModel):
     created_at: int
     name: str | None
     dataset_id: str
-    status: Status
+    status: JobStatus
     params: dict[str, Any]
     experiments: dict[str, str] = Field(description="Variant -> experiment id.")
     table: list[dict[str, Any]] = Field(description="One row per variant: its headline metrics.")

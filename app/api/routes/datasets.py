@@ -9,6 +9,7 @@ from app import access
 from app.api.deps import PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep
 from app.api.errors import AUTH_RESPONSES
 from app.api.responses import error, resource_errors, write
+from app.core.vocab import PurposeName
 from app.datasets import service
 from app.datasets.containers import CONTAINERS
 from app.datasets.formats import ALL_FORMATS
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 else:
     FormatChoice = Literal[("auto", *ALL_FORMATS)]
     ContainerChoice = Literal[("auto", *CONTAINERS)]
-Purpose = Literal["fine-tune", "alignment", "harmful-anchors", "safe-anchors", "eval-prompts"]
 FILE_DOC = "JSONL, a JSON array, CSV or Parquet; JSONL, JSON and CSV may be gzip or zstd compressed."
 FORMAT_DOC = (
     "Record format; auto detects it from the first record. eval-prompts datasets are always `prompts`: "
@@ -52,7 +52,7 @@ class Upload:
 
 def upload_form(
     file: Annotated[UploadFile, File(description=FILE_DOC)],
-    purpose: Annotated[Purpose, Form()] = "fine-tune",
+    purpose: Annotated[PurposeName, Form()] = "fine-tune",
     format: Annotated[FormatChoice, Form(description=FORMAT_DOC)] = "auto",
     container: Annotated[ContainerChoice, Form(description=CONTAINER_DOC)] = "auto",
 ) -> Upload:

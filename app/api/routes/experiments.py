@@ -22,6 +22,7 @@ from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.responses import Responses, error, resource_errors, write
 from app.calibration import service as calibration
+from app.core.vocab import JobStatus
 from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
 from app.experiments import service
@@ -48,7 +49,6 @@ CREATE_ERRORS: Responses = {
     400: error("A dataset has the wrong purpose, or a judge is not set up."),
     503: error("The queue is unavailable."),
 }
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def public(session: SessionDep, exp: Experiment, principal: Principal) -> ExperimentPublic:
@@ -69,7 +69,7 @@ def comparison_public(cmp: Comparison, exps: list[Experiment]) -> ComparisonPubl
         created_at=cmp.created_at,
         name=cmp.name,
         dataset_id=cmp.dataset_id,
-        status=comparing.comparison_status(exps),  # type: ignore[arg-type]
+        status=comparing.comparison_status(exps),
         params=cmp.params,
         experiments={e.params["alignment"]["selection"]: e.id for e in exps},
         table=table,
@@ -90,7 +90,7 @@ def list_experiments(
     session: SessionDep,
     principal: PrincipalDep,
     paging: PagingDep,
-    status: Annotated[Status | None, Query()] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
     comparison_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[ExperimentPublic]:
     rows, more = service.list_(

@@ -20,6 +20,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.responses import Responses, error, resource_errors, write
+from app.core.vocab import JobStatus, TierName
 from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
@@ -69,10 +70,8 @@ def list_screenings(
     session: SessionDep,
     tenant: TenantDep,
     paging: PagingDep,
-    status: Annotated[
-        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()
-    ] = None,
-    tier: Annotated[Literal["low", "medium", "high", "critical"] | None, Query()] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
+    tier: Annotated[TierName | None, Query()] = None,
     dataset_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[ScreeningPublic]:
     rows, more = service.list_(
