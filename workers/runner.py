@@ -1,8 +1,8 @@
 """The worker process: build the runtime and load the default model once, then take jobs.
 
-It is an RQ `SimpleWorker`: jobs run in this process, so a loaded model (and CUDA) is reused by every job
-and nothing forks after CUDA is initialised. The reconciler runs once before the first job, so a worker
-that comes up after a crash picks the lost runs up, and then on a daemon thread every
+It is an RQ `SimpleWorker` (`Worker`): jobs run in this process, so a loaded model (and CUDA) is reused by
+every job and nothing forks after CUDA is initialised. The reconciler runs once before the first job, so a
+worker that comes up after a crash picks the lost runs up, and then on a daemon thread every
 `reconcile_interval_s`; another thread sends due webhook deliveries every `webhook_poll_s`.
 """
 
@@ -23,6 +23,22 @@ from app.webhooks import dispatch
 from workers.runtime import Runtime, set_runtime
 
 log = logging.getLogger("ftguard.worker")
+
+
+class Worker(SimpleWorker):
+    """RQ's `SimpleWorker`, its command channel (RQ's pubsub: stop a job, shut down) read every
+    `COMMAND_POLL_S` rather than every 60 s. redis-py 8.2 made `PubSubWorkerThread.stop()` wait for the
+    thread, which once unsubscribed sleeps out its poll interval: with RQ's 60 s, a worker that had finished
+    (a burst run, a SIGTERM) could take a minute to exit, past a container's stop grace period."""
+
+    COMMAND_POLL_S = 1.0
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=self.COMMAND_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
 
 def _reconcile(runtime: Runtime, queue: JobQueue) -> None:
@@ -65,7 +81,7 @@ def run_worker(
     jq = JobQueue(connection, settings)
     runtime.queue = jq
     _reconcile(runtime, jq)  # before the first job: what a crash left behind is sent again
-    worker = SimpleWorker(
+    worker = Worker(
         [jq.queue(q) for q in queues], connection=connection, serializer=JSONSerializer, name=name
     )
     stop = threading.Event()
