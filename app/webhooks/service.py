@@ -7,7 +7,8 @@ import base64
 import json
 import os
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +19,9 @@ from app.models import Experiment, Screening, WebhookDelivery, WebhookEndpoint, 
 from app.webhooks import EVENT_TYPES
 from app.webhooks.guard import check_url
 
+if TYPE_CHECKING:
+    from app.core.services import Ctx
+
 SUBSCRIBABLE = frozenset(EVENT_TYPES)
 
 
@@ -26,7 +30,7 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
-def _check_events(types: list[str]) -> list[str]:
+def _check_events(types: Sequence[str]) -> list[str]:
     unknown = sorted(set(types) - SUBSCRIBABLE)
     if unknown or not types:
         raise InvalidRequest(
@@ -35,20 +39,20 @@ def _check_events(types: list[str]) -> list[str]:
     return sorted(set(types), key=EVENT_TYPES.index)
 
 
-def create(
-    *, session: Session, tenant_id: str, url: str, events: list[str], description: str, allow_private: bool
-) -> WebhookEndpoint:
-    check_url(url, allow_private=allow_private)
+def create(ctx: Ctx, *, url: str, events: Sequence[str], description: str) -> WebhookEndpoint:
+    """Register a receiver for the tenant, with a new secret; the URL is checked against the provider's
+    `webhook_allow_private`."""
+    check_url(url, allow_private=ctx.settings.webhook_allow_private)
     ep = WebhookEndpoint(
         id=new_id("we"),
-        tenant_id=tenant_id,
+        tenant_id=ctx.tenant_id,
         url=url,
         events=_check_events(events),
         description=description,
         secret=new_secret(),
     )
-    session.add(ep)
-    session.commit()
+    ctx.session.add(ep)
+    ctx.session.commit()
     return ep
 
 
@@ -69,22 +73,15 @@ def list_(*, session: Session, tenant_id: str) -> list[WebhookEndpoint]:
     )
 
 
-def update(
-    *,
-    session: Session,
-    tenant_id: str,
-    endpoint_id: str,
-    url: str | None,
-    events: list[str] | None,
-    allow_private: bool,
-) -> WebhookEndpoint:
-    ep = get(session=session, tenant_id=tenant_id, endpoint_id=endpoint_id)
+def update(ctx: Ctx, endpoint_id: str, *, url: str | None, events: Sequence[str] | None) -> WebhookEndpoint:
+    """Change what is given (None: keep it)."""
+    ep = get(session=ctx.session, tenant_id=ctx.tenant_id, endpoint_id=endpoint_id)
     if url is not None:
-        check_url(url, allow_private=allow_private)
+        check_url(url, allow_private=ctx.settings.webhook_allow_private)
         ep.url = url
     if events is not None:
         ep.events = _check_events(events)
-    session.commit()
+    ctx.session.commit()
     return ep
 
 
@@ -101,12 +98,12 @@ def delete(*, session: Session, tenant_id: str, endpoint_id: str) -> None:
     session.commit()
 
 
-def rotate(*, session: Session, tenant_id: str, endpoint_id: str, grace_s: int) -> WebhookEndpoint:
-    """A new secret; the old one keeps signing (a second signature) for `grace_s`."""
-    ep = get(session=session, tenant_id=tenant_id, endpoint_id=endpoint_id)
-    ep.previous_secret, ep.previous_expires_at = ep.secret, now() + grace_s
+def rotate(ctx: Ctx, endpoint_id: str) -> WebhookEndpoint:
+    """A new secret; the old one keeps signing (a second signature) for `webhook_secret_grace_s`."""
+    ep = get(session=ctx.session, tenant_id=ctx.tenant_id, endpoint_id=endpoint_id)
+    ep.previous_secret, ep.previous_expires_at = ep.secret, now() + ctx.settings.webhook_secret_grace_s
     ep.secret = new_secret()
-    session.commit()
+    ctx.session.commit()
     return ep
 
 

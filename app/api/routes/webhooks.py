@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import PagingDep, SessionDep, StateDep, TenantDep
+from app.api.deps import CtxDep, PagingDep, SessionDep, TenantDep
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.responses import resource_errors, write
 from app.schemas import Page
@@ -25,18 +25,9 @@ ERRORS = resource_errors(
 
 
 @router.post("", **write(EndpointWithSecret, ERRORS, created=True))
-def create_endpoint(
-    body: EndpointCreate, session: SessionDep, state: StateDep, tenant: TenantDep
-) -> EndpointWithSecret:
+def create_endpoint(body: EndpointCreate, ctx: CtxDep) -> EndpointWithSecret:
     """Register a receiver. The answer holds its `whsec_` secret: the only time it is shown."""
-    ep = service.create(
-        session=session,
-        tenant_id=tenant,
-        url=body.url,
-        events=list(body.events),
-        description=body.description,
-        allow_private=state.settings.webhook_allow_private,
-    )
+    ep = service.create(ctx, url=body.url, events=body.events, description=body.description)
     return EndpointWithSecret.of(ep)
 
 
@@ -52,18 +43,8 @@ def get_endpoint(endpoint_id: str, session: SessionDep, tenant: TenantDep) -> En
 
 
 @router.patch("/{endpoint_id}", response_model=EndpointPublic, responses={**ERRORS, **WRITE_RESPONSES})
-def update_endpoint(
-    endpoint_id: str, body: EndpointUpdate, session: SessionDep, state: StateDep, tenant: TenantDep
-) -> EndpointPublic:
-    ep = service.update(
-        session=session,
-        tenant_id=tenant,
-        endpoint_id=endpoint_id,
-        url=body.url,
-        events=list(body.events) if body.events is not None else None,
-        allow_private=state.settings.webhook_allow_private,
-    )
-    return EndpointPublic.of(ep)
+def update_endpoint(endpoint_id: str, body: EndpointUpdate, ctx: CtxDep) -> EndpointPublic:
+    return EndpointPublic.of(service.update(ctx, endpoint_id, url=body.url, events=body.events))
 
 
 @router.delete("/{endpoint_id}", status_code=204, responses=ERRORS)
@@ -73,17 +54,9 @@ def delete_endpoint(endpoint_id: str, session: SessionDep, tenant: TenantDep) ->
 
 
 @router.post("/{endpoint_id}/rotate_secret", **write(EndpointWithSecret, ERRORS))
-def rotate_secret(
-    endpoint_id: str, session: SessionDep, state: StateDep, tenant: TenantDep
-) -> EndpointWithSecret:
+def rotate_secret(endpoint_id: str, ctx: CtxDep) -> EndpointWithSecret:
     """A new secret (shown once); the old one adds a second signature for `webhook_secret_grace_s`."""
-    ep = service.rotate(
-        session=session,
-        tenant_id=tenant,
-        endpoint_id=endpoint_id,
-        grace_s=state.settings.webhook_secret_grace_s,
-    )
-    return EndpointWithSecret.of(ep)
+    return EndpointWithSecret.of(service.rotate(ctx, endpoint_id))
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=Page[DeliveryPublic], responses=ERRORS)
