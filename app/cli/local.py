@@ -23,6 +23,7 @@ from app.cli import remote as cli_remote
 from app.core.backends import BACKENDS
 from app.core.config import get_settings
 from app.core.errors import InvalidDataset
+from app.core.vocab import Purpose
 from app.demo import ALIGNMENT
 from app.screenings import explain
 from app.screenings.params import anchor_representation
@@ -266,15 +267,14 @@ def screen(
         if scores_out:
             raise typer.BadParameter("--scores runs locally only (not with --server)", param_hint="--scores")
         remote = {"backend": backend, "model": model, "anchors": anchors, **params}
+        files = {
+            Purpose.FINE_TUNE: customer,
+            Purpose.ALIGNMENT: alignment,
+            Purpose.HARMFUL_ANCHORS: harmful_anchors,
+            Purpose.SAFE_ANCHORS: safe_anchors,
+        }
         with cli_remote.connect(server, key) as client:
-            body = cli_remote.screen(
-                client,
-                customer=customer,
-                alignment=alignment,
-                params=remote,
-                harmful_anchors=harmful_anchors,
-                safe_anchors=safe_anchors,
-            )
+            body = cli_remote.screen(client, files, remote)
     else:
         screener = Screener(backend, model, anchors=anchors, harmful=harmful_anchors, safe=safe_anchors)
         align = load_side(alignment or ALIGNMENT, "alignment")

@@ -3,12 +3,13 @@ with the Python client (`ftguard.client`), the key from `--key` or `FTGUARD_KEY`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from app.core.vocab import Purpose
 from app.demo import ALIGNMENT
 from ftguard.client import Client
 
@@ -26,26 +27,20 @@ def connect(server: str, key: str | None) -> Client:
     return Client(server, api_key=key)
 
 
-def screen(
-    client: Client,
-    *,
-    customer: Path,
-    alignment: Path | None,
-    params: dict[str, Any],
-    harmful_anchors: Path | None,
-    safe_anchors: Path | None,
-) -> dict[str, Any]:
-    """Upload the files, screen them, wait (with a progress bar on stderr) and return the report's body."""
-    ids: dict[str, Any] = {
-        "dataset_id": client.datasets.create(customer, purpose="fine-tune").id,
-        "alignment_dataset_id": client.datasets.create(alignment or ALIGNMENT, purpose="alignment").id,
-    }
-    if harmful_anchors:
-        ids["harmful_anchors_dataset_id"] = client.datasets.create(
-            harmful_anchors, purpose="harmful-anchors"
-        ).id
-    if safe_anchors:
-        ids["safe_anchors_dataset_id"] = client.datasets.create(safe_anchors, purpose="safe-anchors").id
+# The screening field that names the dataset of each purpose.
+DATASET_FIELDS = {
+    Purpose.FINE_TUNE: "dataset_id",
+    Purpose.ALIGNMENT: "alignment_dataset_id",
+    Purpose.HARMFUL_ANCHORS: "harmful_anchors_dataset_id",
+    Purpose.SAFE_ANCHORS: "safe_anchors_dataset_id",
+}
+
+
+def screen(client: Client, files: Mapping[Purpose, Path | None], params: dict[str, Any]) -> dict[str, Any]:
+    """Upload the files (by purpose; the bundled alignment set when none is given), screen them, wait (with
+    a progress bar on stderr) and return the report's body."""
+    given: dict[Purpose, Path] = {Purpose.ALIGNMENT: ALIGNMENT, **{p: f for p, f in files.items() if f}}
+    ids = {DATASET_FIELDS[p]: client.datasets.create(f, purpose=p.value).id for p, f in given.items()}
     body = {k: v for k, v in params.items() if v is not None}
     scr = client.screenings.create_and_wait(**ids, **body, progress=True)
     return client.screenings.report(scr.id).report
