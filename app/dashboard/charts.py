@@ -26,6 +26,18 @@ def _f(x: float) -> str:
 
 
 @dataclass(frozen=True)
+class Axes:
+    """What an axis chart says, and its size: its title (the SVG's `<title>` and aria-label) and the x and
+    y axis labels."""
+
+    title: str
+    x: str
+    y: str
+    width: int = 960
+    height: int = 300
+
+
+@dataclass(frozen=True)
 class _Frame:
     """An axis chart's plot area (its size less the left, right, top and bottom margins) and the markup
     around it: the opening tag, the grid, the baseline, the ticks and the axis labels."""
@@ -106,14 +118,10 @@ def nice_range(lo: float, hi: float, target: int = 4, *, integer: bool = False) 
 def histogram(
     edges: Sequence[float],
     counts: Sequence[int],
+    axes: Axes,
     *,
     levels: dict[str, float] | None = None,
     band: tuple[float, float] | None = None,
-    x_label: str = "max cosine to the alignment set",
-    y_label: str = "examples",
-    title: str = "histogram",
-    width: int = 960,
-    height: int = 300,
 ) -> str:
     """Bars of `counts` over `edges`, trimmed to where there is data or a level, with reference levels as
     labelled vertical lines and an optional shaded band (the alignment set's own nearest-neighbour range)."""
@@ -128,7 +136,7 @@ def histogram(
     x1 = min(edges[-1], math.ceil((hi_v + step) / step) * step)
     if x1 - x0 < 4 * step:
         x1 = min(edges[-1], x0 + 4 * step)
-    frame = _Frame(width, height, ml=56, mr=16, mt=36, mb=44)
+    frame = _Frame(axes.width, axes.height, ml=56, mr=16, mt=36, mb=44)
     ml, mt, pw, ph = frame.ml, frame.mt, frame.pw, frame.ph
     ymax = max(counts) if counts else 0
     yt = nice_ticks(max(ymax, 1))
@@ -141,7 +149,7 @@ def histogram(
         return mt + ph - v / ytop * ph
 
     thresholds = [levels[k] for k in ("floor", "near", "high") if k in levels]
-    out = frame.start("histogram", title)
+    out = frame.start("histogram", axes.title)
     if band:
         bx0, bx1 = sx(max(band[0], x0)), sx(min(band[1], x1))
         out.append(
@@ -160,7 +168,7 @@ def histogram(
         x, w = sx(a) + 1, max(sx(b) - sx(a) - 2, 1)
         out.append(
             f'<rect class="bar" x="{_f(x)}" y="{_f(sy(c))}" width="{_f(w)}" height="{_f(sy(0) - sy(c))}" '
-            f'fill="{ZONE_COLORS[min(zone, 3)]}"><title>{a:.2f} to {b:.2f}: {c} {escape(y_label)}'
+            f'fill="{ZONE_COLORS[min(zone, 3)]}"><title>{a:.2f} to {b:.2f}: {c} {escape(axes.y)}'
             "</title></rect>"
         )
     out.append(frame.baseline())
@@ -169,7 +177,7 @@ def histogram(
     for j in range(0, nt + 1, every):
         v = x0 + j * step
         out.append(frame.x_tick(sx(v), f"{v:.2f}"))
-    out += frame.axis_labels(x_label, y_label)
+    out += frame.axis_labels(axes.x, axes.y)
     # Level labels alternate rows when lines are close, so they never overlap.
     last_x, row = -1e9, 0
     for name in ("floor", "near", "high"):
@@ -239,21 +247,13 @@ def risk_bar(score: float | None, tier: str | None, *, width: int = 120, height:
     )
 
 
-def line_chart(
-    series: Sequence[tuple[str, str, Sequence[Sequence[float]]]],
-    *,
-    x_label: str = "step",
-    y_label: str = "loss",
-    title: str = "line chart",
-    width: int = 960,
-    height: int = 260,
-) -> str:
+def line_chart(series: Sequence[tuple[str, str, Sequence[Sequence[float]]]], axes: Axes) -> str:
     """Lines of (x, y) points, one per (name, colour, points) in `series`: x from 0 in whole steps, y over
     the points' range (`nice_range`); each line's last point marked with its value."""
     drawn = [(n, c, [(float(x), float(y)) for x, y in pts]) for n, c, pts in series if pts]
     xs = [x for _, _, pts in drawn for x, _ in pts] or [1.0]
     ys = [y for _, _, pts in drawn for _, y in pts] or [1.0]
-    frame = _Frame(width, height, ml=56, mr=96, mt=16, mb=44)
+    frame = _Frame(axes.width, axes.height, ml=56, mr=96, mt=16, mb=44)
     ml, mt, pw, ph = frame.ml, frame.mt, frame.pw, frame.ph
     xt = nice_range(0.0, max(max(xs), 1.0), 6, integer=True)
     yt = nice_range(min(ys), max(ys))
@@ -264,12 +264,12 @@ def line_chart(
     def sy(v: float) -> float:
         return mt + ph - (v - yt[0]) / (yt[-1] - yt[0]) * ph
 
-    out = frame.start("line", title)
+    out = frame.start("line", axes.title)
     for t in yt:
         out += frame.grid_line(sy(t), f"{t:g}")
     out.append(frame.baseline())
     out += [frame.x_tick(sx(t), f"{t:g}") for t in xt]
-    out += frame.axis_labels(x_label, y_label)
+    out += frame.axis_labels(axes.x, axes.y)
     for i, (name, color, pts) in enumerate(drawn):
         path = " ".join(f"{_f(sx(x))},{_f(sy(y))}" for x, y in pts)
         lx, ly = pts[-1]
@@ -280,7 +280,7 @@ def line_chart(
         )
         out.append(
             f'<circle cx="{_f(sx(lx))}" cy="{_f(sy(ly))}" r="3.5" fill="{color}">'
-            f"<title>{escape(name)}: {ly:.4g} at {x_label} {lx:g}</title></circle>"
+            f"<title>{escape(name)}: {ly:.4g} at {escape(axes.x)} {lx:g}</title></circle>"
         )
         label = f"{name} {ly:.4g}" if len(drawn) > 1 else f"{ly:.4g}"
         out.append(

@@ -116,7 +116,7 @@ def _loss_chart(st: ExperimentStage) -> dict[str, Any] | None:
         return None
     label, color = TRAINING_STAGES[st.name]
     svg = charts.line_chart(
-        [(label, color, curve)], title=f"{label} loss by step", x_label="step", y_label="loss"
+        [(label, color, curve)], charts.Axes(f"{label} loss by step", "step", "loss", height=260)
     )
     stats = st.result or {}
     return {

@@ -40,6 +40,16 @@ FORM_NAMES = {
     "persona": "persona (identity shift vs assistants that keep their rules)",
     "request": "request (harmful vs ordinary requests)",
 }
+# the two histograms of a report: the customer's examples and the alignment set's
+CUSTOMER_AXES = charts.Axes(
+    "customer examples by max cosine to the alignment set", "max cosine to the alignment set", "examples"
+)
+ALIGNMENT_AXES = charts.Axes(
+    "alignment examples by max cosine to the customer dataset",
+    "max cosine to this dataset",
+    "alignment examples",
+    height=240,
+)
 SUBSET_HELP = {
     "high_sim": "alignment examples most similar to this dataset",
     "low_sim": "alignment examples least similar to this dataset (the paper's advice: align with these)",
@@ -97,11 +107,11 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
     cust = dists.get("customer_max_sim") or {}
     align = dists.get("alignment_max_sim") or {}
 
-    def hist(dist: dict[str, Any], **kw: Any) -> Markup | None:
+    def hist(dist: dict[str, Any], axes: charts.Axes, **kw: Any) -> Markup | None:
         h = dist.get("histogram")
         if not h:
             return None
-        return Markup(charts.histogram(h["edges"], h["counts"], **kw))  # noqa: S704 (escaped SVG)
+        return Markup(charts.histogram(h["edges"], h["counts"], axes, **kw))  # noqa: S704 (escaped SVG)
 
     def anchor_side(a: dict[str, Any]) -> dict[str, Any]:
         return {"record": a["record"], "sim": a["sim"], "example": None if redact else a.get("example")}
@@ -160,19 +170,8 @@ def report_view(body: dict[str, Any], *, redact: bool = False) -> dict[str, Any]
         "customer_dist": cust,
         "alignment_dist": align,
         "gauge": Markup(charts.risk_gauge(risk["risk_score"], risk["tier"])),  # noqa: S704 (escaped SVG)
-        "customer_hist": hist(
-            cust,
-            levels=levels,
-            band=band,
-            title="customer examples by max cosine to the alignment set",
-        ),
-        "alignment_hist": hist(
-            align,
-            x_label="max cosine to this dataset",
-            y_label="alignment examples",
-            title="alignment examples by max cosine to the customer dataset",
-            height=240,
-        ),
+        "customer_hist": hist(cust, CUSTOMER_AXES, levels=levels, band=band),
+        "alignment_hist": hist(align, ALIGNMENT_AXES),
         "band": band,
         "top_examples": top,
         "subsets": [

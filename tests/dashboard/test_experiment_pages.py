@@ -103,12 +103,12 @@ def test_another_tenant_sees_none_of_it(exps: SimpleNamespace) -> None:
 
 
 def test_line_chart_axes_fit_the_curve_and_texts_are_escaped() -> None:
-    from app.dashboard.charts import line_chart, nice_range
+    from app.dashboard.charts import Axes, line_chart, nice_range
 
     assert nice_range(0.0, 3.0, 6, integer=True) == [0, 1, 2, 3]  # whole steps, never 0.5
     assert nice_range(10.80, 10.84)[0] == 10.8 and nice_range(10.80, 10.84)[-1] >= 10.84  # zoomed in
     assert nice_range(0.4, 2.3)[0] == 0  # from 0 when the low end is near it
-    svg = line_chart([("<x>", "#000", [[1, 2.0], [2, 1.5], [3, 1.0]])], title="a & b")
+    svg = line_chart([("<x>", "#000", [[1, 2.0], [2, 1.5], [3, 1.0]])], Axes("a & b", "step", "loss"))
     assert "&lt;x&gt;" in svg and "<x>" not in svg and "a &amp; b" in svg
     ys = [float(p.split(",")[1]) for p in re.search(r'points="([^"]+)"', svg).group(1).split()]  # type: ignore[union-attr]
     assert ys == sorted(ys)  # SVG y grows downwards: a falling loss is a rising y
