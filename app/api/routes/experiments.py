@@ -9,15 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app import access
-from app.api.deps import (
-    CtxDep,
-    PagingDep,
-    PrincipalDep,
-    SessionDep,
-    StateDep,
-    TenantDep,
-    attachment,
-)
+from app.api.deps import CtxDep, PagingDep, PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.responses import Responses, error, resource_errors, write
