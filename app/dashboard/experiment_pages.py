@@ -163,6 +163,22 @@ def _results_view(exp: Experiment) -> dict[str, Any] | None:
     }
 
 
+def _experiment_view(exp: Experiment, base: str, hidden: bool) -> dict[str, Any]:
+    """The experiment's own part of its page: its list row, its times and error, and how it was set up."""
+    p = exp.params or {}
+    return {
+        **_row(exp, base, hidden),
+        "started_at": exp.started_at,
+        "finished_at": exp.finished_at,
+        "error": exp.error,
+        "seed": p.get("alignment", {}).get("seed"),
+        "representation": p.get("alignment", {}).get("representation", {}),
+        "method": p.get("training", {}).get("method"),
+        "evaluation": p.get("datasets", {}).get("evaluation", {}),
+        "judges": [j.get("type") for j in p.get("judges", [])],
+    }
+
+
 @router.get("/{experiment_id}", response_class=HTMLResponse)
 def experiment_page(viewer: ViewerDep, experiment_id: str) -> HTMLResponse:
     """One experiment: its stages with progress and ETA, loss curves, results, artefacts and history."""
@@ -179,24 +195,13 @@ def experiment_page(viewer: ViewerDep, experiment_id: str) -> HTMLResponse:
         siblings = [_row(e, base, hidden) for e in sorted(rows, key=lambda e: e.id)]
     done = {st.name for st in stages if st.status == "succeeded"}
     evs, _ = events.list_(session=session, tenant_id=tenant, object_id=exp.id, limit=200)
-    p = exp.params or {}
     return page(
         request,
         "experiment.html",
         nav="experiments",
         title=f"{exp.name or exp.id} · experiment",
         job_status=exp.status,
-        exp={
-            **_row(exp, base, hidden),
-            "started_at": exp.started_at,
-            "finished_at": exp.finished_at,
-            "error": exp.error,
-            "seed": p.get("alignment", {}).get("seed"),
-            "representation": p.get("alignment", {}).get("representation", {}),
-            "method": p.get("training", {}).get("method"),
-            "evaluation": p.get("datasets", {}).get("evaluation", {}),
-            "judges": [j.get("type") for j in p.get("judges", [])],
-        },
+        exp=_experiment_view(exp, base, hidden),
         stages=[_stage_view(st) for st in stages],
         losses=[c for st in stages if st.name in TRAINING_STAGES and (c := _loss_chart(st))],
         results=_results_view(exp),
