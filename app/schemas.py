@@ -301,13 +301,12 @@ class AuditPublic(BaseModel):
     audit: dict[str, Any]
 
 
-class ScoresPage(BaseModel):
-    object: Literal["list"] = "list"
+class ScoresPage(Page[dict[str, Any]]):
+    """A page of per-example scores, paged by offset: a list with its side and its place in the whole."""
+
     side: str
     total: int
     offset: int
-    has_more: bool
-    data: list[dict[str, Any]]
 
 
 class Health(BaseModel):
