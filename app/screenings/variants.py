@@ -191,7 +191,7 @@ def subset(
 
 
 def choose(
-    *, store: BlobStore, settings: Settings, report: Report, n_align: int, n: int, selection: str, seed: int
+    store: BlobStore, settings: Settings, report: Report, *, n_align: int, n: int, selection: str, seed: int
 ) -> np.ndarray:
     """The alignment records (0-based, ascending) to mix in: the `n` with the highest stored `a_max`
     (ties by record order), or `n` drawn without replacement with `seed`."""
@@ -269,13 +269,7 @@ def augmented(
     n_c = int(drop.size - drop.sum())
     n_add = int(min(align_ds.examples, max(1, round(share * n_c))))
     chosen = choose(
-        store=store,
-        settings=settings,
-        report=report,
-        n_align=align_ds.examples,
-        n=n_add,
-        selection=selection,
-        seed=seed,
+        store, settings, report, n_align=align_ds.examples, n=n_add, selection=selection, seed=seed
     )
     wanted = set(chosen.tolist())
     mlb = settings.max_line_bytes
