@@ -132,7 +132,6 @@ def _refusals(
         tok,
         [[{"role": "user", "content": r["prompt"]}] for r in rows],
         GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch),
-        device=lab.runtime.device,
     )
     del model
     refused = {

@@ -68,7 +68,7 @@ def test_lora_training_lowers_the_loss_and_the_saved_adapter_rebuilds_the_model(
     model, tok = load_model(tiny_llama, device="cpu", dtype="float32", data_dir=tmp_path)
     cfg = TrainConfig.from_dict({"learning_rate": 5e-3, "epochs": 8, "batch_size": 4, "max_length": 64})
     steps: list[dict[str, Any]] = []
-    trained, stats = train(model, tok, [CONV] * 8, cfg, device="cpu", on_step=steps.append)
+    trained, stats = train(model, tok, [CONV] * 8, cfg, on_step=steps.append)
     assert stats["steps"] == 16 and len(steps) == 16 and steps[-1]["eta_s"] == 0
     assert stats["final_loss"] < stats["first_loss"]
     assert stats["trainable_parameters"] < 100_000  # the adapter only
@@ -94,7 +94,7 @@ def test_lora_training_lowers_the_loss_and_the_saved_adapter_rebuilds_the_model(
 def test_full_training_saves_a_loadable_model(tiny_llama: str, tmp_path: Path) -> None:
     model, tok = load_model(tiny_llama, device="cpu", dtype="float32", data_dir=tmp_path)
     cfg = TrainConfig.from_dict({"method": "full", "learning_rate": 1e-3, "batch_size": 2, "max_length": 64})
-    trained, stats = train(model, tok, [CONV] * 2, cfg, device="cpu")
+    trained, stats = train(model, tok, [CONV] * 2, cfg)
     assert stats["method"] == "full" and stats["trainable_parameters"] > 1_000_000
     save_model(trained, tok, "full", tmp_path / "full")
     # a full model replaces the base; a LoRA adapter after it would be merged on top
@@ -105,14 +105,14 @@ def test_full_training_saves_a_loadable_model(tiny_llama: str, tmp_path: Path) -
         dtype="float32",
         data_dir=tmp_path,
     )
-    out = generate(rebuilt, tok, [CONV[:1]], GenerationConfig(max_new_tokens=3), device="cpu")
+    out = generate(rebuilt, tok, [CONV[:1]], GenerationConfig(max_new_tokens=3))
     assert out[0]["new_tokens"] <= 3
 
 
 def test_nothing_to_learn_and_a_missing_model_are_clear_errors(tiny_llama: str, tmp_path: Path) -> None:
     model, tok = load_model(tiny_llama, device="cpu", dtype="float32", data_dir=tmp_path)
     with pytest.raises(FtguardError) as err:
-        train(model, tok, [CONV], TrainConfig(max_length=16), device="cpu")
+        train(model, tok, [CONV], TrainConfig(max_length=16))
     assert err.value.code == "no_trainable_examples"
     with pytest.raises(FtguardError) as err:
         load_model(str(tmp_path / "nope"), device="cpu", dtype="float32", data_dir=tmp_path)
@@ -123,13 +123,11 @@ def test_generation_is_deterministic_greedy_and_batch_independent(tiny_llama: st
     model, tok = load_model(tiny_llama, device="cpu", dtype="float32", data_dir=tmp_path)
     prompts = [[{"role": "user", "content": p}] for p in ("Hi", "Tell me a long story about the sea", "Why?")]
     cfg = GenerationConfig(max_new_tokens=6, batch_size=3)
-    batched = generate(model, tok, prompts, cfg, device="cpu")
-    single = [generate(model, tok, [p], cfg, device="cpu")[0] for p in prompts]
+    batched = generate(model, tok, prompts, cfg)
+    single = [generate(model, tok, [p], cfg)[0] for p in prompts]
     assert [b["text"] for b in batched] == [s["text"] for s in single]
     sampled = GenerationConfig(max_new_tokens=6, temperature=1.0, seed=3)
-    assert generate(model, tok, prompts, sampled, device="cpu") == generate(
-        model, tok, prompts, sampled, device="cpu"
-    )
+    assert generate(model, tok, prompts, sampled) == generate(model, tok, prompts, sampled)
 
 
 def test_a_loss_curve_stays_bounded_and_evenly_spaced() -> None:

@@ -64,9 +64,7 @@ def generate_stage(ctx: StageContext) -> StageOutput:
                 detail={"done": finished, "total": total, "eta_s": round(per * (total - finished), 1)},
             )
 
-        answers = generate(
-            model, tokenizer, [p["messages"] for p in prompts], cfg, device=rt.device, on_batch=on_batch
-        )
+        answers = generate(model, tokenizer, [p["messages"] for p in prompts], cfg, on_batch=on_batch)
         release(model)
         rows.extend(
             {

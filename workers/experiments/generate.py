@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from workers.experiments.train import prompt_text
+from workers.experiments.train import Chat, prompt_text
 
 OnBatch = Callable[[int, int], None]  # (prompts done, total); may raise to stop
 
@@ -39,13 +39,12 @@ def stop_ids(tokenizer: Any) -> list[int]:
 def generate(
     model: Any,
     tokenizer: Any,
-    conversations: Sequence[Sequence[dict[str, str]]],
+    chats: Sequence[Chat],
     cfg: GenerationConfig,
     *,
-    device: str,
     on_batch: OnBatch | None = None,
 ) -> list[dict[str, Any]]:
-    """One answer per conversation, in order: {"text", "new_tokens", "finished"}."""
+    """One answer per chat, in order: {"text", "new_tokens", "finished"}, on the device the model is on."""
     import torch
     from transformers import GenerationConfig as HFGenerationConfig
 
@@ -53,7 +52,7 @@ def generate(
         tokenizer(
             prompt_text(tokenizer, msgs), add_special_tokens=not getattr(tokenizer, "chat_template", None)
         )["input_ids"]
-        for msgs in conversations
+        for msgs in chats
     ]
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     stops = stop_ids(tokenizer)
@@ -83,7 +82,9 @@ def generate(
             if sampling:
                 torch.manual_seed(cfg.seed + b)
             gen = model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg
+                input_ids=input_ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                generation_config=gen_cfg,
             )
             new = gen[:, width:].cpu()
             for r, i in enumerate(idx):

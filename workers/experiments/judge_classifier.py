@@ -118,7 +118,6 @@ class ClassifierJudge:
             self.tokenizer,
             convs,
             GenerationConfig(max_new_tokens=10, batch_size=len(batch)),
-            device=self.device,
         )
         out = []
         for t in texts:

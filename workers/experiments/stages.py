@@ -303,7 +303,6 @@ def _train_stage(
             tokenizer,
             conversations,
             cfg,
-            device=rt.device,
             on_step=on_step,
             checkpoints=checkpoints,
             on_checkpoint=on_checkpoint,

@@ -52,6 +52,7 @@ class LossCurve:
 
 
 OnStep = Callable[[dict[str, Any]], None]  # called after every optimiser step; may raise to stop
+Chat = Sequence[dict[str, str]]  # one conversation: its messages, {"role", "content"}
 
 
 @dataclass
@@ -247,22 +248,23 @@ def checkpoint_steps(fractions: Sequence[float], total: int) -> dict[int, list[f
 def train(
     model: Any,
     tokenizer: Any,
-    conversations: Sequence[Sequence[dict[str, str]]],
+    chats: Sequence[Chat],
     cfg: TrainConfig,
     *,
-    device: str,
     on_step: OnStep | None = None,
     checkpoints: Sequence[float] = (),
     on_checkpoint: Callable[[float, Any], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train in place; returns the trained model (a PeftModel under LoRA) and what happened.
+    """Train in place, on the device the model is on; returns the trained model (a PeftModel under LoRA) and
+    what happened.
 
     `checkpoints`: fractions of the steps (strictly between 0 and 1) after which `on_checkpoint(fraction,
     model)` is called, to save the model part-way for a durability curve."""
     import torch
 
     t0 = time.perf_counter()
-    encoded = [encode_chat(tokenizer, msgs, cfg.max_length) for msgs in conversations]
+    encoded = [encode_chat(tokenizer, msgs, cfg.max_length) for msgs in chats]
+    device = str(model.device)
     rows = [(ids, lab) for ids, lab in encoded if any(x != IGNORE for x in lab[1:])]
     if not rows:
         raise FtguardError(
