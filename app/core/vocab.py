@@ -93,14 +93,8 @@ WEBHOOK_EVENTS = (
 )
 
 
-class StageEvent(StrEnum):
-    STARTED = auto()
-    PROGRESS = auto()
-    SUCCEEDED = auto()
-    RETRYING = auto()
-    FAILED = auto()
-    CANCELLED = auto()
-    RECOVERED = auto()
+# What befalls a stage: the last word of its event names (`stage_event`), each member its lower-case name.
+StageEvent = StrEnum("StageEvent", "STARTED PROGRESS SUCCEEDED RETRYING FAILED CANCELLED RECOVERED")
 
 
 def stage_event(stage: str, kind: StageEvent) -> str:
