@@ -87,9 +87,7 @@ def policy_set(
 
             if session.get(Tenant, tenant) is None:
                 create_tenant(session=session, tenant_id=tenant)
-            row = service.new_version(
-                session=session, tenant_id=tenant, name=name, description=body.description, body=body.stored()
-            )
+            row = service.new_version(session=session, tenant_id=tenant, name=name, policy=body)
             console.print(f"policy {row.name} version {row.version} saved")
     finally:
         services.close()

@@ -14,6 +14,7 @@ from app.core.storage import BlobStore
 from app.core.vocab import EventType
 from app.models import Policy, Report, Screening, new_id, now
 from app.policies import decide
+from app.policies.schemas import PolicyBody
 from app.screenings import scores
 
 
@@ -41,28 +42,29 @@ def _latest(session: Session, tenant_id: str, name: str) -> Policy | None:
     )
 
 
-def create(*, session: Session, tenant_id: str, name: str, description: str, body: dict[str, Any]) -> Policy:
+def create(*, session: Session, tenant_id: str, name: str, policy: PolicyBody) -> Policy:
     """Version 1 of a new policy (Conflict when the name is taken; PUT makes a new version)."""
     current = _latest(session, tenant_id, name)
     if current is not None and current.deleted_at is None:
         raise Conflict(f"a policy named {name!r} exists; PUT /v1/policies/{name} makes a new version")
-    return _add(session, tenant_id, name, description, body, (current.version if current else 0) + 1)
+    return _add(session, tenant_id, name, policy, (current.version if current else 0) + 1)
 
 
-def new_version(
-    *, session: Session, tenant_id: str, name: str, description: str, body: dict[str, Any]
-) -> Policy:
+def new_version(*, session: Session, tenant_id: str, name: str, policy: PolicyBody) -> Policy:
     """The next version of a policy; the first one when it does not exist yet (so `default` can be
     overridden with a PUT)."""
     current = _latest(session, tenant_id, name)
-    return _add(session, tenant_id, name, description, body, (current.version if current else 0) + 1)
+    return _add(session, tenant_id, name, policy, (current.version if current else 0) + 1)
 
 
-def _add(
-    session: Session, tenant_id: str, name: str, description: str, body: dict[str, Any], v: int
-) -> Policy:
+def _add(session: Session, tenant_id: str, name: str, policy: PolicyBody, v: int) -> Policy:
     row = Policy(
-        id=new_id("pol"), tenant_id=tenant_id, name=name, version=v, description=description, body=body
+        id=new_id("pol"),
+        tenant_id=tenant_id,
+        name=name,
+        version=v,
+        description=policy.description,
+        body=policy.stored(),
     )
     session.add(row)
     session.commit()

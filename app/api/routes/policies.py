@@ -21,10 +21,7 @@ NameParam = Annotated[str, Path(pattern=NAME_PATTERN)]
 @router.post("", **write(PolicyPublic, ERRORS, created=True))
 def create_policy(body: PolicyCreate, session: SessionDep, tenant: TenantDep) -> PolicyPublic:
     """Version 1 of a new policy (409 when the name exists: PUT adds a version)."""
-    row = service.create(
-        session=session, tenant_id=tenant, name=body.name, description=body.description, body=body.stored()
-    )
-    return PolicyPublic.of(row)
+    return PolicyPublic.of(service.create(session=session, tenant_id=tenant, name=body.name, policy=body))
 
 
 @router.get("", response_model=Page[PolicyPublic], responses=ERRORS)
@@ -53,10 +50,7 @@ def list_versions(name: NameParam, session: SessionDep, tenant: TenantDep) -> Pa
 @router.put("/{name}", response_model=PolicyPublic, responses={**ERRORS, **WRITE_RESPONSES})
 def put_policy(name: NameParam, body: PolicyBody, session: SessionDep, tenant: TenantDep) -> PolicyPublic:
     """A new version of the policy (version 1 when it is new). Screenings already judged keep theirs."""
-    row = service.new_version(
-        session=session, tenant_id=tenant, name=name, description=body.description, body=body.stored()
-    )
-    return PolicyPublic.of(row)
+    return PolicyPublic.of(service.new_version(session=session, tenant_id=tenant, name=name, policy=body))
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS)
