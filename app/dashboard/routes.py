@@ -345,9 +345,7 @@ def subset_file(viewer: ViewerDep, screening_id: str, subset: str, state: StateD
     def open_file() -> tuple[Iterable[bytes], str, str]:
         session = viewer.session
         rep = service.get_report(session=session, tenant_id=viewer.tenant, screening_id=screening_id)
-        lines = service.subset_lines(
-            session=session, store=state.services.store, settings=state.settings, report=rep, name=subset
-        )
+        lines = service.subset_lines(session=session, services=state.services, report=rep, name=subset)
         return iter(list(lines)), "application/x-ndjson", f"{screening_id}-{subset}.jsonl"
 
     refusal = "This key may not read alignment texts, so it cannot download alignment subsets."

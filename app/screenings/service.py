@@ -21,7 +21,7 @@ from app.core.config import Settings
 from app.core.db import owned, page
 from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, TooManyRequests
 from app.core.queue import SCREENING_JOB, job_id_for
-from app.core.services import Ctx
+from app.core.services import Ctx, Services
 from app.core.storage import SCORES_PREFIX, BlobStore
 from app.core.vocab import ACTIVE, TERMINAL, EventType
 from app.datasets import roles
@@ -325,15 +325,10 @@ def get_report(*, session: Session, tenant_id: str, screening_id: str) -> Report
 
 
 def subset_lines(
-    *,
-    session: Session,
-    store: BlobStore,
-    settings: Settings,
-    report: Report,
-    name: str,
-    alignment_access: bool = True,
+    *, session: Session, services: Services, report: Report, name: str, alignment_access: bool = True
 ) -> Iterator[bytes]:
     """The alignment records of a subset, as JSONL in the alignment set's own fields, in subset order."""
+    store, settings = services.store, services.settings
     if not alignment_access:
         raise Forbidden(
             f"alignment subsets hold alignment texts: this key lacks the {ALIGNMENT_READ!r} scope",
