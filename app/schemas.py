@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.backends import BackendField, BackendName, LayerField, MaxLengthField, ModelField, PoolingField
-from app.core.vocab import JobStatus
+from app.core.vocab import JobStatus, TierName
 from app.screenings.report import ReportBody
 
 T = TypeVar("T")
@@ -217,6 +217,14 @@ class RankingPublic(BaseModel):
     status: Literal["running", "succeeded", "failed"]
     candidates: list[dict[str, Any]]
     recommendation: dict[str, Any] | None
+
+
+class ScreeningFilters(BaseModel):
+    """The filters of `GET /v1/screenings` (query parameters)."""
+
+    status: JobStatus | None = None
+    tier: TierName | None = None
+    dataset_id: str | None = Field(default=None, max_length=64)
 
 
 class ScreeningPublic(RowPublic):

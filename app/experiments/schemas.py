@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from app.core.backends import BackendField, LayerField, MaxLengthField, ModelField, PoolingField
 from app.core.vocab import JobStatus, StageStatus
@@ -201,21 +201,20 @@ class ExperimentCreate(_ExperimentCommon):
         return self
 
 
+def _distinct(variants: list[Variant]) -> list[Variant]:
+    if len(set(variants)) != len(variants):
+        raise ValueError("variants must be distinct")
+    return variants
+
+
 class ComparisonCreate(_ExperimentCommon):
     alignment: ComparisonAlignmentSpec
-    variants: list[Variant] = Field(
+    variants: Annotated[list[Variant], AfterValidator(_distinct)] = Field(
         default_factory=lambda: list(VARIANTS),
         min_length=2,
         max_length=3,
         description="The alignment subsets to compare (same sizes and seeds everywhere else).",
     )
-
-    @field_validator("variants")
-    @classmethod
-    def _distinct(cls, variants: list[str]) -> list[str]:
-        if len(set(variants)) != len(variants):
-            raise ValueError("variants must be distinct")
-        return variants
 
 
 class StagePublic(BaseModel):
@@ -228,6 +227,13 @@ class StagePublic(BaseModel):
     error: dict[str, Any] | None
     started_at: int | None
     finished_at: int | None
+
+
+class ExperimentFilters(BaseModel):
+    """The filters of `GET /v1/experiments` (query parameters)."""
+
+    status: JobStatus | None = None
+    comparison_id: str | None = Field(default=None, max_length=64)
 
 
 class ExperimentPublic(BaseModel):

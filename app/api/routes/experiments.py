@@ -14,7 +14,6 @@ from app.api.errors import AUTH_RESPONSES, WRITE_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.responses import Responses, error, resource_errors, write
 from app.calibration import service as calibration
-from app.core.vocab import JobStatus
 from app.experiments import comparisons as comparing
 from app.experiments import delete as removal
 from app.experiments import service
@@ -24,6 +23,7 @@ from app.experiments.schemas import (
     ComparisonCreate,
     ComparisonPublic,
     ExperimentCreate,
+    ExperimentFilters,
     ExperimentPublic,
     StagePublic,
 )
@@ -82,12 +82,10 @@ def list_experiments(
     session: SessionDep,
     principal: PrincipalDep,
     paging: PagingDep,
-    status: Annotated[JobStatus | None, Query()] = None,
-    comparison_id: Annotated[str | None, Query(max_length=64)] = None,
+    filters: Annotated[ExperimentFilters, Query()],
 ) -> Page[ExperimentPublic]:
-    rows, more = service.list_(
-        session=session, tenant_id=principal.tenant_id, status=status, comparison_id=comparison_id, **paging
-    )
+    tenant = principal.tenant_id
+    rows, more = service.list_(session=session, tenant_id=tenant, **filters.model_dump(), **paging)
     return Page[ExperimentPublic](data=[public(session, r, principal) for r in rows], has_more=more)
 
 

@@ -20,7 +20,6 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.responses import Responses, error, resource_errors, write
-from app.core.vocab import JobStatus, TierName
 from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
@@ -31,6 +30,7 @@ from app.schemas import (
     ReportPublic,
     ScoresPage,
     ScreeningCreate,
+    ScreeningFilters,
     ScreeningPublic,
 )
 from app.screenings import params as screening_params
@@ -67,16 +67,9 @@ def create_screening(body: ScreeningCreate, ctx: CtxDep) -> ScreeningPublic:
 
 @router.get("", response_model=Page[ScreeningPublic], responses=ERRORS)
 def list_screenings(
-    session: SessionDep,
-    tenant: TenantDep,
-    paging: PagingDep,
-    status: Annotated[JobStatus | None, Query()] = None,
-    tier: Annotated[TierName | None, Query()] = None,
-    dataset_id: Annotated[str | None, Query(max_length=64)] = None,
+    session: SessionDep, tenant: TenantDep, paging: PagingDep, filters: Annotated[ScreeningFilters, Query()]
 ) -> Page[ScreeningPublic]:
-    rows, more = service.list_(
-        session=session, tenant_id=tenant, status=status, tier=tier, dataset_id=dataset_id, **paging
-    )
+    rows, more = service.list_(session=session, tenant_id=tenant, **filters.model_dump(), **paging)
     return Page[ScreeningPublic](data=[ScreeningPublic.model_validate(r) for r in rows], has_more=more)
 
 
@@ -374,18 +367,12 @@ def get_subset(
 ) -> StreamingResponse:
     """High-Sim, Low-Sim or Random alignment subset, ready to align a model with (needs `alignment:read`)."""
     rep = service.get_report(session=session, tenant_id=principal.tenant_id, screening_id=screening_id)
-    lines = list(
-        service.subset_lines(
-            session=session,
-            store=state.services.store,
-            settings=state.settings,
-            report=rep,
-            name=subset,
-            alignment_access=principal.can(service.ALIGNMENT_READ),
-        )
+    allowed = principal.can(service.ALIGNMENT_READ)
+    lines = service.subset_lines(
+        session=session, services=state.services, report=rep, name=subset, alignment_access=allowed
     )
     return StreamingResponse(
-        iter(lines),
+        iter(list(lines)),  # read whole first: an error is an error answer, not a cut-off stream
         media_type="application/x-ndjson",
         headers=attachment(f"{screening_id}-{subset}.jsonl"),
     )
