@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.backends import BackendField, BackendName, LayerField, MaxLengthField, ModelField, PoolingField
-from app.core.vocab import JobStatus, TierName
+from app.core.vocab import Decision, JobStatus, TierName
 from app.screenings.report import ReportBody
 
 T = TypeVar("T")
@@ -264,7 +264,7 @@ class ScreeningPublic(RowPublic):
     finished_at: int | None
     policy: str | None = Field(default=None, description="The policy named at creation (None: default).")
     policy_version: int | None = Field(default=None, description="The policy version of the decision.")
-    decision: Literal["approve", "review", "reject"] | None = Field(
+    decision: Decision | None = Field(
         default=None, description="The policy's decision, set when the screening succeeds."
     )
     decision_rule: dict[str, Any] | None = Field(

@@ -4,7 +4,7 @@ is a StrEnum, so a member is the very string SQL stores and the API shows (`Stat
 from __future__ import annotations
 
 from enum import StrEnum, auto
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 
 
 class Status(StrEnum):
@@ -42,6 +42,15 @@ class Tier(StrEnum):
     HIGH = auto()
     CRITICAL = auto()
 
+
+# A policy's decisions, mildest first; how an augmented variant picks the alignment records it mixes in; a
+# screening's alignment subsets (what a comparison aligns its variants on).
+Decision = Literal["approve", "review", "reject"]
+Selection = Literal["random", "nearest"]
+Subset = Literal["high_sim", "low_sim", "random"]
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
+SUBSETS: tuple[Subset, ...] = get_args(Subset)
 
 # (upper bound of the risk score, tier), lowest first
 TIER_BOUNDS = ((25.0, Tier.LOW), (50.0, Tier.MEDIUM), (75.0, Tier.HIGH), (float("inf"), Tier.CRITICAL))

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from app.access import holds_alignment
 from app.api.deps import PrincipalDep, SessionDep, StateDep, TenantDep, attachment
 from app.core.errors import NotFound
-from app.core.vocab import ACTIVE, TERMINAL, Tier
+from app.core.vocab import ACTIVE, SUBSETS, TERMINAL, Tier
 from app.dashboard import charts, render
 from app.screenings import service
 
@@ -287,7 +287,7 @@ def screening_page(viewer: ViewerDep, screening_id: str, redact: bool = False) -
     report = render.report_view(d.report.body, redact=redacted) if d.report and not private else None
     links = {
         "report_html": f"{base}/report.html" + ("?redact=1" if redacted else ""),
-        "subsets": {} if hidden else {n: f"{base}/subsets/{n}" for n in service.SUBSETS},
+        "subsets": {} if hidden else {n: f"{base}/subsets/{n}" for n in SUBSETS},
         "redacted": f"{base}?redact=1",
         "unredacted": None if hidden else base,
     }

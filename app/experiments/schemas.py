@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from app.core.backends import BackendField, LayerField, MaxLengthField, ModelField, PoolingField
-from app.core.vocab import JobStatus, StageStatus
+from app.core.vocab import SUBSETS, JobStatus, StageStatus, Subset
 from app.experiments.judge_kinds import JUDGES, JudgeType
 from app.schemas import RequestModel, RowPublic, examples
 
 Selection = Literal["high_sim", "low_sim", "random", "full"]
-Variant = Literal["high_sim", "low_sim", "random"]
-VARIANTS: tuple[Variant, ...] = ("high_sim", "low_sim", "random")
+Variant = Subset  # a comparison aligns each of its experiments on one of a screening's subsets
+VARIANTS: tuple[Variant, ...] = SUBSETS
 BUNDLED_BASE = "bundled:smollm2-135m-instruct"
 MAX_CHECKPOINTS = 8
 

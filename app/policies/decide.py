@@ -20,16 +20,17 @@ not fire, and the decision says which rules were skipped that way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from app.core.vocab import DECISIONS
 from app.screenings.scores import Arrays
 
-DECISIONS = ("approve", "review", "reject")
 SEVERITY = {d: i for i, d in enumerate(DECISIONS)}
-METRICS = ("risk_score", "part", "share_closer_to_harmful", "flagged_rows")
-PARTS = ("mean_similarity", "tail_similarity", "near_alignment_share", "harmful_anchor_margin")
+# What a rule reads, and the parts of the risk score a `part` rule may name.
+Metric = Literal["risk_score", "part", "share_closer_to_harmful", "flagged_rows"]
+Part = Literal["mean_similarity", "tail_similarity", "near_alignment_share", "harmful_anchor_margin"]
 # Row score weights: a row's own similarity to the alignment set and its own harmful-anchor margin.
 ROW_WEIGHTS = {"similarity": 0.5, "harmful_anchor_margin": 0.5}
 

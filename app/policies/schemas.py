@@ -6,6 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from app.core.vocab import Decision, Selection
 from app.policies import decide
 from app.schemas import RequestModel, RowPublic, examples
 
@@ -13,14 +14,12 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
 class Rule(RequestModel):
-    metric: Literal["risk_score", "part", "share_closer_to_harmful", "flagged_rows"] = Field(
-        description="What the rule reads (see README: Policies)."
+    metric: decide.Metric = Field(description="What the rule reads (see README: Policies).")
+    part: decide.Part | None = Field(
+        default=None, description="The part of the risk score, with metric `part`."
     )
-    part: (
-        Literal["mean_similarity", "tail_similarity", "near_alignment_share", "harmful_anchor_margin"] | None
-    ) = Field(default=None, description="The part of the risk score, with metric `part`.")
     threshold: float = Field(ge=0, le=1e9, description="The rule fires when the value is >= threshold.")
-    decision: Literal["approve", "review", "reject"]
+    decision: Decision
 
     @model_validator(mode="after")
     def _part_iff_metric_part(self) -> Rule:
@@ -49,9 +48,7 @@ class PolicyBody(RequestModel):
         le=100,
         description="A customer example whose own row score (0-100) is above this is a flagged row.",
     )
-    otherwise: Literal["approve", "review", "reject"] = Field(
-        default="approve", description="The decision when no rule fires."
-    )
+    otherwise: Decision = Field(default="approve", description="The decision when no rule fires.")
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(exclude={"description"})
@@ -116,7 +113,7 @@ class RescreenRequest(RequestModel):
     share: float = Field(
         default=0.1, gt=0, le=1, description="augmented: safety examples per customer example, in (0, 1]."
     )
-    selection: Literal["random", "nearest"] = Field(
+    selection: Selection = Field(
         default="random", description="augmented: seeded sample, or the alignment records nearest the data."
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="augmented: seed of `random`.")

@@ -23,7 +23,7 @@ from app.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Servi
 from app.core.queue import SCREENING_JOB, job_id_for
 from app.core.services import Ctx, Services
 from app.core.storage import SCORES_PREFIX, BlobStore
-from app.core.vocab import ACTIVE, TERMINAL, EventType
+from app.core.vocab import ACTIVE, SUBSETS, TERMINAL, EventType
 from app.datasets import roles
 from app.datasets import service as datasets
 from app.models import Dataset, Event, Report, Screening, Tenant, new_id, now
@@ -32,7 +32,6 @@ from app.screenings import scores, shards
 from app.screenings.report import ReportBody
 
 log = logging.getLogger("ftguard.api")
-SUBSETS = ("high_sim", "low_sim", "random")
 ACTIVE_LIMIT_RETRY_AFTER_S = 10
 
 

@@ -30,6 +30,7 @@ from app.access import holds_alignment, require_alignment_read
 from app.core.config import Settings
 from app.core.errors import InvalidRequest, NotFound
 from app.core.storage import BlobStore, dataset_key
+from app.core.vocab import SELECTIONS
 from app.datasets.containers import read_records, split, writers
 from app.datasets.records import Example, RawRecord, RecordError
 from app.datasets.validate import iter_examples
@@ -39,7 +40,6 @@ from app.policies import service as policies
 from app.screenings import scores
 
 VARIANTS = ("filtered", "flagged", "augmented")
-SELECTIONS = ("random", "nearest")
 CHAT_FORMAT = "openai-chat"
 
 

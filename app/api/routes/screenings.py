@@ -20,6 +20,7 @@ from app.api.deps import (
 from app.api.errors import AUTH_RESPONSES
 from app.api.events_route import add_events_route
 from app.api.responses import Responses, error, resource_errors, write
+from app.core.vocab import Selection, Subset
 from app.models import Report, Screening
 from app.policies import flagged
 from app.policies import service as policies
@@ -224,7 +225,7 @@ def get_augmented(
     state: StateDep,
     principal: PrincipalDep,
     share: Annotated[float, Query(gt=0, le=1, description="Safety examples per customer example.")] = 0.1,
-    selection: Annotated[Literal["random", "nearest"], Query()] = "random",
+    selection: Annotated[Selection, Query()] = "random",
     seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     filtered: Annotated[bool, Query(description="Leave the flagged rows out too.")] = False,
 ) -> StreamingResponse:
@@ -360,7 +361,7 @@ def get_scores(
 )
 def get_subset(
     screening_id: str,
-    subset: Literal["high_sim", "low_sim", "random"],
+    subset: Subset,
     session: SessionDep,
     state: StateDep,
     principal: PrincipalDep,
