@@ -11,6 +11,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from app.core.db import Database
+from app.core.services import Ctx
 from app.models import WebhookDelivery
 from app.webhooks import service as webhooks
 from tests.chaos.conftest import wait_for
@@ -32,14 +33,9 @@ def test_delivery_survives_api_and_dispatcher_sigkill(chaos_settings, spawn) -> 
     with Receiver(hold_first=True) as rx:
         api, base = _serve(spawn, _port())
         with db.session() as s:  # on the database: the API process does not allow loopback receivers
-            secret = webhooks.create(
-                session=s,
-                tenant_id="test",
-                url=rx.url,
-                events=["screening.cancelled"],
-                description="",
-                allow_private=True,
-            ).secret
+            loopback = chaos_settings.model_copy(update={"webhook_allow_private": True})
+            ctx = Ctx(session=s, queue=None, settings=loopback, tenant_id="test")  # type: ignore[arg-type]
+            secret = webhooks.create(ctx, url=rx.url, events=["screening.cancelled"], description="").secret
         with httpx.Client(base_url=base, headers=auth, timeout=60) as c:
             cust = c.post(
                 "/v1/datasets",
