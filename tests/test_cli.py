@@ -15,6 +15,8 @@ from app.cli.lab import STAGE_LABELS as EXPERIMENT_STAGES
 from app.cli.local import STAGE_LABELS
 from tests.conftest import DEMO
 
+pytestmark = pytest.mark.no_backend  # runs on embedded SQLite and Redis of its own, never the test backends
+
 
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:

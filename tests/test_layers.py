@@ -13,6 +13,10 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_FOR_WORKERS = ("app.api", "app.dashboard", "app.cli", "app.main")
 

@@ -11,6 +11,8 @@ from app.core.errors import FtguardError, JudgeError
 from app.runs.kinds import kinds
 from app.runs.lifecycle import Action, is_final, judge, retryable
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 T, STALE, RETRIES = 10_000, 30, 2
 
 

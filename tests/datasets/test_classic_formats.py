@@ -9,6 +9,8 @@ import pytest
 
 from tests.datasets.helpers import check, codes, jsonl
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 SHAREGPT = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
 ALPACA = {"instruction": "Add", "input": "2 and 2", "output": "4"}
 DOLLY = {"instruction": "Add", "context": "", "response": "4", "category": "math"}

@@ -18,6 +18,8 @@ import zstandard
 from app.datasets.validate import Limits
 from tests.datasets.helpers import LIMITS, check, codes, examples, jsonl
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 CHAT = {
     "messages": [
         {"role": "system", "content": "Be brief."},

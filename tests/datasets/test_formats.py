@@ -9,6 +9,8 @@ import pytest
 
 from app.datasets.validate import Limits, iter_examples, validate_stream
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 LIMITS = Limits(max_bytes=1 << 20, max_examples=1000, max_line_bytes=4096, max_errors=5)
 
 

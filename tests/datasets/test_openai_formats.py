@@ -10,6 +10,8 @@ import pytest
 
 from tests.datasets.helpers import check, codes, jsonl, valid
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 WEATHER_ARGS = json.dumps({"location": "San Francisco, USA", "format": "celsius"})
 WEATHER_TOOL = {
     "type": "function",

@@ -9,6 +9,8 @@ import pytest
 
 from tests.datasets.helpers import check, codes, jsonl, valid
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 SKY_Q = [{"role": "user", "content": "What color is the sky?"}]
 SKY_A = [{"role": "assistant", "content": "It is blue."}]
 SKY_BAD = [{"role": "assistant", "content": "It is green."}]

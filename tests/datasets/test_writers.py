@@ -12,6 +12,8 @@ import pytest
 
 from app.datasets.containers import CONTAINERS, read_records, sniff_container, writers
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 TRICKY = [
     {"instruction": 'quotes " and, commas', "input": "", "output": "line one\nline two\r\nthree"},
     {"instruction": "ünïcödé ✓ and a tab\t", "input": "x", "output": "=SUM(A1) is only text"},

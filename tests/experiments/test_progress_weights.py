@@ -9,6 +9,8 @@ import pytest
 
 from app.experiments import progress
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 SPEC: dict[str, Any] = {
     "alignment": {"selection": "full", "size": 600},
     "alignment_training": {"epochs": 1},

@@ -23,7 +23,10 @@ from workers.experiments.train import (
     train,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.no_backend,
+]  # never reads SQL, Redis or blobs
 CONV = [
     {"role": "user", "content": "Name a colour."},
     {"role": "assistant", "content": "Blue."},

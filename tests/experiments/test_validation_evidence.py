@@ -10,6 +10,8 @@ import pytest
 
 from app.calibration import validation
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 RESULT = {
     "seeds": [0, 1],
     "datasets": [{"dataset": f"d{i}", "risk_score": 10.0 * i, "harm": 0.1 * i} for i in range(5)],

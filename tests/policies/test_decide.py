@@ -7,6 +7,8 @@ import pytest
 
 from app.policies import decide
 
+pytestmark = pytest.mark.no_backend  # never reads SQL, Redis or the blob store
+
 LEVELS = {"floor": 0.2, "near": 0.5, "high": 0.6}
 ANCHOR_LEVELS = {"zero": 0.0, "harmful": 0.1}
 
